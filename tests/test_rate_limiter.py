@@ -1,0 +1,589 @@
+"""Edge cases and properties of the per-client token-bucket RateLimiter.
+
+Refill is driven by an injected fake monotonic clock, so no test depends on how fast the
+machine is; the only real waits are a few hundredths of a second inside `acquire`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tooloo_cli.resilience import Decision, RateLimiter
+
+EPS = 1e-9
+
+
+class FakeClock:
+    """A monotonic clock that only moves when told to."""
+
+    def __init__(self, start: float = 100.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        """Moves the clock forward by `seconds`."""
+        assert seconds >= 0
+        self.now += seconds
+
+
+def make(capacity: int = 5, rate: float = 1.0, **kwargs: Any) -> tuple[RateLimiter, FakeClock]:
+    """A limiter on a fresh fake clock."""
+    clock = FakeClock()
+    return RateLimiter(capacity, rate, clock=clock, **kwargs), clock
+
+
+def drain(limiter: RateLimiter, client: str) -> None:
+    """Takes every whole token `client` has, one at a time."""
+    for _ in range(limiter.capacity + 1):
+        if not limiter.try_acquire(client).allowed:
+            return
+    raise AssertionError("bucket never ran dry")
+
+
+def active_clients(limiter: RateLimiter) -> set[str]:
+    """The clients that currently have a bucket, seen through stats()."""
+    return set(limiter.stats(top=limiter.max_clients + 1)["buckets"])
+
+
+@pytest.fixture
+def recorded_sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Replaces asyncio.sleep with one that records the delay and only yields once."""
+    real_sleep = asyncio.sleep
+    delays: list[float] = []
+
+    async def fake_sleep(delay: float, result: Any = None) -> Any:
+        delays.append(delay)
+        await real_sleep(0)
+        return result
+
+    monkeypatch.setattr(asyncio, "sleep", fake_sleep)
+    return delays
+
+
+# -- construction and argument checks --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args, kwargs",
+    [
+        ((0, 1.0), {}),
+        ((-3, 1.0), {}),
+        ((5, 0), {}),
+        ((5, -1.0), {}),
+        ((5, 1.0), {"max_clients": 0}),
+        ((5, 1.0), {"max_wait": -0.1}),
+    ],
+)
+def test_constructor_rejects_invalid_settings(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):
+        RateLimiter(*args, **kwargs)
+
+
+@pytest.mark.parametrize("tokens", [0, -1, 6, 100])
+def test_try_acquire_rejects_impossible_token_counts_without_touching_state(tokens: int) -> None:
+    limiter, _ = make(capacity=5)
+    with pytest.raises(ValueError):
+        limiter.try_acquire("a", tokens)
+    stats = limiter.stats()
+    assert stats["totalRequests"] == 0
+    assert stats["activeBuckets"] == 0
+
+
+@pytest.mark.parametrize("tokens", [0, -2, 6])
+def test_acquire_rejects_impossible_token_counts_at_once(tokens: int, recorded_sleeps: list[float]) -> None:
+    limiter, _ = make(capacity=5, max_wait=10.0)
+    with pytest.raises(ValueError):
+        asyncio.run(limiter.acquire("a", tokens))
+    assert recorded_sleeps == []
+    assert limiter.stats()["totalRequests"] == 0
+
+
+def test_request_of_exactly_capacity_is_allowed_on_a_full_bucket() -> None:
+    limiter, _ = make(capacity=5)
+    decision = limiter.try_acquire("a", 5)
+    assert decision.allowed
+    assert decision.remaining == 0
+
+
+# -- draining and refilling -------------------------------------------------------------
+
+
+def test_capacity_drains_one_token_per_request_then_denies() -> None:
+    limiter, _ = make(capacity=3, rate=2.0)
+    remaining = [limiter.try_acquire("a").remaining for _ in range(3)]
+    assert remaining == [2, 1, 0]
+    denied = limiter.try_acquire("a")
+    assert isinstance(denied, Decision)
+    assert not denied.allowed
+    assert denied.remaining == 0
+    assert denied.limit == 3
+    assert denied.retry_after == pytest.approx(0.5)
+
+
+def test_allowed_decision_has_zero_retry_after_and_reports_the_limit() -> None:
+    limiter, _ = make(capacity=4)
+    decision = limiter.try_acquire("a")
+    assert decision.allowed
+    assert decision.retry_after == 0.0
+    assert decision.limit == 4
+    assert decision.remaining == 3
+
+
+def test_frozen_clock_never_refills_and_no_timer_thread_is_started() -> None:
+    threads_before = threading.active_count()
+    limiter, _ = make(capacity=2, rate=1000.0)
+    drain(limiter, "a")
+    time.sleep(0.02)  # real time passes, the injected clock does not
+    assert not limiter.try_acquire("a").allowed
+    assert threading.active_count() == threads_before
+
+
+def test_refill_is_lazy_and_proportional_to_elapsed_time() -> None:
+    limiter, clock = make(capacity=10, rate=4.0)
+    for _ in range(10):
+        assert limiter.try_acquire("a").allowed
+    clock.advance(0.5)  # 2 tokens
+    assert limiter.try_acquire("a").allowed
+    assert limiter.try_acquire("a").allowed
+    assert not limiter.try_acquire("a").allowed
+
+
+def test_refill_is_capped_at_capacity() -> None:
+    limiter, clock = make(capacity=3, rate=5.0)
+    limiter.try_acquire("a")
+    clock.advance(10_000)
+    decision = limiter.try_acquire("a")
+    assert decision.remaining == 2
+    assert limiter.stats()["buckets"]["a"]["tokens"] == pytest.approx(2.0)
+
+
+def test_fractional_tokens_are_floored_in_remaining() -> None:
+    limiter, clock = make(capacity=10, rate=2.0)
+    limiter.try_acquire("a", 5)  # 5 left
+    clock.advance(0.25)  # +0.5
+    decision = limiter.try_acquire("a")  # 4.5 left
+    assert decision.remaining == 4
+
+
+def test_denied_request_does_not_consume_tokens() -> None:
+    limiter, _ = make(capacity=5)
+    limiter.try_acquire("a", 3)  # 2 left
+    assert not limiter.try_acquire("a", 3).allowed
+    assert not limiter.try_acquire("a", 3).allowed
+    decision = limiter.try_acquire("a", 2)
+    assert decision.allowed
+    assert decision.remaining == 0
+
+
+def test_retry_after_is_exactly_the_time_until_the_request_fits() -> None:
+    limiter, clock = make(capacity=5, rate=2.0)
+    limiter.try_acquire("a", 5)
+    denied = limiter.try_acquire("a", 3)
+    assert not denied.allowed
+    assert denied.retry_after == pytest.approx(1.5)
+    clock.advance(1.4)
+    assert not limiter.try_acquire("a", 3).allowed
+    clock.advance(0.1 + EPS)
+    assert limiter.try_acquire("a", 3).allowed
+
+
+def test_reset_is_the_epoch_second_the_bucket_is_full_again() -> None:
+    limiter, clock = make(capacity=10, rate=2.0)
+    decision = limiter.try_acquire("a", 4)  # 6 left: full again in 2 s
+    assert decision.reset == pytest.approx(time.time() + 2.0, abs=1.0)
+    clock.advance(100.0)  # full again; one token is refilled in 0.5 s
+    decision = limiter.try_acquire("a")
+    assert decision.reset == pytest.approx(time.time() + 100.5, abs=1.0)
+
+
+def test_reset_of_a_denied_request_is_when_the_bucket_is_full() -> None:
+    limiter, _ = make(capacity=4, rate=1.0)
+    limiter.try_acquire("a", 4)
+    denied = limiter.try_acquire("a")
+    assert not denied.allowed
+    assert denied.reset == pytest.approx(time.time() + 4.0, abs=1.0)
+    assert denied.reset - denied.retry_after == pytest.approx(time.time() + 3.0, abs=1.0)
+
+
+def test_clients_have_independent_buckets() -> None:
+    limiter, _ = make(capacity=2)
+    drain(limiter, "a")
+    assert not limiter.try_acquire("a").allowed
+    decision = limiter.try_acquire("b")
+    assert decision.allowed
+    assert decision.remaining == 1
+    buckets = limiter.stats()["buckets"]
+    assert buckets["a"]["tokens"] == pytest.approx(0.0)
+    assert buckets["b"]["tokens"] == pytest.approx(1.0)
+
+
+def test_reset_one_client_refills_only_that_client() -> None:
+    limiter, _ = make(capacity=2)
+    drain(limiter, "a")
+    drain(limiter, "b")
+    limiter.reset("a")
+    limiter.reset("never-seen")  # no error
+    assert limiter.try_acquire("a").allowed
+    assert not limiter.try_acquire("b").allowed
+
+
+def test_reset_everything_forgets_every_bucket() -> None:
+    limiter, _ = make(capacity=2)
+    drain(limiter, "a")
+    drain(limiter, "b")
+    limiter.reset()
+    assert limiter.stats()["activeBuckets"] == 0
+    assert limiter.try_acquire("a").allowed
+    assert limiter.try_acquire("b").allowed
+
+
+# -- acquire ------------------------------------------------------------------------------
+
+
+def test_acquire_takes_available_tokens_without_sleeping(recorded_sleeps: list[float]) -> None:
+    limiter, _ = make(capacity=3, max_wait=1.0)
+    decision = asyncio.run(limiter.acquire("a", 2))
+    assert decision.allowed
+    assert decision.remaining == 1
+    assert decision.retry_after == 0.0
+    assert recorded_sleeps == []
+
+
+def test_acquire_waits_for_tokens_when_the_wait_fits_max_wait(recorded_sleeps: list[float]) -> None:
+    limiter, _ = make(capacity=2, rate=10.0, max_wait=0.5)
+    drain(limiter, "a")
+    decision = asyncio.run(limiter.acquire("a"))
+    assert decision.allowed
+    assert decision.retry_after == 0.0
+    assert decision.remaining == 0
+    assert recorded_sleeps == [pytest.approx(0.1)]
+
+
+def test_acquire_waits_in_real_time_then_succeeds() -> None:
+    limiter = RateLimiter(1, 20.0, max_wait=0.2)  # real monotonic clock: 1 token per 0.05 s
+    assert limiter.try_acquire("a").allowed
+
+    async def timed() -> tuple[Decision, float]:
+        start = time.monotonic()
+        decision = await limiter.acquire("a")
+        return decision, time.monotonic() - start
+
+    decision, elapsed = asyncio.run(timed())
+    assert decision.allowed
+    assert 0.02 <= elapsed < 2.0  # it did wait, and not for long
+
+
+def test_acquire_denies_at_once_when_the_wait_exceeds_max_wait(recorded_sleeps: list[float]) -> None:
+    limiter, _ = make(capacity=2, rate=1.0, max_wait=0.5)
+    drain(limiter, "a")
+    decision = asyncio.run(limiter.acquire("a"))
+    assert not decision.allowed
+    assert decision.retry_after == pytest.approx(1.0)
+    assert recorded_sleeps == []
+    assert limiter.stats()["deniedRequests"] == 2  # the drain's last probe and this one
+
+
+def test_acquire_never_waits_with_the_default_max_wait_of_zero(recorded_sleeps: list[float]) -> None:
+    limiter, _ = make(capacity=1, rate=1000.0)
+    drain(limiter, "a")
+    assert not asyncio.run(limiter.acquire("a")).allowed
+    assert recorded_sleeps == []
+
+
+def test_acquire_per_call_max_wait_overrides_the_default(recorded_sleeps: list[float]) -> None:
+    limiter, _ = make(capacity=1, rate=4.0, max_wait=0.0)
+    drain(limiter, "a")
+    assert asyncio.run(limiter.acquire("a", max_wait=1.0)).allowed
+    assert recorded_sleeps == [pytest.approx(0.25)]
+    assert not asyncio.run(limiter.acquire("a", max_wait=0.1)).allowed
+    assert len(recorded_sleeps) == 1
+
+
+def test_concurrent_acquires_reserve_tokens_and_are_served_in_order(recorded_sleeps: list[float]) -> None:
+    limiter, _ = make(capacity=1, rate=10.0, max_wait=1.0)
+    drain(limiter, "a")
+
+    async def both() -> list[Decision]:
+        return list(await asyncio.gather(limiter.acquire("a"), limiter.acquire("a")))
+
+    decisions = asyncio.run(both())
+    assert all(d.allowed for d in decisions)
+    assert recorded_sleeps == [pytest.approx(0.1), pytest.approx(0.2)]
+    # Both tokens are spoken for: the bucket is in debt until 0.3 s from now.
+    denied = limiter.try_acquire("a")
+    assert not denied.allowed
+    assert denied.remaining == 0
+    assert denied.retry_after == pytest.approx(0.3)
+
+
+def test_cancelled_acquire_refunds_its_reserved_tokens() -> None:
+    limiter, clock = make(capacity=2, rate=1.0, max_wait=5.0)
+    limiter.try_acquire("a", 2)  # empty
+
+    async def cancel_while_waiting() -> None:
+        task = asyncio.ensure_future(limiter.acquire("a", 2))  # would sleep 2 s
+        await asyncio.sleep(0.01)
+        assert not task.done()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(cancel_while_waiting())
+    assert limiter.stats()["buckets"]["a"]["tokens"] == pytest.approx(0.0)
+    assert limiter.stats()["allowedRequests"] == 1  # the cancelled one is not counted
+    clock.advance(1.0 + EPS)
+    assert limiter.try_acquire("a").allowed  # would still be in debt without the refund
+
+
+# -- memory bound and eviction ------------------------------------------------------------
+
+
+def test_bucket_count_never_exceeds_max_clients_and_evictions_are_counted() -> None:
+    limiter, clock = make(capacity=1, max_clients=50)
+    for i in range(500):
+        clock.advance(0.001)
+        limiter.try_acquire(f"client-{i}")
+        assert limiter.stats(top=0)["activeBuckets"] <= 50
+    stats = limiter.stats(top=0)
+    assert stats["evictions"] > 0
+    assert stats["evictions"] + stats["activeBuckets"] == 500
+    assert stats["maxClients"] == 50
+
+
+def test_eviction_drops_the_least_recently_used_bucket() -> None:
+    limiter, clock = make(capacity=5, max_clients=5)  # evicts one at a time
+    for name in "abcde":
+        clock.advance(1.0)
+        limiter.try_acquire(name)
+    clock.advance(1.0)
+    limiter.try_acquire("a")  # a is now the most recently used
+    clock.advance(1.0)
+    limiter.try_acquire("f")
+    assert active_clients(limiter) == {"a", "c", "d", "e", "f"}
+    assert limiter.stats()["evictions"] == 1
+
+
+def test_denied_requests_also_count_as_use_for_eviction() -> None:
+    limiter, clock = make(capacity=1, rate=0.01, max_clients=3)
+    for name in "abc":
+        clock.advance(1.0)
+        limiter.try_acquire(name)
+    clock.advance(1.0)
+    assert not limiter.try_acquire("a").allowed
+    clock.advance(1.0)
+    limiter.try_acquire("d")
+    assert active_clients(limiter) == {"a", "c", "d"}
+
+
+def test_eviction_drops_the_least_recently_used_tenth_at_once() -> None:
+    limiter, clock = make(capacity=5, max_clients=20)
+    names = [f"c{i:02d}" for i in range(20)]
+    for name in names:
+        clock.advance(1.0)
+        limiter.try_acquire(name)
+    clock.advance(1.0)
+    limiter.try_acquire("c00")  # refreshed: c01 and c02 are now the oldest
+    clock.advance(1.0)
+    limiter.try_acquire("new")
+    active = active_clients(limiter)
+    assert len(active) == 19
+    assert {"c01", "c02"}.isdisjoint(active)
+    assert {"c00", "new"} <= active
+    assert limiter.stats()["evictions"] == 2
+
+
+def test_an_evicted_client_comes_back_with_a_full_bucket() -> None:
+    limiter, clock = make(capacity=2, max_clients=1)
+    drain(limiter, "a")
+    clock.advance(0.001)
+    limiter.try_acquire("b")  # evicts a
+    clock.advance(0.001)
+    decision = limiter.try_acquire("a")
+    assert decision.allowed
+    assert decision.remaining == 1
+
+
+# -- stats --------------------------------------------------------------------------------
+
+
+def _is_number(value: Any) -> bool:
+    """True for an int or float that is not a bool."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def test_stats_of_a_fresh_limiter() -> None:
+    limiter, _ = make(capacity=7, rate=3)
+    stats = limiter.stats()
+    assert stats["rateLimit"] == 7
+    assert stats["refillRate"] == 3.0
+    assert stats["totalRequests"] == 0
+    assert stats["allowRate"] == 1.0
+    assert stats["activeBuckets"] == 0
+    assert stats["evictions"] == 0
+    assert stats["buckets"] == {}
+
+
+def test_stats_are_plain_numbers_and_count_requests() -> None:
+    limiter, _ = make(capacity=2)
+    for _ in range(3):
+        limiter.try_acquire("a")  # 2 allowed, 1 denied
+    limiter.try_acquire("b")
+    stats = limiter.stats()
+    for key, value in stats.items():
+        if key != "buckets":
+            assert _is_number(value), key
+    for bucket in stats["buckets"].values():
+        assert _is_number(bucket["tokens"]) and _is_number(bucket["denied"])
+    assert stats["totalRequests"] == 4
+    assert stats["allowedRequests"] == 3
+    assert stats["deniedRequests"] == 1
+    assert stats["allowRate"] == pytest.approx(0.75)
+    assert stats["activeBuckets"] == 2
+
+
+def test_stats_buckets_list_most_denied_clients_first_then_emptiest() -> None:
+    limiter, _ = make(capacity=3)
+    limiter.try_acquire("calm")
+    limiter.try_acquire("emptier", 3)
+    limiter.try_acquire("one-denial", 3)
+    limiter.try_acquire("one-denial", 1)
+    limiter.try_acquire("two-denials", 3)
+    limiter.try_acquire("two-denials")
+    limiter.try_acquire("two-denials")
+    buckets = limiter.stats()["buckets"]
+    assert list(buckets) == ["two-denials", "one-denial", "emptier", "calm"]
+    assert buckets["two-denials"]["denied"] == 2
+    assert buckets["calm"]["denied"] == 0
+    assert list(limiter.stats(top=2)["buckets"]) == ["two-denials", "one-denial"]
+
+
+def test_stats_bucket_tokens_include_refill_since_last_use() -> None:
+    limiter, clock = make(capacity=10, rate=2.0)
+    limiter.try_acquire("a", 10)
+    clock.advance(2.0)
+    assert limiter.stats()["buckets"]["a"]["tokens"] == pytest.approx(4.0)
+    clock.advance(100.0)
+    assert limiter.stats()["buckets"]["a"]["tokens"] == pytest.approx(10.0)
+
+
+# -- properties ---------------------------------------------------------------------------
+
+_ops = st.lists(
+    st.tuples(
+        st.floats(min_value=0.0, max_value=3.0, allow_nan=False, allow_infinity=False),
+        st.integers(min_value=1, max_value=20),
+    ),
+    min_size=1,
+    max_size=60,
+)
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    capacity=st.integers(min_value=1, max_value=20),
+    rate=st.floats(min_value=0.1, max_value=50.0, allow_nan=False),
+    ops=_ops,
+)
+def test_property_allowed_tokens_in_any_window_never_exceed_capacity_plus_refill(
+    capacity: int, rate: float, ops: list[tuple[float, int]]
+) -> None:
+    limiter, clock = make(capacity=capacity, rate=rate)
+    granted: list[tuple[float, int]] = []
+    for advance, wanted in ops:
+        clock.advance(advance)
+        n = min(wanted, capacity)
+        decision = limiter.try_acquire("c", n)
+        assert 0 <= decision.remaining <= capacity
+        if decision.allowed:
+            assert decision.retry_after == 0.0
+            granted.append((clock.now, n))
+        else:
+            assert decision.retry_after > 0
+    for i, (start, _) in enumerate(granted):
+        total = 0
+        for end, n in granted[i:]:
+            total += n
+            assert total <= capacity + rate * (end - start) + 1e-6
+    stats = limiter.stats()
+    assert 0.0 <= stats["allowRate"] <= 1.0
+    assert stats["allowedRequests"] == len(granted)
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    capacity=st.integers(min_value=1, max_value=20),
+    rate=st.floats(min_value=0.1, max_value=50.0, allow_nan=False),
+    ops=_ops,
+)
+def test_property_a_denied_request_fits_exactly_after_retry_after(
+    capacity: int, rate: float, ops: list[tuple[float, int]]
+) -> None:
+    limiter, clock = make(capacity=capacity, rate=rate)
+    for advance, wanted in ops:
+        clock.advance(advance)
+        n = min(wanted, capacity)
+        decision = limiter.try_acquire("c", n)
+        if decision.allowed:
+            continue
+        wait = decision.retry_after
+        if wait > 1e-6:
+            clock.advance(wait / 2)
+            assert not limiter.try_acquire("c", n).allowed
+            clock.advance(wait / 2 + 1e-6)
+        else:
+            clock.advance(1e-6)
+        assert limiter.try_acquire("c", n).allowed
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    capacity=st.integers(min_value=1, max_value=10),
+    max_clients=st.integers(min_value=1, max_value=8),
+    history=st.lists(st.tuples(st.integers(min_value=0, max_value=12), st.integers(1, 10)), max_size=40),
+    n=st.integers(min_value=1, max_value=10),
+)
+def test_property_a_fresh_client_is_always_allowed_its_first_request(
+    capacity: int, max_clients: int, history: list[tuple[int, int]], n: int
+) -> None:
+    limiter, clock = make(capacity=capacity, rate=0.5, max_clients=max_clients)
+    for client, wanted in history:
+        clock.advance(0.01)
+        limiter.try_acquire(f"old-{client}", min(wanted, capacity))
+        assert limiter.stats(top=0)["activeBuckets"] <= max_clients
+    decision = limiter.try_acquire("newcomer", min(n, capacity))
+    assert decision.allowed
+    assert decision.remaining == capacity - min(n, capacity)
+    assert limiter.stats(top=0)["activeBuckets"] <= max_clients
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    max_clients=st.integers(min_value=1, max_value=25),
+    accesses=st.lists(st.integers(min_value=0, max_value=30), max_size=80),
+)
+def test_property_eviction_matches_a_least_recently_used_model(max_clients: int, accesses: list[int]) -> None:
+    limiter, clock = make(capacity=3, rate=1.0, max_clients=max_clients)
+    model: dict[str, float] = {}  # client -> last access time
+    evicted = 0
+    for index in accesses:
+        clock.advance(1.0)  # strictly increasing: no ties in recency
+        client = f"c{index}"
+        if client not in model and len(model) >= max_clients:
+            count = max(max_clients // 10, 1)
+            for stale in sorted(model, key=model.__getitem__)[:count]:
+                del model[stale]
+                evicted += 1
+        model[client] = clock.now
+        limiter.try_acquire(client)
+        assert active_clients(limiter) == set(model)
+        assert len(model) <= max_clients
+    assert limiter.stats(top=0)["evictions"] == evicted

@@ -1,0 +1,168 @@
+"""The `tooloo` command line: parses arguments and delegates to the package's modules.
+
+Heavy imports (rich, the resilience modules, pytest) happen inside the commands, so that
+`tooloo --help` and shell completion stay fast. Exit codes: 0 ok, 1 failure, 2 usage or
+configuration error.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from tooloo_cli import __version__
+from tooloo_cli.errors import ToolooError
+
+app = typer.Typer(
+    name="tooloo",
+    help="Run, observe and benchmark the TooLoo stack.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+config_app = typer.Typer(help="Show, create and check tooloo.toml.", no_args_is_help=True)
+app.add_typer(config_app, name="config", rich_help_panel="Configuration")
+
+
+class Suite(str, enum.Enum):
+    modules = "modules"
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"tooloo {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    config: Annotated[
+        Optional[Path],
+        typer.Option("--config", "-c", help="Path of tooloo.toml (default: $TOOLOO_CONFIG, else the nearest tooloo.toml)."),
+    ] = None,
+    version: Annotated[
+        bool, typer.Option("--version", "-V", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Run, observe and benchmark the TooLoo stack."""
+    ctx.obj = config
+
+
+def _load(ctx: typer.Context):  # -> LoadedConfig, imported lazily
+    from tooloo_cli.config import load_config
+
+    return load_config(ctx.obj)
+
+
+# -- config ---------------------------------------------------------------------------
+
+
+@config_app.command("show")
+def config_show(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of TOML.")] = False,
+) -> None:
+    """Print the effective configuration (file, then TOOLOO_* overrides).
+
+    Example: [bold]TOOLOO_SERVICES__WEB__PORT=8000 tooloo config show --json[/]
+    """
+    from tooloo_cli.config import config_to_json, config_to_toml
+
+    loaded = _load(ctx)
+    if as_json:
+        print(config_to_json(loaded.config))
+        return
+    origin = str(loaded.source) if loaded.source else "built-in defaults (no tooloo.toml found)"
+    print(f"# source: {origin}")
+    if loaded.overrides:
+        print(f"# overridden by: {', '.join(loaded.overrides)}")
+    print(config_to_toml(loaded.config), end="")
+
+
+@config_app.command("init")
+def config_init(
+    path: Annotated[Path, typer.Argument(help="Where to write.")] = Path("tooloo.toml"),
+    force: Annotated[bool, typer.Option("--force", "-f", help="Overwrite an existing file.")] = False,
+) -> None:
+    """Write the default configuration.
+
+    Example: [bold]tooloo config init ops/tooloo.toml[/]
+    """
+    from tooloo_cli.config import Config, config_to_toml
+
+    if path.exists() and not force:
+        print(f"tooloo: {path} already exists; use --force to overwrite it", file=sys.stderr)
+        raise typer.Exit(1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(config_to_toml(Config.defaults()), encoding="utf-8")
+    print(f"wrote {path}")
+
+
+@config_app.command("validate")
+def config_validate(ctx: typer.Context) -> None:
+    """Check the configuration; exit 2 naming the file, line and key of the first problem.
+
+    Example: [bold]tooloo --config ops/tooloo.toml config validate[/]
+    """
+    loaded = _load(ctx)
+    origin = loaded.source or "built-in defaults"
+    extra = f" with {', '.join(loaded.overrides)}" if loaded.overrides else ""
+    print(f"{origin}{extra}: valid ({len(loaded.services)} services)")
+
+
+# -- test and bench -------------------------------------------------------------------
+
+
+@app.command("test", rich_help_panel="Quality")
+def test(
+    keyword: Annotated[Optional[str], typer.Option("-k", help="Only checks matching this pytest expression.")] = None,
+    exitfirst: Annotated[bool, typer.Option("--exitfirst", "-x", help="Stop at the first failure.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="List every check.")] = False,
+) -> None:
+    """Run the Phase 6 suite: the seed's eight groups, with a grouped summary.
+
+    Ends with the line `N passed, N failed`; exits 1 when any check fails.
+
+    Example: [bold]tooloo test -k RateLimiter[/]
+    """
+    from tooloo_cli.phase6.runner import run_suite
+
+    raise typer.Exit(run_suite(keyword=keyword, exitfirst=exitfirst, verbose=verbose))
+
+
+@app.command("bench", rich_help_panel="Quality")
+def bench(
+    suite: Annotated[Optional[Suite], typer.Argument(help="Which suite (default: all).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+    quick: Annotated[bool, typer.Option("--quick", help="Fewer, shorter runs (a smoke test, not a measurement).")] = False,
+) -> None:
+    """Benchmark the resilience modules (µs/op, ops/s) beside the seed's Node figures.
+
+    Example: [bold]tooloo bench modules --json[/]
+    """
+    from tooloo_cli.bench import run_benchmarks
+
+    raise typer.Exit(run_benchmarks([s.value for s in ([suite] if suite else list(Suite))], as_json=as_json, quick=quick))
+
+
+def run() -> None:
+    """Runs the app, turning ToolooError into its exit code and never showing a traceback."""
+    try:
+        app()
+    except ToolooError as exc:
+        print(f"tooloo: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:
+        if os.environ.get("TOOLOO_DEBUG"):
+            raise
+        print(f"tooloo: internal error: {type(exc).__name__}: {exc} (set TOOLOO_DEBUG=1 for the traceback)", file=sys.stderr)
+        sys.exit(1)

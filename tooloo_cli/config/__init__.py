@@ -1,0 +1,30 @@
+"""Configuration of the stack: `tooloo.toml`, environment overrides, validation.
+
+    from tooloo_cli.config import load_config
+    loaded = load_config()
+    loaded.config.services["budget"].rate_limiter.capacity   # 100
+"""
+
+from tooloo_cli.config.loader import (
+    ConfigError,
+    LoadedConfig,
+    config_to_dict,
+    config_to_json,
+    config_to_toml,
+    find_config_file,
+    load_config,
+)
+from tooloo_cli.config.schema import SERVICE_MODULES, Config, ServiceSettings
+
+__all__ = [
+    "SERVICE_MODULES",
+    "Config",
+    "ConfigError",
+    "LoadedConfig",
+    "ServiceSettings",
+    "config_to_dict",
+    "config_to_json",
+    "config_to_toml",
+    "find_config_file",
+    "load_config",
+]

@@ -1,0 +1,328 @@
+"""Reading, validating and writing `tooloo.toml`.
+
+Where the file comes from: `--config PATH`, else `$TOOLOO_CONFIG`, else the nearest
+`tooloo.toml` in the working directory or above it (as docker compose finds its file),
+else the built-in defaults. Environment variables `TOOLOO_<SECTION>__<KEY>` override
+single settings, with `__` between the parts of the key's path:
+
+    TOOLOO_SERVICES__BUDGET__CACHE__TTL_SECONDS=10 tooloo config show
+
+    config = load_config()                  # or load_config("ops/tooloo.toml")
+    config.services["web"].port             # 3000
+    config.state_path("budget.db")          # <dir of tooloo.toml>/.tooloo/budget.db
+
+Every problem raises ConfigError with a message naming the file, the line and the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tooloo_cli.config.schema import SERVICE_MODULES, Config
+from tooloo_cli.errors import UsageError
+
+FILE_NAME = "tooloo.toml"
+ENV_PREFIX = "TOOLOO_"
+ENV_CONFIG = "TOOLOO_CONFIG"
+
+
+class ConfigError(UsageError):
+    """The configuration cannot be used; the message says where and why (exit 2)."""
+
+
+@dataclass
+class LoadedConfig:
+    """A validated Config with where it came from."""
+
+    config: Config
+    source: Path | None = None  # the file read, None for built-in defaults
+    base_dir: Path = field(default_factory=Path.cwd)  # relative paths resolve against it
+    overrides: list[str] = field(default_factory=list)  # environment variables applied
+
+    @property
+    def services(self) -> dict[str, Any]:
+        return self.config.services
+
+    def state_path(self, name: str = "") -> Path:
+        """A path inside the state directory (`.tooloo/` beside tooloo.toml by default)."""
+        state = Path(self.config.stack.state_dir)
+        base = state if state.is_absolute() else self.base_dir / state
+        return base / name if name else base
+
+
+# -- finding and reading --------------------------------------------------------------
+
+
+def find_config_file(explicit: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None,
+                     cwd: Path | None = None) -> Path | None:
+    """The file to read, or None when there is none and the defaults apply."""
+    env = os.environ if env is None else env
+    chosen = explicit or env.get(ENV_CONFIG)
+    if chosen:
+        path = Path(chosen).expanduser()
+        if not path.is_file():
+            origin = "--config" if explicit else ENV_CONFIG
+            raise ConfigError(f"{path}: no such configuration file (from {origin})")
+        return path
+    here = (cwd or Path.cwd()).resolve()
+    for directory in (here, *here.parents):
+        candidate = directory / FILE_NAME
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_config(path: str | os.PathLike[str] | None = None, *, env: Mapping[str, str] | None = None,
+                cwd: Path | None = None) -> LoadedConfig:
+    """The effective configuration: defaults, then the file, then environment overrides."""
+    env = os.environ if env is None else env
+    source = find_config_file(path, env, cwd)
+    config = Config.defaults()
+    file_origin = None
+    if source is not None:
+        try:
+            text = source.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{source}: cannot read: {exc}") from None
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{source}: invalid TOML: {exc}") from None
+        file_origin = _FileOrigin(source, text)
+        _apply_document(config, data, file_origin)
+    overrides = _apply_environment(config, env)
+    _check_consistency(config, file_origin)
+    base_dir = source.parent.resolve() if source is not None else (cwd or Path.cwd()).resolve()
+    return LoadedConfig(config, source, base_dir, overrides)
+
+
+# -- where a problem is -----------------------------------------------------------------
+
+
+class _FileOrigin:
+    def __init__(self, path: Path, text: str) -> None:
+        self.path = path
+        self.lines = text.splitlines()
+
+    def where(self, key_path: list[str]) -> str:
+        line = _line_of(self.lines, key_path)
+        return f"{self.path}, line {line}" if line else str(self.path)
+
+
+class _EnvOrigin:
+    def __init__(self, variable: str) -> None:
+        self.variable = variable
+
+    def where(self, key_path: list[str]) -> str:
+        return f"environment variable {self.variable}"
+
+
+def _line_of(lines: list[str], key_path: list[str]) -> int | None:
+    """The line defining `key_path` (as a key or a table header), found by a light scan."""
+    table: list[str] = []
+    for number, raw in enumerate(lines, start=1):
+        line = raw.split("#", 1)[0].strip()
+        if line.startswith("[") and line.endswith("]"):
+            table = [part.strip().strip('"') for part in line.strip("[]").split(".")]
+            if table == key_path:
+                return number
+        elif "=" in line:
+            key = [part.strip().strip('"') for part in line.split("=", 1)[0].split(".")]
+            if table + key == key_path:
+                return number
+    return None
+
+
+def _nearest(name: str, valid: typing.Iterable[str]) -> str:
+    import difflib
+
+    valid = sorted(valid)
+    close = difflib.get_close_matches(name, valid, n=1, cutoff=0.5)
+    if close:
+        return f"; did you mean {close[0]!r}?"
+    return f"; valid keys: {', '.join(valid)}"
+
+
+# -- applying values ------------------------------------------------------------------
+
+
+def _apply_document(config: Config, data: dict[str, Any], origin: _FileOrigin | _EnvOrigin) -> None:
+    for key, value in data.items():
+        if key == "services":
+            if not isinstance(value, dict):
+                raise ConfigError(f"{origin.where(['services'])}: services must be a table")
+            for name, table in value.items():
+                if name not in config.services:
+                    raise ConfigError(
+                        f"{origin.where(['services', name])}: unknown service {name!r}{_nearest(name, config.services)}"
+                    )
+                _apply_section(config.services[name], table, ["services", name], origin)
+        elif key in ("stack", "supervisor", "observe"):
+            _apply_section(getattr(config, key), value, [key], origin)
+        else:
+            valid = ["stack", "supervisor", "observe", "services"]
+            raise ConfigError(f"{origin.where([key])}: unknown section {key!r}{_nearest(key, valid)}")
+
+
+def _section_type(annotation: Any) -> type | None:
+    """The settings dataclass behind `X` or `X | None`, or None for a plain value."""
+    if isinstance(annotation, types.UnionType):
+        annotation = next(arg for arg in typing.get_args(annotation) if arg is not type(None))
+    return annotation if dataclasses.is_dataclass(annotation) else None
+
+
+def _apply_section(section: Any, data: Any, key_path: list[str], origin: _FileOrigin | _EnvOrigin) -> None:
+    dotted = ".".join(key_path)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{origin.where(key_path)}: {dotted} must be a table")
+    hints = typing.get_type_hints(type(section))
+    fields = {f.name: f for f in dataclasses.fields(section)}
+    for key, value in data.items():
+        path = [*key_path, key]
+        if key not in fields:
+            raise ConfigError(f"{origin.where(path)}: unknown key {'.'.join(path)}{_nearest(key, fields)}")
+        if _section_type(hints[key]) is not None:
+            current = getattr(section, key)
+            if current is None:
+                service = key_path[-1]
+                embeds = ", ".join(("tracer", *SERVICE_MODULES.get(service, ())))
+                raise ConfigError(
+                    f"{origin.where(path)}: the {service} service has no {key.replace('_', ' ')} "
+                    f"(it embeds: {embeds})"
+                )
+            _apply_section(current, value, path, origin)
+        else:
+            setattr(section, key, _coerce(value, hints[key], fields[key].metadata, path, origin))
+
+
+def _coerce(value: Any, annotation: Any, limits: Mapping[str, Any], path: list[str],
+            origin: _FileOrigin | _EnvOrigin) -> Any:
+    dotted = ".".join(path)
+
+    def fail(expected: str) -> ConfigError:
+        return ConfigError(f"{origin.where(path)}: {dotted} must be {expected}, got {value!r}")
+
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise fail("true or false")
+    elif annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise fail("a whole number")
+    elif annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise fail("a number")
+        value = float(value)
+    elif annotation is str:
+        if not isinstance(value, str):
+            raise fail("a string")
+    elif typing.get_origin(annotation) is list:
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            raise fail("a list of strings")
+    bounds = [
+        ("ge", lambda v, b: v >= b, ">="),
+        ("gt", lambda v, b: v > b, ">"),
+        ("le", lambda v, b: v <= b, "<="),
+    ]
+    for name, holds, symbol in bounds:
+        bound = limits.get(name)
+        if bound is not None and not holds(value, bound):
+            raise fail(f"{symbol} {bound}")
+    choices = limits.get("choices")
+    if choices and value not in choices:
+        raise fail(f"one of {', '.join(choices)}")
+    return value
+
+
+def _apply_environment(config: Config, env: Mapping[str, str]) -> list[str]:
+    """Applies `TOOLOO_<SECTION>__<KEY>=value` variables; returns the names applied."""
+    applied = []
+    for variable in sorted(env):
+        if not variable.startswith(ENV_PREFIX) or "__" not in variable:
+            continue
+        parts = variable[len(ENV_PREFIX):].lower().split("__")
+        document: dict[str, Any] = {}
+        cursor = document
+        for part in parts[:-1]:
+            cursor = cursor.setdefault(part, {})
+        cursor[parts[-1]] = _parse_env_value(env[variable])
+        _apply_document(config, document, _EnvOrigin(variable))
+        applied.append(variable)
+    return applied
+
+
+def _parse_env_value(raw: str) -> Any:
+    """A TOML value (`10`, `0.5`, `true`, `["10.0.0.1"]`), else the text itself."""
+    try:
+        return tomllib.loads(f"value = {raw}")["value"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def _check_consistency(config: Config, origin: _FileOrigin | None) -> None:
+    def where(path: list[str]) -> str:
+        return origin.where(path) if origin else "configuration"
+
+    ports: dict[int, str] = {}
+    for name, service in config.services.items():
+        if service.port in ports:
+            raise ConfigError(
+                f"{where(['services', name, 'port'])}: services.{name}.port {service.port} "
+                f"is already the port of {ports[service.port]}"
+            )
+        ports[service.port] = name
+        pool = service.pool
+        if pool is not None and pool.min_size > pool.max_size:
+            raise ConfigError(
+                f"{where(['services', name, 'pool', 'min_size'])}: services.{name}.pool.min_size "
+                f"({pool.min_size}) must not exceed max_size ({pool.max_size})"
+            )
+    supervisor = config.supervisor
+    if supervisor.backoff_initial > supervisor.backoff_max:
+        raise ConfigError(
+            f"{where(['supervisor', 'backoff_initial'])}: supervisor.backoff_initial "
+            f"({supervisor.backoff_initial}) must not exceed backoff_max ({supervisor.backoff_max})"
+        )
+    import ipaddress
+
+    for proxy in config.stack.trusted_proxies:
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"{where(['stack', 'trusted_proxies'])}: stack.trusted_proxies has {proxy!r}, "
+                "which is not an IP address or network"
+            ) from None
+
+
+# -- writing --------------------------------------------------------------------------
+
+
+def config_to_dict(config: Config) -> dict[str, Any]:
+    """The configuration as TOML-ready data; modules a service lacks are left out."""
+
+    def strip(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {key: strip(item) for key, item in value.items() if item is not None}
+        return value
+
+    return strip(dataclasses.asdict(config))
+
+
+def config_to_toml(config: Config) -> str:
+    import tomli_w
+
+    header = "# tooloo.toml: the whole stack. `tooloo config show` prints the effective values.\n\n"
+    return header + tomli_w.dumps(config_to_dict(config))
+
+
+def config_to_json(config: Config) -> str:
+    return json.dumps(config_to_dict(config), indent=2)

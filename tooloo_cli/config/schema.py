@@ -1,0 +1,183 @@
+"""The shape of `tooloo.toml`: every setting with its type, range and default.
+
+The defaults here are the single source: `tooloo config init` writes them, and the
+`tooloo.toml` at the repository root is that output. SPEC's table decides which modules
+each service embeds (`SERVICE_MODULES`); a section for a module a service lacks is an error.
+
+    config = Config.defaults()
+    config.services["budget"].cache.ttl_seconds     # 5.0
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def setting(default: Any, *, ge: float | None = None, gt: float | None = None, le: float | None = None,
+            choices: tuple[str, ...] | None = None) -> Any:
+    """A dataclass field carrying its valid range for the loader."""
+    limits = {"ge": ge, "gt": gt, "le": le, "choices": choices}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=limits)
+    return field(default=default, metadata=limits)
+
+
+@dataclass
+class TracerSettings:
+    sampling_rate: float = setting(0.1, ge=0, le=1)
+    max_traces: int = setting(50, ge=0)
+    latency_window: int = setting(1024, ge=1)
+
+
+@dataclass
+class RateLimiterSettings:
+    capacity: int = setting(100, ge=1)
+    refill_rate: float = setting(10.0, gt=0)
+    max_clients: int = setting(10_000, ge=1)
+    max_wait: float = setting(0.0, ge=0)
+
+
+@dataclass
+class CacheSettings:
+    file: str = setting("cache.db")
+    ttl_seconds: float = setting(5.0, gt=0)
+    memory_items: int = setting(1000, ge=1)
+    compress_threshold: int = setting(1024, ge=0)
+
+
+@dataclass
+class PoolSettings:
+    database: str = setting("data.db")
+    min_size: int = setting(1, ge=0)
+    max_size: int = setting(4, ge=1)
+    acquire_timeout: float = setting(5.0, gt=0)
+    idle_timeout: float = setting(60.0, gt=0)
+
+
+@dataclass
+class QueryOptimizerSettings:
+    batch_size: int = setting(50, ge=1)
+    batch_window_ms: float = setting(10.0, ge=0)
+
+
+@dataclass
+class BreakerSettings:
+    failure_threshold: int = setting(5, ge=1)
+    reset_timeout: float = setting(30.0, gt=0)
+    half_open_max_calls: int = setting(1, ge=1)
+    call_timeout: float = setting(10.0, gt=0)
+
+
+@dataclass
+class ProviderSettings:
+    kind: str = setting("simulated", choices=("simulated", "openai"))
+    latency_ms: float = setting(50.0, ge=0)
+    failure_rate: float = setting(0.0, ge=0, le=1)
+    base_url: str = setting("https://api.openai.com/v1")
+    model: str = setting("gpt-4o-mini")
+    api_key_env: str = setting("OPENAI_API_KEY")
+    timeout: float = setting(30.0, gt=0)
+
+
+@dataclass
+class ServiceSettings:
+    port: int = setting(3000, ge=1, le=65535)
+    tracer: TracerSettings = field(default_factory=TracerSettings)
+    rate_limiter: RateLimiterSettings | None = None
+    cache: CacheSettings | None = None
+    pool: PoolSettings | None = None
+    query_optimizer: QueryOptimizerSettings | None = None
+    breaker: BreakerSettings | None = None
+    provider: ProviderSettings | None = None
+
+
+@dataclass
+class StackSettings:
+    host: str = setting("127.0.0.1")
+    state_dir: str = setting(".tooloo")
+    trusted_proxies: list[str] = setting([])
+    max_body_bytes: int = setting(1_048_576, ge=1)
+    upstream_timeout: float = setting(5.0, gt=0)
+
+
+@dataclass
+class SupervisorSettings:
+    grace_period: float = setting(5.0, ge=0)
+    startup_timeout: float = setting(15.0, gt=0)
+    health_interval: float = setting(2.0, gt=0)
+    liveness_failures: int = setting(3, ge=1)
+    backoff_initial: float = setting(0.1, gt=0)
+    backoff_max: float = setting(10.0, gt=0)
+    backoff_reset_after: float = setting(30.0, gt=0)
+    crash_loop_limit: int = setting(5, ge=1)
+    crash_loop_window: float = setting(60.0, gt=0)
+    log_max_bytes: int = setting(10 * 1024 * 1024, ge=1024)
+    log_backups: int = setting(3, ge=0)
+
+
+@dataclass
+class ObserveSettings:
+    interval: float = setting(1.0, gt=0)
+    timeout: float = setting(0.5, gt=0)
+
+
+# Which optional modules each service embeds (SPEC's table); the tracer is everywhere.
+SERVICE_MODULES: dict[str, tuple[str, ...]] = {
+    "web": ("rate_limiter", "breaker"),
+    "training": (),
+    "meta": ("breaker",),
+    "budget": ("rate_limiter", "cache", "pool", "query_optimizer", "breaker", "provider"),
+    "coach": ("breaker",),
+    "segmentation": (),
+    "reports": ("cache", "breaker"),
+    "capabilities": ("pool",),
+}
+
+
+def _default_services() -> dict[str, ServiceSettings]:
+    return {
+        "web": ServiceSettings(
+            port=3000,
+            tracer=TracerSettings(sampling_rate=0.10),
+            rate_limiter=RateLimiterSettings(capacity=1000, refill_rate=100.0),
+            breaker=BreakerSettings(),
+        ),
+        "training": ServiceSettings(port=3001, tracer=TracerSettings(sampling_rate=0.15)),
+        "meta": ServiceSettings(port=3002, tracer=TracerSettings(sampling_rate=0.20), breaker=BreakerSettings()),
+        "budget": ServiceSettings(
+            port=3003,
+            tracer=TracerSettings(sampling_rate=0.10),
+            rate_limiter=RateLimiterSettings(capacity=100, refill_rate=10.0),
+            cache=CacheSettings(file="budget-cache.db", ttl_seconds=5.0),
+            pool=PoolSettings(database="budget.db"),
+            query_optimizer=QueryOptimizerSettings(),
+            breaker=BreakerSettings(),
+            provider=ProviderSettings(),
+        ),
+        "coach": ServiceSettings(port=3004, tracer=TracerSettings(sampling_rate=0.10), breaker=BreakerSettings()),
+        "segmentation": ServiceSettings(port=3007, tracer=TracerSettings(sampling_rate=0.15)),
+        "reports": ServiceSettings(
+            port=3008,
+            tracer=TracerSettings(sampling_rate=0.20),
+            cache=CacheSettings(file="reports-cache.db", ttl_seconds=10.0),
+            breaker=BreakerSettings(),
+        ),
+        "capabilities": ServiceSettings(
+            port=3009, tracer=TracerSettings(sampling_rate=0.10), pool=PoolSettings(database="capabilities.db")
+        ),
+    }
+
+
+@dataclass
+class Config:
+    """The whole stack: shared settings, the supervisor, observe, and the eight services."""
+
+    stack: StackSettings = field(default_factory=StackSettings)
+    supervisor: SupervisorSettings = field(default_factory=SupervisorSettings)
+    observe: ObserveSettings = field(default_factory=ObserveSettings)
+    services: dict[str, ServiceSettings] = field(default_factory=_default_services)
+
+    @classmethod
+    def defaults(cls) -> Config:
+        return cls()

@@ -1,0 +1,280 @@
+"""An async pool of reusable connections with FIFO waiters, health checks and idle shrink.
+
+    pool = ConnectionPool(sqlite_connector("ledger.db"), min_size=1, max_size=4,
+                          health_check=sqlite_is_healthy, close=sqlite_close)
+    await pool.open()
+    async with pool.acquire(timeout=2.0) as db:
+        await asyncio.to_thread(db.execute, "INSERT INTO spend VALUES (?, ?)", ("gpt", 0.2))
+    await pool.close()
+
+A released connection goes straight to the longest-waiting caller. A connection taken
+from the idle set is health-checked first and replaced when broken, and one returned by a
+block that raised is checked before it is reused. Connections idle for longer than
+`idle_timeout` beyond `min_size` are closed lazily on the next acquire or release, so
+the pool needs no background task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import sqlite3
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+logger = logging.getLogger(__name__)
+
+C = TypeVar("C")
+
+
+class PoolError(Exception):
+    """Base of the pool's errors."""
+
+
+class PoolTimeoutError(PoolError, TimeoutError):
+    """No connection became free within the acquire timeout."""
+
+
+class PoolClosedError(PoolError):
+    """The pool was closed (before or while waiting)."""
+
+
+async def _maybe_await(value: Any) -> Any:
+    return await value if inspect.isawaitable(value) else value
+
+
+def _handed_over(waiter: asyncio.Future[Any]) -> bool:
+    return waiter.done() and not waiter.cancelled() and waiter.exception() is None
+
+
+class ConnectionPool(Generic[C]):
+    """Between `min_size` and `max_size` connections made by `factory`.
+
+    `factory`, `health_check` and `close` may each be sync or async.
+    """
+
+    def __init__(
+        self,
+        factory: Callable[[], C | Awaitable[C]],
+        *,
+        min_size: int = 1,
+        max_size: int = 10,
+        acquire_timeout: float = 5.0,
+        idle_timeout: float = 60.0,
+        health_check: Callable[[C], bool | Awaitable[bool]] | None = None,
+        close: Callable[[C], Any] | None = None,
+        name: str = "pool",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if min_size < 0 or max_size < 1 or min_size > max_size:
+            raise ValueError(f"need 0 <= min_size <= max_size and max_size >= 1, got {min_size}..{max_size}")
+        if acquire_timeout <= 0:
+            raise ValueError(f"acquire_timeout must be > 0, got {acquire_timeout}")
+        self.name = name
+        self.min_size = min_size
+        self.max_size = max_size
+        self.acquire_timeout = acquire_timeout
+        self.idle_timeout = idle_timeout
+        self._factory = factory
+        self._health_check = health_check
+        self._close_connection = close
+        self._clock = clock
+        self._idle: deque[tuple[C, float]] = deque()  # (connection, idle since); newest on the right
+        self._waiters: deque[asyncio.Future[C]] = deque()
+        self._size = 0  # connections alive or being created
+        self._closed = False
+        self.created = self.destroyed = self.acquired = self.timeouts = 0
+        self.health_check_failures = 0
+        self._wait_total = 0.0
+
+    async def open(self) -> None:
+        """Creates the `min_size` connections up front."""
+        while self._size < self.min_size:
+            self._size += 1
+            try:
+                connection = await self._create()
+            except BaseException:
+                self._size -= 1
+                raise
+            self._idle.append((connection, self._clock()))
+
+    async def _create(self) -> C:
+        connection = await _maybe_await(self._factory())
+        self.created += 1
+        return connection
+
+    async def _destroy(self, connection: C) -> None:
+        self._size -= 1
+        self.destroyed += 1
+        if self._close_connection is not None:
+            try:
+                await _maybe_await(self._close_connection(connection))
+            except Exception as exc:  # a broken connection may fail to close; it is gone either way
+                logger.warning("%s: closing a connection failed: %s", self.name, exc)
+
+    async def _healthy(self, connection: C) -> bool:
+        if self._health_check is None:
+            return True
+        try:
+            healthy = bool(await _maybe_await(self._health_check(connection)))
+        except Exception:
+            healthy = False
+        if not healthy:
+            self.health_check_failures += 1
+        return healthy
+
+    async def _shrink(self) -> None:
+        """Closes connections idle too long, oldest first, down to `min_size`."""
+        cutoff = self._clock() - self.idle_timeout
+        while self._idle and self._size > self.min_size and self._idle[0][1] <= cutoff:
+            connection, _ = self._idle.popleft()
+            await self._destroy(connection)
+
+    async def _take(self, timeout: float) -> C:
+        if self._closed:
+            raise PoolClosedError(f"{self.name} is closed")
+        await self._shrink()
+        while self._idle:
+            connection, _ = self._idle.pop()
+            if await self._healthy(connection):
+                return connection
+            await self._destroy(connection)
+        if self._size < self.max_size:
+            self._size += 1
+            try:
+                return await self._create()
+            except BaseException:
+                self._size -= 1
+                raise
+        waiter: asyncio.Future[C] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            async with asyncio.timeout(timeout):
+                return await waiter
+        except TimeoutError:
+            if _handed_over(waiter):  # the connection arrived as the time ran out
+                return waiter.result()
+            self.timeouts += 1
+            raise PoolTimeoutError(
+                f"{self.name}: no connection free within {timeout}s "
+                f"({self.in_use}/{self.max_size} in use, {len(self._waiters)} waiting)"
+            ) from None
+        except asyncio.CancelledError:
+            if _handed_over(waiter):
+                self._hand_over(waiter.result())
+            raise
+        finally:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+
+    def _hand_over(self, connection: C) -> None:
+        """Gives a healthy connection to the longest waiter, or to the idle set."""
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(connection)
+                return
+        self._idle.append((connection, self._clock()))
+
+    async def _give_back(self, connection: C, suspect: bool) -> None:
+        if self._closed or (suspect and not await self._healthy(connection)):
+            await self._destroy(connection)
+            if not self._closed:
+                await self._serve_waiter_with_new()
+            return
+        self._hand_over(connection)
+        await self._shrink()
+
+    async def _serve_waiter_with_new(self) -> None:
+        """Replaces a destroyed connection for the first waiter, if anyone waits."""
+        while self._waiters and self._size < self.max_size:
+            waiter = self._waiters.popleft()
+            if waiter.done():
+                continue
+            self._size += 1
+            try:
+                waiter.set_result(await self._create())
+            except Exception as exc:
+                self._size -= 1
+                if not waiter.done():
+                    waiter.set_exception(exc)
+            return
+
+    @asynccontextmanager
+    async def acquire(self, timeout: float | None = None) -> AsyncIterator[C]:
+        """A connection for the duration of the block; PoolTimeoutError after `timeout` s."""
+        started = self._clock()
+        connection = await self._take(self.acquire_timeout if timeout is None else timeout)
+        self.acquired += 1
+        self._wait_total += self._clock() - started
+        suspect = False
+        try:
+            yield connection
+        except BaseException:
+            suspect = True
+            raise
+        finally:
+            await self._give_back(connection, suspect)
+
+    @property
+    def in_use(self) -> int:
+        return self._size - len(self._idle)
+
+    async def close(self) -> None:
+        """Fails every waiter, closes idle connections now and busy ones when released."""
+        self._closed = True
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_exception(PoolClosedError(f"{self.name} was closed while waiting"))
+        while self._idle:
+            connection, _ = self._idle.popleft()
+            await self._destroy(connection)
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "size": self._size,
+            "idle": len(self._idle),
+            "inUse": self.in_use,
+            "waiting": len(self._waiters),
+            "minSize": self.min_size,
+            "maxSize": self.max_size,
+            "created": self.created,
+            "destroyed": self.destroyed,
+            "acquired": self.acquired,
+            "timeouts": self.timeouts,
+            "healthCheckFailures": self.health_check_failures,
+            "avgWaitMs": self._wait_total / self.acquired * 1000 if self.acquired else 0.0,
+            "closed": self._closed,
+        }
+
+
+def sqlite_connector(path: str | Path) -> Callable[[], sqlite3.Connection]:
+    """A factory of SQLite connections in WAL mode, usable from worker threads."""
+    path = Path(path)
+
+    def connect() -> sqlite3.Connection:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=5.0)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        return db
+
+    return connect
+
+
+def sqlite_is_healthy(db: sqlite3.Connection) -> bool:
+    """Whether the connection still answers a trivial query."""
+    try:
+        return db.execute("SELECT 1").fetchone() == (1,)
+    except sqlite3.Error:
+        return False
+
+
+def sqlite_close(db: sqlite3.Connection) -> None:
+    db.close()

@@ -1,0 +1,179 @@
+"""Query batching, in-flight deduplication (singleflight) and query analysis.
+
+Writes queued with `execute` are grouped by their normalised text and run together by a
+pluggable executor once `batch_size` are queued or `batch_window` seconds after the first
+one; the caller's await returns when its batch has run. `singleflight` makes identical
+in-flight calls share one execution.
+
+    optimizer = QueryOptimizer(SQLiteBatchExecutor(pool), batch_size=50, batch_window=0.01)
+    await optimizer.execute("INSERT INTO spend(provider, usd) VALUES (?, ?)", ("sim", 0.02))
+    text = await optimizer.singleflight(("prompt", prompt), lambda: provider.complete(prompt))
+    optimizer.analyze("SELECT * FROM spend")["suggestions"]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Awaitable, Callable, Hashable, Sequence
+from typing import Any, Protocol, TypeVar
+
+from tooloo_cli.resilience.pool import ConnectionPool
+from tooloo_cli.resilience.singleflight import SingleFlight
+
+T = TypeVar("T")
+Params = Sequence[Any]
+
+
+class BatchExecutor(Protocol):
+    """Runs one query with many parameter sets, as one unit."""
+
+    async def run_batch(self, query: str, params: list[Params]) -> None: ...
+
+
+class SQLiteBatchExecutor:
+    """Runs a batch with `executemany` in one transaction, on a pooled connection in a worker thread."""
+
+    def __init__(self, pool: ConnectionPool[Any]) -> None:
+        self.pool = pool
+
+    async def run_batch(self, query: str, params: list[Params]) -> None:
+        async with self.pool.acquire() as db:
+            await asyncio.to_thread(_executemany_in_transaction, db, query, params)
+
+
+def _executemany_in_transaction(db: Any, query: str, params: list[Params]) -> None:
+    db.execute("BEGIN")
+    try:
+        db.executemany(query, params)
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
+def normalize(query: str) -> str:
+    """The query with white space folded and no trailing semicolon: the batching key."""
+    return " ".join(query.split()).rstrip(";").rstrip()
+
+
+_SELECT_STAR = re.compile(r"\bselect\s+\*", re.I)
+_LEADING_WILDCARD = re.compile(r"\blike\s+'%", re.I)
+_FUNCTION_ON_COLUMN = re.compile(r"\bwhere\b.*\b(lower|upper|substr|date|strftime|cast)\s*\(", re.I)
+_OR_IN_WHERE = re.compile(r"\bwhere\b.*\bor\b", re.I)
+_NOT_IN_SUBQUERY = re.compile(r"\bnot\s+in\s*\(\s*select\b", re.I)
+
+
+class QueryOptimizer:
+    """Batches queued writes and deduplicates identical in-flight calls."""
+
+    def __init__(self, executor: BatchExecutor, *, batch_size: int = 50, batch_window: float = 0.01) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if batch_window < 0:
+            raise ValueError(f"batch_window must be >= 0, got {batch_window}")
+        self.executor = executor
+        self.batch_size = batch_size
+        self.batch_window = batch_window
+        self._pending: dict[str, list[tuple[Params, asyncio.Future[None]]]] = {}
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._flushing: set[asyncio.Task[None]] = set()
+        self._flight = SingleFlight()
+        self.queued = self.batches = self.batched_queries = self.failed_batches = 0
+
+    # -- batching -----------------------------------------------------------------
+
+    async def execute(self, query: str, params: Params = ()) -> None:
+        """Queues one write and returns once the batch holding it has run (or raises its error)."""
+        key = normalize(query)
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        batch = self._pending.setdefault(key, [])
+        batch.append((params, future))
+        self.queued += 1
+        if len(batch) >= self.batch_size:
+            self._start_flush(key)
+        elif len(batch) == 1:
+            loop = asyncio.get_running_loop()
+            self._timers[key] = loop.call_later(self.batch_window, self._start_flush, key)
+        await asyncio.shield(future)
+
+    def _start_flush(self, key: str) -> None:
+        timer = self._timers.pop(key, None)
+        if timer is not None:
+            timer.cancel()
+        batch = self._pending.pop(key, None)
+        if batch:
+            task = asyncio.get_running_loop().create_task(self._run(key, batch))
+            self._flushing.add(task)
+            task.add_done_callback(self._flushing.discard)
+
+    async def _run(self, query: str, batch: list[tuple[Params, asyncio.Future[None]]]) -> None:
+        self.batches += 1
+        self.batched_queries += len(batch)
+        try:
+            await self.executor.run_batch(query, [params for params, _ in batch])
+        except Exception as exc:
+            self.failed_batches += 1
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for _, future in batch:
+            if not future.done():
+                future.set_result(None)
+
+    async def flush(self) -> None:
+        """Runs every queued batch now and waits for all batches under way."""
+        for key in list(self._pending):
+            self._start_flush(key)
+        if self._flushing:
+            await asyncio.gather(*self._flushing, return_exceptions=True)
+
+    # -- singleflight ---------------------------------------------------------------
+
+    async def singleflight(self, key: Hashable, call: Callable[[], Awaitable[T]]) -> T:
+        """Awaits `call()`, unless a call with the same `key` is in flight: then shares its outcome."""
+        return await self._flight.do(key, call)
+
+    # -- analysis -------------------------------------------------------------------
+
+    @staticmethod
+    def analyze(query: str) -> dict[str, Any]:
+        """Suggestions for one query, in the manner of the original optimizer."""
+        text = normalize(query)
+        lowered = text.lower()
+        kind = lowered.split(" ", 1)[0] if lowered else ""
+        suggestions: list[str] = []
+        if _SELECT_STAR.search(text):
+            suggestions.append("Avoid SELECT *: name the columns you need")
+        if kind == "select" and " limit " not in f"{lowered} ":
+            suggestions.append("Add a LIMIT clause to bound the rows returned")
+        if kind in ("update", "delete") and " where " not in lowered:
+            suggestions.append(f"{kind.upper()} without WHERE touches every row")
+        if _LEADING_WILDCARD.search(text):
+            suggestions.append("LIKE with a leading % cannot use an index")
+        if _FUNCTION_ON_COLUMN.search(text):
+            suggestions.append("A function on a column in WHERE prevents index use; compare the bare column")
+        if _OR_IN_WHERE.search(text):
+            suggestions.append("OR in WHERE may prevent index use; consider UNION or IN")
+        if _NOT_IN_SUBQUERY.search(text):
+            suggestions.append("NOT IN (SELECT …) is slow and NULL-unsafe; use NOT EXISTS")
+        if " order by " in lowered and " limit " not in f"{lowered} ":
+            suggestions.append("ORDER BY without LIMIT sorts every row")
+        return {"query": text, "kind": kind, "suggestions": suggestions}
+
+    def stats(self) -> dict[str, Any]:
+        pending = sum(len(batch) for batch in self._pending.values())
+        return {
+            "queuedQueries": self.queued,
+            "pendingQueries": pending,
+            "batchesExecuted": self.batches,
+            "batchedQueries": self.batched_queries,
+            "avgBatchSize": self.batched_queries / self.batches if self.batches else 0.0,
+            "failedBatches": self.failed_batches,
+            "batchSize": self.batch_size,
+            "batchWindowMs": self.batch_window * 1000,
+            "singleflightCalls": self._flight.calls,
+            "singleflightShared": self._flight.shared,
+            "inflight": len(self._flight),
+        }

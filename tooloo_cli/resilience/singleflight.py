@@ -1,0 +1,43 @@
+"""Singleflight: identical in-flight calls share one execution and its outcome.
+
+    flight = SingleFlight()
+    text = await flight.do(("prompt", prompt), lambda: provider.complete(prompt))
+
+The shared call runs as its own task, so one caller giving up does not cancel it for
+the others; a result is not kept once the call has finished (that is the cache's job).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+class SingleFlight:
+    def __init__(self) -> None:
+        self._inflight: dict[Hashable, asyncio.Future[Any]] = {}
+        self.calls = 0
+        self.shared = 0
+
+    async def do(self, key: Hashable, call: Callable[[], Awaitable[T]]) -> T:
+        """Awaits `call()`, or the call with the same `key` already in flight."""
+        self.calls += 1
+        future = self._inflight.get(key)
+        if future is None:
+            future = asyncio.ensure_future(call())
+            self._inflight[key] = future
+            future.add_done_callback(lambda done: self._forget(key, done))
+        else:
+            self.shared += 1
+        return await asyncio.shield(future)
+
+    def _forget(self, key: Hashable, done: asyncio.Future[Any]) -> None:
+        self._inflight.pop(key, None)
+        if not done.cancelled():
+            done.exception()  # retrieved, so a call whose callers all gave up logs no warning
+
+    def __len__(self) -> int:
+        return len(self._inflight)

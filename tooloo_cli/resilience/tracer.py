@@ -1,0 +1,329 @@
+"""Distributed tracing with W3C `traceparent`, parent-based head sampling and request metrics.
+
+Every request is measured (latency percentiles, throughput, error rate); only sampled
+traces keep their spans, in a bounded buffer of recent traces. Spans nest through a
+context variable, so code deep in a request opens a child span without passing anything.
+
+    tracer = Tracer("budget", sampling_rate=0.1)
+    with tracer.trace("POST /api/v1/providers/burst", traceparent=header) as trace:
+        with tracer.span("cache-lookup") as span:
+            span.set("hit", False)
+        outgoing_headers = {"traceparent": tracer.current_traceparent()}
+    tracer.stats()["p99Latency"]
+
+Sampling follows the parent's flag when a valid `traceparent` arrives; otherwise the
+decision is a ratio of the trace id, so every service decides the same way for one trace.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from random import getrandbits
+from time import perf_counter_ns
+from collections import deque
+from contextvars import ContextVar
+from typing import Any, NamedTuple
+
+_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?")
+_ZERO_TRACE = "0" * 32
+_ZERO_SPAN = "0" * 16
+_THROUGHPUT_WINDOW = 60
+
+
+class TraceContext(NamedTuple):
+    """The parts of a `traceparent` header."""
+
+    trace_id: str
+    parent_id: str
+    sampled: bool
+
+
+def parse_traceparent(header: str | None) -> TraceContext | None:
+    """The context in a W3C `traceparent` header, or None when it is absent or invalid.
+
+    >>> parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").sampled
+    True
+    """
+    if not header:
+        return None
+    match = _TRACEPARENT.fullmatch(header.strip())
+    if match is None:
+        return None
+    version, trace_id, parent_id, flags, rest = match.groups()
+    # Version ff is forbidden; version 00 has no trailing fields; later versions may.
+    if version == "ff" or (version == "00" and rest) or trace_id == _ZERO_TRACE or parent_id == _ZERO_SPAN:
+        return None
+    return TraceContext(trace_id, parent_id, bool(int(flags, 16) & 1))
+
+
+def format_traceparent(trace_id: str, span_id: str, sampled: bool) -> str:
+    """A version-00 `traceparent` header."""
+    return f"00-{trace_id}-{span_id}-{'01' if sampled else '00'}"
+
+
+class Span:
+    """One timed operation inside a sampled trace; a context manager.
+
+    Ids are kept as integers and formatted as hex only when they leave the process
+    (a header, the observability document): formatting is a third of a span's cost.
+    """
+
+    __slots__ = ("trace", "name", "id", "parent_id", "start", "end", "status", "attributes", "_token")
+
+    def __init__(self, trace: Trace, name: str, parent_id: int | None) -> None:
+        self.trace: Trace | None = trace
+        self.name = name
+        self.id = getrandbits(64) or 1
+        self.parent_id = parent_id
+        self.status = "ok"
+        self.attributes: dict[str, Any] | None = None
+
+    def set(self, key: str, value: Any) -> None:
+        """Records an attribute (`hit=True`, `status=200`) on the span."""
+        if self.attributes is None:
+            self.attributes = {}
+        self.attributes[key] = value
+
+    def __enter__(self) -> Span:
+        self._token = _current_span.set(self)
+        self.start = perf_counter_ns()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        self.end = perf_counter_ns()
+        _current_span.reset(self._token)
+        if exc_type is not None:
+            self.status = "error"
+            self.set("error", exc_type.__name__)
+        trace = self.trace
+        if trace is None:  # closed after its trace ended: nothing left to record into
+            return
+        if len(trace.spans) < trace.max_spans:
+            trace.spans.append(self)
+        else:
+            trace.dropped_spans += 1
+
+    @property
+    def span_id(self) -> str:
+        return f"{self.id:016x}"
+
+    @property
+    def duration_ms(self) -> float:
+        return (self.end - self.start) / 1e6
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "spanId": self.span_id,
+            "parentId": None if self.parent_id is None else f"{self.parent_id:016x}",
+            "name": self.name,
+            "durationMs": self.duration_ms,
+            "status": self.status,
+            "attributes": self.attributes or {},
+        }
+
+
+class _NoopSpan:
+    """Stands in for a span of an unsampled trace: costs nothing, records nothing."""
+
+    __slots__ = ()
+
+    def set(self, key: str, value: Any) -> None:
+        return None
+
+    def __enter__(self) -> _NoopSpan:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
+
+
+_NOOP_SPAN = _NoopSpan()
+
+
+class Trace:
+    """One request through this service: its root span, and the spans under it when sampled."""
+
+    __slots__ = ("tracer", "name", "trace_id", "root", "sampled", "start_wall", "spans", "max_spans", "dropped_spans",
+                 "status", "_trace_token")
+
+    def __init__(self, tracer: Tracer, name: str, trace_id: str, parent_id: int | None, sampled: bool) -> None:
+        self.tracer = tracer
+        self.name = name
+        self.trace_id = trace_id
+        self.sampled = sampled
+        self.spans: list[Span] = []
+        self.max_spans = tracer.max_spans
+        self.dropped_spans = 0
+        self.status = "ok"
+        self.root = Span(self, name, parent_id)
+
+    @property
+    def traceparent(self) -> str:
+        """The header for a call made from the current span of this trace."""
+        span = _current_span.get()
+        span_id = span.id if span is not None and span.trace is self else self.root.id
+        return format_traceparent(self.trace_id, f"{span_id:016x}", self.sampled)
+
+    def fail(self, reason: str = "error") -> None:
+        """Marks the trace as an error (an exception does this by itself)."""
+        self.status = "error"
+        self.root.status = "error"
+        self.root.set("error", reason)
+
+    def __enter__(self) -> Trace:
+        self.start_wall = time.time()
+        self._trace_token = _current_trace.set(self)
+        self.tracer._active += 1
+        self.root.__enter__()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        self.root.__exit__(exc_type, exc, tb)
+        _current_trace.reset(self._trace_token)
+        if exc_type is not None:
+            self.status = "error"
+        # Spans point back at their trace while it runs; cutting that cycle now lets
+        # reference counting free every request's trace without the cyclic GC.
+        self.root.trace = None
+        for span in self.spans:
+            span.trace = None
+        self.tracer._finish(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "traceId": self.trace_id,
+            "name": self.name,
+            "startTime": self.start_wall,
+            "durationMs": self.root.duration_ms,
+            "status": self.status,
+            "droppedSpans": self.dropped_spans,
+            "spans": [span.to_dict() for span in self.spans],
+        }
+
+
+_current_trace: ContextVar[Trace | None] = ContextVar("tooloo_trace", default=None)
+_current_span: ContextVar[Span | None] = ContextVar("tooloo_span", default=None)
+
+
+class Tracer:
+    """Traces requests of one service and keeps metrics over every one of them.
+
+    `latency_window` recent latencies feed the percentiles; `max_traces` recent sampled
+    traces are kept with at most `max_spans` spans each (the rest are counted as dropped).
+    """
+
+    def __init__(
+        self,
+        service: str,
+        sampling_rate: float = 0.1,
+        *,
+        max_traces: int = 50,
+        max_spans: int = 256,
+        latency_window: int = 1024,
+        clock: Any = time.monotonic,
+    ) -> None:
+        if not 0.0 <= sampling_rate <= 1.0:
+            raise ValueError(f"sampling_rate must be within 0..1, got {sampling_rate}")
+        self.service = service
+        self.sampling_rate = sampling_rate
+        self.max_spans = max_spans
+        # A trace is sampled when the low 64 bits of its id fall below this bound.
+        self._sample_bound = int(sampling_rate * (1 << 64))
+        self._clock = clock
+        self._started = clock()
+        self._active = 0
+        self._total = 0
+        self._sampled = 0
+        self._errors = 0
+        self._latency_sum = 0.0
+        self._latencies: deque[float] = deque(maxlen=latency_window)
+        self._recent: deque[Trace] = deque(maxlen=max_traces)
+        self._per_second = [0] * _THROUGHPUT_WINDOW
+        self._second_of_slot = [-1] * _THROUGHPUT_WINDOW
+
+    def trace(self, name: str, traceparent: str | None = None) -> Trace:
+        """A new trace for one request, continuing `traceparent` when it is valid."""
+        parent = parse_traceparent(traceparent)
+        if parent is not None:
+            return Trace(self, name, parent.trace_id, int(parent.parent_id, 16), parent.sampled)
+        bits = getrandbits(128) or 1
+        sampled = (bits & 0xFFFFFFFFFFFFFFFF) < self._sample_bound
+        return Trace(self, name, f"{bits:032x}", None, sampled)
+
+    def span(self, name: str) -> Span | _NoopSpan:
+        """A child of the current span; a no-op outside a trace or in an unsampled one."""
+        parent = _current_span.get()
+        # A task spawned inside a request inherits its context and may outlive the trace.
+        trace = parent.trace if parent is not None else None
+        if trace is None or not trace.sampled:
+            return _NOOP_SPAN
+        return Span(trace, name, parent.id)
+
+    @staticmethod
+    def current() -> Trace | None:
+        """The trace of the running request, if any."""
+        return _current_trace.get()
+
+    @staticmethod
+    def current_traceparent() -> str | None:
+        """The `traceparent` to send on an outgoing call, or None outside a trace."""
+        trace = _current_trace.get()
+        return trace.traceparent if trace is not None else None
+
+    def _finish(self, trace: Trace) -> None:
+        self._active -= 1
+        self._total += 1
+        latency = trace.root.duration_ms
+        self._latency_sum += latency
+        self._latencies.append(latency)
+        if trace.status != "ok":
+            self._errors += 1
+        if trace.sampled:
+            self._sampled += 1
+            self._recent.append(trace)
+        second = int(self._clock())
+        slot = second % _THROUGHPUT_WINDOW
+        if self._second_of_slot[slot] != second:
+            self._second_of_slot[slot] = second
+            self._per_second[slot] = 0
+        self._per_second[slot] += 1
+
+    def throughput(self) -> float:
+        """Requests per second over the last 60 s (over the uptime while it is shorter)."""
+        now = self._clock()
+        current = int(now)
+        recent = sum(
+            count
+            for count, second in zip(self._per_second, self._second_of_slot)
+            if current - _THROUGHPUT_WINDOW < second <= current
+        )
+        window = min(float(_THROUGHPUT_WINDOW), max(now - self._started, 1.0))
+        return recent / window
+
+    def stats(self, traces: int | None = None) -> dict[str, Any]:
+        """Metrics as plain numbers (latencies in ms), with recent sampled traces under `spans`."""
+        ordered = sorted(self._latencies)
+        recent = list(self._recent)[-traces:] if traces else list(self._recent)
+        return {
+            "samplingRate": self.sampling_rate,
+            "activeTraces": self._active,
+            "totalTraces": self._total,
+            "sampledTraces": self._sampled,
+            "errorCount": self._errors,
+            "avgLatency": self._latency_sum / self._total if self._total else 0.0,
+            "p50Latency": _percentile(ordered, 0.50),
+            "p95Latency": _percentile(ordered, 0.95),
+            "p99Latency": _percentile(ordered, 0.99),
+            "throughput": self.throughput(),
+            "errorRate": self._errors / self._total if self._total else 0.0,
+            "spans": [trace.to_dict() for trace in reversed(recent)],
+        }
+
+
+def _percentile(ordered: list[float], fraction: float) -> float:
+    """The nearest-rank percentile of sorted values (0.0 for none)."""
+    if not ordered:
+        return 0.0
+    return ordered[max(math.ceil(fraction * len(ordered)) - 1, 0)]
