@@ -117,6 +117,34 @@ def config_validate(ctx: typer.Context) -> None:
     print(f"{origin}{extra}: valid ({len(loaded.services)} services)")
 
 
+# -- services ---------------------------------------------------------------------------
+
+
+def _service_name(value: str) -> str:
+    from tooloo_cli.services import SERVICE_NAMES
+
+    if value not in SERVICE_NAMES:
+        raise typer.BadParameter(f"{value!r} is not a service; choose from {', '.join(SERVICE_NAMES)}")
+    return value
+
+
+@app.command("serve", rich_help_panel="Services")
+def serve(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The service: web, training, meta, budget, coach, segmentation, "
+                                             "reports or capabilities.", callback=_service_name)],
+    port: Annotated[Optional[int], typer.Option("--port", "-p", min=1, max=65535,
+                                                help="Listen here instead of the configured port.")] = None,
+) -> None:
+    """Run one service in the foreground (what the supervisor launches); Ctrl-C or SIGTERM stops it.
+
+    Example: [bold]tooloo serve budget --port 3103[/]
+    """
+    from tooloo_cli.services.serve import serve as run_service
+
+    raise typer.Exit(run_service(name, _load(ctx), port))
+
+
 # -- test and bench -------------------------------------------------------------------
 
 

@@ -16,9 +16,10 @@ import sys
 def run_benchmarks(suites: list[str], *, as_json: bool = False, quick: bool = False) -> int:
     from tooloo_cli.bench.modules import run_module_benchmarks
 
+    runs = 2 if quick else 5
     results = []
     if "modules" in suites:
-        results.extend(run_module_benchmarks(runs=2 if quick else 5, scale=0.05 if quick else 1.0))
+        results.extend(run_module_benchmarks(runs=runs, scale=0.05 if quick else 1.0))
     if as_json:
         document = {
             "python": platform.python_version(),
@@ -31,5 +32,5 @@ def run_benchmarks(suites: list[str], *, as_json: bool = False, quick: bool = Fa
     else:
         from tooloo_cli.bench.report import print_module_table
 
-        print_module_table(results, quick=quick)
+        print_module_table(results, runs=runs, quick=quick)
     return 0

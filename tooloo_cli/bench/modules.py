@@ -38,8 +38,9 @@ class BenchResult:
     samples: int
 
     @property
-    def ops_per_s(self) -> float:
-        return 1e6 / self.us_per_op if self.us_per_op > 0 else float("inf")
+    def ops_per_s(self) -> float | None:
+        """None for a difference of timings (an overhead) too small to be a rate."""
+        return 1e6 / self.us_per_op if self.us_per_op > 0 else None
 
     @property
     def target_us(self) -> float | None:
@@ -60,7 +61,7 @@ class BenchResult:
             "targetUs": target,
             "meetsTarget": None if target is None else self.us_per_op <= target,
             "seedUs": seed,
-            "speedupVsSeed": None if seed is None else seed / self.us_per_op,
+            "speedupVsSeed": None if seed is None or self.us_per_op <= 0 else seed / self.us_per_op,
         }
 
 

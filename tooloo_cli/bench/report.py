@@ -15,7 +15,8 @@ def _us(value: float) -> str:
     return f"{value:.3f}" if value < 10 else f"{value:.1f}"
 
 
-def print_module_table(results: list[BenchResult], *, quick: bool = False, console: Console | None = None) -> None:
+def print_module_table(results: list[BenchResult], *, runs: int, quick: bool = False,
+                       console: Console | None = None) -> None:
     console = console or Console()
     title = "tooloo bench modules" + (" (quick: not a measurement)" if quick else "")
     table = Table(title=title, title_justify="left")
@@ -35,11 +36,11 @@ def print_module_table(results: list[BenchResult], *, quick: bool = False, conso
             target_cell = f"[red]≤ {target:g} ✗[/]"
         table.add_row(
             result.name,
-            f"{result.ops_per_s:,.0f}",
+            "" if result.ops_per_s is None else f"{result.ops_per_s:,.0f}",
             _us(result.us_per_op),
             target_cell,
             "" if seed is None else f"{seed:g}",
-            "" if seed is None else f"{seed / result.us_per_op:.1f}× faster",
+            "" if seed is None or result.us_per_op <= 0 else f"{seed / result.us_per_op:.1f}× faster",
         )
     console.print(table)
-    console.print("µs/op: median of 5 runs (cache set: median of every single write, WAL on disk).")
+    console.print(f"µs/op: median of {runs} runs (cache set: median of every single write, WAL on disk).")

@@ -69,6 +69,8 @@ def find_config_file(explicit: str | os.PathLike[str] | None = None, env: Mappin
     chosen = explicit or env.get(ENV_CONFIG)
     if chosen:
         path = Path(chosen).expanduser()
+        if not path.is_absolute() and cwd is not None:
+            path = cwd / path
         if not path.is_file():
             origin = "--config" if explicit else ENV_CONFIG
             raise ConfigError(f"{path}: no such configuration file (from {origin})")
@@ -100,9 +102,9 @@ def load_config(path: str | os.PathLike[str] | None = None, *, env: Mapping[str,
         file_origin = _FileOrigin(source, text)
         _apply_document(config, data, file_origin)
     overrides = _apply_environment(config, env)
-    _check_consistency(config, file_origin)
+    _check_consistency(config, file_origin, overrides)
     base_dir = source.parent.resolve() if source is not None else (cwd or Path.cwd()).resolve()
-    return LoadedConfig(config, source, base_dir, overrides)
+    return LoadedConfig(config, source, base_dir, list(overrides.values()))
 
 
 # -- where a problem is -----------------------------------------------------------------
@@ -119,8 +121,9 @@ class _FileOrigin:
 
 
 class _EnvOrigin:
-    def __init__(self, variable: str) -> None:
+    def __init__(self, variable: str, raw: str) -> None:
         self.variable = variable
+        self.raw = raw
 
     def where(self, key_path: list[str]) -> str:
         return f"environment variable {self.variable}"
@@ -146,7 +149,8 @@ def _nearest(name: str, valid: typing.Iterable[str]) -> str:
     import difflib
 
     valid = sorted(valid)
-    close = difflib.get_close_matches(name, valid, n=1, cutoff=0.5)
+    close = [key for key in valid if key.startswith(name) or name.startswith(key)]
+    close = close or difflib.get_close_matches(name, valid, n=1, cutoff=0.5)
     if close:
         return f"; did you mean {close[0]!r}?"
     return f"; valid keys: {', '.join(valid)}"
@@ -222,6 +226,8 @@ def _coerce(value: Any, annotation: Any, limits: Mapping[str, Any], path: list[s
             raise fail("a number")
         value = float(value)
     elif annotation is str:
+        if isinstance(origin, _EnvOrigin):
+            value = origin.raw  # a text setting takes the variable's text as it is ("4" stays "4")
         if not isinstance(value, str):
             raise fail("a string")
     elif typing.get_origin(annotation) is list:
@@ -242,9 +248,9 @@ def _coerce(value: Any, annotation: Any, limits: Mapping[str, Any], path: list[s
     return value
 
 
-def _apply_environment(config: Config, env: Mapping[str, str]) -> list[str]:
-    """Applies `TOOLOO_<SECTION>__<KEY>=value` variables; returns the names applied."""
-    applied = []
+def _apply_environment(config: Config, env: Mapping[str, str]) -> dict[tuple[str, ...], str]:
+    """Applies `TOOLOO_<SECTION>__<KEY>=value` variables; returns key path → variable applied."""
+    applied = {}
     for variable in sorted(env):
         if not variable.startswith(ENV_PREFIX) or "__" not in variable:
             continue
@@ -254,8 +260,8 @@ def _apply_environment(config: Config, env: Mapping[str, str]) -> list[str]:
         for part in parts[:-1]:
             cursor = cursor.setdefault(part, {})
         cursor[parts[-1]] = _parse_env_value(env[variable])
-        _apply_document(config, document, _EnvOrigin(variable))
-        applied.append(variable)
+        _apply_document(config, document, _EnvOrigin(variable, env[variable]))
+        applied[tuple(parts)] = variable
     return applied
 
 
@@ -267,28 +273,34 @@ def _parse_env_value(raw: str) -> Any:
         return raw
 
 
-def _check_consistency(config: Config, origin: _FileOrigin | None) -> None:
-    def where(path: list[str]) -> str:
-        return origin.where(path) if origin else "configuration"
+def _check_consistency(config: Config, origin: _FileOrigin | None, overrides: dict[tuple[str, ...], str]) -> None:
+    def where(*paths: list[str]) -> str:
+        """The environment variable that set one of `paths`, else the file's line of the first."""
+        for path in paths:
+            if tuple(path) in overrides:
+                return f"environment variable {overrides[tuple(path)]}"
+        return origin.where(paths[0]) if origin else "configuration"
 
     ports: dict[int, str] = {}
     for name, service in config.services.items():
         if service.port in ports:
+            other = ports[service.port]
             raise ConfigError(
-                f"{where(['services', name, 'port'])}: services.{name}.port {service.port} "
-                f"is already the port of {ports[service.port]}"
+                f"{where(['services', name, 'port'], ['services', other, 'port'])}: services.{name}.port "
+                f"{service.port} is already the port of {other}"
             )
         ports[service.port] = name
         pool = service.pool
         if pool is not None and pool.min_size > pool.max_size:
             raise ConfigError(
-                f"{where(['services', name, 'pool', 'min_size'])}: services.{name}.pool.min_size "
+                f"{where(['services', name, 'pool', 'min_size'], ['services', name, 'pool', 'max_size'])}: "
+                f"services.{name}.pool.min_size "
                 f"({pool.min_size}) must not exceed max_size ({pool.max_size})"
             )
     supervisor = config.supervisor
     if supervisor.backoff_initial > supervisor.backoff_max:
         raise ConfigError(
-            f"{where(['supervisor', 'backoff_initial'])}: supervisor.backoff_initial "
+            f"{where(['supervisor', 'backoff_initial'], ['supervisor', 'backoff_max'])}: supervisor.backoff_initial "
             f"({supervisor.backoff_initial}) must not exceed backoff_max ({supervisor.backoff_max})"
         )
     import ipaddress

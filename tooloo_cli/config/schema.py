@@ -78,6 +78,8 @@ class ProviderSettings:
     model: str = setting("gpt-4o-mini")
     api_key_env: str = setting("OPENAI_API_KEY")
     timeout: float = setting(30.0, gt=0)
+    usd_per_1k_tokens: float = setting(0.002, ge=0)
+    daily_budget_usd: float = setting(5.0, ge=0)
 
 
 @dataclass

@@ -107,7 +107,7 @@ class PersistentCache:
             self._db = None
         try:
             if self.path.is_file():
-                aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}")
+                aside = self.path.with_name(f"{self.path.name}.corrupt-{time.time_ns()}")
                 self.path.replace(aside)
                 logger.warning("cache file %s is unusable (%s); moved it to %s, starting afresh", self.path, exc, aside)
             for suffix in ("-wal", "-shm"):

@@ -85,6 +85,10 @@ class QueryOptimizer:
 
     async def execute(self, query: str, params: Params = ()) -> None:
         """Queues one write and returns once the batch holding it has run (or raises its error)."""
+        await asyncio.shield(self.submit(query, params))
+
+    def submit(self, query: str, params: Params = ()) -> asyncio.Future[None]:
+        """Queues one write without waiting; the future settles when its batch has run."""
         key = normalize(query)
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         batch = self._pending.setdefault(key, [])
@@ -95,7 +99,7 @@ class QueryOptimizer:
         elif len(batch) == 1:
             loop = asyncio.get_running_loop()
             self._timers[key] = loop.call_later(self.batch_window, self._start_flush, key)
-        await asyncio.shield(future)
+        return future
 
     def _start_flush(self, key: str) -> None:
         timer = self._timers.pop(key, None)
