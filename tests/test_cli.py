@@ -300,7 +300,7 @@ def test_bench_modules_quick_json_lists_results(tmp_path: Path) -> None:
     document = strict_json(result.stdout)
     assert isinstance(document, dict)
     assert document["quick"] is True
-    results = {entry["name"]: entry for entry in document["results"]}
+    results = {entry["name"]: entry for entry in document["modules"]}
     for name in EXPECTED_BENCHMARKS:
         assert name in results, name
     for name, entry in results.items():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -623,32 +623,47 @@ def test_no_shrink_before_idle_timeout() -> None:
 # -- close -------------------------------------------------------------------------------------
 
 
-def test_close_fails_waiters_closes_idle_and_later_released_connections() -> None:
+def test_close_fails_current_waiters_with_pool_closed_error() -> None:
     async def scenario() -> None:
         backend = FakeBackend()
-        pool = backend.pool(min_size=2, max_size=3)
-        await pool.open()
-        idle_one = backend.made[0]
-        busy_cm, busy2_cm, busy3_cm = pool.acquire(), pool.acquire(), pool.acquire()
-        busy = await busy_cm.__aenter__()
-        busy2 = await busy2_cm.__aenter__()
-        await busy3_cm.__aenter__()
-        await busy3_cm.__aexit__(None, None, None)  # back to idle
-        assert pool.stats()["idle"] == 1 and pool.stats()["inUse"] == 2
-        idle_conn = next(c for c in backend.made if c not in (busy, busy2))
+        pool = backend.pool(min_size=0, max_size=2, name="ledger")
 
         async def waiter() -> None:
             async with pool.acquire(timeout=5.0):
                 raise AssertionError("a closed pool handed out a connection")
 
-        waiters = [asyncio.create_task(waiter()) for _ in range(3)]
-        await wait_until(lambda: pool.stats()["waiting"] == 3)
+        async with pool.acquire(), pool.acquire():
+            waiters = [asyncio.create_task(waiter()) for _ in range(3)]
+            await wait_until(lambda: pool.stats()["waiting"] == 3)
+            await pool.close()
+            results = await asyncio.gather(*waiters, return_exceptions=True)
+            assert all(isinstance(r, PoolClosedError) for r in results), results
+            assert "ledger" in str(results[0])
+            assert pool.stats()["waiting"] == 0 and pool.stats()["timeouts"] == 0
+        assert backend.open_connections == []
+        assert_consistent(pool, backend)
+
+    run(scenario())
+
+
+def test_close_closes_idle_connections_now_and_busy_ones_when_released() -> None:
+    async def scenario() -> None:
+        backend = FakeBackend()
+        pool = backend.pool(min_size=2, max_size=4)
+        await pool.open()
+        busy_cm, busy2_cm = pool.acquire(), pool.acquire()
+        busy = await busy_cm.__aenter__()
+        busy2 = await busy2_cm.__aenter__()
+        async with pool.acquire(), pool.acquire():
+            pass
+        idle = [c for c in backend.made if c not in (busy, busy2)]
+        assert len(idle) == 2 and pool.stats()["idle"] == 2 and pool.stats()["inUse"] == 2
+
         await pool.close()
-        results = await asyncio.gather(*waiters, return_exceptions=True)
-        assert all(isinstance(r, PoolClosedError) for r in results), results
-        assert idle_conn.closed
-        assert not busy.closed and not busy2.closed
-        assert pool.stats()["closed"] is True and pool.stats()["waiting"] == 0
+        assert all(c.closed for c in idle)
+        assert not busy.closed and not busy2.closed  # never closed under a caller
+        stats = pool.stats()
+        assert stats["closed"] is True and stats["idle"] == 0 and stats["inUse"] == 2
 
         await busy_cm.__aexit__(None, None, None)
         assert busy.closed
@@ -656,9 +671,8 @@ def test_close_fails_waiters_closes_idle_and_later_released_connections() -> Non
         assert await busy2_cm.__aexit__(Boom, error, None) is False  # released by a block that raised
         assert busy2.closed
         stats = pool.stats()
-        assert stats["size"] == 0 and stats["idle"] == 0 and stats["inUse"] == 0
+        assert stats["size"] == 0 and stats["idle"] == 0 and stats["inUse"] == 0 and stats["destroyed"] == 4
         assert backend.open_connections == []
-        assert idle_one.closed
         assert_consistent(pool, backend)
 
     run(scenario())

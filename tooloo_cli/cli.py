@@ -32,6 +32,7 @@ app.add_typer(config_app, name="config", rich_help_panel="Configuration")
 
 class Suite(str, enum.Enum):
     modules = "modules"
+    http = "http"
 
 
 def _version(value: bool) -> None:
@@ -171,9 +172,10 @@ def bench(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
     quick: Annotated[bool, typer.Option("--quick", help="Fewer, shorter runs (a smoke test, not a measurement).")] = False,
 ) -> None:
-    """Benchmark the resilience modules (µs/op, ops/s) beside the seed's Node figures.
+    """Benchmark the stack: [bold]modules[/] (µs/op beside the seed's Node figures) and [bold]http[/]
+    (load against a private stack on free ports: gateway, middleware, burst cache, tracer, memory).
 
-    Example: [bold]tooloo bench modules --json[/]
+    Example: [bold]tooloo bench http --json[/]
     """
     from tooloo_cli.bench import run_benchmarks
 

@@ -11,26 +11,36 @@ from __future__ import annotations
 import json
 import platform
 import sys
+from typing import Any
 
 
 def run_benchmarks(suites: list[str], *, as_json: bool = False, quick: bool = False) -> int:
-    from tooloo_cli.bench.modules import run_module_benchmarks
+    """Runs the suites in order and prints one report (a table, or JSON for scripts)."""
+    from rich.console import Console
 
+    from tooloo_cli.bench import report
+
+    console = Console(stderr=as_json)  # progress goes to stderr when stdout carries JSON
     runs = 2 if quick else 5
-    results = []
+    document: dict[str, Any] = {"python": platform.python_version(), "machine": platform.machine(), "quick": quick}
     if "modules" in suites:
-        results.extend(run_module_benchmarks(runs=runs, scale=0.05 if quick else 1.0))
+        from tooloo_cli.bench.modules import run_module_benchmarks
+
+        with console.status("bench modules: resilience micro-benchmarks"):
+            modules = run_module_benchmarks(runs=runs, scale=0.05 if quick else 1.0)
+        document["modules"] = [result.to_dict() for result in modules]
+        if not as_json:
+            report.print_module_table(modules, runs=runs, quick=quick, console=console)
+    if "http" in suites:
+        from tooloo_cli.bench.http import run_http_benchmarks
+
+        with console.status("bench http") as status:
+            http = run_http_benchmarks(seconds=0.3 if quick else 2.0, rounds=1 if quick else 3,
+                                       progress=lambda step: status.update(f"bench http: {step}"))
+        document["http"] = http.to_dict()
+        if not as_json:
+            report.print_http_table(http, quick=quick, console=console)
     if as_json:
-        document = {
-            "python": platform.python_version(),
-            "machine": platform.machine(),
-            "quick": quick,
-            "results": [result.to_dict() for result in results],
-        }
         json.dump(document, sys.stdout, indent=2)
         print()
-    else:
-        from tooloo_cli.bench.report import print_module_table
-
-        print_module_table(results, runs=runs, quick=quick)
     return 0

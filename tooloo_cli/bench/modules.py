@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from tooloo_cli.bench.loadgen import run
 from tooloo_cli.resilience import CircuitBreaker, PersistentCache, RateLimiter, SingleFlight, Tracer
 
 # The seed's Node figures (µs/op) and this project's targets (µs/op), where they exist.
@@ -159,7 +160,7 @@ async def _await_loop(n: int, call: Callable[[], object]) -> float:
 
 def _breaker(n: int, call_timeout: float | None) -> list[float]:
     breaker = CircuitBreaker("bench", call_timeout=call_timeout)
-    return [_run_async(_await_loop(n, lambda: breaker.call(_noop)))]
+    return [run(_await_loop(n, lambda: breaker.call(_noop)))]
 
 
 def _breaker_overhead(n: int) -> list[float]:
@@ -170,7 +171,7 @@ def _breaker_overhead(n: int) -> list[float]:
         guarded = await _await_loop(n, lambda: breaker.call(_noop))
         return guarded - bare
 
-    return [_run_async(both())]
+    return [run(both())]
 
 
 def _singleflight(n: int) -> list[float]:
@@ -188,16 +189,7 @@ def _singleflight(n: int) -> list[float]:
             await asyncio.gather(*(flight.do("same", shared) for _ in range(callers)))
         return (time.perf_counter_ns() - started) / (max(n // callers, 1) * callers) / 1000
 
-    return [_run_async(rounds())]
-
-
-def _run_async(coroutine: object) -> float:
-    try:
-        import uvloop
-
-        return uvloop.run(coroutine)  # type: ignore[arg-type]
-    except ImportError:
-        return asyncio.run(coroutine)  # type: ignore[arg-type]
+    return [run(rounds())]
 
 
 def run_module_benchmarks(runs: int = 5, scale: float = 1.0) -> list[BenchResult]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
+from tooloo_cli.bench.http import TARGETS, HttpResults
 from tooloo_cli.bench.modules import BenchResult
 
 
@@ -44,3 +45,37 @@ def print_module_table(results: list[BenchResult], *, runs: int, quick: bool = F
         )
     console.print(table)
     console.print(f"µs/op: median of {runs} runs (cache set: median of every single write, WAL on disk).")
+
+
+def _verdict(ok: bool) -> str:
+    return "[green]✓[/]" if ok else "[red]✗[/]"
+
+
+def print_http_table(results: HttpResults, *, quick: bool = False, console: Console | None = None) -> None:
+    console = console or Console()
+    title = "tooloo bench http" + (" (quick: not a measurement)" if quick else "")
+    table = Table(title=title, title_justify="left")
+    for column, justify in (("scenario", "left"), ("req/s", "right"), ("p50 ms", "right"), ("p99 ms", "right"),
+                            ("requests", "right"), ("errors", "right")):
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    for s in results.scenarios:
+        table.add_row(s.name, f"{s.requests_per_s:,.0f}", f"{s.p50_ms:.2f}", f"{s.p99_ms:.2f}", f"{s.requests:,}",
+                      f"[red]{s.errors}[/]" if s.errors else "0")
+    console.print(table)
+    figures = results.figures
+    lines = [
+        ("trace + limit middleware keeps", f"{figures['middlewareShare']:.1%} of the bare route's req/s",
+         f"≥ {TARGETS['middlewareShare']:.0%}", figures["middlewareShare"] >= TARGETS["middlewareShare"]),
+        ("burst cache hit takes", f"{figures['burstHitShare']:.1%} of a miss's p50 latency",
+         f"≤ {TARGETS['burstHitShare']:.0%}", figures["burstHitShare"] <= TARGETS["burstHitShare"]),
+        ("tracing at sampling 1.0 costs", f"{figures['samplingCost']:+.1%} req/s against 0.0",
+         f"≤ {TARGETS['samplingCost']:.0%}", figures["samplingCost"] <= TARGETS["samplingCost"]),
+        ("the eight services use", f"{figures['stackPssMb']:.0f} MB PSS",
+         f"≤ {TARGETS['stackPssMb']:.0f} MB", figures["stackPssMb"] <= TARGETS["stackPssMb"]),
+    ]
+    summary = Table(show_header=True, title="figures", title_justify="left")
+    for column in ("figure", "measured", "target", ""):
+        summary.add_column(column)
+    for name, measured, target, ok in lines:
+        summary.add_row(name, measured, target, _verdict(ok))
+    console.print(summary)

@@ -82,6 +82,9 @@ class CircuitBreaker:
         self._opened_at = 0.0
         self._consecutive_failures = 0
         self._probes = 0
+        # Each half-open period has its own number, so a probe that outlives its period
+        # (cancelled or finished after a re-open) can neither free a slot nor decide the state.
+        self._period = 0
         self.call_count = self.success_count = self.failure_count = self.rejected_count = 0
         self.timeout_count = 0
         self.last_failure_time: float | None = None
@@ -104,35 +107,41 @@ class CircuitBreaker:
             self._opened_at = self._clock()
         elif state == HALF_OPEN:
             self._probes = 0
+            self._period += 1
         else:
             self._consecutive_failures = 0
 
-    def _admit(self) -> bool:
-        """Whether a call may go through now; counts the call or the rejection."""
+    def _admit(self) -> int | None:
+        """Lets a call through or raises; returns the half-open period of a probe, None otherwise."""
         state = self._state if self._state == CLOSED else self.state
         if state == CLOSED:
             self.call_count += 1
-            return False
+            return None
         if state == HALF_OPEN and self._probes < self.half_open_max_calls:
             self._probes += 1
             self.call_count += 1
-            return True
+            return self._period
         self.rejected_count += 1
         retry = max(self.reset_timeout - (self._clock() - self._opened_at), 0.0)
         raise CircuitOpenError(self.name, retry)
 
-    def record_success(self, probe: bool = False) -> None:
+    def _current_probe(self, probe: int | None) -> bool:
+        return probe is not None and probe == self._period and self._state == HALF_OPEN
+
+    def record_success(self, probe: int | None = None) -> None:
+        """Counts a success; a probe of the current half-open period closes the breaker."""
         self.success_count += 1
         self._consecutive_failures = 0
-        if probe and self._state == HALF_OPEN:
+        if self._current_probe(probe):
             self._move(CLOSED)
 
-    def record_failure(self, error: BaseException | str, probe: bool = False) -> None:
+    def record_failure(self, error: BaseException | str, probe: int | None = None) -> None:
+        """Counts a failure; opens the breaker past the threshold, or on a failed current probe."""
         self.failure_count += 1
         self._consecutive_failures += 1
         self.last_failure_time = time.time()
         self.last_error = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
-        if probe and self._state == HALF_OPEN:
+        if self._current_probe(probe):
             self._move(OPEN)
         elif self._state == CLOSED and self._consecutive_failures >= self.failure_threshold:
             self._move(OPEN)
@@ -154,7 +163,7 @@ class CircuitBreaker:
                     self.timeout_count += 1
                     raise CallTimeoutError(f"{self.name}: call exceeded {self.call_timeout}s") from exc
         except asyncio.CancelledError:
-            if probe:
+            if self._current_probe(probe):
                 self._probes -= 1
             raise
         except self.ignore:

@@ -160,6 +160,8 @@ class ConnectionPool(Generic[C]):
             if _handed_over(waiter):  # the connection arrived as the time ran out
                 return waiter.result()
             self.timeouts += 1
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
             raise PoolTimeoutError(
                 f"{self.name}: no connection free within {timeout}s "
                 f"({self.in_use}/{self.max_size} in use, {len(self._waiters)} waiting)"
@@ -191,19 +193,22 @@ class ConnectionPool(Generic[C]):
         await self._shrink()
 
     async def _serve_waiter_with_new(self) -> None:
-        """Replaces a destroyed connection for the first waiter, if anyone waits."""
-        while self._waiters and self._size < self.max_size:
-            waiter = self._waiters.popleft()
-            if waiter.done():
-                continue
-            self._size += 1
-            try:
-                waiter.set_result(await self._create())
-            except Exception as exc:
-                self._size -= 1
+        """Replaces a destroyed connection for the waiters, if anyone waits."""
+        if not self._waiters or self._size >= self.max_size:
+            return
+        self._size += 1
+        try:
+            connection = await self._create()
+        except Exception as exc:
+            self._size -= 1
+            for waiter in self._waiters:
                 if not waiter.done():
                     waiter.set_exception(exc)
+                    break
             return
+        # The waiter may have given up while the connection was being made: then it goes
+        # to the next one, or to the idle set, instead of being lost.
+        self._hand_over(connection)
 
     @asynccontextmanager
     async def acquire(self, timeout: float | None = None) -> AsyncIterator[C]:

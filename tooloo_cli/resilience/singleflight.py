@@ -27,17 +27,26 @@ class SingleFlight:
         self.calls += 1
         future = self._inflight.get(key)
         if future is None:
-            future = asyncio.ensure_future(call())
+            future = asyncio.ensure_future(self._run(key, call))
             self._inflight[key] = future
-            future.add_done_callback(lambda done: self._forget(key, done))
+            future.add_done_callback(_retrieve)
         else:
             self.shared += 1
         return await asyncio.shield(future)
 
-    def _forget(self, key: Hashable, done: asyncio.Future[Any]) -> None:
-        self._inflight.pop(key, None)
-        if not done.cancelled():
-            done.exception()  # retrieved, so a call whose callers all gave up logs no warning
+    async def _run(self, key: Hashable, call: Callable[[], Awaitable[T]]) -> T:
+        try:
+            return await call()
+        finally:
+            # Forgotten as the call finishes, not a loop step later: a caller arriving
+            # after the result is known starts a fresh call instead of sharing a stale one.
+            self._inflight.pop(key, None)
 
     def __len__(self) -> int:
         return len(self._inflight)
+
+
+def _retrieve(done: asyncio.Future[Any]) -> None:
+    """Marks the outcome as seen, so a call whose callers all gave up logs no warning."""
+    if not done.cancelled():
+        done.exception()

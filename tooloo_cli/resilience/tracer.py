@@ -94,11 +94,13 @@ class Span:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
         self.end = perf_counter_ns()
         _current_span.reset(self._token)
+        self._token = None  # the token holds the context, and the context the trace
         if exc_type is not None:
             self.status = "error"
             self.set("error", exc_type.__name__)
         trace = self.trace
-        if trace is None:  # closed after its trace ended: nothing left to record into
+        if trace is None or trace.finished:  # closed after its trace ended: nothing to record into
+            self.trace = None
             return
         if len(trace.spans) < trace.max_spans:
             trace.spans.append(self)
@@ -142,51 +144,64 @@ class _NoopSpan:
 _NOOP_SPAN = _NoopSpan()
 
 
-class Trace:
-    """One request through this service: its root span, and the spans under it when sampled."""
+class Trace(Span):
+    """One request through this service. A trace is its own root span (one object and one
+    context variable per request, which is most of what tracing costs); the spans under it
+    are kept when it is sampled.
+    """
 
-    __slots__ = ("tracer", "name", "trace_id", "root", "sampled", "start_wall", "spans", "max_spans", "dropped_spans",
-                 "status", "_trace_token")
+    __slots__ = ("tracer", "trace_id", "sampled", "spans", "max_spans", "dropped_spans", "finished")
 
     def __init__(self, tracer: Tracer, name: str, trace_id: str, parent_id: int | None, sampled: bool) -> None:
-        self.tracer = tracer
+        # The root's own fields, set here rather than through Span.__init__: a call saved per request.
+        self.trace = self
         self.name = name
+        self.id = getrandbits(64) or 1
+        self.parent_id = parent_id
+        self.status = "ok"
+        self.attributes = None
+        self.tracer = tracer
         self.trace_id = trace_id
         self.sampled = sampled
         self.spans: list[Span] = []
         self.max_spans = tracer.max_spans
         self.dropped_spans = 0
-        self.status = "ok"
-        self.root = Span(self, name, parent_id)
+        self.finished = False
+
+    @property
+    def root(self) -> Trace:
+        return self
 
     @property
     def traceparent(self) -> str:
         """The header for a call made from the current span of this trace."""
         span = _current_span.get()
-        span_id = span.id if span is not None and span.trace is self else self.root.id
+        span_id = span.id if span is not None and span.trace is self else self.id
         return format_traceparent(self.trace_id, f"{span_id:016x}", self.sampled)
 
     def fail(self, reason: str = "error") -> None:
         """Marks the trace as an error (an exception does this by itself)."""
         self.status = "error"
-        self.root.status = "error"
-        self.root.set("error", reason)
+        self.set("error", reason)
 
     def __enter__(self) -> Trace:
-        self.start_wall = time.time()
-        self._trace_token = _current_trace.set(self)
         self.tracer._active += 1
-        self.root.__enter__()
+        self._token = _current_span.set(self)
+        self.start = perf_counter_ns()
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
-        self.root.__exit__(exc_type, exc, tb)
-        _current_trace.reset(self._trace_token)
+        self.end = perf_counter_ns()
+        _current_span.reset(self._token)
+        self._token = None
+        self.finished = True
         if exc_type is not None:
             self.status = "error"
-        # Spans point back at their trace while it runs; cutting that cycle now lets
-        # reference counting free every request's trace without the cyclic GC.
-        self.root.trace = None
+            self.set("error", exc_type.__name__)
+        # Spans point back at their trace (and the trace at itself) while it runs; cutting
+        # that now lets reference counting free every request's trace without the cyclic
+        # GC. A span still open keeps its pointer until it closes, and then records nothing.
+        self.trace = None
         for span in self.spans:
             span.trace = None
         self.tracer._finish(self)
@@ -195,15 +210,14 @@ class Trace:
         return {
             "traceId": self.trace_id,
             "name": self.name,
-            "startTime": self.start_wall,
-            "durationMs": self.root.duration_ms,
+            "startTime": self.tracer.wall_clock(self.start),
+            "durationMs": self.duration_ms,
             "status": self.status,
             "droppedSpans": self.dropped_spans,
-            "spans": [span.to_dict() for span in self.spans],
+            "spans": [Span.to_dict(self), *(span.to_dict() for span in self.spans)],
         }
 
 
-_current_trace: ContextVar[Trace | None] = ContextVar("tooloo_trace", default=None)
 _current_span: ContextVar[Span | None] = ContextVar("tooloo_span", default=None)
 
 
@@ -233,15 +247,21 @@ class Tracer:
         self._sample_bound = int(sampling_rate * (1 << 64))
         self._clock = clock
         self._started = clock()
+        self._wall_offset = time.time() - perf_counter_ns() / 1e9
         self._active = 0
         self._total = 0
         self._sampled = 0
         self._errors = 0
-        self._latency_sum = 0.0
-        self._latencies: deque[float] = deque(maxlen=latency_window)
+        # Latencies are kept in integer nanoseconds and turned into ms only when reported.
+        self._latency_sum = 0
+        self._latencies: deque[int] = deque(maxlen=latency_window)
         self._recent: deque[Trace] = deque(maxlen=max_traces)
         self._per_second = [0] * _THROUGHPUT_WINDOW
         self._second_of_slot = [-1] * _THROUGHPUT_WINDOW
+
+    def wall_clock(self, perf_ns: int) -> float:
+        """Epoch seconds of a perf_counter_ns reading (no wall-clock read on the request path)."""
+        return self._wall_offset + perf_ns / 1e9
 
     def trace(self, name: str, traceparent: str | None = None) -> Trace:
         """A new trace for one request, continuing `traceparent` when it is valid."""
@@ -257,25 +277,27 @@ class Tracer:
         parent = _current_span.get()
         # A task spawned inside a request inherits its context and may outlive the trace.
         trace = parent.trace if parent is not None else None
-        if trace is None or not trace.sampled:
+        if trace is None or trace.finished or not trace.sampled:
             return _NOOP_SPAN
         return Span(trace, name, parent.id)
 
     @staticmethod
     def current() -> Trace | None:
-        """The trace of the running request, if any."""
-        return _current_trace.get()
+        """The trace of the running request, if any (None once it has finished)."""
+        span = _current_span.get()
+        trace = span.trace if span is not None else None
+        return None if trace is None or trace.finished else trace
 
     @staticmethod
     def current_traceparent() -> str | None:
-        """The `traceparent` to send on an outgoing call, or None outside a trace."""
-        trace = _current_trace.get()
+        """The `traceparent` to send on an outgoing call, or None outside a (running) trace."""
+        trace = Tracer.current()
         return trace.traceparent if trace is not None else None
 
     def _finish(self, trace: Trace) -> None:
         self._active -= 1
         self._total += 1
-        latency = trace.root.duration_ms
+        latency = trace.end - trace.start
         self._latency_sum += latency
         self._latencies.append(latency)
         if trace.status != "ok":
@@ -312,7 +334,7 @@ class Tracer:
             "totalTraces": self._total,
             "sampledTraces": self._sampled,
             "errorCount": self._errors,
-            "avgLatency": self._latency_sum / self._total if self._total else 0.0,
+            "avgLatency": self._latency_sum / self._total / 1e6 if self._total else 0.0,
             "p50Latency": _percentile(ordered, 0.50),
             "p95Latency": _percentile(ordered, 0.95),
             "p99Latency": _percentile(ordered, 0.99),
@@ -322,8 +344,8 @@ class Tracer:
         }
 
 
-def _percentile(ordered: list[float], fraction: float) -> float:
-    """The nearest-rank percentile of sorted values (0.0 for none)."""
+def _percentile(ordered: list[int], fraction: float) -> float:
+    """The nearest-rank percentile of sorted nanosecond values, in ms (0.0 for none)."""
     if not ordered:
         return 0.0
-    return ordered[max(math.ceil(fraction * len(ordered)) - 1, 0)]
+    return ordered[max(math.ceil(fraction * len(ordered)) - 1, 0)] / 1e6

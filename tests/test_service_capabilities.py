@@ -1,0 +1,119 @@
+"""Contract tests of the capabilities service: discovery, activation, persistence across restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable
+from contextlib import closing
+from typing import Any
+
+import httpx
+from conftest import service_client
+
+from tooloo_cli.config import LoadedConfig
+from tooloo_cli.services.capabilities import CATEGORIES, DISCOVERED_METHODS
+
+StackConfig = Callable[..., LoadedConfig]
+BASE = "/api/v1/capabilities"
+
+
+def run_capabilities(loaded: LoadedConfig, scenario: Callable[[httpx.AsyncClient], Any]) -> Any:
+    async def main() -> Any:
+        async with service_client("capabilities", loaded) as client:
+            return await scenario(client)
+
+    return asyncio.run(main())
+
+
+def test_start_up_discovers_the_built_in_methods(stack_config: StackConfig) -> None:
+    async def scenario(client: httpx.AsyncClient) -> None:
+        status = (await client.get(f"{BASE}/status")).json()
+        assert status["ok"] is True
+        assert status["discovered"] == len(DISCOVERED_METHODS) and status["active"] == 0
+        assert set(status["byCategory"]) == set(CATEGORIES) == {"analysis", "generation", "retrieval", "evaluation"}
+        assert sum(c["discovered"] for c in status["byCategory"].values()) == len(DISCOVERED_METHODS)
+
+        methods = (await client.get(f"{BASE}/discovered")).json()["methods"]
+        assert sorted(m["name"] for m in methods) == sorted(name for name, _, _ in DISCOVERED_METHODS)
+        assert set(methods[0]) == {"name", "category", "description", "active", "activatedAt", "activations"}
+        assert all(m["active"] is False and m["activatedAt"] is None and m["activations"] == 0 for m in methods)
+
+        retrieval = (await client.get(f"{BASE}/discovered", params={"category": "retrieval"})).json()["methods"]
+        assert retrieval and {m["category"] for m in retrieval} == {"retrieval"}
+
+        unknown = await client.get(f"{BASE}/discovered", params={"category": "astrology"})
+        assert unknown.status_code == 422 and unknown.json()["field"] == "category"
+
+        assert (await client.get("/ready")).json()["ok"] is True
+
+    run_capabilities(stack_config(), scenario)
+
+
+def test_activate_and_deactivate(stack_config: StackConfig) -> None:
+    async def scenario(client: httpx.AsyncClient) -> None:
+        activated = await client.post(f"{BASE}/activate", json={"name": "semantic-search"})
+        assert activated.status_code == 200
+        method = activated.json()["method"]
+        assert activated.json()["changed"] is True
+        assert method["name"] == "semantic-search" and method["category"] == "retrieval"
+        assert method["active"] is True and method["activations"] == 1 and isinstance(method["activatedAt"], float)
+
+        again = (await client.post(f"{BASE}/activate", json={"name": "semantic-search"})).json()
+        assert again["changed"] is False and again["method"] == method
+
+        status = (await client.get(f"{BASE}/status")).json()
+        assert status["active"] == 1 and status["byCategory"]["retrieval"] == {"discovered": 3, "active": 1}
+
+        deactivated = (await client.post(f"{BASE}/deactivate", json={"name": "semantic-search"})).json()
+        assert deactivated["changed"] is True
+        assert deactivated["method"]["active"] is False and deactivated["method"]["activatedAt"] is None
+        assert deactivated["method"]["activations"] == 1
+
+        second = (await client.post(f"{BASE}/activate", json={"name": "semantic-search"})).json()
+        assert second["method"]["activations"] == 2
+
+    run_capabilities(stack_config(), scenario)
+
+
+def test_unknown_methods_and_bad_bodies_answer_json_errors(stack_config: StackConfig) -> None:
+    async def scenario(client: httpx.AsyncClient) -> None:
+        for action in ("activate", "deactivate"):
+            unknown = await client.post(f"{BASE}/{action}", json={"name": "mind-reading"})
+            assert unknown.status_code == 404
+            assert unknown.json()["ok"] is False and unknown.json()["name"] == "mind-reading"
+            assert "mind-reading" in unknown.json()["error"]
+
+        wrong_type = await client.post(f"{BASE}/activate", json={"name": 3})
+        assert wrong_type.status_code == 422 and wrong_type.json()["field"] == "name"
+        missing = await client.post(f"{BASE}/activate", json={})
+        assert missing.status_code == 422 and missing.json()["field"] == "name"
+        assert (await client.post(f"{BASE}/activate", content=b"{")).status_code == 400
+        assert (await client.get(f"{BASE}/activate")).status_code == 405
+
+    run_capabilities(stack_config(), scenario)
+
+
+def test_activation_survives_a_restart(stack_config: StackConfig) -> None:
+    loaded = stack_config()
+
+    async def activate(client: httpx.AsyncClient) -> dict[str, Any]:
+        await client.post(f"{BASE}/activate", json={"name": "code-generation"})
+        await client.post(f"{BASE}/activate", json={"name": "answer-grading"})
+        await client.post(f"{BASE}/deactivate", json={"name": "answer-grading"})
+        return (await client.post(f"{BASE}/activate", json={"name": "answer-grading"})).json()["method"]
+
+    async def read_back(client: httpx.AsyncClient) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        status = (await client.get(f"{BASE}/status")).json()
+        return status, (await client.get(f"{BASE}/discovered")).json()["methods"]
+
+    grading = run_capabilities(loaded, activate)
+    status, methods = run_capabilities(loaded, read_back)
+    assert status["discovered"] == len(DISCOVERED_METHODS) and status["active"] == 2
+    assert {m["name"] for m in methods if m["active"]} == {"code-generation", "answer-grading"}
+    assert next(m for m in methods if m["name"] == "answer-grading") == grading
+    assert grading["activations"] == 2
+
+    database = loaded.state_path("capabilities.db")
+    with closing(sqlite3.connect(database)) as db:
+        assert db.execute("SELECT COUNT(*) FROM methods WHERE active = 1").fetchone() == (2,)

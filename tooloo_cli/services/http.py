@@ -1,0 +1,212 @@
+"""Request and response helpers shared by every service: JSON bodies, errors, client identity.
+
+    body = await read_json(request, {"prompt": Field(str), "ttlSeconds": Field(float, required=False)})
+    return ok({"text": text})                    # {"ok": true, "text": ..., "traceId": ...}
+    raise ApiError(409, "already running")       # {"ok": false, "error": ..., "traceId": ...}
+
+Every error a client sees is JSON with `ok: false`, an `error` message and the request's
+`traceId`; none carries a stack trace.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from tooloo_cli.resilience import Decision
+
+DEFAULT_MAX_BODY = 1_048_576
+
+
+class ApiError(Exception):
+    """An error answered as `{"ok": false, "error": message, ...extra}` with `status`."""
+
+    def __init__(self, status: int, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.extra = extra
+
+
+def trace_id_of(scope: Mapping[str, Any]) -> str | None:
+    """The trace id the tracing middleware gave this request, if it was traced."""
+    state = scope.get("state")
+    return state.get("trace_id") if isinstance(state, dict) else None
+
+
+def ok(payload: Mapping[str, Any], request: Request, status: int = 200, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    """A success document with `ok: true` and the request's trace id."""
+    return JSONResponse({"ok": True, **payload, "traceId": trace_id_of(request.scope)}, status, headers=headers)
+
+
+def error_response(status: int, message: str, trace_id: str | None, headers: Mapping[str, str] | None = None,
+                   **extra: Any) -> JSONResponse:
+    return JSONResponse({"ok": False, "error": message, **extra, "traceId": trace_id}, status, headers=headers)
+
+
+async def api_error_handler(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return error_response(exc.status, exc.message, trace_id_of(request.scope), **exc.extra)
+
+
+async def http_exception_handler(request: Request, exc: Exception) -> Response:
+    """404, 405 and the like, as JSON."""
+    assert isinstance(exc, HTTPException)
+    message = {404: "not found", 405: "method not allowed"}.get(exc.status_code, str(exc.detail))
+    if exc.status_code == 404:
+        message = f"not found: {request.method} {request.url.path}"
+    headers = dict(exc.headers) if exc.headers else None
+    return error_response(exc.status_code, message, trace_id_of(request.scope), headers=headers)
+
+
+async def internal_error_handler(request: Request, exc: Exception) -> Response:
+    """An unexpected exception: a JSON 500 with the trace id; the details go to the log only."""
+    return error_response(500, "internal error", trace_id_of(request.scope))
+
+
+EXCEPTION_HANDLERS = {ApiError: api_error_handler, HTTPException: http_exception_handler,
+                      Exception: internal_error_handler}
+
+
+def rate_limit_headers(decision: Decision) -> dict[str, str]:
+    """The X-RateLimit-* headers of a limiter decision (reset in epoch seconds)."""
+    return {name.decode(): value.decode() for name, value in rate_limit_header_bytes(decision)}
+
+
+def rate_limit_header_bytes(decision: Decision) -> list[tuple[bytes, bytes]]:
+    """The same headers as raw ASGI pairs, for middleware on the hot path."""
+    return [
+        (b"x-ratelimit-limit", b"%d" % decision.limit),
+        (b"x-ratelimit-remaining", b"%d" % decision.remaining),
+        (b"x-ratelimit-reset", b"%d" % math.ceil(decision.reset)),
+    ]
+
+
+def rate_limited(decision: Decision, trace_id: str | None) -> JSONResponse:
+    """The 429 answer to a denied request, with Retry-After and the X-RateLimit-* headers."""
+    headers = {**rate_limit_headers(decision), "Retry-After": str(math.ceil(decision.retry_after))}
+    return error_response(429, "rate limited", trace_id, headers=headers, retryAfter=decision.retry_after)
+
+
+# -- bodies ---------------------------------------------------------------------------
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing with 413 as soon as it exceeds `limit` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, f"request body over the {limit}-byte limit")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, f"request body over the {limit}-byte limit")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@dataclass(frozen=True)
+class Field:
+    """One expected JSON field: its type(s), whether it is required, and optional bounds."""
+
+    kind: type | tuple[type, ...]
+    required: bool = True
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple[Any, ...] | None = None
+
+
+_KIND_NAMES = {str: "a string", int: "a whole number", float: "a number", bool: "true or false",
+               list: "a list", dict: "an object"}
+
+
+def _describe(kind: type | tuple[type, ...]) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return " or ".join(_KIND_NAMES.get(k, k.__name__) for k in kinds)
+
+
+def check_field(name: str, value: Any, field: Field) -> Any:
+    """`value` if it fits `field`, else ApiError 422 naming the field."""
+    kinds = field.kind if isinstance(field.kind, tuple) else (field.kind,)
+    if float in kinds and int not in kinds:
+        kinds = (*kinds, int)  # JSON has one number type: 5 is a fine float
+    if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
+        raise ApiError(422, f"field '{name}' must be {_describe(field.kind)}", field=name)
+    if field.minimum is not None and value < field.minimum:
+        raise ApiError(422, f"field '{name}' must be at least {field.minimum}", field=name)
+    if field.maximum is not None and value > field.maximum:
+        raise ApiError(422, f"field '{name}' must be at most {field.maximum}", field=name)
+    if field.choices is not None and value not in field.choices:
+        raise ApiError(422, f"field '{name}' must be one of {', '.join(map(str, field.choices))}", field=name)
+    return value
+
+
+def check_fields(document: Any, fields: Mapping[str, Field]) -> dict[str, Any]:
+    """The document's expected fields, checked; missing optional ones are left out."""
+    if not isinstance(document, dict):
+        raise ApiError(422, "the body must be a JSON object", field=None)
+    checked = {}
+    for name, field in fields.items():
+        if name not in document or document[name] is None:
+            if field.required:
+                raise ApiError(422, f"field '{name}' is required", field=name)
+            continue
+        checked[name] = check_field(name, document[name], field)
+    return checked
+
+
+async def read_json(request: Request, fields: Mapping[str, Field], limit: int = DEFAULT_MAX_BODY,
+                    empty_ok: bool = False) -> dict[str, Any]:
+    """The JSON body checked against `fields`: 413 over the limit, 400 malformed, 422 wrong fields."""
+    body = await read_body(request, limit)
+    if not body.strip() and empty_ok:
+        return check_fields({}, fields)
+    try:
+        document = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, f"malformed JSON: {exc}") from None
+    return check_fields(document, fields)
+
+
+# -- who is asking ----------------------------------------------------------------------
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(entries: Iterable[str]) -> tuple[Network, ...]:
+    return tuple(ipaddress.ip_network(entry, strict=False) for entry in entries)
+
+
+def _trusted(address: str, proxies: tuple[Network, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in proxies)
+
+
+def client_id(scope: Mapping[str, Any], proxies: tuple[Network, ...]) -> str:
+    """The client's address: the peer, or from `X-Forwarded-For` when the peer is a trusted proxy.
+
+    The forwarded chain is read right to left, skipping trusted proxies, so a client
+    cannot choose its identity by sending the header itself.
+    """
+    client = scope.get("client")
+    peer = client[0] if client else "unknown"
+    if not proxies or not _trusted(peer, proxies):
+        return peer
+    forwarded = [value for name, value in scope["headers"] if name == b"x-forwarded-for"]
+    hops = [hop.strip() for value in forwarded for hop in value.decode("latin-1").split(",") if hop.strip()]
+    for hop in reversed(hops):
+        if not _trusted(hop, proxies):
+            return hop
+    return hops[0] if hops else peer

@@ -1,0 +1,131 @@
+"""LLM providers for the budget service: a simulated one (the default) and an OpenAI-compatible one.
+
+    provider = make_provider(settings)             # from [services.budget.provider]
+    completion = await provider.complete("Summarise the ledger")
+    completion.text, completion.tokens
+
+Failures the provider's breaker should count (timeouts, refused connections, 5xx, 429)
+raise ProviderError; a request the remote refuses for its own reasons (4xx: a bad key, a
+bad model) raises ProviderRejected, which the breaker lets through uncounted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import random
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from tooloo_cli.config.schema import ProviderSettings
+
+_VOCABULARY = (
+    "resilient", "cache", "latency", "budget", "trace", "signal", "insight", "pattern", "stable", "throughput",
+    "circuit", "bounded", "token", "window", "sample", "healthy", "degrade", "recover", "measure", "steady",
+    "ledger", "probe", "burst", "fallback", "queue", "batch", "percentile", "observe", "limit", "refill",
+)
+
+
+class ProviderError(Exception):
+    """The provider failed in a way that counts against its circuit breaker."""
+
+
+class ProviderRejected(Exception):
+    """The provider refused the request (4xx): not its health's fault, so not a breaker failure."""
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    tokens: int
+    model: str
+
+
+class Provider(Protocol):
+    kind: str
+    model: str
+
+    async def complete(self, prompt: str) -> Completion: ...
+
+    async def close(self) -> None: ...
+
+
+class SimulatedProvider:
+    """Deterministic text from the prompt after `latency_ms`; fails at `failure_rate` (0 by default)."""
+
+    kind = "simulated"
+
+    def __init__(self, latency_ms: float = 50.0, failure_rate: float = 0.0, model: str = "tooloo-sim-1",
+                 rng: random.Random | None = None) -> None:
+        self.latency = latency_ms / 1000
+        self.failure_rate = failure_rate
+        self.model = model
+        self._rng = rng or random.Random()
+
+    async def complete(self, prompt: str) -> Completion:
+        await asyncio.sleep(self.latency)
+        if self.failure_rate and self._rng.random() < self.failure_rate:
+            raise ProviderError("simulated provider failure")
+        digest = hashlib.sha256(prompt.encode()).digest()
+        words = [_VOCABULARY[byte % len(_VOCABULARY)] for byte in digest[:12]]
+        text = f"On \u201c{prompt[:60]}\u201d: {' '.join(words)}."
+        return Completion(text, tokens=len(prompt.split()) + len(words) + 2, model=self.model)
+
+    async def close(self) -> None:
+        return None
+
+
+class OpenAIProvider:
+    """Chat completions against an OpenAI-compatible endpoint; the key comes from an environment variable."""
+
+    kind = "openai"
+
+    def __init__(self, base_url: str, model: str, api_key_env: str, timeout: float) -> None:
+        import httpx
+
+        self.model = model
+        self.api_key_env = api_key_env
+        self._client = httpx.AsyncClient(base_url=base_url.rstrip("/"), timeout=timeout)
+
+    async def complete(self, prompt: str) -> Completion:
+        import httpx
+
+        key = os.environ.get(self.api_key_env)
+        if not key:
+            raise ProviderRejected(f"the environment variable {self.api_key_env} holds no API key")
+        payload = {"model": self.model, "messages": [{"role": "user", "content": prompt}]}
+        try:
+            response = await self._client.post("/chat/completions", json=payload,
+                                               headers={"Authorization": f"Bearer {key}"})
+        except httpx.TimeoutException:
+            raise ProviderError("the provider did not answer in time") from None
+        except httpx.TransportError as exc:
+            raise ProviderError(f"the provider is unreachable: {type(exc).__name__}") from None
+        if response.status_code >= 500 or response.status_code == 429:
+            raise ProviderError(f"the provider answered {response.status_code}")
+        if response.status_code >= 400:
+            raise ProviderRejected(f"the provider refused the request ({response.status_code}): {_reason(response)}")
+        try:
+            document = response.json()
+            text = document["choices"][0]["message"]["content"]
+            tokens = int(document.get("usage", {}).get("total_tokens", 0))
+        except (ValueError, KeyError, IndexError, TypeError):
+            raise ProviderError("the provider answered something that is not a chat completion") from None
+        return Completion(text, tokens=tokens, model=document.get("model", self.model))
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+
+def _reason(response: Any) -> str:
+    try:
+        return str(response.json()["error"]["message"])[:200]
+    except (ValueError, KeyError, TypeError):
+        return response.text[:200]
+
+
+def make_provider(settings: ProviderSettings) -> Provider:
+    if settings.kind == "openai":
+        return OpenAIProvider(settings.base_url, settings.model, settings.api_key_env, settings.timeout)
+    return SimulatedProvider(settings.latency_ms, settings.failure_rate)

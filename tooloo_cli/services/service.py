@@ -1,0 +1,217 @@
+"""What every service shares: its settings, its resilience modules, its siblings, its app.
+
+A service module builds its app on one `Service`:
+
+    def create(service: Service) -> ASGIApp:
+        async def overview(request: Request) -> Response:
+            return ok({"domains": ...}, request)
+        return build_app(service, [Route("/api/v1/training/overview", overview)])
+
+`build_app(service, routes)` adds /health, /ready and /api/v1/system/observability, the
+JSON error handlers, the middleware (access log, tracing, rate limit where configured)
+and a lifespan that opens the pool and closes everything on SIGTERM: the query optimizer
+is flushed, the pool and the cache are closed, the sibling client is closed.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any, TextIO
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp
+
+from tooloo_cli import __version__
+from tooloo_cli.config import LoadedConfig
+from tooloo_cli.resilience import (
+    CircuitBreaker,
+    ConnectionPool,
+    PersistentCache,
+    QueryOptimizer,
+    RateLimiter,
+    SQLiteBatchExecutor,
+    Tracer,
+    sqlite_close,
+    sqlite_connector,
+    sqlite_is_healthy,
+)
+from tooloo_cli.services.http import EXCEPTION_HANDLERS, parse_networks
+from tooloo_cli.services.middleware import AccessLogMiddleware, ApiMiddleware
+
+if TYPE_CHECKING:
+    from tooloo_cli.services.upstream import Upstream
+
+Hook = Callable[[], Awaitable[None]]
+
+
+class Service:
+    """One running service: its configuration and the modules it embeds (None where it has none)."""
+
+    def __init__(self, name: str, loaded: LoadedConfig, access_log: TextIO | None = None) -> None:
+        self.name = name
+        self.loaded = loaded
+        self.access_log = access_log if access_log is not None else sys.stdout
+        self.stack = loaded.config.stack
+        self.settings = settings = loaded.services[name]
+        self.started = time.monotonic()
+        self.trusted_proxies = parse_networks(self.stack.trusted_proxies)
+        self.tracer = Tracer(name, settings.tracer.sampling_rate, max_traces=settings.tracer.max_traces,
+                             latency_window=settings.tracer.latency_window)
+        limiter = settings.rate_limiter
+        self.limiter = None if limiter is None else RateLimiter(
+            limiter.capacity, limiter.refill_rate, max_clients=limiter.max_clients, max_wait=limiter.max_wait)
+        cache = settings.cache
+        self.cache = None if cache is None else PersistentCache(
+            loaded.state_path(cache.file), ttl=cache.ttl_seconds, max_memory_items=cache.memory_items,
+            compress_threshold=cache.compress_threshold)
+        pool = settings.pool
+        self.pool: ConnectionPool[Any] | None = None if pool is None else ConnectionPool(
+            sqlite_connector(loaded.state_path(pool.database)), min_size=pool.min_size, max_size=pool.max_size,
+            acquire_timeout=pool.acquire_timeout, idle_timeout=pool.idle_timeout,
+            health_check=sqlite_is_healthy, close=sqlite_close, name=f"{name}-db")
+        optimizer = settings.query_optimizer
+        self.optimizer = None
+        if optimizer is not None and self.pool is not None:
+            self.optimizer = QueryOptimizer(SQLiteBatchExecutor(self.pool), batch_size=optimizer.batch_size,
+                                            batch_window=optimizer.batch_window_ms / 1000)
+        self.breakers: dict[str, CircuitBreaker] = {}
+        self._upstream: Upstream | None = None
+        self._startup: list[Hook] = []
+        self._shutdown: list[Hook] = []
+        self._ready_checks: dict[str, Hook] = {}
+        if self.pool is not None:
+            self.ready_check("database", self._check_database)
+
+    # -- wiring used by the service modules -------------------------------------------
+
+    def breaker(self, name: str) -> CircuitBreaker:
+        """The breaker guarding `name` (created on first use from the service's breaker settings)."""
+        breaker = self.breakers.get(name)
+        if breaker is None:
+            settings = self.settings.breaker
+            if settings is None:
+                raise RuntimeError(f"the {self.name} service has no breaker settings")
+            breaker = self.breakers[name] = CircuitBreaker(
+                name, failure_threshold=settings.failure_threshold, reset_timeout=settings.reset_timeout,
+                half_open_max_calls=settings.half_open_max_calls, call_timeout=settings.call_timeout)
+        return breaker
+
+    @property
+    def upstream(self) -> Upstream:
+        """The pooled client to sibling services (httpx is imported only by services that call out)."""
+        if self._upstream is None:
+            from tooloo_cli.services.upstream import Upstream
+
+            self._upstream = Upstream(self)
+        return self._upstream
+
+    def on_startup(self, hook: Hook) -> None:
+        self._startup.append(hook)
+
+    def on_shutdown(self, hook: Hook) -> None:
+        self._shutdown.append(hook)
+
+    def ready_check(self, name: str, check: Hook) -> None:
+        """`check` raises when the dependency `name` is not usable; /ready then answers 503."""
+        self._ready_checks[name] = check
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        if self.pool is not None:
+            await self.pool.open()
+        for hook in self._startup:
+            await hook()
+        try:
+            yield
+        finally:
+            for hook in reversed(self._shutdown):
+                await hook()
+            if self.optimizer is not None:
+                await self.optimizer.flush()
+            if self.pool is not None:
+                await self.pool.close()
+            if self._upstream is not None:
+                await self._upstream.close()
+            if self.cache is not None:
+                self.cache.close()
+
+    async def _check_database(self) -> None:
+        assert self.pool is not None
+        async with self.pool.acquire(timeout=1.0) as db:
+            db.execute("SELECT 1").fetchone()
+
+    # -- the documents every service serves ---------------------------------------------
+
+    def health(self) -> dict[str, Any]:
+        return {"ok": True, "service": self.name, "version": __version__, "pid": os.getpid(),
+                "uptime": time.monotonic() - self.started}
+
+    def observability(self) -> dict[str, Any]:
+        """SPEC's observability document: seed field names, numbers, null for modules not embedded."""
+        return {
+            "service": self.name,
+            "version": __version__,
+            "pid": os.getpid(),
+            "uptime": time.monotonic() - self.started,
+            "tracer": self.tracer.stats(traces=10),
+            "rateLimiter": self.limiter.stats() if self.limiter else None,
+            "cache": self.cache.stats() if self.cache else None,
+            "circuitBreakers": {name: b.status() for name, b in self.breakers.items()}
+            if self.settings.breaker is not None else None,
+            "pool": self.pool.stats() if self.pool else None,
+            "queryOptimizer": self.optimizer.stats() if self.optimizer else None,
+        }
+
+    async def ready(self) -> dict[str, str | None]:
+        """Each dependency's failure, or None when it answers."""
+        failures: dict[str, str | None] = {}
+        for name, check in self._ready_checks.items():
+            try:
+                await check()
+                failures[name] = None
+            except Exception as exc:
+                failures[name] = f"{type(exc).__name__}: {exc}"
+        return failures
+
+
+def build_app(service: Service, routes: list[BaseRoute], *, limit_api: bool = False) -> ASGIApp:
+    """The service's ASGI app: shared endpoints, its own routes, error handlers, middleware.
+
+    `limit_api` puts the service's rate limiter in front of all of /api (the gateway);
+    otherwise a service applies its limiter where its routes choose.
+    """
+
+    async def health(request: Request) -> Response:
+        return JSONResponse(service.health())
+
+    async def ready(request: Request) -> Response:
+        failures = await service.ready()
+        failing = {name: reason for name, reason in failures.items() if reason is not None}
+        if failing:
+            return JSONResponse({"ok": False, "service": service.name, "failing": failing}, 503)
+        return JSONResponse({"ok": True, "service": service.name, "checks": sorted(failures)})
+
+    async def observability(request: Request) -> Response:
+        return JSONResponse(service.observability())
+
+    shared: list[BaseRoute] = [
+        Route("/health", health),
+        Route("/ready", ready),
+        Route("/api/v1/system/health", health),  # /health behind the /api middleware, for benchmarks
+        Route("/api/v1/system/observability", observability),
+    ]
+    app: ASGIApp = Starlette(routes=shared + routes, exception_handlers=EXCEPTION_HANDLERS,
+                             lifespan=service.lifespan)
+    if limit_api and service.limiter is None:
+        raise RuntimeError(f"the {service.name} service limits /api but has no rate limiter settings")
+    app = ApiMiddleware(app, service.tracer, service.limiter if limit_api else None, service.trusted_proxies)
+    return AccessLogMiddleware(app, service.access_log)

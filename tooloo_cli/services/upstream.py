@@ -1,0 +1,90 @@
+"""Calls from one service to its siblings: one pooled httpx client, a breaker per sibling.
+
+    response = await service.upstream.request("training", "GET", "/api/v1/training/overview")
+    overview = await service.upstream.get_json("training", "/api/v1/training/overview")
+
+Every call carries the current `traceparent` and runs inside a span; a 5xx answer, a
+timeout or a refused connection counts as a failure of that sibling's breaker, a 4xx does
+not. Errors come out as `UpstreamError` with the HTTP status the caller should answer.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from tooloo_cli.resilience import CallTimeoutError, CircuitOpenError, Tracer
+from tooloo_cli.services.http import ApiError
+
+if TYPE_CHECKING:
+    from tooloo_cli.services.service import Service
+
+
+class UpstreamStatusError(Exception):
+    """A sibling answered 5xx: a breaker failure that still carries the response."""
+
+    def __init__(self, target: str, response: httpx.Response) -> None:
+        super().__init__(f"{target} answered {response.status_code}")
+        self.response = response
+
+
+class UpstreamError(ApiError):
+    """A sibling could not answer; `status` is what to tell our own client (502, 503, 504)."""
+
+
+class Upstream:
+    def __init__(self, service: Service) -> None:
+        self.service = service
+        config = service.loaded.config
+        host = config.stack.host
+        self.base_urls = {name: f"http://{host}:{settings.port}" for name, settings in config.services.items()}
+        # trust_env=False: sibling calls stay on loopback whatever HTTP_PROXY says.
+        self.client = httpx.AsyncClient(
+            timeout=config.stack.upstream_timeout,
+            limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+            trust_env=False,
+        )
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+    async def _send(self, target: str, method: str, path: str, **options: Any) -> httpx.Response:
+        headers = dict(options.pop("headers", None) or {})
+        with self.service.tracer.span(f"{method} {target}{path}") as span:
+            traceparent = Tracer.current_traceparent()
+            if traceparent is not None:
+                headers["traceparent"] = traceparent
+            response = await self.client.request(method, self.base_urls[target] + path, headers=headers, **options)
+            span.set("status", response.status_code)
+        if response.status_code >= 500:
+            raise UpstreamStatusError(target, response)
+        return response
+
+    async def request(self, target: str, method: str, path: str, **options: Any) -> httpx.Response:
+        """The sibling's response (5xx included, for a gateway to pass on), through its breaker.
+
+        Raises UpstreamError 503 when the breaker is open, 504 on a timeout and 502 when
+        the sibling cannot be reached.
+        """
+        breaker = self.service.breaker(target)
+        try:
+            return await breaker.call(self._send, target, method, path, **options)
+        except UpstreamStatusError as exc:
+            return exc.response
+        except CircuitOpenError as exc:
+            raise UpstreamError(503, str(exc), breaker=target, retryAfter=exc.retry_after) from None
+        except (CallTimeoutError, httpx.TimeoutException):
+            raise UpstreamError(504, f"{target} did not answer in time", breaker=target) from None
+        except httpx.TransportError as exc:
+            raise UpstreamError(502, f"{target} is unreachable: {type(exc).__name__}", breaker=target) from None
+
+    async def get_json(self, target: str, path: str, **options: Any) -> Any:
+        """The sibling's JSON document; UpstreamError (502) for anything but a 2xx JSON answer."""
+        response = await self.request(target, "GET", path, **options)
+        if response.status_code >= 300:
+            raise UpstreamError(502, f"{target} answered {response.status_code}", breaker=target)
+        try:
+            return response.json()
+        except ValueError:
+            raise UpstreamError(502, f"{target} answered malformed JSON", breaker=target) from None
