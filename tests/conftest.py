@@ -66,6 +66,32 @@ async def service_client(name: str, loaded: LoadedConfig, client_address: str = 
             yield client
 
 
+def serve_in_thread(app: Any, host: str, port: int, name: str) -> tuple[Any, Any]:
+    """Runs an ASGI app with uvicorn on host:port in a daemon thread; (server, thread) once it listens."""
+    import threading
+    import time
+
+    import uvicorn
+
+    # Outside the main thread uvicorn leaves signal handling alone.
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, name=f"live-{name}", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError(f"{name} did not start on {host}:{port}")
+        time.sleep(0.01)
+    return server, thread
+
+
+def stop_servers(running: list[tuple[Any, Any]]) -> None:
+    """Stops the servers `serve_in_thread` started, the last one first."""
+    for server, thread in reversed(running):
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
 @pytest.fixture
 def live_service() -> Iterator[Callable[[str, LoadedConfig], str]]:
     """Starts a service on a real socket, on its configured port, in a background thread.
@@ -75,31 +101,32 @@ def live_service() -> Iterator[Callable[[str, LoadedConfig], str]]:
     For services whose siblings must really answer: an in-process app is not reachable over TCP.
     """
     import io
-    import threading
-    import time
-
-    import uvicorn
 
     from tooloo_cli.services import create_app
 
-    running: list[tuple[uvicorn.Server, threading.Thread]] = []
+    running: list[tuple[Any, Any]] = []
 
     def start(name: str, loaded: LoadedConfig) -> str:
         host, port = loaded.config.stack.host, loaded.services[name].port
-        app = create_app(name, loaded, access_log=io.StringIO())
-        # Outside the main thread uvicorn leaves signal handling alone.
-        server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on"))
-        thread = threading.Thread(target=server.run, name=f"live-{name}", daemon=True)
-        thread.start()
-        running.append((server, thread))
-        deadline = time.monotonic() + 10
-        while not server.started:
-            if not thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError(f"{name} did not start on {host}:{port}")
-            time.sleep(0.01)
+        running.append(serve_in_thread(create_app(name, loaded, access_log=io.StringIO()), host, port, name))
         return f"http://{host}:{port}"
 
     yield start
-    for server, thread in reversed(running):
-        server.should_exit = True
-        thread.join(timeout=10)
+    stop_servers(running)
+
+
+@pytest.fixture
+def live_app() -> Iterator[Callable[[Any, str, LoadedConfig], str]]:
+    """Serves any ASGI app on the port of service `name`, standing in for that service.
+
+        live_app(answer_503, "budget", loaded)        # budget's port now answers what answer_503 says
+    """
+    running: list[tuple[Any, Any]] = []
+
+    def start(app: Any, name: str, loaded: LoadedConfig) -> str:
+        host, port = loaded.config.stack.host, loaded.services[name].port
+        running.append(serve_in_thread(app, host, port, f"stand-in-{name}"))
+        return f"http://{host}:{port}"
+
+    yield start
+    stop_servers(running)

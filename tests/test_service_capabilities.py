@@ -9,9 +9,11 @@ from contextlib import closing
 from typing import Any
 
 import httpx
+import pytest
 from conftest import service_client
 
-from tooloo_cli.config import LoadedConfig
+from tooloo_cli.config import Config, LoadedConfig
+from tooloo_cli.services import create_app
 from tooloo_cli.services.capabilities import CATEGORIES, DISCOVERED_METHODS
 
 StackConfig = Callable[..., LoadedConfig]
@@ -117,3 +119,31 @@ def test_activation_survives_a_restart(stack_config: StackConfig) -> None:
     database = loaded.state_path("capabilities.db")
     with closing(sqlite3.connect(database)) as db:
         assert db.execute("SELECT COUNT(*) FROM methods WHERE active = 1").fetchone() == (2,)
+
+
+def test_concurrent_requests_take_turns_on_a_one_connection_pool(stack_config: StackConfig) -> None:
+    def one_connection(config: Config) -> None:
+        pool = config.services["capabilities"].pool
+        assert pool is not None
+        pool.min_size, pool.max_size = 1, 1
+
+    async def scenario(client: httpx.AsyncClient) -> tuple[list[httpx.Response], dict[str, Any], dict[str, Any]]:
+        names = [name for name, _, _ in DISCOVERED_METHODS]
+        answers = await asyncio.gather(*(client.post(f"{BASE}/activate", json={"name": name}) for name in names),
+                                       *(client.get(f"{BASE}/status") for _ in range(8)))
+        status = (await client.get(f"{BASE}/status")).json()
+        return list(answers), status, (await client.get("/api/v1/system/observability")).json()["pool"]
+
+    answers, status, pool = run_capabilities(stack_config(one_connection), scenario)
+    assert [answer.status_code for answer in answers] == [200] * len(answers)
+    assert status["active"] == len(DISCOVERED_METHODS)
+    # Every statement went through the pool and gave its connection back.
+    assert pool["size"] == 1 and pool["inUse"] == 0 and pool["acquired"] >= len(answers) + 1
+    assert pool["timeouts"] == 0
+
+
+def test_missing_pool_settings_are_named(stack_config: StackConfig) -> None:
+    loaded = stack_config()
+    loaded.services["capabilities"].pool = None
+    with pytest.raises(RuntimeError, match=r"\[services\.capabilities\.pool\]"):
+        create_app("capabilities", loaded)

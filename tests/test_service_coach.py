@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
 from collections.abc import Callable
 from typing import Any
@@ -12,6 +13,9 @@ import pytest
 from conftest import service_client
 
 from tooloo_cli.config import Config, LoadedConfig
+from tooloo_cli.services import create_app
+from tooloo_cli.services.coach import Coach
+from tooloo_cli.services.service import Service
 from tooloo_cli.services.training import Training
 
 StackConfig = Callable[..., LoadedConfig]
@@ -51,6 +55,14 @@ def test_status_before_anything_ran(stack_config: StackConfig) -> None:
     status = run_coach(stack_config(), scenario)
     assert status == {"ok": True, "active": False, "intervalMs": 2000.0, "roundsDriven": 0, "failures": 0,
                       "lastRound": None, "lastError": None, "breaker": "closed", "traceId": status["traceId"]}
+
+
+def test_the_training_breaker_is_listed_before_the_first_round(stack_config: StackConfig) -> None:
+    async def scenario(client: httpx.AsyncClient) -> dict[str, Any]:
+        return (await client.get("/api/v1/system/observability")).json()
+
+    breakers = run_coach(stack_config(), scenario)["circuitBreakers"]
+    assert breakers["training"]["status"] == "closed" and breakers["training"]["callCount"] == 0
 
 
 def test_boost_runs_rounds_through_training(stack_config: StackConfig, live_service: LiveService) -> None:
@@ -186,3 +198,77 @@ def test_the_loop_survives_training_being_down(stack_config: StackConfig) -> Non
         assert (await client.post(f"{BASE}/stop")).json()["wasActive"] is True
 
     run_coach(stack_config(low_threshold), scenario)
+
+
+def test_a_second_boost_while_one_runs_answers_409(stack_config: StackConfig, live_service: LiveService) -> None:
+    loaded = stack_config()
+    training_url = live_service("training", loaded)
+
+    async def scenario(client: httpx.AsyncClient) -> tuple[list[httpx.Response], httpx.Response]:
+        boosts = await asyncio.gather(*(client.post(f"{BASE}/boost", json={"rounds": 10}) for _ in range(2)))
+        after = await client.post(f"{BASE}/boost", json={"rounds": 1})  # the first boost is over: allowed again
+        return list(boosts), after
+
+    boosts, after = run_coach(loaded, scenario)
+    assert sorted(boost.status_code for boost in boosts) == [200, 409]
+    done = next(boost for boost in boosts if boost.status_code == 200)
+    refused = next(boost for boost in boosts if boost.status_code == 409)
+    assert len(done.json()["rounds"]) == 10
+    assert refused.json()["ok"] is False and refused.json()["error"] == "a boost is already running"
+    assert refused.headers["content-type"] == "application/json"
+    assert after.status_code == 200 and after.json()["rounds"][0]["round"] == 11
+    # Training saw the rounds of the two boosts that ran, and none of the refused one.
+    assert httpx.get(f"{training_url}/api/v1/training/status", trust_env=False).json()["totalRounds"] == 11
+
+
+def test_ready_names_training_while_it_is_down_without_tripping_the_breaker(stack_config: StackConfig) -> None:
+    async def scenario(client: httpx.AsyncClient) -> None:
+        for _ in range(3):  # more probes than the breaker's threshold of 2
+            ready = await client.get("/ready")
+            assert ready.status_code == 503
+            assert ready.json()["ok"] is False and list(ready.json()["failing"]) == ["training"]
+        status = (await client.get(f"{BASE}/status")).json()
+        assert status["breaker"] == "closed" and status["failures"] == 0
+
+    run_coach(stack_config(low_threshold), scenario)
+
+
+def test_ready_answers_200_while_training_runs(stack_config: StackConfig, live_service: LiveService) -> None:
+    loaded = stack_config()
+    live_service("training", loaded)
+
+    async def scenario(client: httpx.AsyncClient) -> httpx.Response:
+        return await client.get("/ready")
+
+    ready = run_coach(loaded, scenario)
+    assert ready.status_code == 200 and ready.json()["checks"] == ["training"]
+
+
+
+def test_the_loop_runs_in_a_fresh_context(stack_config: StackConfig, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Whatever the request that started the loop had in its context (its trace above all) stays with it.
+    request_only: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_only", default=None)
+    seen: list[str | None] = []
+
+    async def main() -> None:
+        coach = Coach(Service("coach", stack_config()))
+
+        async def record_round() -> None:
+            seen.append(request_only.get())
+
+        monkeypatch.setattr(coach, "drive_round", record_round)
+        request_only.set("the /start request")
+        coach.start(50)
+        while not seen:
+            await asyncio.sleep(0.01)
+        await coach.stop()
+
+    asyncio.run(main())
+    assert seen[0] is None
+
+
+def test_missing_breaker_settings_are_named(stack_config: StackConfig) -> None:
+    loaded = stack_config()
+    loaded.services["coach"].breaker = None
+    with pytest.raises(RuntimeError, match="breaker settings"):
+        create_app("coach", loaded)

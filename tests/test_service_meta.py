@@ -8,9 +8,11 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+import pytest
 from conftest import service_client
 
 from tooloo_cli.config import Config, LoadedConfig
+from tooloo_cli.services import create_app
 from tooloo_cli.services.meta import derive_insights
 from tooloo_cli.services.training import Training
 
@@ -139,3 +141,42 @@ def test_report_names_the_failure_while_the_breaker_is_still_closed(stack_config
     report = run_meta(stack_config(), scenario)
     assert report["trainingAvailable"] is False and "training is unreachable" in report["error"]
     assert report["status"]["training"] == "closed"
+
+
+def test_the_training_breaker_is_listed_before_the_first_call(stack_config: StackConfig) -> None:
+    async def scenario(client: httpx.AsyncClient) -> dict[str, Any]:
+        return (await client.get("/api/v1/system/observability")).json()
+
+    breakers = run_meta(stack_config(), scenario)["circuitBreakers"]
+    assert breakers["training"]["status"] == "closed" and breakers["training"]["callCount"] == 0
+
+
+def test_ready_names_training_while_it_is_down_without_tripping_the_breaker(stack_config: StackConfig) -> None:
+    async def scenario(client: httpx.AsyncClient) -> None:
+        for _ in range(3):  # more probes than the breaker's threshold of 2
+            ready = await client.get("/ready")
+            assert ready.status_code == 503
+            assert ready.json()["ok"] is False and list(ready.json()["failing"]) == ["training"]
+            assert "training" in ready.json()["failing"]["training"]
+        breaker = (await client.get("/api/v1/system/observability")).json()["circuitBreakers"]["training"]
+        assert breaker["status"] == "closed" and breaker["callCount"] == 0 and breaker["failureCount"] == 0
+
+    run_meta(stack_config(low_threshold), scenario)
+
+
+def test_ready_answers_200_while_training_runs(stack_config: StackConfig, live_service: LiveService) -> None:
+    loaded = stack_config()
+    live_service("training", loaded)
+
+    async def scenario(client: httpx.AsyncClient) -> httpx.Response:
+        return await client.get("/ready")
+
+    ready = run_meta(loaded, scenario)
+    assert ready.status_code == 200 and ready.json()["checks"] == ["training"]
+
+
+def test_missing_breaker_settings_are_named(stack_config: StackConfig) -> None:
+    loaded = stack_config()
+    loaded.services["meta"].breaker = None
+    with pytest.raises(RuntimeError, match="breaker settings"):
+        create_app("meta", loaded)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -11,6 +12,7 @@ import pytest
 from conftest import service_client
 
 from tooloo_cli.config import LoadedConfig
+from tooloo_cli.services import segmentation
 
 StackConfig = Callable[..., LoadedConfig]
 ANALYZE = "/api/v1/segmentation/analyze"
@@ -96,6 +98,7 @@ def test_traits_at_their_extremes(stack_config: StackConfig) -> None:
     ({"messages": [{"content": "x"}]}, "messages[0].role"),
     ({"messages": [{"role": "user", "content": None}]}, "messages[0].content"),
     ({"messages": [{"role": "user"}]}, "messages[0].content"),
+    ({"messages": [{"role": "user", "content": "a"}] * 2 + [{"role": "user", "content": 7}]}, "messages[2].content"),
 ])
 def test_invalid_messages_answer_422_naming_the_field(stack_config: StackConfig, body: dict[str, Any],
                                                       field: str) -> None:
@@ -135,3 +138,33 @@ def test_analysis_is_traced_in_a_segment_span(stack_config: StackConfig) -> None
     document = run_segmentation(stack_config(always_sample), scenario)
     trace = next(t for t in document["tracer"]["spans"] if t["name"] == f"POST {ANALYZE}")
     assert "segment" in [span["name"] for span in trace["spans"]]
+
+
+def test_error_messages_name_the_nested_field_in_full(stack_config: StackConfig) -> None:
+    async def scenario(client: httpx.AsyncClient) -> list[str]:
+        bodies = [{"messages": [{"role": "user", "content": "a"}, {"content": "x"}]},
+                  {"messages": [{"role": "robot", "content": "x"}]},
+                  {"messages": [{"role": "user", "content": ["x"]}]}]
+        return [(await client.post(ANALYZE, json=body)).json()["error"] for body in bodies]
+
+    missing, unknown_role, not_text = run_segmentation(stack_config(), scenario)
+    assert missing == "field 'messages[1].role' is required"
+    assert unknown_role == "field 'messages[0].role' must be one of user, assistant, system"
+    assert not_text == "field 'messages[0].content' must be a string"
+
+
+def test_the_analysis_runs_off_the_event_loop(stack_config: StackConfig, monkeypatch: pytest.MonkeyPatch) -> None:
+    threads: list[str] = []
+
+    def analyze_and_note_the_thread(messages: list[segmentation.Message]) -> dict[str, Any]:
+        threads.append(threading.current_thread().name)
+        return real_analyze(messages)
+
+    real_analyze = segmentation.analyze
+    monkeypatch.setattr(segmentation, "analyze", analyze_and_note_the_thread)
+
+    async def scenario(client: httpx.AsyncClient) -> httpx.Response:
+        return await client.post(ANALYZE, json={"messages": CONVERSATION})
+
+    assert run_segmentation(stack_config(), scenario).json()["messageCount"] == 7
+    assert threads and threads[0] != threading.main_thread().name

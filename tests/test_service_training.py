@@ -113,6 +113,17 @@ def test_bad_requests_answer_json_errors(stack_config: StackConfig) -> None:
     run_training(stack_config(small_bodies), scenario)
 
 
+def test_non_json_numbers_and_deep_nesting_are_malformed(stack_config: StackConfig) -> None:
+    async def scenario(client: httpx.AsyncClient) -> None:
+        for body in (b'{"domain": NaN}', b'{"domain": -Infinity}', b"[" * 100_000):
+            refused = await client.post("/api/v1/training/round", content=body)
+            assert refused.status_code == 400, body[:20]
+            assert refused.json()["ok"] is False and "malformed JSON" in refused.json()["error"]
+        assert (await client.get("/api/v1/training/status")).json()["totalRounds"] == 0
+
+    run_training(stack_config(), scenario)
+
+
 def test_a_body_over_the_default_limit_is_refused(stack_config: StackConfig) -> None:
     async def scenario(client: httpx.AsyncClient) -> None:
         response = await client.post("/api/v1/training/round", content=b" " * (1_048_576 + 1))

@@ -33,6 +33,7 @@ app.add_typer(config_app, name="config", rich_help_panel="Configuration")
 class Suite(str, enum.Enum):
     modules = "modules"
     http = "http"
+    startup = "startup"
 
 
 def _version(value: bool) -> None:
@@ -146,6 +147,112 @@ def serve(
     raise typer.Exit(run_service(name, _load(ctx), port))
 
 
+# -- the stack ---------------------------------------------------------------------------
+
+
+def _service_names(values: Optional[list[str]]) -> list[str]:
+    from tooloo_cli.services import SERVICE_NAMES
+
+    names = values or []
+    unknown = [name for name in names if name not in SERVICE_NAMES]
+    if unknown:
+        raise typer.BadParameter(f"{', '.join(map(repr, unknown))} not a service; choose from {', '.join(SERVICE_NAMES)}")
+    return list(dict.fromkeys(names))
+
+
+ServiceNames = Annotated[Optional[list[str]], typer.Argument(help="Services (default: all eight).",
+                                                             callback=_service_names, show_default=False)]
+
+
+def _console():  # -> rich Console, imported lazily
+    from rich.console import Console
+
+    return Console()
+
+
+@app.command("up", rich_help_panel="The stack")
+def up(
+    ctx: typer.Context,
+    names: ServiceNames = None,
+    foreground: Annotated[bool, typer.Option("--foreground", "-f", help="Stay attached: coloured, prefixed logs; "
+                                                                      "Ctrl-C stops everything.")] = False,
+) -> None:
+    """Start the stack (or the named services) under a supervisor and wait until each is healthy.
+
+    Starts only what is missing when the stack already runs; refuses when a port is taken,
+    naming the process that holds it. Exit 0 when all are healthy, 1 when one failed.
+
+    Example: [bold]tooloo up[/]   or   [bold]tooloo up web budget --foreground[/]
+    """
+    from tooloo_cli.supervisor.commands import up as start
+
+    raise typer.Exit(start(_load(ctx), names or [], _console(), foreground))
+
+
+@app.command("down", rich_help_panel="The stack")
+def down(ctx: typer.Context, names: ServiceNames = None) -> None:
+    """Stop the stack (or the named services): SIGTERM, a grace period, then SIGKILL; ports freed.
+
+    Running it when nothing runs is fine (exit 0). The supervisor exits once nothing is left.
+
+    Example: [bold]tooloo down[/]   or   [bold]tooloo down budget[/]
+    """
+    from tooloo_cli.supervisor.commands import down as stop
+
+    raise typer.Exit(stop(_load(ctx), names or [], _console()))
+
+
+@app.command("status", rich_help_panel="The stack")
+def status(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+) -> None:
+    """Show each service: state, health, pid, port, uptime, restarts, last exit code, CPU and memory.
+
+    Example: [bold]tooloo status --json[/]
+    """
+    if as_json:
+        import json
+
+        from tooloo_cli.supervisor.daemon import status_document
+
+        print(json.dumps(status_document(_load(ctx)), indent=2))
+        return
+    from tooloo_cli.supervisor.commands import status as show
+
+    raise typer.Exit(show(_load(ctx), _console()))
+
+
+@app.command("restart", rich_help_panel="The stack")
+def restart(ctx: typer.Context, names: Annotated[list[str], typer.Argument(
+        help="Services to restart.", callback=_service_names)]) -> None:
+    """Restart services (stop, then start) and wait until they are healthy.
+
+    Example: [bold]tooloo restart budget reports[/]
+    """
+    from tooloo_cli.supervisor.commands import restart as again
+
+    raise typer.Exit(again(_load(ctx), names, _console()))
+
+
+@app.command("logs", rich_help_panel="The stack")
+def logs(
+    ctx: typer.Context,
+    name: Annotated[Optional[str], typer.Argument(help="One service (default: all, prefixed).")] = None,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines until Ctrl-C.")] = False,
+    lines: Annotated[int, typer.Option("--lines", "-n", min=0, help="How many past lines to show.")] = 20,
+) -> None:
+    """Show service logs (from .tooloo/logs, rotated at 10 MB x 3 by default).
+
+    Example: [bold]tooloo logs budget -f[/]   or   [bold]tooloo logs -n 50[/]
+    """
+    from tooloo_cli.supervisor.commands import logs as show
+
+    if name is not None:
+        _service_names([name])
+    raise typer.Exit(show(_load(ctx), name, _console(), lines, follow))
+
+
 # -- test and bench -------------------------------------------------------------------
 
 
@@ -172,8 +279,9 @@ def bench(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
     quick: Annotated[bool, typer.Option("--quick", help="Fewer, shorter runs (a smoke test, not a measurement).")] = False,
 ) -> None:
-    """Benchmark the stack: [bold]modules[/] (µs/op beside the seed's Node figures) and [bold]http[/]
-    (load against a private stack on free ports: gateway, middleware, burst cache, tracer, memory).
+    """Benchmark the stack: [bold]modules[/] (µs/op beside the seed's Node figures), [bold]http[/]
+    (load against a private stack on free ports: gateway, middleware, burst cache, tracer, memory)
+    and [bold]startup[/] (tooloo up to healthy, down, orphans, supervisor memory, command latency).
 
     Example: [bold]tooloo bench http --json[/]
     """

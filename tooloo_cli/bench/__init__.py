@@ -40,6 +40,14 @@ def run_benchmarks(suites: list[str], *, as_json: bool = False, quick: bool = Fa
         document["http"] = http.to_dict()
         if not as_json:
             report.print_http_table(http, quick=quick, console=console)
+    if "startup" in suites:
+        from tooloo_cli.bench.startup import run_startup_benchmarks
+
+        with console.status("bench startup: tooloo up, status and down, for real"):
+            startup = run_startup_benchmarks(rounds=1 if quick else 3)
+        document["startup"] = startup.to_dict()
+        if not as_json:
+            report.print_startup_table(startup, quick=quick, console=console)
     if as_json:
         json.dump(document, sys.stdout, indent=2)
         print()

@@ -3,8 +3,9 @@
     results = run_http_benchmarks(seconds=3.0)
     [(r.name, r.requests_per_s, r.p50_ms) for r in results.scenarios]
 
-The stack is the effective configuration with free ports, its own state directory and
-rate limits raised out of the way (a benchmark measures the path, not the denials). The
+The stack runs the default settings of tooloo.toml, on free ports, with its own state
+directory and the rate limits raised out of the way (a benchmark measures the path, not
+the denials): figures stay comparable from one machine and one tooloo.toml to another. The
 tracer comparison runs two extra training services, at sampling 0.0 and 1.0, measured in
 alternating rounds so that drift on a shared machine falls on both alike.
 """

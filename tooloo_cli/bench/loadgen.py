@@ -64,6 +64,16 @@ class LoadResult:
 
 async def _connection(host: str, port: int, make: RequestFactory, deadline: float, limit: int,
                       result: LoadResult, sent: list[int]) -> None:
+    """One keep-alive connection; a dropped one is counted (status 0) and opened again."""
+    while time.perf_counter() < deadline and sent[0] < limit:
+        try:
+            await _requests_on_one_connection(host, port, make, deadline, limit, result, sent)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            result.statuses[0] += 1
+
+
+async def _requests_on_one_connection(host: str, port: int, make: RequestFactory, deadline: float, limit: int,
+                                      result: LoadResult, sent: list[int]) -> None:
     reader, writer = await asyncio.open_connection(host, port)
     try:
         while time.perf_counter() < deadline and sent[0] < limit:
@@ -83,6 +93,7 @@ async def _connection(host: str, port: int, make: RequestFactory, deadline: floa
             result.statuses[int(head[9:12])] += 1
     finally:
         writer.close()
+        await writer.wait_closed()
 
 
 async def load(host: str, port: int, make: RequestFactory, *, connections: int = 8, seconds: float = 3.0,

@@ -10,6 +10,8 @@ from rich.table import Table
 
 from tooloo_cli.bench.http import TARGETS, HttpResults
 from tooloo_cli.bench.modules import BenchResult
+from tooloo_cli.bench.startup import TARGETS as STARTUP_TARGETS
+from tooloo_cli.bench.startup import StartupResults
 
 
 def _us(value: float) -> str:
@@ -77,5 +79,37 @@ def print_http_table(results: HttpResults, *, quick: bool = False, console: Cons
     for column in ("figure", "measured", "target", ""):
         summary.add_column(column)
     for name, measured, target, ok in lines:
+        summary.add_row(name, measured, target, _verdict(ok))
+    console.print(summary)
+
+
+def print_startup_table(results: StartupResults, *, quick: bool = False, console: Console | None = None) -> None:
+    console = console or Console()
+    title = "tooloo bench startup: seconds after `tooloo up` began" + (" (quick)" if quick else "")
+    chain = Table(title=title, title_justify="left")
+    for column in ("service", "spawned", "healthy"):
+        chain.add_column(column, justify="left" if column == "service" else "right")
+    for name, timing in sorted(results.services.items(), key=lambda item: item[1]["healthy"]):
+        chain.add_row(name, f"{timing['spawned']:.3f}", f"{timing['healthy']:.3f}")
+    console.print(chain)
+    figures = results.figures
+    rows = [
+        ("tooloo up → all healthy", f"{figures['upSeconds']:.2f} s", f"≤ {STARTUP_TARGETS['upSeconds']} s",
+         figures["upSeconds"] <= STARTUP_TARGETS["upSeconds"]),
+        ("tooloo down", f"{figures['downSeconds']:.2f} s", f"≤ {STARTUP_TARGETS['downSeconds']} s",
+         figures["downSeconds"] <= STARTUP_TARGETS["downSeconds"]),
+        ("orphans after down", f"{figures['orphans']:.0f}", "0", figures["orphans"] == 0),
+        ("tooloo status", f"{figures['statusSeconds'] * 1000:.0f} ms",
+         f"≤ {STARTUP_TARGETS['statusSeconds'] * 1000:.0f} ms", figures["statusSeconds"] <= STARTUP_TARGETS["statusSeconds"]),
+        ("tooloo --version", f"{figures['versionSeconds'] * 1000:.0f} ms",
+         f"≤ {STARTUP_TARGETS['versionSeconds'] * 1000:.0f} ms",
+         figures["versionSeconds"] <= STARTUP_TARGETS["versionSeconds"]),
+        ("supervisor RSS", f"{figures['supervisorRssMb']:.1f} MB", f"≤ {STARTUP_TARGETS['supervisorRssMb']:.0f} MB",
+         figures["supervisorRssMb"] <= STARTUP_TARGETS["supervisorRssMb"]),
+    ]
+    summary = Table(title="figures", title_justify="left")
+    for column in ("figure", "measured", "target", ""):
+        summary.add_column(column)
+    for name, measured, target, ok in rows:
         summary.add_row(name, measured, target, _verdict(ok))
     console.print(summary)

@@ -25,6 +25,9 @@ from pathlib import Path
 from tooloo_cli.config import Config, LoadedConfig, config_to_toml, load_config
 from tooloo_cli.errors import ToolooError
 
+# Loopback probes go straight to the service, whatever http_proxy says.
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
 
 def free_port() -> int:
     """A port the OS considers free now (ephemeral: never one of the stack's defaults 3000-3009)."""
@@ -82,7 +85,7 @@ class EphemeralStack:
 
     def _healthy(self, name: str) -> bool:
         try:
-            with urllib.request.urlopen(f"{self.url(name)}/health", timeout=0.5) as response:
+            with _DIRECT.open(f"{self.url(name)}/health", timeout=0.5) as response:
                 return response.status == 200
         except (urllib.error.URLError, OSError):
             return False

@@ -17,6 +17,7 @@ Every problem raises ConfigError with a message naming the file, the line and th
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import tomllib
@@ -177,6 +178,12 @@ def _apply_document(config: Config, data: dict[str, Any], origin: _FileOrigin | 
             raise ConfigError(f"{origin.where([key])}: unknown section {key!r}{_nearest(key, valid)}")
 
 
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    """A settings class's field types, evaluated once (the annotations are strings)."""
+    return typing.get_type_hints(cls)
+
+
 def _section_type(annotation: Any) -> type | None:
     """The settings dataclass behind `X` or `X | None`, or None for a plain value."""
     if isinstance(annotation, types.UnionType):
@@ -188,7 +195,7 @@ def _apply_section(section: Any, data: Any, key_path: list[str], origin: _FileOr
     dotted = ".".join(key_path)
     if not isinstance(data, dict):
         raise ConfigError(f"{origin.where(key_path)}: {dotted} must be a table")
-    hints = typing.get_type_hints(type(section))
+    hints = _hints(type(section))
     fields = {f.name: f for f in dataclasses.fields(section)}
     for key, value in data.items():
         path = [*key_path, key]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import sqlite3
 import time
@@ -44,7 +45,8 @@ class PersistentCache:
     """LRU memory layer of `max_memory_items` over a SQLite file at `path`.
 
     `path=None` keeps everything in memory (nothing survives a restart). `ttl` is the
-    default time to live in seconds; `set` may give another per entry. `clock` returns
+    default time to live in seconds; `set` may give another per entry. Every
+    `cleanup_every` writes, expired entries are swept from both layers. `clock` returns
     epoch seconds, because expiry times are stored on disk and must survive a restart.
     """
 
@@ -55,16 +57,18 @@ class PersistentCache:
         ttl: float = 300.0,
         max_memory_items: int = 1000,
         compress_threshold: int = 1024,
+        cleanup_every: int = 1000,
         clock: Any = time.time,
     ) -> None:
-        if ttl <= 0:
-            raise ValueError(f"ttl must be > 0, got {ttl}")
+        if not 0 < ttl < math.inf:
+            raise ValueError(f"ttl must be a finite number > 0, got {ttl}")
         if max_memory_items < 1:
             raise ValueError(f"max_memory_items must be at least 1, got {max_memory_items}")
         self.path = Path(path) if path is not None else None
         self.ttl = ttl
         self.max_memory_items = max_memory_items
         self.compress_threshold = compress_threshold
+        self.cleanup_every = cleanup_every
         self._clock = clock
         self._memory: OrderedDict[str, tuple[Any, float]] = OrderedDict()
         self._db: sqlite3.Connection | None = None
@@ -118,11 +122,17 @@ class PersistentCache:
             return None
 
     def _disk(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
-        """Runs one statement on the disk layer; a broken file is recovered, not raised."""
+        """Runs one statement on the disk layer; a broken file is recovered, not raised.
+
+        Only errors of the file itself count as broken: a constraint or programming
+        error is a bug of the caller and is raised, never "recovered" by moving data aside.
+        """
         if self._db is None:
             return []
         try:
             return self._db.execute(sql, params).fetchall()
+        except (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.InterfaceError):
+            raise
         except sqlite3.Error as exc:
             self._db = self._recover(exc)
             return []
@@ -188,8 +198,8 @@ class PersistentCache:
     def set(self, key: str, value: Any, ttl: float | None = None) -> None:
         """Stores `value` (JSON-serialisable) for `ttl` seconds, on disk before returning."""
         ttl = self.ttl if ttl is None else ttl
-        if ttl <= 0:
-            raise ValueError(f"ttl must be > 0, got {ttl}")
+        if not 0 < ttl < math.inf:  # NaN fails this too
+            raise ValueError(f"ttl must be a finite number > 0, got {ttl}")
         expires = self._clock() + ttl
         if self._db is not None:
             data, compressed = self._encode(value)
@@ -198,6 +208,8 @@ class PersistentCache:
             json.dumps(value)  # the same contract with or without a disk layer
         self._remember(key, value, expires)
         self.writes += 1
+        if self.writes % self.cleanup_every == 0:
+            self.cleanup()  # expired rows nobody reads again would otherwise stay on disk for good
 
     def delete(self, key: str) -> bool:
         """Removes `key` from both layers; True if it was there."""

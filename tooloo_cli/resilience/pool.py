@@ -4,7 +4,8 @@
                           health_check=sqlite_is_healthy, close=sqlite_close)
     await pool.open()
     async with pool.acquire(timeout=2.0) as db:
-        await asyncio.to_thread(db.execute, "INSERT INTO spend VALUES (?, ?)", ("gpt", 0.2))
+        db.execute("SELECT 1")                 # quick work, on the event loop
+    rows = await pool.run(lambda db: db.execute("SELECT * FROM spend").fetchall())   # in a thread
     await pool.close()
 
 A released connection goes straight to the longest-waiting caller. A connection taken
@@ -30,6 +31,7 @@ from typing import Any, Generic, TypeVar
 logger = logging.getLogger(__name__)
 
 C = TypeVar("C")
+R = TypeVar("R")
 
 
 class PoolError(Exception):
@@ -225,6 +227,20 @@ class ConnectionPool(Generic[C]):
             raise
         finally:
             await self._give_back(connection, suspect)
+
+    async def run(self, fn: Callable[..., R], *args: Any, timeout: float | None = None) -> R:
+        """`fn(connection, *args)` in a worker thread on a pooled connection.
+
+        The connection goes back only once the thread is done with it, even when the
+        caller is cancelled meanwhile (a blocking driver call cannot be interrupted).
+        """
+        async with self.acquire(timeout) as connection:
+            work = asyncio.ensure_future(asyncio.to_thread(fn, connection, *args))
+            try:
+                return await asyncio.shield(work)
+            except asyncio.CancelledError:
+                await asyncio.wait([work])
+                raise
 
     @property
     def in_use(self) -> int:

@@ -38,8 +38,7 @@ class SQLiteBatchExecutor:
         self.pool = pool
 
     async def run_batch(self, query: str, params: list[Params]) -> None:
-        async with self.pool.acquire() as db:
-            await asyncio.to_thread(_executemany_in_transaction, db, query, params)
+        await self.pool.run(_executemany_in_transaction, query, params)
 
 
 def _executemany_in_transaction(db: Any, query: str, params: list[Params]) -> None:
@@ -127,7 +126,8 @@ class QueryOptimizer:
                 future.set_result(None)
 
     async def flush(self) -> None:
-        """Runs every queued batch now and waits for all batches under way."""
+        """Waits for shared calls in flight (they may queue writes), then runs every queued batch."""
+        await self._flight.wait()
         for key in list(self._pending):
             self._start_flush(key)
         if self._flushing:

@@ -42,6 +42,11 @@ class SingleFlight:
             # after the result is known starts a fresh call instead of sharing a stale one.
             self._inflight.pop(key, None)
 
+    async def wait(self) -> None:
+        """Returns once no call is in flight (their outcomes stay with their callers)."""
+        while self._inflight:
+            await asyncio.wait(list(self._inflight.values()))
+
     def __len__(self) -> int:
         return len(self._inflight)
 

@@ -6,6 +6,9 @@
     GET  /api/v1/providers/burst?prompt=…        the same, for a quick curl
     GET  /api/v1/providers/resilience-status     the observability document
 
+    $ curl -s -X POST localhost:3003/api/v1/providers/burst -d '{"prompt": "hello"}'
+    {"ok": true, "cached": false, "text": "On “hello”: …", "model": "tooloo-sim-1", "tokens": 15, "traceId": "…"}
+
 A burst call is limited per client (100 tokens, 10/s by default), answered from the
 PersistentCache when it can be, and otherwise sent to the provider through the `provider`
 breaker, with identical in-flight prompts sharing one call (singleflight). Each provider
@@ -22,14 +25,14 @@ from datetime import date
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from tooloo_cli.resilience import CallTimeoutError, CircuitOpenError
 from tooloo_cli.services.http import (
     ApiError,
     Field,
+    call_through,
     check_fields,
     client_id,
     ok,
@@ -39,7 +42,7 @@ from tooloo_cli.services.http import (
     trace_id_of,
 )
 from tooloo_cli.services.provider import ProviderError, ProviderRejected, make_provider
-from tooloo_cli.services.service import Service, build_app
+from tooloo_cli.services.service import Service, build_app, observability_route
 
 logger = logging.getLogger("tooloo.services.budget")
 
@@ -61,19 +64,14 @@ class Ledger:
     """Today's spend, kept in memory for the budget check and written to SQLite in batches."""
 
     def __init__(self, service: Service) -> None:
-        assert service.pool is not None and service.optimizer is not None
-        self.service = service
+        assert service.pool is not None and service.optimizer is not None  # checked by create()
         self.pool = service.pool
         self.optimizer = service.optimizer
         self.day = date.today().isoformat()
         self.spent_today = 0.0
 
     async def open(self) -> None:
-        async with self.pool.acquire() as db:
-            for statement in _SCHEMA:
-                db.execute(statement)
-            (spent,) = db.execute("SELECT coalesce(sum(usd), 0) FROM spend WHERE day = ?", (self.day,)).fetchone()
-        self.spent_today = spent
+        self.spent_today = await self.pool.run(_create_and_sum, self.day)
 
     def _roll_over(self) -> None:
         today = date.today().isoformat()
@@ -92,14 +90,23 @@ class Ledger:
         written.add_done_callback(_log_lost_row)
 
     async def today(self) -> dict[str, Any]:
-        await self.optimizer.flush()  # read our own writes
-        async with self.pool.acquire() as db:
-            rows = await asyncio.to_thread(lambda: db.execute(
-                "SELECT provider, count(*), coalesce(sum(usd), 0), coalesce(sum(tokens), 0) "
-                "FROM spend WHERE day = ? GROUP BY provider", (self.day,)).fetchall())
-        return {
-            name: {"calls": calls, "usd": round(usd, 6), "tokens": tokens} for name, calls, usd, tokens in rows
-        }
+        """Today's spend per provider, read back from the ledger (pending rows first written)."""
+        self._roll_over()
+        await self.optimizer.flush()
+        rows = await self.pool.run(_spend_by_provider, self.day)
+        return {name: {"calls": calls, "usd": round(usd, 6), "tokens": tokens} for name, calls, usd, tokens in rows}
+
+
+def _create_and_sum(db: Any, day: str) -> float:
+    for statement in _SCHEMA:
+        db.execute(statement)
+    (spent,) = db.execute("SELECT coalesce(sum(usd), 0) FROM spend WHERE day = ?", (day,)).fetchone()
+    return float(spent)
+
+
+def _spend_by_provider(db: Any, day: str) -> list[tuple[str, int, float, int]]:
+    return db.execute("SELECT provider, count(*), coalesce(sum(usd), 0), coalesce(sum(tokens), 0) "
+                      "FROM spend WHERE day = ? GROUP BY provider", (day,)).fetchall()
 
 
 def _log_lost_row(written: asyncio.Future[None]) -> None:
@@ -108,57 +115,68 @@ def _log_lost_row(written: asyncio.Future[None]) -> None:
 
 
 def create(service: Service) -> ASGIApp:
-    settings = service.settings.provider
-    assert settings is not None and service.cache is not None and service.limiter is not None
-    assert service.optimizer is not None
+    settings, cache, limiter, optimizer = (service.settings.provider, service.cache, service.limiter,
+                                           service.optimizer)
+    if settings is None or cache is None or limiter is None or optimizer is None:
+        raise RuntimeError("the budget service needs its provider, cache, rate_limiter, pool and "
+                           "query_optimizer settings")
+    tracer = service.tracer
     provider = make_provider(settings)
     breaker = service.breaker("provider")
-    breaker.ignore = (ProviderRejected,)
+    breaker.ignore = (ProviderRejected,)  # the remote refusing a request is not the remote failing
     ledger = Ledger(service)
-    cache, limiter, optimizer, tracer = service.cache, service.limiter, service.optimizer, service.tracer
     service.on_startup(ledger.open)
     service.on_shutdown(provider.close)
+
+    async def provider_ready() -> None:
+        if breaker.state == "open":
+            raise RuntimeError("the provider breaker is open")
+
+    service.ready_check("provider", provider_ready)
 
     async def call_provider(prompt: str, key: str, ttl: float | None, criticality: str) -> dict[str, Any]:
         """One provider call, shared by every identical prompt in flight: spend, cache, ledger."""
         if ledger.remaining(settings.daily_budget_usd) <= 0:
             raise ApiError(402, f"the daily budget of {settings.daily_budget_usd} USD is spent")
-        try:
-            completion = await breaker.call(provider.complete, prompt)
-        except CircuitOpenError as exc:
-            raise ApiError(503, str(exc), breaker="provider", retryAfter=exc.retry_after) from None
-        except CallTimeoutError:
-            raise ApiError(504, "the provider did not answer in time", breaker="provider") from None
-        except (ProviderError, ProviderRejected) as exc:
-            raise ApiError(502, str(exc), breaker="provider") from None
+        completion = await call_through(breaker, "the provider", provider.complete, prompt,
+                                        failures=(ProviderError, ProviderRejected))
         answer = {"text": completion.text, "model": completion.model, "tokens": completion.tokens}
         cache.set(key, answer, ttl)
         usd = completion.tokens / 1000 * settings.usd_per_1k_tokens
         ledger.record(provider.kind, completion.model, completion.tokens, usd, criticality)
         return answer
 
-    async def burst(request: Request) -> Response:
+    async def answer_burst(request: Request) -> dict[str, Any]:
         if request.method == "POST":
-            body = await read_json(request, BURST_FIELDS, service.stack.max_body_bytes)
+            body = await read_json(request, BURST_FIELDS, limit=service.stack.max_body_bytes)
         else:
             body = check_fields(_query_document(request), BURST_FIELDS)
         prompt = body["prompt"]
         if not prompt.strip() or len(prompt) > MAX_PROMPT_CHARS:
             raise ApiError(422, f"field 'prompt' must hold 1 to {MAX_PROMPT_CHARS} characters", field="prompt")
-        decision = limiter.try_acquire(client_id(request.scope, service.trusted_proxies))
-        if not decision.allowed:
-            return rate_limited(decision, trace_id_of(request.scope))
-        headers = rate_limit_headers(decision)
         key = "burst:" + hashlib.sha256(prompt.encode()).hexdigest()
         with tracer.span("cache-lookup") as span:
             cached = cache.get(key)
             span.set("hit", cached is not None)
         if cached is not None:
-            return ok({"cached": True, **cached}, request, headers=headers)
+            return {"cached": True, **cached}
         with tracer.span("provider-call"):
             answer = await optimizer.singleflight(
                 key, lambda: call_provider(prompt, key, body.get("ttlSeconds"), body.get("criticality", "normal")))
-        return ok({"cached": False, **answer}, request, headers=headers)
+        return {"cached": False, **answer}
+
+    async def burst(request: Request) -> Response:
+        # The token is taken before the body is even read: a flood of bad requests is limited too,
+        # and every answer after this point, errors included, carries the limiter's headers.
+        decision = limiter.try_acquire(client_id(request.scope, service.trusted_proxies))
+        if not decision.allowed:
+            return rate_limited(decision, trace_id_of(request.scope))
+        headers = rate_limit_headers(decision)
+        try:
+            return ok(await answer_burst(request), request, headers=headers)
+        except ApiError as exc:
+            exc.headers.update(headers)
+            raise
 
     async def budget(request: Request) -> Response:
         by_provider = await ledger.today()
@@ -179,14 +197,11 @@ def create(service: Service) -> ASGIApp:
             "available": state != "open", "callCount": breaker.call_count, "failureCount": breaker.failure_count,
         }]}, request)
 
-    async def resilience_status(request: Request) -> Response:
-        return JSONResponse(service.observability())
-
     return build_app(service, [
         Route("/api/v1/budget", budget),
         Route("/api/v1/providers/status", providers_status),
         Route("/api/v1/providers/burst", burst, methods=["GET", "POST"]),
-        Route("/api/v1/providers/resilience-status", resilience_status),
+        observability_route(service, "/api/v1/providers/resilience-status"),
     ])
 
 

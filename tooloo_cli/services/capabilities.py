@@ -10,18 +10,18 @@
      "active": true, "activatedAt": 1731587400.5, "activations": 1}, "changed": true, "traceId": "..."}
 
 The database lives in the state directory (`capabilities.db` by default) and is reached
-through the service's connection pool. Start-up adds the built-in methods without
+through the service's connection pool, each statement in a worker thread so sqlite never
+blocks the event loop. Start-up adds the built-in methods without
 touching existing rows, so activation survives a restart. `activations` counts the times
 a method went from inactive to active: activating an active method changes nothing.
 """
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -30,8 +30,6 @@ from starlette.types import ASGIApp
 
 from tooloo_cli.services.http import ApiError, Field, check_field, ok, read_json
 from tooloo_cli.services.service import Service, build_app
-
-T = TypeVar("T")
 
 # (name, category, description): what discovery finds in this offline stack.
 DISCOVERED_METHODS: tuple[tuple[str, str, str], ...] = (
@@ -109,19 +107,14 @@ def create(service: Service) -> ASGIApp:
     if pool is None:
         raise RuntimeError("the capabilities service needs its [services.capabilities.pool] settings")
 
-    async def run(statement: Callable[..., T], *args: Any) -> T:
-        # sqlite3 blocks; a worker thread keeps the event loop serving other requests meanwhile.
-        async with pool.acquire() as db:
-            return await asyncio.to_thread(statement, db, *args)
-
     async def prepare_database() -> None:
-        await run(create_schema)
+        await pool.run(create_schema)
 
     service.on_startup(prepare_database)
     max_body = service.stack.max_body_bytes
 
     async def status(request: Request) -> Response:
-        by_category = await run(count_by_category)
+        by_category = await pool.run(count_by_category)
         return ok({"discovered": sum(c["discovered"] for c in by_category.values()),
                    "active": sum(c["active"] for c in by_category.values()),
                    "byCategory": by_category}, request)
@@ -130,13 +123,13 @@ def create(service: Service) -> ASGIApp:
         category = request.query_params.get("category")
         if category is not None:
             check_field("category", category, Field(str, choices=CATEGORIES))
-        return ok({"methods": await run(select_methods, category)}, request)
+        return ok({"methods": await pool.run(select_methods, category)}, request)
 
     def toggle(active: bool) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
-            body = await read_json(request, {"name": Field(str)}, max_body)
+            body = await read_json(request, {"name": Field(str)}, limit=max_body)
             with service.tracer.span("activate" if active else "deactivate"):
-                outcome = await run(set_active, body["name"], active)
+                outcome = await pool.run(set_active, body["name"], active)
             if outcome is None:
                 raise ApiError(404, f"unknown method {body['name']!r}", name=body["name"])
             method, changed = outcome

@@ -3,7 +3,8 @@
     GET  /api/v1/auto-coach/status   active, interval, rounds driven, failures, last round and error
     POST /api/v1/auto-coach/start    {"intervalMs"?: 50..60000, default 2000}; again: updates the interval
     POST /api/v1/auto-coach/stop     stops the loop (idempotent)
-    POST /api/v1/auto-coach/boost    {"rounds"?: 1..50, default 5}: that many rounds now, one after another
+    POST /api/v1/auto-coach/boost    {"rounds"?: 1..50, default 5}: that many rounds now, one after another;
+                                     409 while another boost runs
 
     $ curl -s -X POST localhost:3004/api/v1/auto-coach/start -d '{"intervalMs": 500}'
     {"ok": true, "active": true, "alreadyActive": false, "intervalMs": 500, "traceId": "..."}
@@ -11,6 +12,9 @@
 Every round is a POST to training's /api/v1/training/round through the "training"
 breaker. A round that fails (training down, the breaker open, a bad answer) is counted
 and remembered in `lastError`; the loop keeps going. Shutdown stops the loop first.
+One boost runs at a time, so a client cannot multiply the calls to training by sending
+boosts side by side. /ready answers 503 naming "training" while training's /health does
+not answer 200 (asked directly, so probes never trip the breaker).
 """
 
 from __future__ import annotations
@@ -26,15 +30,12 @@ from starlette.types import ASGIApp
 
 from tooloo_cli.services.http import ApiError, Field, ok, read_json
 from tooloo_cli.services.service import Service, build_app
+from tooloo_cli.services.upstream import UpstreamError
 
 TRAINING = "training"
 ROUND_PATH = "/api/v1/training/round"
 DEFAULT_INTERVAL_MS = 2000.0
 DEFAULT_BOOST_ROUNDS = 5
-
-
-class RoundFailed(Exception):
-    """Training answered, but not with a round."""
 
 
 class Coach:
@@ -48,22 +49,17 @@ class Coach:
         self.last_round: dict[str, Any] | None = None
         self.last_error: str | None = None
         self._task: asyncio.Task[None] | None = None
+        self._boosting = asyncio.Lock()
 
     @property
     def active(self) -> bool:
         return self._task is not None and not self._task.done()
 
     async def _request_round(self) -> dict[str, Any]:
-        response = await self.service.upstream.request(TRAINING, "POST", ROUND_PATH, json={})
-        if response.status_code >= 300:
-            raise RoundFailed(f"{TRAINING} answered {response.status_code}")
-        try:
-            document = response.json()
-        except ValueError:
-            raise RoundFailed(f"{TRAINING} answered malformed JSON") from None
-        if not isinstance(document, dict) or "round" not in document:
-            raise RoundFailed(f"{TRAINING} answered without a round")
-        return {key: value for key, value in document.items() if key not in ("ok", "traceId")}
+        played = await self.service.upstream.json(TRAINING, "POST", ROUND_PATH, json={})
+        if "round" not in played:
+            raise UpstreamError(502, f"{TRAINING} answered without a round", breaker=TRAINING)
+        return played
 
     async def drive_round(self) -> dict[str, Any] | None:
         """One round through the breaker: its document, or None after recording why it failed."""
@@ -72,11 +68,19 @@ class Coach:
             result = await self._request_round()
         except Exception as exc:
             self.failures += 1
-            self.last_error = str(exc) if isinstance(exc, ApiError | RoundFailed) else f"{type(exc).__name__}: {exc}"
+            self.last_error = exc.message if isinstance(exc, ApiError) else f"{type(exc).__name__}: {exc}"
             return None
         self.rounds_driven += 1
         self.last_round = result
         return result
+
+    async def boost(self, rounds: int) -> list[dict[str, Any]]:
+        """`rounds` rounds one after another, the ones that succeeded; ApiError 409 while another boost runs."""
+        if self._boosting.locked():
+            raise ApiError(409, "a boost is already running")
+        async with self._boosting:
+            played = [await self.drive_round() for _ in range(rounds)]
+        return [result for result in played if result is not None]
 
     async def _loop(self) -> None:
         while True:
@@ -102,18 +106,22 @@ class Coach:
         return True
 
     def status(self) -> dict[str, Any]:
-        breaker = self.service.breakers.get(TRAINING)
         return {"active": self.active, "intervalMs": self.interval_ms, "roundsDriven": self.rounds_driven,
                 "failures": self.failures, "lastRound": self.last_round, "lastError": self.last_error,
-                "breaker": breaker.state if breaker is not None else "closed"}
+                "breaker": self.service.breaker_state(TRAINING)}
 
 
 def create(service: Service) -> ASGIApp:
     coach = Coach(service)
+    service.breaker(TRAINING)  # listed in the observability document from the start
+
+    async def training_ready() -> None:
+        await service.upstream.healthy(TRAINING)
 
     async def stop_on_shutdown() -> None:
         await coach.stop()
 
+    service.ready_check(TRAINING, training_ready)
     service.on_shutdown(stop_on_shutdown)
     max_body = service.stack.max_body_bytes
 
@@ -122,7 +130,7 @@ def create(service: Service) -> ASGIApp:
 
     async def start(request: Request) -> Response:
         body = await read_json(request, {"intervalMs": Field(float, required=False, minimum=50, maximum=60_000)},
-                               max_body, empty_ok=True)
+                               limit=max_body, empty_ok=True)
         already_active = coach.start(float(body.get("intervalMs", DEFAULT_INTERVAL_MS)))
         return ok({"active": True, "alreadyActive": already_active, "intervalMs": coach.interval_ms}, request)
 
@@ -132,13 +140,9 @@ def create(service: Service) -> ASGIApp:
 
     async def boost(request: Request) -> Response:
         body = await read_json(request, {"rounds": Field(int, required=False, minimum=1, maximum=50)},
-                               max_body, empty_ok=True)
+                               limit=max_body, empty_ok=True)
         requested: int = body.get("rounds", DEFAULT_BOOST_ROUNDS)
-        rounds = []
-        for _ in range(requested):
-            result = await coach.drive_round()
-            if result is not None:
-                rounds.append(result)
+        rounds = await coach.boost(requested)
         return ok({"rounds": rounds, "failed": requested - len(rounds)}, request)
 
     return build_app(service, [

@@ -1,7 +1,7 @@
 """Request and response helpers shared by every service: JSON bodies, errors, client identity.
 
-    body = await read_json(request, {"prompt": Field(str), "ttlSeconds": Field(float, required=False)})
-    return ok({"text": text})                    # {"ok": true, "text": ..., "traceId": ...}
+    body = await read_json(request, {"prompt": Field(str)}, limit=service.stack.max_body_bytes)
+    return ok({"text": text}, request)           # {"ok": true, "text": ..., "traceId": ...}
     raise ApiError(409, "already running")       # {"ok": false, "error": ..., "traceId": ...}
 
 Every error a client sees is JSON with `ok: false`, an `error` message and the request's
@@ -13,26 +13,30 @@ from __future__ import annotations
 import ipaddress
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from tooloo_cli.resilience import Decision
+from tooloo_cli.resilience import CallTimeoutError, CircuitBreaker, CircuitOpenError, Decision
 
-DEFAULT_MAX_BODY = 1_048_576
+T = TypeVar("T")
 
 
 class ApiError(Exception):
-    """An error answered as `{"ok": false, "error": message, ...extra}` with `status`."""
+    """An error answered as `{"ok": false, "error": message, ...extra}` with `status`.
 
-    def __init__(self, status: int, message: str, **extra: Any) -> None:
+    `headers` travel with the answer (a rate-limited route keeps its X-RateLimit-* headers).
+    """
+
+    def __init__(self, status: int, message: str, headers: Mapping[str, str] | None = None, **extra: Any) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.headers = dict(headers or {})
         self.extra = extra
 
 
@@ -54,7 +58,7 @@ def error_response(status: int, message: str, trace_id: str | None, headers: Map
 
 async def api_error_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
-    return error_response(exc.status, exc.message, trace_id_of(request.scope), **exc.extra)
+    return error_response(exc.status, exc.message, trace_id_of(request.scope), headers=exc.headers, **exc.extra)
 
 
 async def http_exception_handler(request: Request, exc: Exception) -> Response:
@@ -140,6 +144,8 @@ def check_field(name: str, value: Any, field: Field) -> Any:
         kinds = (*kinds, int)  # JSON has one number type: 5 is a fine float
     if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
         raise ApiError(422, f"field '{name}' must be {_describe(field.kind)}", field=name)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ApiError(422, f"field '{name}' must be a finite number", field=name)
     if field.minimum is not None and value < field.minimum:
         raise ApiError(422, f"field '{name}' must be at least {field.minimum}", field=name)
     if field.maximum is not None and value > field.maximum:
@@ -149,31 +155,59 @@ def check_field(name: str, value: Any, field: Field) -> Any:
     return value
 
 
-def check_fields(document: Any, fields: Mapping[str, Field]) -> dict[str, Any]:
-    """The document's expected fields, checked; missing optional ones are left out."""
+def check_fields(document: Any, fields: Mapping[str, Field], prefix: str = "") -> dict[str, Any]:
+    """The document's expected fields, checked; missing optional ones are left out.
+
+    `prefix` names where a nested object sits (`messages[3].`), so errors name the full path.
+    """
     if not isinstance(document, dict):
-        raise ApiError(422, "the body must be a JSON object", field=None)
+        where = prefix.rstrip(".")
+        raise ApiError(422, f"field '{where}' must be an object" if where else "the body must be a JSON object",
+                       field=where or None)
     checked = {}
     for name, field in fields.items():
         if name not in document or document[name] is None:
             if field.required:
-                raise ApiError(422, f"field '{name}' is required", field=name)
+                raise ApiError(422, f"field '{prefix}{name}' is required", field=f"{prefix}{name}")
             continue
-        checked[name] = check_field(name, document[name], field)
+        checked[name] = check_field(f"{prefix}{name}", document[name], field)
     return checked
 
 
-async def read_json(request: Request, fields: Mapping[str, Field], limit: int = DEFAULT_MAX_BODY,
+def _no_constants(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+def parse_json(body: bytes) -> Any:
+    """Strict JSON: NaN and Infinity are refused, and so is nesting too deep to parse (400)."""
+    try:
+        return json.loads(body, parse_constant=_no_constants)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, f"malformed JSON: {exc}") from None
+    except RecursionError:
+        raise ApiError(400, "malformed JSON: nested too deeply") from None
+
+
+async def read_json(request: Request, fields: Mapping[str, Field], *, limit: int,
                     empty_ok: bool = False) -> dict[str, Any]:
-    """The JSON body checked against `fields`: 413 over the limit, 400 malformed, 422 wrong fields."""
+    """The JSON body checked against `fields`: 413 over `limit`, 400 malformed, 422 wrong fields."""
     body = await read_body(request, limit)
     if not body.strip() and empty_ok:
         return check_fields({}, fields)
+    return check_fields(parse_json(body), fields)
+
+
+async def call_through(breaker: CircuitBreaker, what: str, fn: Callable[..., Awaitable[T]], *args: Any,
+                       failures: tuple[type[BaseException], ...] = ()) -> T:
+    """Awaits `fn(*args)` through `breaker`, answering 503 (open), 504 (timeout) or 502 (`failures`)."""
     try:
-        document = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiError(400, f"malformed JSON: {exc}") from None
-    return check_fields(document, fields)
+        return await breaker.call(fn, *args)
+    except CircuitOpenError as exc:
+        raise ApiError(503, str(exc), breaker=breaker.name, retryAfter=exc.retry_after) from None
+    except CallTimeoutError:
+        raise ApiError(504, f"{what} did not answer in time", breaker=breaker.name) from None
+    except failures as exc:
+        raise ApiError(502, str(exc), breaker=breaker.name) from None
 
 
 # -- who is asking ----------------------------------------------------------------------

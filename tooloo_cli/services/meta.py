@@ -11,7 +11,8 @@
 
 Insights come from training's overview, fetched through the "training" breaker: when
 training is down, /insights answers the breaker's 502/503/504 and /report answers 200
-with `insights: null` and the reason.
+with `insights: null` and the reason. /ready answers 503 naming "training" while
+training's /health does not answer 200 (asked directly, so probes never trip the breaker).
 """
 
 from __future__ import annotations
@@ -90,15 +91,19 @@ def derive_insights(overview: Any, analyses: int) -> dict[str, Any]:
 
 def create(service: Service) -> ASGIApp:
     meta = MetaLearning()
+    service.breaker(TRAINING)  # listed in the observability document from the start
+
+    async def training_ready() -> None:
+        await service.upstream.healthy(TRAINING)
+
+    service.ready_check(TRAINING, training_ready)
 
     def status_document() -> dict[str, Any]:
-        # Reading the breaker must not create it: "closed" until meta first calls training.
-        breaker = service.breakers.get(TRAINING)
         return {"analyses": meta.analyses, "lastAnalysisAt": meta.last_analysis_at,
-                "training": breaker.state if breaker is not None else "closed"}
+                "training": service.breaker_state(TRAINING)}
 
     async def analyze() -> dict[str, Any]:
-        overview = await service.upstream.get_json(TRAINING, OVERVIEW_PATH)
+        overview = await service.upstream.json(TRAINING, "GET", OVERVIEW_PATH)
         with service.tracer.span("derive-insights"):
             insights = derive_insights(overview, meta.analyses + 1)
         meta.record_analysis()

@@ -1,6 +1,6 @@
 """Pure-ASGI middleware of every service, outermost first.
 
-    app = AccessLogMiddleware(ApiMiddleware(router, tracer, limiter, trusted_proxies), out)
+    app = AccessLogMiddleware(ApiMiddleware(router, tracer, max_body, limiter, trusted_proxies), out)
 
 - AccessLogMiddleware: one line per request (method, path, status, ms, traceId) and the
   last line of defence: an exception becomes a JSON 500, never a stack trace.
@@ -33,12 +33,14 @@ def _traced(scope: Scope) -> bool:
 
 
 class AccessLogMiddleware:
+    """One line per request, except the liveness probes of /health (every few seconds, forever)."""
+
     def __init__(self, app: ASGIApp, out: TextIO) -> None:
         self.app = app
         self.out = out
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["path"] == "/health":
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
@@ -61,7 +63,9 @@ class AccessLogMiddleware:
         finally:
             elapsed = (time.perf_counter() - started) * 1000
             trace = trace_id_of(scope) or "-"
-            self.out.write(f"{scope['method']} {scope['path']} {status} {elapsed:.1f}ms {trace}\n")
+            # The raw (still percent-encoded) path: a decoded one could carry a newline and forge a line.
+            path = scope.get("raw_path", b"").decode("latin-1") or repr(scope["path"])
+            self.out.write(f"{scope['method']} {path} {status} {elapsed:.1f}ms {trace}\n")
 
 
 class ApiMiddleware:
@@ -71,10 +75,11 @@ class ApiMiddleware:
     what the gateway's throughput is made of.
     """
 
-    def __init__(self, app: ASGIApp, tracer: Tracer, limiter: RateLimiter | None = None,
+    def __init__(self, app: ASGIApp, tracer: Tracer, max_body: int, limiter: RateLimiter | None = None,
                  trusted_proxies: tuple[Network, ...] = ()) -> None:
         self.app = app
         self.tracer = tracer
+        self.max_body = max_body
         self.limiter = limiter
         self.trusted_proxies = trusted_proxies
 
@@ -83,10 +88,12 @@ class ApiMiddleware:
             await self.app(scope, receive, send)
             return
         incoming = None
+        declared = 0
         for name, value in scope["headers"]:
             if name == b"traceparent":
                 incoming = value.decode("latin-1")
-                break
+            elif name == b"content-length" and value.isdigit():
+                declared = int(value)
         with self.tracer.trace(f"{scope['method']} {scope['path']}", incoming) as trace:
             _state(scope)["trace_id"] = trace.trace_id
             extra = [(b"traceparent", format_traceparent(trace.trace_id, trace.span_id, trace.sampled).encode())]
@@ -107,4 +114,8 @@ class ApiMiddleware:
                     await rate_limited(decision, trace.trace_id)(scope, receive, send_with_headers)
                     return
                 extra += rate_limit_header_bytes(decision)
+            if declared > self.max_body:  # refused whether or not the route would read the body
+                too_large = error_response(413, f"request body over the {self.max_body}-byte limit", trace.trace_id)
+                await too_large(scope, receive, send_with_headers)
+                return
             await self.app(scope, receive, send_with_headers)

@@ -2,6 +2,8 @@
 
     GET /api/v1/reports/comprehensive     every section, insights, cached for 10 s
 
+    $ curl -s localhost:3008/api/v1/reports/comprehensive | jq .insights
+
 The six sections are fetched concurrently (span `fetch-services`), each through its own
 breaker; a service that is down gives `null` for its section and an insight saying so,
 never a 500. The insights are derived in span `analyze-data`, and the finished report is
@@ -19,6 +21,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
+from tooloo_cli.resilience import SingleFlight
 from tooloo_cli.services.http import ApiError, ok
 from tooloo_cli.services.service import Service, build_app
 
@@ -35,46 +38,46 @@ CACHE_KEY = "reports:comprehensive"
 
 async def _fetch(service: Service, target: str, path: str) -> tuple[dict[str, Any] | None, str | None]:
     try:
-        document = await service.upstream.get_json(target, path)
+        return await service.upstream.json(target, "GET", path), None
     except ApiError as exc:
         return None, exc.message
-    document.pop("traceId", None)
-    document.pop("ok", None)
-    return document, None
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def analyze(sections: dict[str, dict[str, Any] | None], errors: dict[str, str]) -> list[str]:
-    """Plain-language insights from whatever sections arrived."""
+    """Plain-language insights from whatever sections arrived; a section of an unexpected shape says nothing."""
     insights = [f"{name} is unavailable ({reason}); its section is null" for name, reason in errors.items()]
-    training = sections.get("training")
-    if training:
-        domains = sorted(training.get("domains", []), key=lambda d: d["mastery"])
-        if domains:
-            insights.append(f"Average mastery is {training.get('averageMastery')} over {len(domains)} domains; "
-                            f"the weakest is {domains[0]['name']} ({domains[0]['mastery']})")
-    budget = sections.get("budget")
-    if budget and budget.get("limitUsd"):
-        used = budget["spentUsd"] / budget["limitUsd"]
-        insights.append(f"{used:.1%} of today's budget is spent ({budget['calls']} provider calls)")
+    training = sections.get("training") or {}
+    domains = [d for d in training.get("domains", []) if isinstance(d, dict) and _number(d.get("mastery")) is not None]
+    if domains:
+        weakest = min(domains, key=lambda d: d["mastery"])
+        insights.append(f"Average mastery is {training.get('averageMastery')} over {len(domains)} domains; "
+                        f"the weakest is {weakest.get('name')} ({weakest['mastery']})")
+    budget = sections.get("budget") or {}
+    spent, limit = _number(budget.get("spentUsd")), _number(budget.get("limitUsd"))
+    if spent is not None and limit:
+        insights.append(f"{spent / limit:.1%} of today's budget is spent ({budget.get('calls', 0)} provider calls)")
     coach = sections.get("coach")
     if coach is not None:
         insights.append("The auto-coach is running" if coach.get("active") else "The auto-coach is idle")
-    capabilities = sections.get("capabilities")
-    if capabilities:
+    capabilities = sections.get("capabilities") or {}
+    if _number(capabilities.get("discovered")) is not None:
         insights.append(f"{capabilities.get('active')} of {capabilities.get('discovered')} capabilities are active")
     return insights
 
 
 def create(service: Service) -> ASGIApp:
-    assert service.cache is not None
+    if service.cache is None:
+        raise RuntimeError("the reports service needs its [services.reports.cache] settings")
     cache, tracer = service.cache, service.tracer
+    flight = SingleFlight()
     for target, _ in SECTIONS.values():
         service.breaker(target)
 
-    async def comprehensive(request: Request) -> Response:
-        cached = cache.get(CACHE_KEY)
-        if cached is not None:
-            return ok({"cached": True, **cached}, request)
+    async def build_report() -> dict[str, Any]:
         with tracer.span("fetch-services"):
             fetched = await asyncio.gather(*(_fetch(service, target, path) for target, path in SECTIONS.values()))
         sections = {name: document for name, (document, _) in zip(SECTIONS, fetched)}
@@ -88,6 +91,13 @@ def create(service: Service) -> ASGIApp:
             }
         if not errors:  # a partial report is not kept: recovery shows at once, and open breakers keep it cheap
             cache.set(CACHE_KEY, report)
+        return report
+
+    async def comprehensive(request: Request) -> Response:
+        cached = cache.get(CACHE_KEY)
+        if cached is not None:
+            return ok({"cached": True, **cached}, request)
+        report = await flight.do(CACHE_KEY, build_report)  # readers arriving together share one fan-out
         return ok({"cached": False, **report}, request)
 
     return build_app(service, [Route("/api/v1/reports/comprehensive", comprehensive)])

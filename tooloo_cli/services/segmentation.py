@@ -3,15 +3,15 @@
     POST /api/v1/segmentation/analyze   {"messages": [{"role": "user", "content": "..."}, ...]}
     GET  /api/v1/segmentation/status    analyses so far, messages analysed, when the last ran
 
-    $ curl -s -X POST localhost:3007/api/v1/segmentation/analyze \\
-        -d '{"messages": [{"role": "user", "content": "Fix the failing test in the api"}]}'
+    $ curl -sd '{"messages": [{"role": "user", "content": "Fix the api test"}]}' localhost:3007/api/v1/segmentation/analyze
     {"ok": true, "segments": [{"start": 0, "end": 0, "topic": "code", "messages": 1}],
-     "topics": ["code"], "traits": {"curiosity": 0.0, "verbosity": 0.14, "technicality": 1.0,
-     "positivity": 0.0, "directness": 1.0}, "messageCount": 1, "traceId": "..."}
+     "topics": ["code"], "traits": {"curiosity": 0.0, "verbosity": 0.08, "technicality": 1.0,
+     "positivity": 0.5, "directness": 1.0}, "messageCount": 1, "traceId": "..."}
 
 Deterministic and offline: each message gets the topic whose keyword lexicon it hits
 most (ties go to the lexicon listed first, no hits is "general"); consecutive messages
-with the same topic form one segment. Traits are simple counts, each 0..1:
+with the same topic form one segment. The analysis runs in a worker thread, so a large
+conversation does not stall the other requests. Traits are simple counts, each 0..1:
 
 - curiosity: share of messages containing "?"
 - verbosity: mean words per message / 50, capped at 1
@@ -22,10 +22,12 @@ with the same topic form one segment. Traits are simple counts, each 0..1:
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from starlette.requests import Request
@@ -33,12 +35,13 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from tooloo_cli.services.http import ApiError, Field, check_field, ok, read_json
+from tooloo_cli.services.http import ApiError, Field, check_fields, ok, read_json
 from tooloo_cli.services.service import Service, build_app
 
 MAX_MESSAGES = 1000
 ROLES = ("user", "assistant", "system")
 GENERAL = "general"
+MESSAGE_FIELDS = {"role": Field(str, choices=ROLES), "content": Field(str)}
 
 TOPIC_LEXICONS: dict[str, frozenset[str]] = {
     "code": frozenset("python function bug error test api deploy code class method compile debug exception "
@@ -68,7 +71,11 @@ WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 class Message:
     role: str
     content: str
-    words: tuple[str, ...]
+
+    @cached_property
+    def words(self) -> tuple[str, ...]:
+        # Split on first use, which is in the analysis's worker thread, not on the event loop.
+        return words_of(self.content)
 
 
 def words_of(text: str) -> tuple[str, ...]:
@@ -138,13 +145,6 @@ def analyze(messages: list[Message]) -> dict[str, Any]:
     }
 
 
-def _required(name: str, item: dict[str, Any], key: str, field: Field) -> Any:
-    path = f"{name}.{key}"
-    if key not in item:
-        raise ApiError(422, f"field '{path}' is required", field=path)
-    return check_field(path, item[key], field)
-
-
 def parse_messages(raw: list[Any]) -> list[Message]:
     """The checked messages; ApiError 422 naming the first field that is wrong."""
     if not raw:
@@ -153,11 +153,8 @@ def parse_messages(raw: list[Any]) -> list[Message]:
         raise ApiError(422, f"field 'messages' must hold at most {MAX_MESSAGES} messages", field="messages")
     messages = []
     for index, item in enumerate(raw):
-        name = f"messages[{index}]"
-        check_field(name, item, Field(dict))
-        role = _required(name, item, "role", Field(str, choices=ROLES))
-        content = _required(name, item, "content", Field(str))
-        messages.append(Message(role, content, words_of(content)))
+        checked = check_fields(item, MESSAGE_FIELDS, prefix=f"messages[{index}].")
+        messages.append(Message(checked["role"], checked["content"]))
     return messages
 
 
@@ -179,10 +176,10 @@ def create(service: Service) -> ASGIApp:
     segmentation = Segmentation()
 
     async def analyze_conversation(request: Request) -> Response:
-        body = await read_json(request, {"messages": Field(list)}, service.stack.max_body_bytes)
+        body = await read_json(request, {"messages": Field(list)}, limit=service.stack.max_body_bytes)
         messages = parse_messages(body["messages"])
         with service.tracer.span("segment"):
-            result = analyze(messages)
+            result = await asyncio.to_thread(analyze, messages)
         segmentation.record(len(messages))
         return ok(result, request)
 

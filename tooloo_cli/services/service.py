@@ -15,6 +15,8 @@ is flushed, the pool and the cache are closed, the sibling client is closed.
 
 from __future__ import annotations
 
+import inspect
+import logging
 import os
 import sys
 import time
@@ -49,6 +51,7 @@ if TYPE_CHECKING:
     from tooloo_cli.services.upstream import Upstream
 
 Hook = Callable[[], Awaitable[None]]
+logger = logging.getLogger("tooloo.services")
 
 
 class Service:
@@ -88,6 +91,8 @@ class Service:
         self._ready_checks: dict[str, Hook] = {}
         if self.pool is not None:
             self.ready_check("database", self._check_database)
+        if self.cache is not None:
+            self.ready_check("cache", self._check_cache)
 
     # -- wiring used by the service modules -------------------------------------------
 
@@ -126,23 +131,41 @@ class Service:
 
     @asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
-        if self.pool is not None:
-            await self.pool.open()
-        for hook in self._startup:
-            await hook()
         try:
+            if self.pool is not None:
+                await self.pool.open()
+            for hook in self._startup:
+                await hook()
             yield
         finally:
-            for hook in reversed(self._shutdown):
-                await hook()
+            # Every step runs even when one before it failed: a hook that raises must not
+            # leave the ledger unflushed or the database open.
+            steps: list[tuple[str, Callable[[], Any]]] = [(f"shutdown hook {hook.__qualname__}", hook)
+                                                          for hook in reversed(self._shutdown)]
             if self.optimizer is not None:
-                await self.optimizer.flush()
+                steps.append(("flushing the query optimizer", self.optimizer.flush))
             if self.pool is not None:
-                await self.pool.close()
+                steps.append(("closing the pool", self.pool.close))
             if self._upstream is not None:
-                await self._upstream.close()
+                steps.append(("closing the sibling client", self._upstream.close))
             if self.cache is not None:
-                self.cache.close()
+                steps.append(("closing the cache", self.cache.close))
+            for what, step in steps:
+                try:
+                    outcome = step()
+                    if inspect.isawaitable(outcome):
+                        await outcome
+                except Exception:
+                    logger.exception("%s: %s failed during shutdown", self.name, what)
+
+    def breaker_state(self, name: str) -> str:
+        """The state of the breaker guarding `name` (created up front by the services that call out)."""
+        return self.breaker(name).state
+
+    async def _check_cache(self) -> None:
+        assert self.cache is not None
+        if not self.cache.stats()["persistent"]:
+            raise RuntimeError(f"the cache file {self.cache.path} is unusable; caching in memory only")
 
     async def _check_database(self) -> None:
         assert self.pool is not None
@@ -200,18 +223,25 @@ def build_app(service: Service, routes: list[BaseRoute], *, limit_api: bool = Fa
             return JSONResponse({"ok": False, "service": service.name, "failing": failing}, 503)
         return JSONResponse({"ok": True, "service": service.name, "checks": sorted(failures)})
 
-    async def observability(request: Request) -> Response:
-        return JSONResponse(service.observability())
-
     shared: list[BaseRoute] = [
         Route("/health", health),
         Route("/ready", ready),
         Route("/api/v1/system/health", health),  # /health behind the /api middleware, for benchmarks
-        Route("/api/v1/system/observability", observability),
+        observability_route(service, "/api/v1/system/observability"),
     ]
     app: ASGIApp = Starlette(routes=shared + routes, exception_handlers=EXCEPTION_HANDLERS,
                              lifespan=service.lifespan)
     if limit_api and service.limiter is None:
         raise RuntimeError(f"the {service.name} service limits /api but has no rate limiter settings")
-    app = ApiMiddleware(app, service.tracer, service.limiter if limit_api else None, service.trusted_proxies)
+    app = ApiMiddleware(app, service.tracer, service.stack.max_body_bytes,
+                        service.limiter if limit_api else None, service.trusted_proxies)
     return AccessLogMiddleware(app, service.access_log)
+
+
+def observability_route(service: Service, path: str) -> Route:
+    """The observability document at `path` (budget serves it at a second path too)."""
+
+    async def observability(request: Request) -> Response:
+        return JSONResponse(service.observability())
+
+    return Route(path, observability)

@@ -1,11 +1,13 @@
 """Calls from one service to its siblings: one pooled httpx client, a breaker per sibling.
 
     response = await service.upstream.request("training", "GET", "/api/v1/training/overview")
-    overview = await service.upstream.get_json("training", "/api/v1/training/overview")
+    overview = await service.upstream.json("training", "GET", "/api/v1/training/overview")
 
-Every call carries the current `traceparent` and runs inside a span; a 5xx answer, a
-timeout or a refused connection counts as a failure of that sibling's breaker, a 4xx does
-not. Errors come out as `UpstreamError` with the HTTP status the caller should answer.
+Every call carries the current `traceparent` and runs inside a span. A timeout, a refused
+connection or a 5xx of the sibling's own (500, 501, …) counts as a failure of that
+sibling's breaker; a 4xx does not, and neither do 502/503/504, which a sibling answers
+when one of *its* dependencies failed (web must not trip `budget` because the provider
+is down). Errors come out as `UpstreamError` with the status the caller should answer.
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ from tooloo_cli.services.http import ApiError
 
 if TYPE_CHECKING:
     from tooloo_cli.services.service import Service
+
+
+_DEPENDENCY_FAILURES = (502, 503, 504)
 
 
 class UpstreamStatusError(Exception):
@@ -37,7 +42,7 @@ class Upstream:
     def __init__(self, service: Service) -> None:
         self.service = service
         config = service.loaded.config
-        host = config.stack.host
+        host = f"[{config.stack.host}]" if ":" in config.stack.host else config.stack.host
         self.base_urls = {name: f"http://{host}:{settings.port}" for name, settings in config.services.items()}
         # trust_env=False: sibling calls stay on loopback whatever HTTP_PROXY says.
         self.client = httpx.AsyncClient(
@@ -49,6 +54,19 @@ class Upstream:
     async def close(self) -> None:
         await self.client.aclose()
 
+    async def healthy(self, target: str, timeout: float = 1.0) -> None:
+        """Returns when `target`'s /health answers 200, else raises RuntimeError saying why.
+
+        Asked directly, not through the breaker: a readiness probe must not trip it.
+        """
+        url = f"{self.base_urls[target]}/health"
+        try:
+            response = await self.client.get(url, timeout=timeout)
+        except httpx.HTTPError as exc:
+            raise RuntimeError(f"{target} did not answer {url}: {type(exc).__name__}") from None
+        if response.status_code != 200:
+            raise RuntimeError(f"{target} answered {url} with {response.status_code}")
+
     async def _send(self, target: str, method: str, path: str, **options: Any) -> httpx.Response:
         headers = dict(options.pop("headers", None) or {})
         with self.service.tracer.span(f"{method} {target}{path}") as span:
@@ -57,7 +75,7 @@ class Upstream:
                 headers["traceparent"] = traceparent
             response = await self.client.request(method, self.base_urls[target] + path, headers=headers, **options)
             span.set("status", response.status_code)
-        if response.status_code >= 500:
+        if response.status_code >= 500 and response.status_code not in _DEPENDENCY_FAILURES:
             raise UpstreamStatusError(target, response)
         return response
 
@@ -78,13 +96,23 @@ class Upstream:
             raise UpstreamError(504, f"{target} did not answer in time", breaker=target) from None
         except httpx.TransportError as exc:
             raise UpstreamError(502, f"{target} is unreachable: {type(exc).__name__}", breaker=target) from None
+        except httpx.HTTPError as exc:
+            raise UpstreamError(502, f"{target} could not be asked: {type(exc).__name__}", breaker=target) from None
 
-    async def get_json(self, target: str, path: str, **options: Any) -> Any:
-        """The sibling's JSON document; UpstreamError (502) for anything but a 2xx JSON answer."""
-        response = await self.request(target, "GET", path, **options)
+    async def json(self, target: str, method: str, path: str, **options: Any) -> dict[str, Any]:
+        """The sibling's JSON object without its `ok`/`traceId` envelope.
+
+        UpstreamError 502 for anything but a 2xx JSON object.
+        """
+        response = await self.request(target, method, path, **options)
         if response.status_code >= 300:
             raise UpstreamError(502, f"{target} answered {response.status_code}", breaker=target)
         try:
-            return response.json()
+            document = response.json()
         except ValueError:
             raise UpstreamError(502, f"{target} answered malformed JSON", breaker=target) from None
+        if not isinstance(document, dict):
+            raise UpstreamError(502, f"{target} answered JSON that is not an object", breaker=target)
+        document.pop("ok", None)
+        document.pop("traceId", None)
+        return document

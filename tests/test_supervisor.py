@@ -1,0 +1,269 @@
+"""tooloo up / down / status / restart / logs with real processes on free ports."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from tooloo_cli.bench.stack import write_ephemeral_config
+from tooloo_cli.config import Config, load_config
+from tooloo_cli.supervisor.ports import is_free
+
+
+def _quick_supervision(config: Config) -> None:
+    supervisor = config.supervisor
+    supervisor.backoff_initial, supervisor.backoff_max = 0.05, 0.2
+    supervisor.crash_loop_limit, supervisor.crash_loop_window = 3, 30.0
+    supervisor.health_interval, supervisor.liveness_failures = 0.2, 2
+    supervisor.grace_period, supervisor.startup_timeout = 3.0, 10.0
+
+
+class Tooloo:
+    """Runs `tooloo` against one configuration and remembers every pid it saw, to end them at last."""
+
+    def __init__(self, directory: Path, edit: Callable[[Config], None] | None = None) -> None:
+        def edits(config: Config) -> None:
+            _quick_supervision(config)
+            if edit is not None:
+                edit(config)
+
+        self.config = write_ephemeral_config(directory, edits)
+        self.loaded = load_config(self.config, env={})
+        self.state = directory / ".tooloo"
+        self.seen: set[int] = set()
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("TOOLOO_")} | {"NO_COLOR": "1"}
+
+    def __call__(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run([sys.executable, "-m", "tooloo_cli", "--config", str(self.config), *args],
+                                capture_output=True, text=True, timeout=timeout, env=self.env)
+        self.remember()
+        return result
+
+    def status(self) -> dict[str, Any]:
+        result = self("status", "--json")
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    def remember(self) -> None:
+        pid_file = self.state / "supervisor.pid"
+        if pid_file.exists():
+            self.seen.add(int(pid_file.read_text()))
+            for process in psutil.Process(int(pid_file.read_text())).children(recursive=True) \
+                    if psutil.pid_exists(int(pid_file.read_text())) else []:
+                self.seen.add(process.pid)
+
+    def port(self, name: str) -> int:
+        return self.loaded.services[name].port
+
+    def wait_for(self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 15) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            document = self.status()
+            if predicate(document) or time.monotonic() > deadline:
+                return document
+            time.sleep(0.1)
+
+    def end_everything(self) -> None:
+        """The finalizer: a clean `down`, then SIGKILL to any pid seen here that still lives."""
+        subprocess.run([sys.executable, "-m", "tooloo_cli", "--config", str(self.config), "down"],
+                       capture_output=True, timeout=60, env=self.env)
+        for pid in self.seen:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    """Running, as opposed to gone or a zombie waiting for PID 1 to reap it."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _wait_gone(pids: list[int], timeout: float = 5) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while (alive := [pid for pid in pids if _alive(pid)]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return alive
+
+
+@pytest.fixture
+def tooloo(tmp_path: Path) -> Iterator[Callable[..., Tooloo]]:
+    made: list[Tooloo] = []
+
+    def make(edit: Callable[[Config], None] | None = None) -> Tooloo:
+        made.append(Tooloo(tmp_path, edit))
+        return made[-1]
+
+    yield make
+    for instance in made:
+        instance.end_everything()
+
+
+def test_up_starts_every_service_healthy_behind_a_private_socket(tooloo: Callable[..., Tooloo]) -> None:
+    t = tooloo()
+    result = t("up")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "8 service(s) healthy" in result.stdout
+    services = t.status()["services"]
+    assert all(s["state"] == "running" and s["health"] == "healthy" and s["pid"] for s in services.values())
+    assert {name: s["port"] for name, s in services.items()} == {n: t.port(n) for n in services}
+    assert all(s["rssBytes"] > 0 for s in services.values())
+    assert oct((t.state / "supervisor.sock").stat().st_mode & 0o777) == "0o600"
+    assert oct(t.state.stat().st_mode & 0o777) == "0o700"
+    assert "listening on" in (t.state / "logs" / "budget.log").read_text()
+
+
+def test_up_while_running_starts_only_what_is_missing(tooloo: Callable[..., Tooloo]) -> None:
+    t = tooloo()
+    assert t("up", "web", "training").returncode == 0
+    first = t.status()["services"]
+    assert first["budget"]["state"] == "stopped"
+    assert t("up").returncode == 0
+    after = t.status()["services"]
+    assert after["web"]["pid"] == first["web"]["pid"] and after["budget"]["state"] == "running"
+    again = t("up")
+    assert again.returncode == 0 and "already running" in again.stdout
+
+
+def test_a_killed_service_is_restarted_and_the_restart_counted(tooloo: Callable[..., Tooloo]) -> None:
+    t = tooloo()
+    assert t("up", "budget").returncode == 0
+    old = t.status()["services"]["budget"]["pid"]
+    os.kill(old, signal.SIGKILL)
+    budget = t.wait_for(lambda d: d["services"]["budget"]["pid"] not in (None, old)
+                        and d["services"]["budget"]["health"] == "healthy")["services"]["budget"]
+    assert budget["state"] == "running" and budget["restarts"] == 1 and budget["lastExitCode"] == -9
+
+
+def test_a_service_that_exits_at_once_is_marked_failed_not_restarted_forever(
+        tooloo: Callable[..., Tooloo]) -> None:
+    def broken_database(config: Config) -> None:
+        pool = config.services["capabilities"].pool
+        assert pool is not None
+        pool.database = "."  # the state directory itself: SQLite cannot open it, start-up fails
+
+    t = tooloo(broken_database)
+    result = t("up", "capabilities")
+    assert result.returncode == 1
+    assert "crash loop" in result.stdout and "capabilities |" in result.stdout  # its last log lines
+    capabilities = t.status()["services"]["capabilities"]
+    assert capabilities["state"] == "failed" and capabilities["pid"] is None
+    assert capabilities["lastExitCode"] not in (None, 0) and capabilities["restarts"] == 2
+    time.sleep(0.5)
+    assert t.status()["services"]["capabilities"]["restarts"] == 2  # no spinning
+
+
+def test_killing_the_supervisor_takes_every_service_with_it(tooloo: Callable[..., Tooloo]) -> None:
+    t = tooloo()
+    assert t("up").returncode == 0
+    document = t.status()
+    pids = [s["pid"] for s in document["services"].values()]
+    os.kill(document["supervisor"]["pid"], signal.SIGKILL)
+    assert _wait_gone(pids) == []
+    # The next `up` finds the stale pid file and socket, clears them and starts cleanly.
+    assert (t.state / "supervisor.pid").exists()
+    result = t("up")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert t.status()["supervisor"]["pid"] != document["supervisor"]["pid"]
+
+
+def test_down_leaves_no_process_and_every_port_free(tooloo: Callable[..., Tooloo]) -> None:
+    t = tooloo()
+    assert t("up").returncode == 0
+    document = t.status()
+    tree = [document["supervisor"]["pid"], *(s["pid"] for s in document["services"].values())]
+    tree += [child.pid for child in psutil.Process(tree[0]).children(recursive=True)]
+    result = t("down")
+    assert result.returncode == 0 and "supervisor stopped" in result.stdout
+    assert result.stdout.count("stopped ") >= 8
+    assert _wait_gone(tree) == []
+    assert all(is_free("127.0.0.1", t.port(name)) for name in document["services"])
+    assert not (t.state / "supervisor.sock").exists() and not (t.state / "supervisor.pid").exists()
+    again = t("down")
+    assert again.returncode == 0 and "nothing is running" in again.stdout
+
+
+def test_down_of_one_service_keeps_the_others(tooloo: Callable[..., Tooloo]) -> None:
+    t = tooloo()
+    assert t("up", "web", "training").returncode == 0
+    assert t("down", "training").returncode == 0
+    services = t.status()["services"]
+    assert services["training"]["state"] == "stopped" and services["web"]["state"] == "running"
+    assert is_free("127.0.0.1", t.port("training"))
+
+
+def test_a_taken_port_is_refused_naming_the_holder(tooloo: Callable[..., Tooloo]) -> None:
+    t = tooloo()
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", t.port("budget")))
+        squatter.listen()
+        started = time.monotonic()
+        result = t("up")
+        elapsed = time.monotonic() - started
+    assert result.returncode == 1
+    assert f"budget: port {t.port('budget')} is taken by pid {os.getpid()}" in result.stdout
+    assert "nothing was started" in result.stdout
+    assert not (t.state / "supervisor.pid").exists()
+    assert elapsed < 5  # refused before anything was spawned
+
+
+def test_stale_state_from_a_dead_supervisor_is_cleared(tooloo: Callable[..., Tooloo]) -> None:
+    t = tooloo()
+    t.state.mkdir(mode=0o700, exist_ok=True)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    (t.state / "supervisor.pid").write_text(f"{gone.pid}\n")
+    (t.state / "supervisor.sock").write_text("")  # not even a socket
+    assert t("status").returncode == 0
+    assert not (t.state / "supervisor.pid").exists()
+    result = t("up", "training")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_restart_gives_a_new_process_and_logs_show_prefixed_lines(tooloo: Callable[..., Tooloo]) -> None:
+    t = tooloo()
+    assert t("up", "training", "segmentation").returncode == 0
+    old = t.status()["services"]["training"]["pid"]
+    result = t("restart", "training")
+    assert result.returncode == 0, result.stdout
+    assert t.status()["services"]["training"]["pid"] not in (None, old)
+    one = t("logs", "training", "-n", "5")
+    assert one.returncode == 0 and all(line.startswith("training | ") for line in one.stdout.splitlines())
+    both = t("logs")
+    assert "training     | " in both.stdout and "segmentation | " in both.stdout
+
+
+def test_restart_without_a_supervisor_says_so(tooloo: Callable[..., Tooloo]) -> None:
+    result = tooloo()("restart", "web")
+    assert result.returncode == 1 and "nothing is running" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_up_in_the_foreground_prefixes_output_and_stops_on_ctrl_c(tooloo: Callable[..., Tooloo]) -> None:
+    t = tooloo()
+    process = subprocess.Popen([sys.executable, "-m", "tooloo_cli", "--config", str(t.config), "up",
+                                "--foreground", "web", "training"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, env=t.env)
+    try:
+        document = t.wait_for(lambda d: all(d["services"][n]["health"] == "healthy" for n in ("web", "training")))
+        pids = [document["services"][n]["pid"] for n in ("web", "training")]
+        process.send_signal(signal.SIGINT)
+        output, _ = process.communicate(timeout=20)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, output
+    assert "web      | web listening on" in output and "training | training listening on" in output
+    assert "tooloo: stopped" in output
+    assert _wait_gone(pids) == []

@@ -1,0 +1,99 @@
+"""The server side of the supervisor's control channel: JSON over HTTP/1.1 on a Unix socket.
+
+    server = ControlServer(paths.socket, {("GET", "/status"): status_handler})
+    await server.start()          # the socket is created 0600, inside the 0700 state directory
+
+A few dozen lines of asyncio rather than a web framework: the daemon lives as long as the
+stack and stays light. One request per connection; bodies are JSON objects of at most 1 MiB.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from http import HTTPStatus
+from pathlib import Path
+from typing import Any
+
+from tooloo_cli.errors import ToolooError
+
+logger = logging.getLogger("tooloo.supervisor")
+
+Handler = Callable[[dict[str, Any]], Awaitable[tuple[int, dict[str, Any]]]]
+MAX_BODY = 1_048_576
+
+
+class ControlServer:
+    def __init__(self, path: Path, routes: dict[tuple[str, str], Handler]) -> None:
+        self.path = path
+        self.routes = routes
+        self._server: asyncio.AbstractServer | None = None
+
+    async def start(self) -> None:
+        self.path.unlink(missing_ok=True)
+        previous = os.umask(0o177)  # the socket is born 0600: no window where others may connect
+        try:
+            self._server = await asyncio.start_unix_server(self._serve, path=str(self.path))
+        finally:
+            os.umask(previous)
+        os.chmod(self.path, 0o600)
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        self.path.unlink(missing_ok=True)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            status, document = await self._answer(reader)
+            body = json.dumps(document).encode()
+            reason = HTTPStatus(status).phrase
+            writer.write(f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n"
+                         f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
+            await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass  # the client went away; nothing to answer
+        finally:
+            writer.close()
+
+    async def _answer(self, reader: asyncio.StreamReader) -> tuple[int, dict[str, Any]]:
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=5)
+        except (asyncio.TimeoutError, asyncio.LimitOverrunError):
+            return 400, {"ok": False, "error": "incomplete request"}
+        request_line, *header_lines = head.decode("latin-1").split("\r\n")
+        try:
+            method, target, _ = request_line.split(" ", 2)
+        except ValueError:
+            return 400, {"ok": False, "error": "malformed request line"}
+        length = 0
+        for line in header_lines:
+            name, _, value = line.partition(":")
+            if name.strip().lower() == "content-length" and value.strip().isdigit():
+                length = int(value)
+        if length > MAX_BODY:
+            return 413, {"ok": False, "error": "request body too large"}
+        body = await reader.readexactly(length) if length else b""
+        path = target.split("?", 1)[0]
+        handler = self.routes.get((method, path))
+        if handler is None:
+            known = any(route_path == path for _, route_path in self.routes)
+            return (405, {"ok": False, "error": "method not allowed"}) if known else \
+                (404, {"ok": False, "error": f"no such endpoint: {path}"})
+        try:
+            payload = json.loads(body) if body else {}
+        except ValueError:
+            return 400, {"ok": False, "error": "malformed JSON"}
+        if not isinstance(payload, dict):
+            return 400, {"ok": False, "error": "the body must be a JSON object"}
+        try:
+            return await handler(payload)
+        except ToolooError as exc:
+            return 400, {"ok": False, "error": str(exc)}
+        except Exception:
+            logger.exception("control request %s %s failed", method, path)
+            return 500, {"ok": False, "error": "internal error (see the supervisor log)"}

@@ -1,0 +1,118 @@
+"""The supervisor: the services' processes and the control API over them.
+
+    supervisor = Supervisor(load_config())
+    asyncio.run(supervisor.run(["web", "budget"]))     # until `down` leaves nothing, or SIGTERM
+
+It runs detached (`tooloo up` launches `python -m tooloo_cli.supervisor`) or attached
+(`tooloo up --foreground`, where `on_output` prints each service's lines). Either way it
+owns `.tooloo/supervisor.pid` and `.tooloo/supervisor.sock`, and removes both on its way out.
+
+Control API (JSON):
+    GET  /status                         the supervisor and every service
+    POST /start    {"services": [...]}   starts those not running
+    POST /stop     {"services": [...]}   stops them (all when omitted); exits when none is left
+    POST /restart  {"services": [...]}
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from typing import Any
+
+from tooloo_cli.config import LoadedConfig
+from tooloo_cli.errors import UsageError
+from tooloo_cli.supervisor.api import ControlServer
+from tooloo_cli.supervisor.paths import StatePaths
+from tooloo_cli.supervisor.process import ManagedProcess, OutputSink
+
+
+class Supervisor:
+    def __init__(self, loaded: LoadedConfig, on_output: OutputSink | None = None) -> None:
+        self.loaded = loaded
+        self.paths = StatePaths.of(loaded)
+        self.paths.ensure()
+        self.processes = {name: ManagedProcess(name, loaded, self.paths, on_output) for name in loaded.services}
+        self.started = time.monotonic()
+        self._done: asyncio.Event | None = None
+        self._control = ControlServer(self.paths.socket, {
+            ("GET", "/status"): self._status,
+            ("POST", "/start"): self._start,
+            ("POST", "/stop"): self._stop,
+            ("POST", "/restart"): self._restart,
+        })
+
+    async def run(self, names: list[str]) -> None:
+        self._done = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self._done.set)
+        loop.add_signal_handler(signal.SIGHUP, lambda: None)  # detached: a closed terminal is not a reason to stop
+        self.paths.pid_file.write_text(f"{os.getpid()}\n")
+        await self._control.start()
+        try:
+            for name in names:
+                self.processes[name].start()
+            await self._done.wait()
+        finally:
+            await asyncio.gather(*(process.stop() for process in self.processes.values()))
+            await self._control.close()
+            for process in self.processes.values():
+                process.close()
+            self.paths.pid_file.unlink(missing_ok=True)
+
+    def _names(self, payload: dict[str, Any]) -> list[str]:
+        names = payload.get("services") or list(self.processes)
+        if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+            raise UsageError("services must be a list of service names")
+        unknown = [name for name in names if name not in self.processes]
+        if unknown:
+            raise UsageError(f"unknown service(s): {', '.join(unknown)}")
+        return names
+
+    # -- the control API ------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        import psutil
+
+        me = psutil.Process()
+        children: dict[int, list[int]] = {}
+        for process in psutil.process_iter(["ppid"]):
+            children.setdefault(process.info["ppid"], []).append(process.pid)
+        return {
+            "ok": True,
+            "supervisor": {"pid": os.getpid(), "uptime": time.monotonic() - self.started,
+                           "rssBytes": me.memory_info().rss, "socket": str(self.paths.socket),
+                           "config": str(self.loaded.source) if self.loaded.source else None},
+            "services": {name: process.status(children) for name, process in self.processes.items()},
+        }
+
+    async def _status(self, payload: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        return 200, self.status()
+
+    async def _start(self, payload: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        names = self._names(payload)
+        started = [name for name in names if not self.processes[name].active]
+        for name in started:
+            self.processes[name].start()
+        return 200, {"ok": True, "started": started, "alreadyRunning": [n for n in names if n not in started]}
+
+    async def _stop(self, payload: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        names = self._names(payload)
+        running = [name for name in names if self.processes[name].pid is not None or self.processes[name].active]
+        await asyncio.gather(*(self.processes[name].stop() for name in running))
+        remaining = [name for name, process in self.processes.items() if process.active]
+        if not remaining:
+            assert self._done is not None
+            asyncio.get_running_loop().call_later(0.05, self._done.set)  # after this answer is sent
+        return 200, {"ok": True, "stopped": running, "notRunning": [n for n in names if n not in running],
+                     "supervisorExits": not remaining}
+
+    async def _restart(self, payload: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        names = self._names(payload)
+        await asyncio.gather(*(self.processes[name].stop() for name in names))
+        for name in names:
+            self.processes[name].start()
+        return 200, {"ok": True, "restarted": names}
