@@ -18,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tooloo_cli.resilience import PersistentCache
+from tooloo_cli.phase6.support import ManualClock
 
 MISSING = object()
 STAT_FIELDS = (
@@ -26,23 +27,9 @@ STAT_FIELDS = (
 )
 
 
-class FakeClock:
-    """An epoch-seconds clock that only moves when told to."""
-
-    def __init__(self, start: float = 1_700_000_000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        """Moves the clock forward by `seconds`."""
-        self.now += seconds
-
-
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
+def clock() -> ManualClock:
+    return ManualClock(1_700_000_000.0)  # epoch seconds, as the cache stores them
 
 
 @pytest.fixture
@@ -50,7 +37,7 @@ def db_path(tmp_path: Path) -> Path:
     return tmp_path / "cache.db"
 
 
-def open_cache(path: Path | None, clock: FakeClock, **kwargs: Any) -> PersistentCache:
+def open_cache(path: Path | None, clock: ManualClock, **kwargs: Any) -> PersistentCache:
     """A cache at `path` driven by `clock`."""
     return PersistentCache(path, clock=clock, **kwargs)
 
@@ -83,7 +70,7 @@ def test_constructor_rejects_an_empty_memory_layer(db_path: Path) -> None:
 
 
 @pytest.mark.parametrize("ttl", [0, -5])
-def test_set_rejects_non_positive_ttl_and_stores_nothing(ttl: float, db_path: Path, clock: FakeClock) -> None:
+def test_set_rejects_non_positive_ttl_and_stores_nothing(ttl: float, db_path: Path, clock: ManualClock) -> None:
     cache = open_cache(db_path, clock)
     with pytest.raises(ValueError):
         cache.set("k", 1, ttl=ttl)
@@ -95,7 +82,7 @@ def test_set_rejects_non_positive_ttl_and_stores_nothing(ttl: float, db_path: Pa
 @pytest.mark.parametrize("value", [object(), {1, 2}, {"nested": [b"bytes"]}, len])
 @pytest.mark.parametrize("persistent", [True, False])
 def test_non_json_values_raise_type_error_and_are_not_stored(
-    value: Any, persistent: bool, db_path: Path, clock: FakeClock
+    value: Any, persistent: bool, db_path: Path, clock: ManualClock
 ) -> None:
     cache = open_cache(db_path if persistent else None, clock)
     with pytest.raises(TypeError):
@@ -115,7 +102,7 @@ def test_non_json_values_raise_type_error_and_are_not_stored(
     "value",
     [{"text": "Hello!"}, [1, 2.5, "x", None, True], "plain", 42, 3.25, False, None, {"a": {"b": [{}]}}, ""],
 )
-def test_values_round_trip_from_memory_and_from_disk(value: Any, db_path: Path, clock: FakeClock) -> None:
+def test_values_round_trip_from_memory_and_from_disk(value: Any, db_path: Path, clock: ManualClock) -> None:
     cache = open_cache(db_path, clock)
     cache.set("k", value)
     assert cache.get("k", MISSING) == value
@@ -126,7 +113,7 @@ def test_values_round_trip_from_memory_and_from_disk(value: Any, db_path: Path, 
     reopened.close()
 
 
-def test_get_of_a_missing_key_returns_the_default_and_counts_a_miss(db_path: Path, clock: FakeClock) -> None:
+def test_get_of_a_missing_key_returns_the_default_and_counts_a_miss(db_path: Path, clock: ManualClock) -> None:
     cache = open_cache(db_path, clock)
     assert cache.get("nope") is None
     assert cache.get("nope", "fallback") == "fallback"
@@ -137,7 +124,7 @@ def test_get_of_a_missing_key_returns_the_default_and_counts_a_miss(db_path: Pat
     cache.close()
 
 
-def test_a_stored_none_is_a_hit_not_a_miss(db_path: Path, clock: FakeClock) -> None:
+def test_a_stored_none_is_a_hit_not_a_miss(db_path: Path, clock: ManualClock) -> None:
     cache = open_cache(db_path, clock)
     cache.set("k", None)
     assert cache.get("k", MISSING) is None
@@ -145,7 +132,7 @@ def test_a_stored_none_is_a_hit_not_a_miss(db_path: Path, clock: FakeClock) -> N
     cache.close()
 
 
-def test_memory_copy_is_returned_as_is(db_path: Path, clock: FakeClock) -> None:
+def test_memory_copy_is_returned_as_is(db_path: Path, clock: ManualClock) -> None:
     cache = open_cache(db_path, clock)
     value = {"list": [1, 2]}
     cache.set("k", value)
@@ -153,7 +140,7 @@ def test_memory_copy_is_returned_as_is(db_path: Path, clock: FakeClock) -> None:
     cache.close()
 
 
-def test_set_overwrites_the_value_in_both_layers(db_path: Path, clock: FakeClock) -> None:
+def test_set_overwrites_the_value_in_both_layers(db_path: Path, clock: ManualClock) -> None:
     cache = open_cache(db_path, clock)
     cache.set("k", "old")
     cache.set("k", "new")
@@ -165,7 +152,7 @@ def test_set_overwrites_the_value_in_both_layers(db_path: Path, clock: FakeClock
         assert reopened.get("k") == "new"
 
 
-def test_delete_removes_from_both_layers_and_reports_presence(db_path: Path, clock: FakeClock) -> None:
+def test_delete_removes_from_both_layers_and_reports_presence(db_path: Path, clock: ManualClock) -> None:
     cache = open_cache(db_path, clock)
     cache.set("k", 1)
     assert cache.delete("k") is True
@@ -178,7 +165,7 @@ def test_delete_removes_from_both_layers_and_reports_presence(db_path: Path, clo
         assert reopened.get("k", MISSING) is MISSING
 
 
-def test_delete_of_a_key_only_on_disk_reports_true(db_path: Path, clock: FakeClock) -> None:
+def test_delete_of_a_key_only_on_disk_reports_true(db_path: Path, clock: ManualClock) -> None:
     cache = open_cache(db_path, clock, max_memory_items=1)
     cache.set("a", 1)
     cache.set("b", 2)  # a is now on disk only
@@ -187,7 +174,7 @@ def test_delete_of_a_key_only_on_disk_reports_true(db_path: Path, clock: FakeClo
     cache.close()
 
 
-def test_clear_empties_both_layers(db_path: Path, clock: FakeClock) -> None:
+def test_clear_empties_both_layers(db_path: Path, clock: ManualClock) -> None:
     cache = open_cache(db_path, clock, max_memory_items=2)
     for i in range(5):
         cache.set(f"k{i}", i)
@@ -204,7 +191,7 @@ def test_clear_empties_both_layers(db_path: Path, clock: FakeClock) -> None:
 # -- expiry -------------------------------------------------------------------------------
 
 
-def test_entries_expire_after_the_default_ttl(db_path: Path, clock: FakeClock) -> None:
+def test_entries_expire_after_the_default_ttl(db_path: Path, clock: ManualClock) -> None:
     cache = open_cache(db_path, clock, ttl=10.0)
     cache.set("k", "v")
     clock.advance(9.5)
@@ -218,7 +205,7 @@ def test_entries_expire_after_the_default_ttl(db_path: Path, clock: FakeClock) -
     cache.close()
 
 
-def test_per_entry_ttl_overrides_the_default(db_path: Path, clock: FakeClock) -> None:
+def test_per_entry_ttl_overrides_the_default(db_path: Path, clock: ManualClock) -> None:
     cache = open_cache(db_path, clock, ttl=100.0)
     cache.set("short", 1, ttl=1.0)
     cache.set("long", 2, ttl=1000.0)
@@ -232,7 +219,7 @@ def test_per_entry_ttl_overrides_the_default(db_path: Path, clock: FakeClock) ->
     cache.close()
 
 
-def test_set_again_renews_the_expiry(db_path: Path, clock: FakeClock) -> None:
+def test_set_again_renews_the_expiry(db_path: Path, clock: ManualClock) -> None:
     cache = open_cache(db_path, clock, ttl=10.0)
     cache.set("k", 1)
     clock.advance(8.0)
@@ -242,7 +229,7 @@ def test_set_again_renews_the_expiry(db_path: Path, clock: FakeClock) -> None:
     cache.close()
 
 
-def test_expired_entry_that_was_evicted_from_memory_is_a_miss_from_disk(db_path: Path, clock: FakeClock) -> None:
+def test_expired_entry_that_was_evicted_from_memory_is_a_miss_from_disk(db_path: Path, clock: ManualClock) -> None:
     cache = open_cache(db_path, clock, ttl=5.0, max_memory_items=1)
     cache.set("a", 1)
     cache.set("b", 2)  # a evicted from memory, still on disk
@@ -255,7 +242,7 @@ def test_expired_entry_that_was_evicted_from_memory_is_a_miss_from_disk(db_path:
     cache.close()
 
 
-def test_cleanup_removes_expired_entries_from_both_layers_and_counts_them(db_path: Path, clock: FakeClock) -> None:
+def test_cleanup_removes_expired_entries_from_both_layers_and_counts_them(db_path: Path, clock: ManualClock) -> None:
     cache = open_cache(db_path, clock, ttl=10.0, max_memory_items=2)
     for i in range(4):
         cache.set(f"old{i}", i)  # two in memory and on disk, two on disk only
@@ -271,7 +258,7 @@ def test_cleanup_removes_expired_entries_from_both_layers_and_counts_them(db_pat
     cache.close()
 
 
-def test_cleanup_with_nothing_expired_removes_nothing(db_path: Path, clock: FakeClock) -> None:
+def test_cleanup_with_nothing_expired_removes_nothing(db_path: Path, clock: ManualClock) -> None:
     cache = open_cache(db_path, clock, ttl=10.0)
     cache.set("a", 1)
     assert cache.cleanup() == 0
@@ -282,7 +269,7 @@ def test_cleanup_with_nothing_expired_removes_nothing(db_path: Path, clock: Fake
 # -- persistence --------------------------------------------------------------------------
 
 
-def test_values_and_expiry_times_survive_close_and_reopen(db_path: Path, clock: FakeClock) -> None:
+def test_values_and_expiry_times_survive_close_and_reopen(db_path: Path, clock: ManualClock) -> None:
     cache = open_cache(db_path, clock, ttl=10.0)
     cache.set("short", "s")
     cache.set("long", {"l": 1}, ttl=100.0)
@@ -301,7 +288,7 @@ def test_values_and_expiry_times_survive_close_and_reopen(db_path: Path, clock: 
     reopened.close()
 
 
-def test_context_manager_closes_and_a_new_instance_sees_the_data(db_path: Path, clock: FakeClock) -> None:
+def test_context_manager_closes_and_a_new_instance_sees_the_data(db_path: Path, clock: ManualClock) -> None:
     with open_cache(db_path, clock) as cache:
         cache.set("k", [1, 2, 3])
     assert not Path(f"{db_path}-wal").exists() or Path(f"{db_path}-wal").stat().st_size == 0
@@ -309,7 +296,7 @@ def test_context_manager_closes_and_a_new_instance_sees_the_data(db_path: Path, 
         assert cache.get("k") == [1, 2, 3]
 
 
-def test_writes_are_on_disk_before_set_returns(db_path: Path, clock: FakeClock) -> None:
+def test_writes_are_on_disk_before_set_returns(db_path: Path, clock: ManualClock) -> None:
     cache = open_cache(db_path, clock)
     cache.set("k", "v")
     other = open_cache(db_path, clock)  # a second reader while the first is still open
@@ -318,7 +305,7 @@ def test_writes_are_on_disk_before_set_returns(db_path: Path, clock: FakeClock) 
     cache.close()
 
 
-def test_path_in_a_missing_directory_is_created(tmp_path: Path, clock: FakeClock) -> None:
+def test_path_in_a_missing_directory_is_created(tmp_path: Path, clock: ManualClock) -> None:
     path = tmp_path / "a" / "b" / "cache.db"
     with open_cache(path, clock) as cache:
         cache.set("k", 1)
@@ -329,7 +316,7 @@ def test_path_in_a_missing_directory_is_created(tmp_path: Path, clock: FakeClock
 # -- memory layer (LRU) -------------------------------------------------------------------
 
 
-def test_lru_evicts_the_least_recently_used_and_a_get_refreshes_recency(db_path: Path, clock: FakeClock) -> None:
+def test_lru_evicts_the_least_recently_used_and_a_get_refreshes_recency(db_path: Path, clock: ManualClock) -> None:
     cache = open_cache(db_path, clock, max_memory_items=2)
     cache.set("a", 1)
     cache.set("b", 2)
@@ -355,7 +342,7 @@ def test_lru_evicts_the_least_recently_used_and_a_get_refreshes_recency(db_path:
     cache.close()
 
 
-def test_set_of_an_existing_key_refreshes_recency(db_path: Path, clock: FakeClock) -> None:
+def test_set_of_an_existing_key_refreshes_recency(db_path: Path, clock: ManualClock) -> None:
     cache = open_cache(db_path, clock, max_memory_items=2)
     cache.set("a", 1)
     cache.set("b", 2)
@@ -368,7 +355,7 @@ def test_set_of_an_existing_key_refreshes_recency(db_path: Path, clock: FakeCloc
     cache.close()
 
 
-def test_memory_only_cache_forgets_evicted_entries(clock: FakeClock) -> None:
+def test_memory_only_cache_forgets_evicted_entries(clock: ManualClock) -> None:
     cache = open_cache(None, clock, max_memory_items=2)
     for key in "abc":
         cache.set(key, key)
@@ -384,7 +371,7 @@ def test_memory_only_cache_forgets_evicted_entries(clock: FakeClock) -> None:
 # -- compression --------------------------------------------------------------------------
 
 
-def test_values_above_the_threshold_are_stored_compressed_and_round_trip(db_path: Path, clock: FakeClock) -> None:
+def test_values_above_the_threshold_are_stored_compressed_and_round_trip(db_path: Path, clock: ManualClock) -> None:
     big = {"text": "lorem ipsum " * 200, "n": list(range(50))}
     cache = open_cache(db_path, clock, compress_threshold=64)
     cache.set("big", big)
@@ -401,7 +388,7 @@ def test_values_above_the_threshold_are_stored_compressed_and_round_trip(db_path
         assert reopened.get("small") == {"t": "x"}
 
 
-def test_compression_threshold_is_exclusive(db_path: Path, clock: FakeClock) -> None:
+def test_compression_threshold_is_exclusive(db_path: Path, clock: ManualClock) -> None:
     cache = open_cache(db_path, clock, compress_threshold=10)
     cache.set("at", "x" * 8)  # '"xxxxxxxx"' is exactly 10 bytes
     cache.set("above", "x" * 9)  # 11 bytes
@@ -413,7 +400,7 @@ def test_compression_threshold_is_exclusive(db_path: Path, clock: FakeClock) -> 
         assert reopened.get("above") == "x" * 9
 
 
-def test_compressed_values_are_readable_by_a_cache_with_another_threshold(db_path: Path, clock: FakeClock) -> None:
+def test_compressed_values_are_readable_by_a_cache_with_another_threshold(db_path: Path, clock: ManualClock) -> None:
     with open_cache(db_path, clock, compress_threshold=0) as cache:
         cache.set("k", {"a": "b" * 100})
     with open_cache(db_path, clock, compress_threshold=10_000) as cache:
@@ -424,7 +411,7 @@ def test_compressed_values_are_readable_by_a_cache_with_another_threshold(db_pat
 
 
 def test_corrupt_file_is_moved_aside_and_the_cache_starts_afresh(
-    db_path: Path, clock: FakeClock, caplog: pytest.LogCaptureFixture
+    db_path: Path, clock: ManualClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     garbage = b"this is not a database\x00\xff" * 100
     db_path.write_bytes(garbage)
@@ -447,7 +434,7 @@ def test_corrupt_file_is_moved_aside_and_the_cache_starts_afresh(
         assert reopened.stats()["recoveries"] == 0
 
 
-def test_stale_wal_files_of_a_corrupt_database_are_discarded(db_path: Path, clock: FakeClock) -> None:
+def test_stale_wal_files_of_a_corrupt_database_are_discarded(db_path: Path, clock: ManualClock) -> None:
     db_path.write_bytes(b"\x01" * 4096)
     Path(f"{db_path}-wal").write_bytes(b"\x02" * 100)
     Path(f"{db_path}-shm").write_bytes(b"\x03" * 100)
@@ -459,7 +446,7 @@ def test_stale_wal_files_of_a_corrupt_database_are_discarded(db_path: Path, cloc
         assert cache.get("k") == 1
 
 
-def test_unrecoverable_location_falls_back_to_memory_only(tmp_path: Path, clock: FakeClock) -> None:
+def test_unrecoverable_location_falls_back_to_memory_only(tmp_path: Path, clock: ManualClock) -> None:
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("a regular file")
     cache = open_cache(blocker / "cache.db", clock)  # must not raise
@@ -473,7 +460,7 @@ def test_unrecoverable_location_falls_back_to_memory_only(tmp_path: Path, clock:
     assert blocker.read_text() == "a regular file"
 
 
-def test_unrecoverable_nested_location_falls_back_to_memory_only(tmp_path: Path, clock: FakeClock) -> None:
+def test_unrecoverable_nested_location_falls_back_to_memory_only(tmp_path: Path, clock: ManualClock) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("x")
     cache = open_cache(blocker / "sub" / "cache.db", clock)  # must not raise
@@ -485,7 +472,7 @@ def test_unrecoverable_nested_location_falls_back_to_memory_only(tmp_path: Path,
 # -- stats --------------------------------------------------------------------------------
 
 
-def test_stats_are_plain_numbers(db_path: Path, clock: FakeClock) -> None:
+def test_stats_are_plain_numbers(db_path: Path, clock: ManualClock) -> None:
     cache = open_cache(db_path, clock, max_memory_items=1)
     cache.set("a", 1)
     cache.set("b", 2)
@@ -502,7 +489,7 @@ def test_stats_are_plain_numbers(db_path: Path, clock: FakeClock) -> None:
     cache.close()
 
 
-def test_stats_count_hits_misses_and_hit_rate(db_path: Path, clock: FakeClock) -> None:
+def test_stats_count_hits_misses_and_hit_rate(db_path: Path, clock: ManualClock) -> None:
     cache = open_cache(db_path, clock, max_memory_items=1)
     cache.set("a", 1)
     cache.set("b", 2)  # a on disk only
@@ -522,7 +509,7 @@ def test_stats_count_hits_misses_and_hit_rate(db_path: Path, clock: FakeClock) -
     cache.close()
 
 
-def test_stats_of_a_fresh_cache(db_path: Path, clock: FakeClock) -> None:
+def test_stats_of_a_fresh_cache(db_path: Path, clock: ManualClock) -> None:
     with open_cache(db_path, clock) as cache:
         stats = cache.stats()
         assert {f: stats[f] for f in STAT_FIELDS if f != "diskBytes"} == {
@@ -554,7 +541,7 @@ _operations = st.lists(
 @settings(max_examples=50, deadline=None)
 @given(max_items=st.integers(min_value=1, max_value=4), operations=_operations)
 def test_property_lru_layer_is_bounded_and_nothing_live_is_lost(max_items: int, operations: list[tuple]) -> None:
-    clock = FakeClock(1_000_000.0)
+    clock = ManualClock(1_000_000.0)
     default_ttl = 30
     model: dict[str, tuple[Any, float]] = {}  # key -> (value, expires)
 

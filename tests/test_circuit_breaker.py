@@ -4,42 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Coroutine
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
 from tooloo_cli.resilience.circuit_breaker import CallTimeoutError, CircuitBreaker, CircuitOpenError
-
-T = TypeVar("T")
-
+from tooloo_cli.phase6.support import ManualClock, run, settle
 
 # -- helpers ------------------------------------------------------------------------------
-
-
-def run(coroutine: Coroutine[Any, Any, T]) -> T:
-    """Runs a coroutine on a fresh event loop."""
-    return asyncio.run(coroutine)
-
-
-async def settle(rounds: int = 5) -> None:
-    """Lets other tasks run a few steps without any real waiting."""
-    for _ in range(rounds):
-        await asyncio.sleep(0)
-
-
-class ManualClock:
-    """A monotonic clock that only moves when the test says so."""
-
-    def __init__(self, start: float = 500.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 class Upstream:

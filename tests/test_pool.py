@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
@@ -19,29 +19,9 @@ from tooloo_cli.resilience.pool import (
     sqlite_connector,
     sqlite_is_healthy,
 )
-
-T = TypeVar("T")
-
+from tooloo_cli.phase6.support import ManualClock, run
 
 # -- helpers ------------------------------------------------------------------------------
-
-
-def run(coroutine: Coroutine[Any, Any, T]) -> T:
-    """Runs a coroutine on a fresh event loop."""
-    return asyncio.run(coroutine)
-
-
-class ManualClock:
-    """A monotonic clock that only moves when the test says so."""
-
-    def __init__(self, start: float = 1_000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 class FakeConnection:

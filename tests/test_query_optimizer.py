@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import sqlite3
-from collections.abc import Coroutine, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -16,22 +16,12 @@ from hypothesis import strategies as st
 from tooloo_cli.resilience.pool import ConnectionPool, sqlite_close, sqlite_connector, sqlite_is_healthy
 from tooloo_cli.resilience.query_optimizer import QueryOptimizer, SQLiteBatchExecutor, normalize
 from tooloo_cli.resilience.singleflight import SingleFlight
+from tooloo_cli.phase6.support import run, settle
 
 T = TypeVar("T")
 
 
 # -- helpers ------------------------------------------------------------------------------
-
-
-def run(coroutine: Coroutine[Any, Any, T]) -> T:
-    """Runs a coroutine on a fresh event loop."""
-    return asyncio.run(coroutine)
-
-
-async def settle(rounds: int = 5) -> None:
-    """Lets other tasks run a few steps without any real waiting."""
-    for _ in range(rounds):
-        await asyncio.sleep(0)
 
 
 class RecordingExecutor:

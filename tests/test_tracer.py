@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import math
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -23,6 +23,7 @@ from tooloo_cli.resilience.tracer import (
     format_traceparent,
     parse_traceparent,
 )
+from tooloo_cli.phase6.support import ManualClock, run
 
 T = TypeVar("T")
 
@@ -32,24 +33,6 @@ PARENT_ID = "00f067aa0ba902b7"
 
 
 # -- helpers ------------------------------------------------------------------------------
-
-
-def run(coroutine: Coroutine[Any, Any, T]) -> T:
-    """Runs a coroutine on a fresh event loop."""
-    return asyncio.run(coroutine)
-
-
-class ManualClock:
-    """A monotonic clock (seconds) that only moves when the test says so."""
-
-    def __init__(self, start: float = 1_000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 class FakeNanoClock:

@@ -76,6 +76,7 @@ class Coach:
 
     async def boost(self, rounds: int) -> list[dict[str, Any]]:
         """`rounds` rounds one after another, the ones that succeeded; ApiError 409 while another boost runs."""
+        # Checked and taken with no await in between: two boosts can never both pass.
         if self._boosting.locked():
             raise ApiError(409, "a boost is already running")
         async with self._boosting:
