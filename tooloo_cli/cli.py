@@ -253,6 +253,31 @@ def logs(
     raise typer.Exit(show(_load(ctx), name, _console(), lines, follow))
 
 
+@app.command("observe", rich_help_panel="The stack")
+def observe(
+    ctx: typer.Context,
+    watch: Annotated[bool, typer.Option("--watch", "-w", help="A live dashboard, redrawn every interval "
+                                                            "until Ctrl-C.")] = False,
+    interval: Annotated[Optional[float], typer.Option("--interval", "-i", min=0.1,
+                                                      help="Seconds between polls (default: observe.interval, 1).")
+                        ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the merged document for scripts.")] = False,
+    services: Annotated[Optional[list[str]], typer.Option("--service", "-s", callback=_service_names,
+                                                          help="Only this service (repeatable).")] = None,
+) -> None:
+    """Poll every service's observability endpoint and show traces, limits, caches and breakers.
+
+    One shot by default: exit 1 when a polled service is down. [bold]--watch[/] keeps a live
+    dashboard with throughput sparklines and the most recent errors.
+
+    Example: [bold]tooloo observe --watch[/]   or   [bold]tooloo observe -s budget --json[/]
+    """
+    from tooloo_cli.observe import observe as run_observe
+
+    raise typer.Exit(run_observe(_load(ctx), services or [], _console(), watch=watch, interval=interval,
+                                 as_json=as_json))
+
+
 # -- test and bench -------------------------------------------------------------------
 
 

@@ -76,15 +76,18 @@ class ApiMiddleware:
     """
 
     def __init__(self, app: ASGIApp, tracer: Tracer, max_body: int, limiter: RateLimiter | None = None,
-                 trusted_proxies: tuple[Network, ...] = ()) -> None:
+                 trusted_proxies: tuple[Network, ...] = (), unmetered: frozenset[str] = frozenset()) -> None:
         self.app = app
         self.tracer = tracer
         self.max_body = max_body
         self.limiter = limiter
         self.trusted_proxies = trusted_proxies
+        # Monitoring paths (the observability documents): polling them every second must not
+        # show up as traffic in the very metrics it reads, nor spend the clients' tokens.
+        self.unmetered = unmetered
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not _traced(scope):
+        if not _traced(scope) or scope["path"] in self.unmetered:
             await self.app(scope, receive, send)
             return
         incoming = None

@@ -82,14 +82,14 @@ class OpenAIProvider:
     kind = "openai"
 
     def __init__(self, base_url: str, model: str, api_key_env: str, timeout: float) -> None:
-        import httpx
+        from tooloo_cli._httpx import httpx
 
         self.model = model
         self.api_key_env = api_key_env
         self._client = httpx.AsyncClient(base_url=base_url.rstrip("/"), timeout=timeout)
 
     async def complete(self, prompt: str) -> Completion:
-        import httpx
+        from tooloo_cli._httpx import httpx
 
         key = os.environ.get(self.api_key_env)
         if not key:

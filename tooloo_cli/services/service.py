@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from tooloo_cli.services.upstream import Upstream
 
 Hook = Callable[[], Awaitable[None]]
+OBSERVABILITY_PATH = "/api/v1/system/observability"
 logger = logging.getLogger("tooloo.services")
 
 
@@ -227,19 +228,24 @@ def build_app(service: Service, routes: list[BaseRoute], *, limit_api: bool = Fa
         Route("/health", health),
         Route("/ready", ready),
         Route("/api/v1/system/health", health),  # /health behind the /api middleware, for benchmarks
-        observability_route(service, "/api/v1/system/observability"),
+        observability_route(service, OBSERVABILITY_PATH),
     ]
-    app: ASGIApp = Starlette(routes=shared + routes, exception_handlers=EXCEPTION_HANDLERS,
-                             lifespan=service.lifespan)
+    all_routes = shared + routes
+    unmetered = frozenset(route.path for route in all_routes
+                          if isinstance(route, Route) and route.endpoint.__name__ == "observability")
+    app: ASGIApp = Starlette(routes=all_routes, exception_handlers=EXCEPTION_HANDLERS, lifespan=service.lifespan)
     if limit_api and service.limiter is None:
         raise RuntimeError(f"the {service.name} service limits /api but has no rate limiter settings")
     app = ApiMiddleware(app, service.tracer, service.stack.max_body_bytes,
-                        service.limiter if limit_api else None, service.trusted_proxies)
+                        service.limiter if limit_api else None, service.trusted_proxies, unmetered)
     return AccessLogMiddleware(app, service.access_log)
 
 
 def observability_route(service: Service, path: str) -> Route:
-    """The observability document at `path` (budget serves it at a second path too)."""
+    """The observability document at `path` (budget serves it at a second path too).
+
+    Whatever path it is served at, it is left out of the request metrics (see ApiMiddleware).
+    """
 
     async def observability(request: Request) -> Response:
         return JSONResponse(service.observability())

@@ -1,0 +1,162 @@
+"""tooloo observe: every state rendered (respx), a live poll of real services, --watch under a pty."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import re
+import select
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import respx
+from rich.console import Console
+
+from tooloo_cli.bench.stack import EphemeralStack
+from tooloo_cli.config import LoadedConfig
+from tooloo_cli.observe import observe
+from tooloo_cli.observe.dashboard import History, sparkline
+from tooloo_cli.observe.poll import Observation, check_document
+
+TRACER = {"samplingRate": 0.1, "activeTraces": 0, "totalTraces": 1245, "sampledTraces": 130, "avgLatency": 45.2,
+          "p50Latency": 30.1, "p95Latency": 120.0, "p99Latency": 734.5, "throughput": 23.4, "errorRate": 0.08,
+          "spans": [{"traceId": "4bf92f3577b34da6a3ce929d0e0e4736", "name": "POST /api/v1/providers/burst",
+                     "status": "error", "durationMs": 3.2, "spans": []}]}
+
+
+def _document(name: str, **modules: Any) -> dict[str, Any]:
+    base = {"service": name, "version": "0.1.0", "pid": 4242, "uptime": 75.0, "tracer": TRACER, "rateLimiter": None,
+            "cache": None, "circuitBreakers": None, "pool": None, "queryOptimizer": None}
+    return base | modules
+
+
+def _url(loaded: LoadedConfig, name: str) -> str:
+    return f"http://127.0.0.1:{loaded.services[name].port}/api/v1/system/observability"
+
+
+def _render(loaded: LoadedConfig, names: list[str], routes: dict[str, Any]) -> tuple[int, str]:
+    console = Console(record=True, width=200, color_system=None)
+    with respx.mock(assert_all_called=False) as mock:
+        for name, outcome in routes.items():
+            route = mock.get(_url(loaded, name))
+            if isinstance(outcome, Exception):
+                route.mock(side_effect=outcome)
+            else:
+                route.mock(return_value=outcome)
+        code = observe(loaded, names, console)
+    return code, console.export_text()
+
+
+def test_every_state_is_shown_with_its_reason(stack_config: Callable[..., LoadedConfig]) -> None:
+    loaded = stack_config()
+    budget = _document("budget", rateLimiter={
+        "rateLimit": 100, "refillRate": 10, "totalRequests": 150, "allowedRequests": 100, "deniedRequests": 50,
+        "allowRate": 2 / 3, "activeBuckets": 2, "buckets": {"10.0.0.7": {"tokens": 0.0, "denied": 50}}},
+        cache={"hits": 30, "misses": 10, "hitRate": 0.75, "memoryItems": 12, "diskItems": 40, "diskBytes": 65536},
+        circuitBreakers={"provider": {"status": "open", "callCount": 9, "failureCount": 5, "rejectedCount": 3,
+                                      "lastFailureTime": "2025-11-14T12:30:00Z"}},
+        pool={"size": 2, "idle": 1, "inUse": 1, "waiting": 0, "acquired": 33, "timeouts": 0},
+        queryOptimizer={"batchesExecuted": 4, "avgBatchSize": 2.5, "singleflightCalls": 12, "singleflightShared": 7})
+    code, text = _render(loaded, ["web", "training", "meta", "budget", "coach", "reports"], {
+        "web": httpx.Response(200, json=_document("web")),
+        "training": httpx.ConnectError("refused"),
+        "meta": httpx.ReadTimeout("slow"),
+        "budget": httpx.Response(200, json=budget),
+        "coach": httpx.Response(200, text="<html>not json</html>"),
+        "reports": httpx.Response(500, json={"ok": False}),
+    })
+    assert code == 1  # one-shot observe fails when any polled service is not up
+    assert re.search(r"training .* down \(connection refused\)", text)
+    assert re.search(r"meta .* timeout \(no answer within 0\.5 s\)", text)
+    assert re.search(r"coach .* malformed \(the answer is not JSON\)", text)
+    assert re.search(r"reports .* error \(HTTP 500\)", text)
+    assert re.search(r"web .* up .* 4242 +1m15s", text)
+    assert re.search(r"budget +1,245 +0 +130 +23\.4 +45\.20 +30\.10 +120\.00 +734\.50 +8\.0%", text)
+    assert re.search(r"budget +100 +10 +100 +50 +66\.7% +2 +10\.0\.0\.7 \(50\)", text)  # the limiter denying
+    assert re.search(r"budget +30 +10 +75\.0% +12 +40 +65,536", text)
+    assert re.search(r"budget +provider +open +9 +5 +3 +\S+ ago", text)  # the breaker open
+    assert "budget pool: 2 open (1 in use, 0 waiting), 33 acquired, 0 timeouts" in text
+    assert "budget query optimizer: 4 batches (avg 2.5), 7 of 12 calls shared" in text
+
+
+def test_all_up_exits_0_and_json_is_the_merged_document(stack_config: Callable[..., LoadedConfig],
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    loaded = stack_config()
+    with respx.mock(assert_all_called=False) as mock:
+        for name in ("web", "budget"):
+            mock.get(_url(loaded, name)).mock(return_value=httpx.Response(200, json=_document(name)))
+        code = observe(loaded, ["web", "budget"], Console(), as_json=True)
+    document = json.loads(capsys.readouterr().out)
+    assert code == 0 and document["up"] == 2 and document["total"] == 2
+    assert document["services"]["budget"]["state"] == "up"
+    assert document["services"]["budget"]["observability"]["tracer"]["totalTraces"] == 1245
+
+
+def test_a_document_with_strings_for_numbers_is_malformed() -> None:
+    assert check_document({"tracer": {**TRACER, "avgLatency": "45.2ms"}}) == \
+        "tracer fields that are not numbers: avgLatency"
+    assert check_document([]) == "the answer is not a JSON object"
+    assert check_document({"tracer": TRACER}) is None
+
+
+def test_the_watch_history_keeps_a_minute_of_throughput_and_new_errors_once() -> None:
+    history = History()
+    down = Observation("budget", 3003, "down", 1.0, "connection refused")
+    up = Observation("web", 3000, "up", 1.0, None, _document("web"))
+    for _ in range(3):
+        history.add([down, up])
+    assert len(history.errors) == 2  # the refusal once, the error trace once
+    assert [value for _, value in history.throughput["web"]] == [23.4] * 3
+    assert sparkline([0, 5, 10]) == "▁▅█" and sparkline([0, 0]) == "▁▁"
+
+
+def test_a_live_poll_of_real_services(tmp_path: Path) -> None:
+    with EphemeralStack(tmp_path) as stack:
+        stack.start("web", "budget")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TOOLOO_")} | {"NO_COLOR": "1"}
+        command = [sys.executable, "-m", "tooloo_cli", "--config", str(stack.config_path), "observe"]
+        some = subprocess.run([*command, "-s", "web", "-s", "budget", "--json"], capture_output=True, text=True,
+                              env=env, timeout=60)
+        every = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
+    assert some.returncode == 0, some.stderr
+    document = json.loads(some.stdout)
+    assert document["services"]["budget"]["observability"]["cache"]["hitRate"] == 0.0
+    assert every.returncode == 1 and "connection refused" in every.stdout and "Circuit breakers" in every.stdout
+
+
+def test_watch_redraws_a_live_dashboard_under_a_terminal(tmp_path: Path) -> None:
+    with EphemeralStack(tmp_path) as stack:
+        stack.start("web", "training")
+        controller, terminal = pty.openpty()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TOOLOO_")} | {
+            "TERM": "xterm-256color", "COLUMNS": "160", "LINES": "80"}
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tooloo_cli", "--config", str(stack.config_path), "observe", "--watch",
+             "--interval", "0.3", "-s", "web", "-s", "training"],
+            stdin=terminal, stdout=terminal, stderr=terminal, env=env, start_new_session=True)
+        os.close(terminal)
+        screen = b""
+        try:
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and len(set(re.findall(rb"updated (\d\d:\d\d:\d\d)", screen))) < 2:
+                if select.select([controller], [], [], 0.2)[0]:
+                    screen += os.read(controller, 65536)
+            process.send_signal(signal.SIGINT)
+            process.wait(timeout=10)
+        finally:
+            if process.poll() is None:
+                process.kill()
+            os.close(controller)
+    text = screen.decode("utf-8", errors="replace")
+    assert process.returncode == 0
+    assert "Services" in text and "Tracing" in text and "Circuit breakers" in text and "Throughput, last minute" in text
+    assert len(set(re.findall(r"updated (\d\d:\d\d:\d\d)", text))) >= 2  # it redrew with a newer poll
+    assert "\x1b[?1049h" in text  # the alternate screen: drawn in place, no scrolling

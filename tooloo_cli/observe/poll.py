@@ -1,0 +1,122 @@
+"""Polling every observability endpoint at once: failure is data, never an exception.
+
+    async with httpx.AsyncClient() as client:
+        observations = await poll(client, targets_of(loaded, ["web", "budget"]), timeout=0.5)
+    [(o.name, o.state, o.reason) for o in observations]   # ("budget", "down", "connection refused")
+
+An observation is `up` with the service's document, or `down` (nothing listens),
+`timeout`, `error` (an HTTP error status) or `malformed` (not the observability document),
+each with a reason a person can read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from tooloo_cli._httpx import httpx
+
+from tooloo_cli.config import LoadedConfig
+
+PATH = "/api/v1/system/observability"
+NUMERIC_TRACER_FIELDS = ("activeTraces", "totalTraces", "sampledTraces", "avgLatency", "p50Latency", "p95Latency",
+                         "p99Latency", "throughput", "errorRate")
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    port: int
+    url: str
+
+
+@dataclass
+class Observation:
+    name: str
+    port: int
+    state: str  # up, down, timeout, error, malformed
+    latency_ms: float
+    reason: str | None = None
+    document: dict[str, Any] | None = None
+    polled_at: float = 0.0
+
+    @property
+    def up(self) -> bool:
+        return self.state == "up"
+
+    def module(self, key: str) -> dict[str, Any] | None:
+        """A module's section of the document (None when down or not embedded)."""
+        if self.document is None:
+            return None
+        section = self.document.get(key)
+        return section if isinstance(section, dict) else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "port": self.port, "state": self.state, "latencyMs": self.latency_ms,
+                "reason": self.reason, "polledAt": self.polled_at, "observability": self.document}
+
+
+def targets_of(loaded: LoadedConfig, names: list[str] | None = None) -> list[Target]:
+    host = loaded.config.stack.host
+    host = f"[{host}]" if ":" in host else host
+    chosen = names or list(loaded.services)
+    return [Target(name, loaded.services[name].port, f"http://{host}:{loaded.services[name].port}{PATH}")
+            for name in chosen]
+
+
+def check_document(document: Any) -> str | None:
+    """Why `document` is not an observability document, or None when it is one."""
+    if not isinstance(document, dict):
+        return "the answer is not a JSON object"
+    tracer = document.get("tracer")
+    if not isinstance(tracer, dict):
+        return "no tracer section"
+    wrong = [field for field in NUMERIC_TRACER_FIELDS
+             if not isinstance(tracer.get(field), (int, float)) or isinstance(tracer.get(field), bool)]
+    if wrong:
+        return f"tracer fields that are not numbers: {', '.join(wrong)}"
+    return None
+
+
+async def _poll_one(client: httpx.AsyncClient, target: Target, timeout: float) -> Observation:
+    started = time.perf_counter()
+
+    def seen(state: str, reason: str | None = None, document: dict[str, Any] | None = None) -> Observation:
+        return Observation(target.name, target.port, state, (time.perf_counter() - started) * 1000, reason,
+                           document, time.time())
+
+    try:
+        response = await client.get(target.url, timeout=timeout)
+    except httpx.ConnectError:
+        return seen("down", "connection refused")
+    except httpx.TimeoutException:
+        return seen("timeout", f"no answer within {timeout:g} s")
+    except httpx.HTTPError as exc:
+        return seen("down", f"{type(exc).__name__}: {exc}".rstrip(": "))
+    if response.status_code != 200:
+        return seen("error", f"HTTP {response.status_code}")
+    try:
+        document = response.json()
+    except (ValueError, json.JSONDecodeError):
+        return seen("malformed", "the answer is not JSON")
+    problem = check_document(document)
+    if problem is not None:
+        return seen("malformed", problem)
+    return seen("up", None, document)
+
+
+async def poll(client: httpx.AsyncClient, targets: list[Target], timeout: float) -> list[Observation]:
+    """Every target at once; the observations come back in the targets' order."""
+    return list(await asyncio.gather(*(_poll_one(client, target, timeout) for target in targets)))
+
+
+def new_client() -> httpx.AsyncClient:
+    """One client for every poll: keep-alive connections, and loopback never through a proxy.
+
+    The services speak plain http, so no TLS context is built (verify=False): loading the CA
+    bundle would be ~50 ms of a one-shot observe spent on nothing.
+    """
+    return httpx.AsyncClient(trust_env=False, verify=False, limits=httpx.Limits(max_keepalive_connections=16))
