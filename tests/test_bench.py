@@ -46,3 +46,53 @@ def test_bench_startup_reports_the_chain_and_leaves_no_orphans(tmp_path: Path) -
     figures = document["figures"]
     assert figures["orphans"] == 0 and figures["upSeconds"] > 0 and figures["supervisorRssMb"] > 0
     _no_stray_services(tmp_path)
+
+
+def _run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TOOLOO_")} | {"NO_COLOR": "1", "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "tooloo_cli", "bench", *args], cwd=tmp_path, capture_output=True,
+                          text=True, env=env, timeout=300)
+
+
+def test_a_saved_baseline_compares_and_a_regression_exits_1(tmp_path: Path) -> None:
+    baseline = tmp_path / "base.json"
+    saved = _run(tmp_path, "modules", "--quick", "--save", str(baseline))
+    assert saved.returncode == 0 and json.loads(baseline.read_text())["modules"]
+    same = _run(tmp_path, "modules", "--quick", "--compare", str(baseline), "--threshold", "1000")
+    assert same.returncode == 0 and "regressed" not in same.stdout
+    impossible = json.loads(baseline.read_text())
+    for result in impossible["modules"]:
+        result["usPerOp"] /= 1000  # a baseline a thousand times faster: now is a regression
+    baseline.write_text(json.dumps(impossible))
+    worse = _run(tmp_path, "modules", "--quick", "--compare", str(baseline))
+    assert worse.returncode == 1 and "regressed" in worse.stdout and "modules: cache set" in worse.stdout
+
+
+def test_a_missing_or_foreign_baseline_is_a_usage_error(tmp_path: Path) -> None:
+    (tmp_path / "other.json").write_text('{"hello": 1}')
+    for path in ("nope.json", "other.json"):
+        result = _run(tmp_path, "modules", "--quick", "--compare", str(tmp_path / path))
+        assert result.returncode == 2 and "baseline" in result.stderr + result.stdout
+
+
+def test_figures_know_which_way_is_better() -> None:
+    from tooloo_cli.bench.baseline import compare
+
+    def document(req: float, p99: float) -> dict:
+        return {"http": {"scenarios": [{"name": "x", "requests_per_s": req, "p99_ms": p99}], "figures": {
+            "middlewareShare": 0.9, "burstHitShare": 0.1, "samplingCost": 0.01, "stackPssMb": 190},
+            "targets": {"middlewareShare": 0.85, "burstHitShare": 0.4, "samplingCost": 0.03, "stackPssMb": 250}}}
+
+    changes = {c.figure.name: c for c in compare(document(1000, 2.0), document(800, 3.0))}
+    assert changes["http: x req/s"].percent == 20.0  # fewer req/s: 20 % worse
+    assert changes["http: x p99"].percent == 50.0  # a higher p99: 50 % worse
+    assert changes["http: eight services PSS"].percent == 0.0
+
+
+def test_bench_with_no_suite_runs_all_three_into_one_summary(tmp_path: Path) -> None:
+    result = _run(tmp_path, "--quick")
+    assert result.returncode == 0, result.stderr
+    assert "figures with a target" in result.stdout
+    for figure in ("modules: cache set", "http: middleware keeps", "startup: upSeconds"):
+        assert figure in result.stdout
+    _no_stray_services(tmp_path)

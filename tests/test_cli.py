@@ -378,3 +378,16 @@ def test_no_color_on_a_terminal_removes_colour(tmp_path: Path) -> None:
     plain = _run_in_pty(tmp_path, ["--help"], {**env, "NO_COLOR": "1"})
     assert b"config" in plain
     assert _colour_codes(plain) == []
+
+
+@pytest.mark.parametrize("command", ["up", "down", "status", "restart", "logs", "observe", "serve", "test", "bench",
+                                     "config show", "config init", "config validate"])
+def test_every_command_help_has_an_example(tmp_path: Path, command: str) -> None:
+    result = tooloo(tmp_path, *command.split(), "--help")
+    assert result.returncode == 0 and "Example" in result.stdout
+
+
+def test_help_groups_the_commands(tmp_path: Path) -> None:
+    result = tooloo(tmp_path, "--help")
+    for panel in ("The stack", "Quality", "Configuration"):
+        assert panel in result.stdout

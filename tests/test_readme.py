@@ -1,8 +1,24 @@
-"""The README's first lines stay true: CI runs exactly its test command."""
+"""The README stays true: its first lines are what CI runs, its configuration reference is the schema."""
 
 from __future__ import annotations
 
+import dataclasses
+import re
+import tomllib
 from pathlib import Path
+
+import tomli_w
+
+from tooloo_cli.config.schema import (
+    BreakerSettings,
+    CacheSettings,
+    Config,
+    PoolSettings,
+    ProviderSettings,
+    QueryOptimizerSettings,
+    RateLimiterSettings,
+    TracerSettings,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,3 +40,53 @@ def test_the_readme_opens_with_a_start_command_and_a_test_command() -> None:
 def test_ci_runs_exactly_the_readmes_test_command() -> None:
     ci = (ROOT / ".ci" / "run").read_text().splitlines()
     assert ci[-1].strip() == _setup_commands()[1]
+
+
+def _reference() -> dict[str, dict[str, str]]:
+    """The README's configuration reference: section -> key -> default, as written."""
+    text = (ROOT / "README.md").read_text()
+    sections: dict[str, dict[str, str]] = {}
+    current = None
+    for line in text.splitlines():
+        heading = re.match(r"^### `\[(.+)\]`$", line)
+        if heading:
+            current = heading.group(1)
+            sections[current] = {}
+        elif current and (row := re.match(r"^\| `([a-z_0-9]+)` \| `(.*)` \| .+ \|$", line)):
+            sections[current][row.group(1)] = row.group(2)
+        elif line.startswith("## "):
+            current = None
+    return sections
+
+
+def _toml_value(value: object) -> str:
+    return tomli_w.dumps({"v": value})[4:].strip()
+
+
+def test_the_configuration_reference_lists_every_key_with_its_default() -> None:
+    documented = _reference()
+    defaults = Config.defaults()
+    for name in ("stack", "supervisor", "observe"):
+        section = getattr(defaults, name)
+        expected = {f.name: _toml_value(getattr(section, f.name)) for f in dataclasses.fields(section)}
+        assert documented[name] == expected, name
+    for module, settings in (("tracer", TracerSettings), ("rate_limiter", RateLimiterSettings),
+                             ("cache", CacheSettings), ("pool", PoolSettings),
+                             ("query_optimizer", QueryOptimizerSettings), ("breaker", BreakerSettings),
+                             ("provider", ProviderSettings)):
+        instance = settings()
+        expected = {f.name: _toml_value(getattr(instance, f.name)) for f in dataclasses.fields(settings)}
+        assert documented[f"services.NAME.{module}"] == expected, module
+
+
+def test_every_key_of_tooloo_toml_is_in_the_reference() -> None:
+    documented = _reference()
+    data = tomllib.loads((ROOT / "tooloo.toml").read_text())
+    for section in ("stack", "supervisor", "observe"):
+        assert set(data[section]) == set(documented[section])
+    for service in data["services"].values():
+        for key, value in service.items():
+            if isinstance(value, dict):
+                assert set(value) == set(documented[f"services.NAME.{key}"]), key
+            else:
+                assert key == "port"

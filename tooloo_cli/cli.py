@@ -119,35 +119,7 @@ def config_validate(ctx: typer.Context) -> None:
     print(f"{origin}{extra}: valid ({len(loaded.services)} services)")
 
 
-# -- services ---------------------------------------------------------------------------
-
-
-def _service_name(value: str) -> str:
-    from tooloo_cli.services import SERVICE_NAMES
-
-    if value not in SERVICE_NAMES:
-        raise typer.BadParameter(f"{value!r} is not a service; choose from {', '.join(SERVICE_NAMES)}")
-    return value
-
-
-@app.command("serve", rich_help_panel="Services")
-def serve(
-    ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="The service: web, training, meta, budget, coach, segmentation, "
-                                             "reports or capabilities.", callback=_service_name)],
-    port: Annotated[Optional[int], typer.Option("--port", "-p", min=1, max=65535,
-                                                help="Listen here instead of the configured port.")] = None,
-) -> None:
-    """Run one service in the foreground (what the supervisor launches); Ctrl-C or SIGTERM stops it.
-
-    Example: [bold]tooloo serve budget --port 3103[/]
-    """
-    from tooloo_cli.services.serve import serve as run_service
-
-    raise typer.Exit(run_service(name, _load(ctx), port))
-
-
-# -- the stack ---------------------------------------------------------------------------
+# -- service names ----------------------------------------------------------------------
 
 
 def _service_names(values: Optional[list[str]]) -> list[str]:
@@ -160,8 +132,23 @@ def _service_names(values: Optional[list[str]]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def _complete_service(incomplete: str) -> list[str]:
+    """Service names for shell completion (cheap: no config, no heavy import)."""
+    from tooloo_cli.services import SERVICE_NAMES
+
+    return [name for name in SERVICE_NAMES if name.startswith(incomplete)]
+
+
 ServiceNames = Annotated[Optional[list[str]], typer.Argument(help="Services (default: all eight).",
-                                                             callback=_service_names, show_default=False)]
+                                                             callback=_service_names, show_default=False,
+                                                             autocompletion=_complete_service)]
+
+
+def _service_name(value: str) -> str:
+    return _service_names([value])[0]
+
+
+# -- the stack ---------------------------------------------------------------------------
 
 
 def _console():  # -> rich Console, imported lazily
@@ -225,7 +212,7 @@ def status(
 
 @app.command("restart", rich_help_panel="The stack")
 def restart(ctx: typer.Context, names: Annotated[list[str], typer.Argument(
-        help="Services to restart.", callback=_service_names)]) -> None:
+        help="Services to restart.", callback=_service_names, autocompletion=_complete_service)]) -> None:
     """Restart services (stop, then start) and wait until they are healthy.
 
     Example: [bold]tooloo restart budget reports[/]
@@ -238,7 +225,8 @@ def restart(ctx: typer.Context, names: Annotated[list[str], typer.Argument(
 @app.command("logs", rich_help_panel="The stack")
 def logs(
     ctx: typer.Context,
-    name: Annotated[Optional[str], typer.Argument(help="One service (default: all, prefixed).")] = None,
+    name: Annotated[Optional[str], typer.Argument(help="One service (default: all, prefixed).",
+                                                  autocompletion=_complete_service)] = None,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines until Ctrl-C.")] = False,
     lines: Annotated[int, typer.Option("--lines", "-n", min=0, help="How many past lines to show.")] = 20,
 ) -> None:
@@ -263,6 +251,7 @@ def observe(
                         ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the merged document for scripts.")] = False,
     services: Annotated[Optional[list[str]], typer.Option("--service", "-s", callback=_service_names,
+                                                          autocompletion=_complete_service,
                                                           help="Only this service (repeatable).")] = None,
 ) -> None:
     """Poll every service's observability endpoint and show traces, limits, caches and breakers.
@@ -278,47 +267,80 @@ def observe(
                                  as_json=as_json))
 
 
+@app.command("serve", rich_help_panel="The stack")
+def serve(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The service: web, training, meta, budget, coach, segmentation, "
+                                             "reports or capabilities.", callback=_service_name,
+                                        autocompletion=_complete_service)],
+    port: Annotated[Optional[int], typer.Option("--port", "-p", min=1, max=65535,
+                                                help="Listen here instead of the configured port.")] = None,
+) -> None:
+    """Run one service in the foreground (what the supervisor launches); Ctrl-C or SIGTERM stops it.
+
+    Example: [bold]tooloo serve budget --port 3103[/]
+    """
+    from tooloo_cli.services.serve import serve as run_service
+
+    raise typer.Exit(run_service(name, _load(ctx), port))
+
+
 # -- test and bench -------------------------------------------------------------------
 
 
 @app.command("test", rich_help_panel="Quality")
 def test(
+    ctx: typer.Context,
     keyword: Annotated[Optional[str], typer.Option("-k", help="Only checks matching this pytest expression.")] = None,
     exitfirst: Annotated[bool, typer.Option("--exitfirst", "-x", help="Stop at the first failure.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="List every check.")] = False,
+    live: Annotated[bool, typer.Option("--live", help="Also check the running stack: health, every "
+                                                     "observability document, one traced request.")] = False,
 ) -> None:
     """Run the Phase 6 suite: the seed's eight groups, with a grouped summary.
 
-    Ends with the line `N passed, N failed`; exits 1 when any check fails.
+    Ends with the line `N passed, N failed`; exits 1 when any check fails. [bold]--live[/] adds
+    contract checks against the stack that `tooloo up` started.
 
-    Example: [bold]tooloo test -k RateLimiter[/]
+    Example: [bold]tooloo test -k RateLimiter[/]   or   [bold]tooloo test --live[/]
     """
     from tooloo_cli.phase6.runner import run_suite
 
-    raise typer.Exit(run_suite(keyword=keyword, exitfirst=exitfirst, verbose=verbose))
+    raise typer.Exit(run_suite(keyword=keyword, exitfirst=exitfirst, verbose=verbose,
+                               live=_load(ctx) if live else None))
 
 
 @app.command("bench", rich_help_panel="Quality")
 def bench(
-    suite: Annotated[Optional[Suite], typer.Argument(help="Which suite (default: all).")] = None,
+    suite: Annotated[Optional[Suite], typer.Argument(help="One suite; without it, all three and a summary.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
     quick: Annotated[bool, typer.Option("--quick", help="Fewer, shorter runs (a smoke test, not a measurement).")] = False,
+    save: Annotated[Optional[Path], typer.Option("--save", help="Write the figures to this JSON file.")] = None,
+    compare: Annotated[Optional[Path], typer.Option("--compare", help="Compare with a saved file; exit 1 on a "
+                                                                      "regression.")] = None,
+    threshold: Annotated[float, typer.Option("--threshold", min=0, help="How many % worse counts as a "
+                                                                         "regression.")] = 15.0,
 ) -> None:
-    """Benchmark the stack: [bold]modules[/] (µs/op beside the seed's Node figures), [bold]http[/]
-    (load against a private stack on free ports: gateway, middleware, burst cache, tracer, memory)
-    and [bold]startup[/] (tooloo up to healthy, down, orphans, supervisor memory, command latency).
+    """Benchmark the stack: one suite, or all three with a summary against the targets.
 
-    Example: [bold]tooloo bench http --json[/]
+    [bold]modules[/]: µs/op of the resilience modules beside the seed's Node figures.
+    [bold]http[/]: load against a private stack on free ports (gateway, middleware, burst cache,
+    tracer sampling, memory). [bold]startup[/]: tooloo up to healthy, down, orphans, supervisor
+    memory, command latency.
+
+    Example: [bold]tooloo bench --save base.json[/], later [bold]tooloo bench --compare base.json --threshold 20[/]
     """
     from tooloo_cli.bench import run_benchmarks
 
-    raise typer.Exit(run_benchmarks([s.value for s in ([suite] if suite else list(Suite))], as_json=as_json, quick=quick))
+    suites = [suite.value] if suite else [s.value for s in Suite]
+    raise typer.Exit(run_benchmarks(suites, as_json=as_json, quick=quick, summary_only=suite is None, save=save,
+                                    compare_with=compare, threshold=threshold))
 
 
 def run() -> None:
     """Runs the app, turning ToolooError into its exit code and never showing a traceback."""
     try:
-        app()
+        app(prog_name="tooloo")  # the same name (usage, completion) under `python -m tooloo_cli`
     except ToolooError as exc:
         print(f"tooloo: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)

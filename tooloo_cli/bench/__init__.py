@@ -11,17 +11,21 @@ from __future__ import annotations
 import json
 import platform
 import sys
+from pathlib import Path
 from typing import Any
 
 
-def run_benchmarks(suites: list[str], *, as_json: bool = False, quick: bool = False) -> int:
-    """Runs the suites in order and prints one report (a table, or JSON for scripts)."""
+def run_benchmarks(suites: list[str], *, as_json: bool = False, quick: bool = False, summary_only: bool = False,
+                   save: Path | None = None, compare_with: Path | None = None, threshold: float = 15.0) -> int:
+    """Runs the suites and prints one report; with a baseline, exit 1 on a regression past `threshold` %."""
     from rich.console import Console
 
-    from tooloo_cli.bench import report
+    from tooloo_cli.bench import baseline, report
 
+    previous = baseline.load(compare_with) if compare_with is not None else None  # fail early, before measuring
     console = Console(stderr=as_json)  # progress goes to stderr when stdout carries JSON
     runs = 2 if quick else 5
+    details = not as_json and not summary_only
     document: dict[str, Any] = {"python": platform.python_version(), "machine": platform.machine(), "quick": quick}
     if "modules" in suites:
         from tooloo_cli.bench.modules import run_module_benchmarks
@@ -29,7 +33,7 @@ def run_benchmarks(suites: list[str], *, as_json: bool = False, quick: bool = Fa
         with console.status("bench modules: resilience micro-benchmarks"):
             modules = run_module_benchmarks(runs=runs, scale=0.05 if quick else 1.0)
         document["modules"] = [result.to_dict() for result in modules]
-        if not as_json:
+        if details:
             report.print_module_table(modules, runs=runs, quick=quick, console=console)
     if "http" in suites:
         from tooloo_cli.bench.http import run_http_benchmarks
@@ -38,7 +42,7 @@ def run_benchmarks(suites: list[str], *, as_json: bool = False, quick: bool = Fa
             http = run_http_benchmarks(seconds=0.3 if quick else 2.0, rounds=1 if quick else 3,
                                        progress=lambda step: status.update(f"bench http: {step}"))
         document["http"] = http.to_dict()
-        if not as_json:
+        if details:
             report.print_http_table(http, quick=quick, console=console)
     if "startup" in suites:
         from tooloo_cli.bench.startup import run_startup_benchmarks
@@ -46,9 +50,18 @@ def run_benchmarks(suites: list[str], *, as_json: bool = False, quick: bool = Fa
         with console.status("bench startup: tooloo up, status and down, for real"):
             startup = run_startup_benchmarks(rounds=1 if quick else 3)
         document["startup"] = startup.to_dict()
-        if not as_json:
+        if details:
             report.print_startup_table(startup, quick=quick, console=console)
+    if save is not None:
+        save.write_text(json.dumps(document, indent=2) + "\n")
+        console.print(f"saved {save}")
     if as_json:
         json.dump(document, sys.stdout, indent=2)
         print()
-    return 0
+    elif summary_only:
+        report.print_summary(baseline.figures(document), console=console)
+    if previous is None:
+        return 0
+    changes = baseline.compare(previous, document)
+    report.print_comparison(changes, threshold, compare_with, console=console)
+    return 1 if any(change.regressed(threshold) for change in changes) else 0

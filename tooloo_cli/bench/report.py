@@ -8,6 +8,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
+from tooloo_cli.bench.baseline import Change, Figure
 from tooloo_cli.bench.http import TARGETS, HttpResults
 from tooloo_cli.bench.modules import BenchResult
 from tooloo_cli.bench.startup import TARGETS as STARTUP_TARGETS
@@ -113,3 +114,43 @@ def print_startup_table(results: StartupResults, *, quick: bool = False, console
     for name, measured, target, ok in rows:
         summary.add_row(name, measured, target, _verdict(ok))
     console.print(summary)
+
+
+def _value(figure: Figure, value: float) -> str:
+    return f"{value:,.3f}" if abs(value) < 10 else f"{value:,.1f}"
+
+
+def print_summary(figures: dict[str, Figure], *, console: Console | None = None) -> None:
+    """One table of every figure that has a target, and whether it meets it."""
+    console = console or Console()
+    table = Table(title="tooloo bench: figures with a target", title_justify="left")
+    for column, justify in (("figure", "left"), ("measured", "right"), ("target", "right"), ("", "left")):
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    for figure in figures.values():
+        if figure.target is None:
+            continue
+        sign = "≤" if figure.lower_is_better else "≥"
+        table.add_row(figure.name, f"{_value(figure, figure.value)} {figure.unit}",
+                      f"{sign} {figure.target:g} {figure.unit}", _verdict(bool(figure.meets_target)))
+    console.print(table)
+
+
+def print_comparison(changes: list[Change], threshold: float, baseline: object, *,
+                     console: Console | None = None) -> None:
+    console = console or Console()
+    table = Table(title=f"against {baseline} (regression: worse by more than {threshold:g} %)", title_justify="left")
+    for column, justify in (("figure", "left"), ("baseline", "right"), ("now", "right"), ("change", "right")):
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    table.add_column("", no_wrap=True, min_width=9)  # the verdict is the point: never squeezed away
+    for change in changes:
+        figure = change.figure
+        if change.regressed(threshold):
+            verdict = "[red]regressed[/]"
+        elif change.percent < -threshold:
+            verdict = "[green]improved[/]"
+        else:
+            verdict = "[dim]within[/]"
+        table.add_row(figure.name, f"{_value(figure, change.baseline)} {figure.unit}",
+                      f"{_value(figure, figure.value)} {figure.unit}", f"{-change.percent:+.1f} % better"
+                      if change.percent <= 0 else f"{change.percent:.1f} % worse", verdict)
+    console.print(table)

@@ -11,7 +11,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tooloo_cli.config import LoadedConfig
 
 SUITE_DIR = Path(__file__).parent
 
@@ -25,7 +28,9 @@ GROUPS: dict[str, tuple[str, str]] = {
     "test_6_integration": ("🔀", "Cross-Module Integration"),
     "test_7_performance": ("⚙️ ", "Performance Benchmarks"),
     "test_8_error_handling": ("🛡️ ", "Error Handling"),
+    "test_9_live_stack": ("🌐", "Live stack"),
 }
+LIVE_DIR = SUITE_DIR.parent / "live"
 
 
 @dataclass
@@ -70,16 +75,27 @@ def _failure_message(report: Any) -> str:
     return str(report.longrepr).strip().splitlines()[-1] if report.longrepr else "failed"
 
 
-def run_suite(*, keyword: str | None = None, exitfirst: bool = False, verbose: bool = False) -> int:
-    """Runs the suite and prints the summary; returns the exit code (0, or 1 on any failure)."""
+def run_suite(*, keyword: str | None = None, exitfirst: bool = False, verbose: bool = False,
+              live: LoadedConfig | None = None) -> int:
+    """Runs the suite (and the live checks against `live`'s stack) and prints the summary.
+
+    Returns the exit code: 0, or 1 on any failure.
+    """
     import pytest
     from rich.console import Console
 
     console = Console()
     collector = _Collector()
+    plugins: list[Any] = [collector]
+    paths = [str(SUITE_DIR)]
+    if live is not None:
+        from tooloo_cli.live import LiveStack
+
+        plugins.append(LiveStack(live))
+        paths.append(str(LIVE_DIR))
     args = [
-        str(SUITE_DIR),
-        "--rootdir", str(SUITE_DIR),
+        *paths,
+        "--rootdir", str(SUITE_DIR.parent),
         "-c", os.devnull,  # the suite is self-contained: no ini file of the working directory applies
         "-p", "no:cacheprovider",  # an installed package directory may be read-only
         "-p", "no:terminal",  # the summary below replaces pytest's report
@@ -88,7 +104,7 @@ def run_suite(*, keyword: str | None = None, exitfirst: bool = False, verbose: b
         args += ["-k", keyword]
     if exitfirst:
         args.append("-x")
-    pytest_exit = pytest.main(args, plugins=[collector])
+    pytest_exit = pytest.main(args, plugins=plugins)
     results = list(collector.results.values())
     if not results:
         console.print(f"tooloo test: no checks ran (pytest exit {int(pytest_exit)})"

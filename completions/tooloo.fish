@@ -1,0 +1,1 @@
+complete --command tooloo --no-files --arguments "(env _TOOLOO_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=get-args _TYPER_COMPLETE_ARGS=(commandline -cp) tooloo)" --condition "env _TOOLOO_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=is-args _TYPER_COMPLETE_ARGS=(commandline -cp) tooloo"
