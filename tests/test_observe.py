@@ -23,7 +23,7 @@ from rich.console import Console
 from tooloo_cli.bench.stack import EphemeralStack
 from tooloo_cli.config import LoadedConfig
 from tooloo_cli.observe import observe
-from tooloo_cli.observe.dashboard import History, sparkline
+from tooloo_cli.observe.dashboard import SEEN_TRACES, FrameCache, History, dashboard, sparkline
 from tooloo_cli.observe.poll import Observation, check_document
 
 TRACER = {"samplingRate": 0.1, "activeTraces": 0, "totalTraces": 1245, "sampledTraces": 130, "avgLatency": 45.2,
@@ -102,9 +102,56 @@ def test_all_up_exits_0_and_json_is_the_merged_document(stack_config: Callable[.
 
 def test_a_document_with_strings_for_numbers_is_malformed() -> None:
     assert check_document({"tracer": {**TRACER, "avgLatency": "45.2ms"}}) == \
-        "tracer fields that are not numbers: avgLatency"
+        "tracer fields that are not finite numbers: avgLatency"
     assert check_document([]) == "the answer is not a JSON object"
     assert check_document({"tracer": TRACER}) is None
+
+
+# Each is what a service could answer, and what the observation must say about it. NaN goes as raw
+# JSON text: response.json() accepts it, and json.dumps would print it back into --json.
+BROKEN = {
+    "web": (json.dumps(_document("web", uptime="x")), "uptime is not a finite number"),
+    "training": (json.dumps(_document("training", tracer={**TRACER, "throughput": float("nan")})),
+                 "tracer fields that are not finite numbers: throughput"),
+    "meta": (json.dumps(_document("meta", tracer={**TRACER, "spans": None})), "tracer spans are not a list"),
+    "budget": (json.dumps(_document("budget", tracer={**TRACER, "spans": 5})), "tracer spans are not a list"),
+}
+
+
+def test_a_document_with_broken_values_is_malformed_with_its_reason(stack_config: Callable[..., LoadedConfig]) -> None:
+    assert "NaN" in BROKEN["training"][0]
+    code, text = _render(stack_config(), list(BROKEN), {name: httpx.Response(200, text=body)
+                                                        for name, (body, _) in BROKEN.items()})
+    assert code == 1
+    for name, (_, reason) in BROKEN.items():
+        assert re.search(rf"{name} .* malformed \({re.escape(reason)}\)", text), name
+    assert "Tracing" not in text  # no malformed document reaches the module tables
+
+
+def test_json_of_broken_documents_names_the_reasons_and_never_nan(stack_config: Callable[..., LoadedConfig],
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    loaded = stack_config()
+    with respx.mock(assert_all_called=False) as mock:
+        for name, (body, _) in BROKEN.items():
+            mock.get(_url(loaded, name)).mock(return_value=httpx.Response(200, text=body))
+        code = observe(loaded, list(BROKEN), Console(), as_json=True)
+    out = capsys.readouterr().out
+    assert code == 1 and "NaN" not in out
+    services = json.loads(out)["services"]
+    for name, (_, reason) in BROKEN.items():
+        assert services[name]["state"] == "malformed" and services[name]["reason"] == reason
+        assert services[name]["observability"] is None
+
+
+def test_the_most_limited_clients_are_the_most_denied(stack_config: Callable[..., LoadedConfig]) -> None:
+    buckets = {client: {"tokens": 0.0, "denied": denied}
+               for client, denied in (("10.0.0.1", 1), ("10.0.0.2", 0), ("10.0.0.3", 5), ("10.0.0.4", 3),
+                                      ("10.0.0.5", 9))}
+    budget = _document("budget", rateLimiter={
+        "rateLimit": 100, "refillRate": 10, "allowedRequests": 100, "deniedRequests": 18, "allowRate": 0.85,
+        "activeBuckets": 5, "buckets": buckets})
+    _, text = _render(stack_config(), ["budget"], {"budget": httpx.Response(200, json=budget)})
+    assert re.search(r"budget .* 10\.0\.0\.5 \(9\), 10\.0\.0\.3 \(5\), 10\.0\.0\.4 \(3\) *$", text, re.MULTILINE)
 
 
 def test_the_watch_history_keeps_a_minute_of_throughput_and_new_errors_once() -> None:
@@ -116,6 +163,43 @@ def test_the_watch_history_keeps_a_minute_of_throughput_and_new_errors_once() ->
     assert len(history.errors) == 2  # the refusal once, the error trace once
     assert [value for _, value in history.throughput["web"]] == [23.4] * 3
     assert sparkline([0, 5, 10]) == "▁▅█" and sparkline([0, 0]) == "▁▁"
+
+
+def _with_spans(name: str, spans: Any) -> Observation:
+    return Observation(name, 3000, "up", 1.0, None, _document(name, tracer={**TRACER, "spans": spans}))
+
+
+def test_the_watch_history_takes_odd_spans_without_crashing() -> None:
+    history = History()
+    odd = {"traceId": ["4bf9", "2f35"], "name": "GET /", "status": "error"}  # unhashable as given
+    for _ in range(3):
+        history.add([_with_spans("web", None), _with_spans("meta", [1, "x"]), _with_spans("budget", [odd])])
+    assert [what for _, _, what in history.errors] == ["GET / failed (trace ['4bf9', '2f35'])"]
+
+
+def test_the_watch_history_remembers_a_bounded_number_of_traces() -> None:
+    history = History()
+    for number in range(5000):
+        history.add([_with_spans("web", [{"traceId": f"t{number}", "name": "GET /", "status": "error"}])])
+    assert len(history._seen_traces) <= SEEN_TRACES
+    history.add([_with_spans("web", [{"traceId": "t4999", "name": "GET /", "status": "error"}])])
+    assert history.errors[-1][2] == "GET / failed (trace t4999)" and len(history.errors) == history.errors.maxlen
+
+
+def test_the_watch_frame_puts_throughput_and_errors_above_the_module_tables() -> None:
+    history = History()
+    observations = [Observation("web", 3000, "up", 1.0, None, _document("web")),
+                    Observation("budget", 3003, "down", 1.0, "connection refused")]
+    history.add(observations)
+    frame = dashboard(observations, history, 1.0)
+    console = Console(record=True, width=160, color_system=None)
+    console.print(frame)
+    text = console.export_text()
+    assert text.index("Services") < text.index("Throughput, last minute") < text.index("Recent errors") \
+        < text.index("Tracing")
+    console.print(FrameCache()(frame, console))  # the cached rendering reads the same
+    assert console.export_text() == text
+    assert sparkline([float("nan"), 5, float("inf")]) == "▁█▁"
 
 
 def test_a_live_poll_of_real_services(tmp_path: Path) -> None:

@@ -29,6 +29,12 @@ def _quick_supervision(config: Config) -> None:
     supervisor.grace_period, supervisor.startup_timeout = 3.0, 10.0
 
 
+def _broken_capabilities_database(config: Config) -> None:
+    pool = config.services["capabilities"].pool
+    assert pool is not None
+    pool.database = "."  # the state directory itself: SQLite cannot open it, start-up fails
+
+
 class Tooloo:
     """Runs `tooloo` against one configuration and remembers every pid it saw, to end them at last."""
 
@@ -149,12 +155,7 @@ def test_a_killed_service_is_restarted_and_the_restart_counted(tooloo: Callable[
 
 def test_a_service_that_exits_at_once_is_marked_failed_not_restarted_forever(
         tooloo: Callable[..., Tooloo]) -> None:
-    def broken_database(config: Config) -> None:
-        pool = config.services["capabilities"].pool
-        assert pool is not None
-        pool.database = "."  # the state directory itself: SQLite cannot open it, start-up fails
-
-    t = tooloo(broken_database)
+    t = tooloo(_broken_capabilities_database)
     result = t("up", "capabilities")
     assert result.returncode == 1
     assert "crash loop" in result.stdout and "capabilities |" in result.stdout  # its last log lines
@@ -267,3 +268,68 @@ def test_up_in_the_foreground_prefixes_output_and_stops_on_ctrl_c(tooloo: Callab
     assert "web      | web listening on" in output and "training | training listening on" in output
     assert "tooloo: stopped" in output
     assert _wait_gone(pids) == []
+
+
+def test_two_concurrent_ups_start_one_supervisor(tooloo: Callable[..., Tooloo]) -> None:
+    t = tooloo()
+    command = [sys.executable, "-m", "tooloo_cli", "--config", str(t.config), "up", "training"]
+    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=t.env)
+    second = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=t.env)
+    outputs = [first.communicate(timeout=60)[0], second.communicate(timeout=60)[0]]
+    t.remember()
+    assert first.returncode == 0 and second.returncode == 0, outputs
+    supervisors = [p for p in psutil.process_iter(["cmdline"])
+                   if "tooloo_cli.supervisor" in (p.info["cmdline"] or []) and str(t.config) in (p.info["cmdline"] or [])]
+    assert len(supervisors) == 1
+    assert t.status()["services"]["training"]["state"] == "running"
+
+
+def test_a_second_supervisor_for_the_same_state_refuses(tooloo: Callable[..., Tooloo]) -> None:
+    t = tooloo()
+    assert t("up", "training").returncode == 0
+    pid_before = t.status()["supervisor"]["pid"]
+    second = subprocess.run([sys.executable, "-m", "tooloo_cli.supervisor", "--config", str(t.config), "web"],
+                            capture_output=True, text=True, timeout=30, env=t.env)
+    assert second.returncode == 1 and "already runs" in second.stderr
+    assert t.status()["supervisor"]["pid"] == pid_before  # its pid file and socket were not touched
+    assert t.status()["services"]["web"]["state"] == "stopped"
+
+
+def test_down_of_a_failed_service_leaves_it_stopped(tooloo: Callable[..., Tooloo]) -> None:
+    t = tooloo(_broken_capabilities_database)
+    assert t("up", "capabilities", "training").returncode == 1
+    assert t.status()["services"]["capabilities"]["state"] == "failed"
+    result = t("down", "capabilities")
+    assert result.returncode == 0 and "stopped capabilities" in result.stdout
+    assert t.status()["services"]["capabilities"]["state"] == "stopped"
+
+
+def test_the_foreground_exits_1_when_a_service_failed(tooloo: Callable[..., Tooloo]) -> None:
+    t = tooloo(_broken_capabilities_database)
+    process = subprocess.Popen([sys.executable, "-m", "tooloo_cli", "--config", str(t.config), "up", "--foreground",
+                                "capabilities"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=t.env)
+    try:
+        t.wait_for(lambda d: d["services"]["capabilities"]["state"] == "failed")
+        process.send_signal(signal.SIGINT)
+        output, _ = process.communicate(timeout=20)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 1 and "(capabilities failed)" in output
+
+
+def test_state_files_are_private_and_an_existing_state_dir_keeps_its_mode(tooloo: Callable[..., Tooloo],
+                                                                       tmp_path: Path) -> None:
+    shared = tmp_path / "shared-state"
+    shared.mkdir(mode=0o755)
+    os.chmod(shared, 0o755)
+
+    def elsewhere(config: Config) -> None:
+        config.stack.state_dir = str(shared)
+
+    t = tooloo(elsewhere)
+    t.state = shared
+    assert t("up", "training").returncode == 0
+    assert oct(shared.stat().st_mode & 0o777) == "0o755"  # not ours to lock down
+    for private in (shared / "supervisor.pid", shared / "logs" / "training.log", shared / "supervisor.sock"):
+        assert oct(private.stat().st_mode & 0o077) == "0o0", private

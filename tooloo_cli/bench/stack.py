@@ -29,6 +29,11 @@ from tooloo_cli.errors import ToolooError
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
+def clean_env(**extra: str) -> dict[str, str]:
+    """This process's environment without TOOLOO_* settings: a private stack reads only its own file."""
+    return {key: value for key, value in os.environ.items() if not key.startswith("TOOLOO_")} | extra
+
+
 def free_port() -> int:
     """A port the OS considers free now (ephemeral: never one of the stack's defaults 3000-3009)."""
     with socket.socket() as probe:
@@ -69,7 +74,7 @@ class EphemeralStack:
 
     def start(self, *names: str, env: dict[str, str] | None = None) -> None:
         """Starts the services and returns once each answers /health."""
-        base = {key: value for key, value in os.environ.items() if not key.startswith("TOOLOO_")}
+        base = clean_env()
         for name in names:
             with open(self.log(name), "ab") as log:
                 self.processes[name] = subprocess.Popen(

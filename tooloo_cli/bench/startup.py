@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tooloo_cli.bench.stack import write_ephemeral_config
+from tooloo_cli.bench.stack import clean_env, write_ephemeral_config
 
 TARGETS = {"upSeconds": 1.2, "downSeconds": 0.5, "orphans": 0, "statusSeconds": 0.15, "versionSeconds": 0.06,
            "supervisorRssMb": 30.0}
@@ -56,7 +56,7 @@ def _orphans(config: Path) -> int:
 
 
 def run_startup_benchmarks(rounds: int = 3) -> StartupResults:
-    env = {key: value for key, value in os.environ.items() if not key.startswith("TOOLOO_")} | {"NO_COLOR": "1"}
+    env = clean_env(NO_COLOR="1")
     tooloo = [sys.executable, "-m", "tooloo_cli"]
     ups, downs, orphans, rss, statuses = [], [], [], [], []
     per_service: dict[str, dict[str, list[float]]] = {}
@@ -72,7 +72,9 @@ def run_startup_benchmarks(rounds: int = 3) -> StartupResults:
                 status_seconds, status = _timed([*command, "status", "--json"], env)
                 statuses.append(status_seconds)
                 document = json.loads(status.stdout)
-                _record_chain(document, time.perf_counter() - up_started - status_seconds, per_service)
+                # The uptimes were read at the end of `status` (after its start-up), so the chain
+                # is anchored where `status` finished, not where it began.
+                _record_chain(document, time.perf_counter() - up_started, per_service)
                 rss.append(document["supervisor"]["rssBytes"] / 1024 / 1024)
                 ups.append(up_seconds)
                 down_seconds, _ = _timed([*command, "down"], env)

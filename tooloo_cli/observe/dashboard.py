@@ -10,6 +10,7 @@ reason, not once a second) and sampled traces that ended in error.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import deque
 from collections.abc import Hashable
@@ -26,10 +27,12 @@ from tooloo_cli.observe.render import new_table, tables
 
 BLOCKS = "▁▂▃▄▅▆▇█"
 WINDOW = 60.0
+SEEN_TRACES = 500  # error trace ids remembered; a document shows only each service's last few traces
 
 
 def sparkline(values: list[float]) -> str:
-    """Block characters scaled to the largest value (a flat line when all are equal)."""
+    """Block characters scaled to the largest value (a flat line when all are equal); NaN and infinity count as 0."""
+    values = [value if math.isfinite(value) else 0.0 for value in values]
     if not values:
         return ""
     top = max(values)
@@ -45,7 +48,7 @@ class History:
         self.throughput: dict[str, deque[tuple[float, float]]] = {}
         self.errors: deque[tuple[float, str, str]] = deque(maxlen=errors)
         self._last_reason: dict[str, str | None] = {}
-        self._seen_traces: set[str] = set()
+        self._seen_traces: dict[str, None] = {}  # an ordered set: the oldest id is evicted first
 
     def add(self, observations: list[Observation]) -> None:
         now = time.time()
@@ -58,11 +61,17 @@ class History:
             if o.reason != self._last_reason.get(o.name) and o.reason is not None:
                 self.errors.append((now, o.name, f"{o.state}: {o.reason}"))
             self._last_reason[o.name] = o.reason
-            for trace in (tracer or {}).get("spans", []) if tracer else []:
-                if isinstance(trace, dict) and trace.get("status") == "error" \
-                        and trace.get("traceId") not in self._seen_traces:
-                    self._seen_traces.add(str(trace.get("traceId")))
-                    self.errors.append((now, o.name, f"{trace.get('name')} failed (trace {trace.get('traceId')})"))
+            spans = tracer.get("spans") if tracer else None
+            for trace in spans if isinstance(spans, list) else []:
+                if not isinstance(trace, dict) or trace.get("status") != "error":
+                    continue
+                trace_id = str(trace.get("traceId"))
+                if trace_id in self._seen_traces:
+                    continue
+                self._seen_traces[trace_id] = None
+                if len(self._seen_traces) > SEEN_TRACES:
+                    del self._seen_traces[next(iter(self._seen_traces))]
+                self.errors.append((now, o.name, f"{trace.get('name')} failed (trace {trace_id})"))
 
 
 def throughput_table(history: History) -> Table:
@@ -87,7 +96,10 @@ def dashboard(observations: list[Observation], history: History, interval: float
     header = Text.from_markup(
         f"[bold]tooloo observe[/]  updated {datetime.now().strftime('%H:%M:%S')}, every {interval:g} s  "
         f"[{'green' if up == len(observations) else 'red'}]{up}/{len(observations)} up[/]  [dim]Ctrl-C to quit[/]")
-    return Group(header, *tables(observations), throughput_table(history), errors_table(history))
+    # A screen-mode Live crops what does not fit at the bottom: the watch-only tables go near the top,
+    # right after the services (always the first of `tables`), so a normal terminal shows them.
+    services, *modules = tables(observations)
+    return Group(header, services, throughput_table(history), errors_table(history), *modules)
 
 
 class _Lines:

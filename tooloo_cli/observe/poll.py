@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -67,17 +68,25 @@ def targets_of(loaded: LoadedConfig, names: list[str] | None = None) -> list[Tar
             for name in chosen]
 
 
+def _finite(value: Any) -> bool:
+    """A JSON number that is neither NaN nor infinite (response.json() accepts both)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def check_document(document: Any) -> str | None:
     """Why `document` is not an observability document, or None when it is one."""
     if not isinstance(document, dict):
         return "the answer is not a JSON object"
+    if "uptime" in document and not _finite(document["uptime"]):
+        return "uptime is not a finite number"
     tracer = document.get("tracer")
     if not isinstance(tracer, dict):
         return "no tracer section"
-    wrong = [field for field in NUMERIC_TRACER_FIELDS
-             if not isinstance(tracer.get(field), (int, float)) or isinstance(tracer.get(field), bool)]
+    wrong = [field for field in NUMERIC_TRACER_FIELDS if not _finite(tracer.get(field))]
     if wrong:
-        return f"tracer fields that are not numbers: {', '.join(wrong)}"
+        return f"tracer fields that are not finite numbers: {', '.join(wrong)}"
+    if "spans" in tracer and not isinstance(tracer["spans"], list):
+        return "tracer spans are not a list"
     return None
 
 

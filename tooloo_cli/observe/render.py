@@ -19,6 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from tooloo_cli.observe.poll import Observation
+from tooloo_cli.units import duration
 
 STATE_STYLES = {"up": "green", "down": "bold red", "timeout": "red", "error": "red", "malformed": "magenta"}
 BREAKER_STYLES = {"closed": "green", "half_open": "yellow", "open": "bold red"}
@@ -49,17 +50,6 @@ def _number(value: Any) -> float:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0
 
 
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    seconds = int(seconds)
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds // 60 % 60:02d}m"
-
-
 def _since(iso: Any) -> str:
     if not isinstance(iso, str):
         return "never"
@@ -67,7 +57,7 @@ def _since(iso: Any) -> str:
         moment = datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
     except ValueError:
         return "?"
-    return f"{_duration(max(time.time() - moment, 0))} ago"
+    return f"{duration(time.time() - moment)} ago"
 
 
 def services_table(observations: list[Observation]) -> Table:
@@ -78,7 +68,7 @@ def services_table(observations: list[Observation]) -> Table:
         if o.reason:
             state.append(f" ({o.reason})", style="dim")
         table.add_row(o.name, str(o.port), state, f"{o.latency_ms:.1f} ms", str(document.get("pid", "-")),
-                      _duration(document.get("uptime")) if o.up else "-")
+                      duration(document.get("uptime")) if o.up else "-")
     return table
 
 
@@ -110,9 +100,10 @@ def limits_table(observations: list[Observation]) -> Table:
             continue
         allow_rate = _number(limiter.get("allowRate"))
         buckets = limiter.get("buckets") if isinstance(limiter.get("buckets"), dict) else {}
-        limited = [f"{client} ({_number(bucket.get('denied')):.0f})"
-                   for client, bucket in list(buckets.items())[:3]
-                   if isinstance(bucket, dict) and _number(bucket.get("denied")) > 0]
+        # The service lists its buckets in no useful order: the most denied clients are the news.
+        denied = sorted(((_number(bucket.get("denied")), str(client)) for client, bucket in buckets.items()
+                         if isinstance(bucket, dict) and _number(bucket.get("denied")) > 0), key=lambda d: -d[0])
+        limited = [f"{client} ({count:.0f})" for count, client in denied[:3]]
         table.add_row(
             o.name, f"{_number(limiter.get('rateLimit')):,.0f}", f"{_number(limiter.get('refillRate')):g}",
             f"{_number(limiter.get('allowedRequests')):,.0f}", f"{_number(limiter.get('deniedRequests')):,.0f}",

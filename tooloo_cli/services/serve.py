@@ -33,8 +33,14 @@ def serve(name: str, loaded: LoadedConfig, port: int | None = None) -> int:
         timeout_graceful_shutdown=max(loaded.config.supervisor.grace_period - 0.5, 0.5),
     )
     server = uvicorn.Server(config)
+
+    def stop_soon(*_: object) -> None:
+        # Before uvicorn takes over the signals, a SIGTERM must still stop the server; after
+        # it has shut down, this is where its re-raised signal lands (so the exit code is 0).
+        server.should_exit = True
+
     for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: None)
+        signal.signal(signum, stop_soon)
     print(f"{name} listening on http://{host}:{port}", flush=True)
     try:
         server.run()

@@ -28,7 +28,11 @@ def main() -> int:
         print(f"tooloo supervisor: {exc}", file=sys.stderr)
         return exc.exit_code
     # Plain asyncio, not uvloop: the children are spawned with a preexec hook (PR_SET_PDEATHSIG).
-    asyncio.run(Supervisor(loaded).run(arguments.services))
+    try:
+        asyncio.run(Supervisor(loaded, detached=True).run(arguments.services))
+    except ToolooError as exc:
+        print(f"tooloo supervisor: {exc}", file=sys.stderr)
+        return exc.exit_code
     return 0
 
 

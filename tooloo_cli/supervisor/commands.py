@@ -19,9 +19,10 @@ from tooloo_cli.config import LoadedConfig
 from tooloo_cli.errors import ToolooError
 from tooloo_cli.supervisor.control import ControlClient
 from tooloo_cli.supervisor.daemon import connect, launch, status_document
+from tooloo_cli.supervisor.lock import FileLock
 from tooloo_cli.supervisor.logs import tail
 from tooloo_cli.supervisor.paths import StatePaths
-from tooloo_cli.supervisor.ports import port_holder
+from tooloo_cli.supervisor.ports import describe_holder, port_holder
 from tooloo_cli.supervisor.printer import Printer
 
 if TYPE_CHECKING:
@@ -32,8 +33,7 @@ POLL = 0.05
 
 
 def _status(client: ControlClient) -> dict[str, Any]:
-    _, document = client.request("GET", "/status")
-    return document
+    return client.call("GET", "/status")
 
 
 def _taken_ports(loaded: LoadedConfig, names: list[str]) -> list[str]:
@@ -43,38 +43,43 @@ def _taken_ports(loaded: LoadedConfig, names: list[str]) -> list[str]:
         port = loaded.services[name].port
         holder = port_holder(host, port)
         if holder is not None:
-            pid, program = holder
-            owner = f"pid {pid} ({program})" if pid else program
-            problems.append(f"{name}: port {port} is taken by {owner}")
+            problems.append(f"{name}: port {port} is taken by {describe_holder(holder)}")
     return problems
+
+
+def _healthy(service: dict[str, Any]) -> bool:
+    return service["state"] == "running" and service["health"] == "healthy"
 
 
 def up(loaded: LoadedConfig, names: list[str], console: Console, foreground: bool = False) -> int:
     paths = StatePaths.of(loaded)
+    paths.ensure()
     names = names or list(loaded.services)
-    client = connect(paths)
-    if foreground and client is not None:
-        raise ToolooError("a supervisor already runs in the background; `tooloo down` first to run in the foreground")
-    current = _status(client)["services"] if client else {}
-    missing = [name for name in names if current.get(name, {}).get("state") not in ACTIVE]
     printer = Printer(console, names)
-    if not missing:
-        console.print("everything asked for is already running")
-        printer.status_table(_status(client) if client else status_document(loaded), names)
-        return 0
-    problems = _taken_ports(loaded, missing)
-    if problems:
-        for problem in problems:
-            console.print(f"[red]tooloo up: {escape(problem)}[/]")
-        console.print("nothing was started; stop that process or change the port in tooloo.toml")
-        return 1
-    if foreground:
-        return _run_foreground(loaded, missing, console)
-    if client is None:
-        client = launch(loaded, missing)
-    else:
-        client.request("POST", "/start", {"services": missing})
-    return _wait_healthy(client, loaded, missing, console, printer)
+    # One `up` at a time decides whether to launch: two at once must not start two supervisors.
+    with FileLock(paths.launch_lock):
+        client = connect(paths)
+        if foreground and client is not None:
+            raise ToolooError("a supervisor already runs for this stack; `tooloo down` first to run in the foreground")
+        current = client.call("GET", "/states")["services"] if client else {}
+        if current and all(_healthy(current[name]) for name in names):
+            console.print("everything asked for is already running")
+            printer.status_table(_status(client), names)  # type: ignore[arg-type]
+            return 0
+        missing = [name for name in names if current.get(name, {}).get("state") not in ACTIVE]
+        problems = _taken_ports(loaded, missing)
+        if problems:
+            for problem in problems:
+                console.print(f"[red]tooloo up: {escape(problem)}[/]")
+            console.print("nothing was started; stop that process or change the port in tooloo.toml")
+            return 1
+        if foreground:
+            return _run_foreground(loaded, missing, console)
+        if client is None:
+            client = launch(loaded, missing)
+        elif missing:
+            client.call("POST", "/start", {"services": missing})
+    return _wait_healthy(client, loaded, names, console, printer)
 
 
 def _wait_healthy(client: ControlClient, loaded: LoadedConfig, names: list[str], console: Console,
@@ -84,19 +89,24 @@ def _wait_healthy(client: ControlClient, loaded: LoadedConfig, names: list[str],
 
     deadline = time.monotonic() + loaded.config.supervisor.startup_timeout + 5
     started = time.monotonic()
-    document = _status(client)
-    with Live(printer.progress_table(document, names), console=console, transient=True,
-              auto_refresh=False, redirect_stdout=False) as live:
-        while True:
-            services = document["services"]
-            failed = [name for name in names if services[name]["state"] == "failed"]
-            ready = all(services[n]["state"] == "running" and services[n]["health"] == "healthy" for n in names)
-            if failed or ready or time.monotonic() > deadline:
-                break
-            time.sleep(POLL)
-            document = _status(client)
-            live.update(printer.progress_table(document, names), refresh=True)
-    printer.status_table(document, names)
+    states = client.call("GET", "/states")
+    try:
+        with Live(printer.progress_table(states, names), console=console, transient=True,
+                  auto_refresh=False, redirect_stdout=False) as live:
+            while True:
+                services = states["services"]
+                failed = [name for name in names if services[name]["state"] == "failed"]
+                ready = all(_healthy(services[name]) for name in names)
+                if failed or ready or time.monotonic() > deadline:
+                    break
+                time.sleep(POLL)
+                states = client.call("GET", "/states")
+                live.update(printer.progress_table(states, names), refresh=True)
+    except KeyboardInterrupt:
+        console.print("interrupted: the supervisor keeps starting the stack in the background; "
+                      "`tooloo status` to see it, `tooloo down` to stop it")
+        return 130
+    printer.status_table(_status(client), names)
     if failed:
         for name in failed:
             console.print(f"[red]{escape(name)} failed: {escape(services[name]['error'] or 'it exited')}[/]; "
@@ -113,12 +123,13 @@ def _wait_healthy(client: ControlClient, loaded: LoadedConfig, names: list[str],
 
 
 def _run_foreground(loaded: LoadedConfig, names: list[str], console: Console) -> int:
+    """The supervisor in this process, its services' lines printed; exit 1 if any of them failed."""
     import asyncio
 
     from tooloo_cli.supervisor.manager import Supervisor
 
     printer = Printer(console, names)
-    supervisor = Supervisor(loaded, on_output=printer.write)
+    supervisor = Supervisor(loaded, on_output=printer.write, detached=False)
 
     async def announce_health() -> None:
         started = time.monotonic()
@@ -137,8 +148,9 @@ def _run_foreground(loaded: LoadedConfig, names: list[str], console: Console) ->
             watcher.cancel()
 
     asyncio.run(main())
-    console.print("tooloo: stopped")
-    return 0
+    failed = [name for name in names if supervisor.processes[name].last_failure]
+    console.print("tooloo: stopped" + (f" ({', '.join(failed)} failed)" if failed else ""))
+    return 1 if failed else 0
 
 
 def down(loaded: LoadedConfig, names: list[str], console: Console) -> int:
@@ -147,9 +159,9 @@ def down(loaded: LoadedConfig, names: list[str], console: Console) -> int:
     if client is None:
         console.print("nothing is running")
         return 0
-    before = _status(client)["services"]
+    before = client.call("GET", "/states")["services"]
     grace = loaded.config.supervisor.grace_period
-    _, result = client.request("POST", "/stop", {"services": names or None}, timeout=grace * 2 + 10)
+    result = client.call("POST", "/stop", {"services": names or None}, timeout=grace * 2 + 10)
     for name in result["stopped"]:
         console.print(f"stopped {name} (pid {before[name]['pid'] or '-'}, port {before[name]['port']})")
     if not result["stopped"]:
@@ -158,7 +170,8 @@ def down(loaded: LoadedConfig, names: list[str], console: Console) -> int:
         deadline = time.monotonic() + 5
         while paths.pid_file.exists() and time.monotonic() < deadline:
             time.sleep(0.01)
-        console.print("supervisor stopped")
+        console.print("supervisor stopped" if not paths.pid_file.exists()
+                      else "the supervisor is still shutting down (`tooloo status` shows when it is gone)")
     return 0
 
 
@@ -174,8 +187,7 @@ def restart(loaded: LoadedConfig, names: list[str], console: Console) -> int:
     client = connect(StatePaths.of(loaded))
     if client is None:
         raise ToolooError("nothing is running; start the stack with `tooloo up`")
-    client.request("POST", "/restart", {"services": names},
-                   timeout=loaded.config.supervisor.grace_period * 2 + 10)
+    client.call("POST", "/restart", {"services": names}, timeout=loaded.config.supervisor.grace_period * 2 + 10)
     return _wait_healthy(client, loaded, names, console, Printer(console, names))
 
 
@@ -207,7 +219,13 @@ def _follow(paths: StatePaths, names: list[str], printer: Printer) -> None:
                     continue
                 inode, offset = offsets[name]
                 if stat.st_ino != inode or stat.st_size < offset:
-                    inode, offset = stat.st_ino, 0  # rotated: read the new file from its start
+                    # Rotated: first what was added to the old file since the last look, then the new one.
+                    rotated = paths.log(name).with_name(f"{path.name}.1")
+                    if rotated.exists() and rotated.stat().st_ino == inode:
+                        with open(rotated, "rb") as handle:
+                            handle.seek(offset)
+                            printer.write(name, handle.read())
+                    inode, offset = stat.st_ino, 0
                 if stat.st_size > offset:
                     with open(path, "rb") as handle:
                         handle.seek(offset)

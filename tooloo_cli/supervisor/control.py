@@ -1,7 +1,7 @@
 """The client side of the supervisor's control channel (JSON over HTTP/1.1 on a Unix socket).
 
     client = ControlClient(paths.socket)
-    status, document = client.request("GET", "/status")
+    document = client.call("GET", "/status")
 
 It is the standard library's http.client and nothing else: a CLI command pays neither
 httpx nor asyncio to ask, and `tooloo status` has to answer in well under 150 ms. The
@@ -48,12 +48,21 @@ class ControlClient:
             connection.request(method, path, body=payload, headers=headers)
             response = connection.getresponse()
             return response.status, json.loads(response.read() or b"{}")
-        except (FileNotFoundError, ConnectionRefusedError) as exc:
+        except (FileNotFoundError, ConnectionRefusedError, ConnectionResetError,
+                http.client.RemoteDisconnected) as exc:
             raise SupervisorUnavailable(f"no supervisor answers on {self.path}") from exc
         except (TimeoutError, socket.timeout) as exc:
             raise SupervisorUnavailable(f"the supervisor on {self.path} did not answer in time") from exc
         finally:
             connection.close()
+
+    def call(self, method: str, path: str, body: dict[str, Any] | None = None,
+             timeout: float | None = None) -> dict[str, Any]:
+        """The answer of a request that must succeed; its error, as a ToolooError, when it does not."""
+        status, document = self.request(method, path, body, timeout)
+        if status != 200:
+            raise ToolooError(f"the supervisor refused {method} {path}: {document.get('error', status)}")
+        return document
 
     def answers(self) -> bool:
         try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from collections import deque
 from pathlib import Path
+from typing import BinaryIO
 
 
 class RotatingLog:
@@ -19,7 +20,7 @@ class RotatingLog:
         self.path = path
         self.max_bytes = max_bytes
         self.backups = backups
-        self._file = open(path, "ab", buffering=0)  # noqa: SIM115 - kept open for the service's life
+        self._file = _open_private(path)
         self._size = self._file.tell()
 
     def write(self, data: bytes) -> None:
@@ -38,11 +39,16 @@ class RotatingLog:
             os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
         else:
             self.path.unlink(missing_ok=True)
-        self._file = open(self.path, "ab", buffering=0)  # noqa: SIM115
+        self._file = _open_private(self.path)
         self._size = 0
 
     def close(self) -> None:
         self._file.close()
+
+
+def _open_private(path: Path) -> BinaryIO:
+    """An unbuffered append-only file readable by its owner only (logs may hold request paths)."""
+    return os.fdopen(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab", buffering=0)
 
 
 def tail(path: Path, lines: int) -> list[str]:

@@ -8,7 +8,8 @@ It runs detached (`tooloo up` launches `python -m tooloo_cli.supervisor`) or att
 owns `.tooloo/supervisor.pid` and `.tooloo/supervisor.sock`, and removes both on its way out.
 
 Control API (JSON):
-    GET  /status                         the supervisor and every service
+    GET  /status                         the supervisor and every service, with CPU and memory
+    GET  /states                         every service's state only (cheap, for polling)
     POST /start    {"services": [...]}   starts those not running
     POST /stop     {"services": [...]}   stops them (all when omitted); exits when none is left
     POST /restart  {"services": [...]}
@@ -17,51 +18,70 @@ Control API (JSON):
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import time
 from typing import Any
 
 from tooloo_cli.config import LoadedConfig
-from tooloo_cli.errors import UsageError
+from tooloo_cli.errors import ToolooError, UsageError
 from tooloo_cli.supervisor.api import ControlServer
+from tooloo_cli.supervisor.lock import FileLock
 from tooloo_cli.supervisor.paths import StatePaths
 from tooloo_cli.supervisor.process import ManagedProcess, OutputSink
 
+logger = logging.getLogger("tooloo.supervisor")
+
 
 class Supervisor:
-    def __init__(self, loaded: LoadedConfig, on_output: OutputSink | None = None) -> None:
+    def __init__(self, loaded: LoadedConfig, on_output: OutputSink | None = None, detached: bool = True) -> None:
         self.loaded = loaded
         self.paths = StatePaths.of(loaded)
         self.paths.ensure()
+        self.detached = detached
         self.processes = {name: ManagedProcess(name, loaded, self.paths, on_output) for name in loaded.services}
         self.started = time.monotonic()
-        self._done: asyncio.Event | None = None
+        self._done = asyncio.Event()
+        self._lock = FileLock(self.paths.supervisor_lock)
         self._control = ControlServer(self.paths.socket, {
             ("GET", "/status"): self._status,
+            ("GET", "/states"): self._states,
             ("POST", "/start"): self._start,
             ("POST", "/stop"): self._stop,
             ("POST", "/restart"): self._restart,
         })
 
     async def run(self, names: list[str]) -> None:
-        self._done = asyncio.Event()
+        """Supervises `names` until SIGTERM/SIGINT (SIGHUP too, when attached) or until `down` leaves nothing."""
+        # The lock comes before the pid file and the socket: a second supervisor for the same
+        # state directory stops here, touching nothing of the first one's.
+        if not self._lock.acquire(blocking=False):
+            raise ToolooError(f"a supervisor already runs for {self.paths.root}")
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._done.set)
-        loop.add_signal_handler(signal.SIGHUP, lambda: None)  # detached: a closed terminal is not a reason to stop
-        self.paths.pid_file.write_text(f"{os.getpid()}\n")
-        await self._control.start()
+        # Detached, a closed terminal is no reason to stop; attached, it is the user leaving.
+        loop.add_signal_handler(signal.SIGHUP, (lambda: None) if self.detached else self._done.set)
+        descriptor = os.open(self.paths.pid_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.write(descriptor, f"{os.getpid()}\n".encode())
+        os.close(descriptor)
         try:
+            await self._control.start()
             for name in names:
                 self.processes[name].start()
             await self._done.wait()
         finally:
-            await asyncio.gather(*(process.stop() for process in self.processes.values()))
+            outcomes = await asyncio.gather(*(process.stop() for process in self.processes.values()),
+                                            return_exceptions=True)
+            for name, outcome in zip(self.processes, outcomes):
+                if isinstance(outcome, BaseException):
+                    logger.error("stopping %s failed: %r", name, outcome)
             await self._control.close()
             for process in self.processes.values():
                 process.close()
             self.paths.pid_file.unlink(missing_ok=True)
+            self._lock.release()
 
     def _names(self, payload: dict[str, Any]) -> list[str]:
         names = payload.get("services") or list(self.processes)
@@ -79,7 +99,7 @@ class Supervisor:
 
         me = psutil.Process()
         children: dict[int, list[int]] = {}
-        for process in psutil.process_iter(["ppid"]):
+        for process in psutil.process_iter(["ppid"]):  # one scan of the process table for all services
             children.setdefault(process.info["ppid"], []).append(process.pid)
         return {
             "ok": True,
@@ -92,7 +112,18 @@ class Supervisor:
     async def _status(self, payload: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         return 200, self.status()
 
+    async def _states(self, payload: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """States without CPU and memory: cheap enough to poll every 50 ms while `up` waits."""
+        return 200, {"ok": True, "services": {name: p.status() for name, p in self.processes.items()}}
+
+    def _refuse_while_leaving(self) -> tuple[int, dict[str, Any]] | None:
+        if self._done.is_set():
+            return 503, {"ok": False, "error": "the supervisor is shutting down"}
+        return None
+
     async def _start(self, payload: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        if refusal := self._refuse_while_leaving():
+            return refusal
         names = self._names(payload)
         started = [name for name in names if not self.processes[name].active]
         for name in started:
@@ -101,16 +132,19 @@ class Supervisor:
 
     async def _stop(self, payload: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         names = self._names(payload)
-        running = [name for name in names if self.processes[name].pid is not None or self.processes[name].active]
+        # A failed service is stopped too: `down` leaves it `stopped`, as users of pm2 expect.
+        running = [name for name in names if self.processes[name].pid is not None or self.processes[name].active
+                   or self.processes[name].state == "failed"]
         await asyncio.gather(*(self.processes[name].stop() for name in running))
         remaining = [name for name, process in self.processes.items() if process.active]
         if not remaining:
-            assert self._done is not None
             asyncio.get_running_loop().call_later(0.05, self._done.set)  # after this answer is sent
         return 200, {"ok": True, "stopped": running, "notRunning": [n for n in names if n not in running],
                      "supervisorExits": not remaining}
 
     async def _restart(self, payload: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        if refusal := self._refuse_while_leaving():
+            return refusal
         names = self._names(payload)
         await asyncio.gather(*(self.processes[name].stop() for name in names))
         for name in names:

@@ -43,3 +43,9 @@ def port_holder(host: str, port: int) -> tuple[int | None, str] | None:
             except psutil.Error:
                 return connection.pid, "an exited process"
     return None, "an unknown process"
+
+
+def describe_holder(holder: tuple[int | None, str]) -> str:
+    """`pid 4242 (node)`, or the program's description when the pid is unknown."""
+    pid, program = holder
+    return f"pid {pid} ({program})" if pid else program

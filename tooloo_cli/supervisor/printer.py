@@ -15,24 +15,11 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from tooloo_cli.units import duration, megabytes
+
 COLOURS = ("cyan", "magenta", "green", "yellow", "blue", "bright_red", "bright_cyan", "bright_magenta")
 STATE_STYLES = {"running": "green", "starting": "yellow", "backoff": "yellow", "stopping": "yellow",
                 "stopped": "dim", "failed": "bold red"}
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    seconds = int(seconds)
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds // 60 % 60:02d}m"
-
-
-def _megabytes(value: int | None) -> str:
-    return "-" if value is None else f"{value / 1024 / 1024:.1f} MB"
 
 
 class Printer:
@@ -71,11 +58,11 @@ class Printer:
                 f"[{STATE_STYLES.get(state, 'white')}]{state}[/]{health}",
                 str(service["pid"] or "-"),
                 str(service["port"]),
-                _duration(service.get("uptime")),
+                duration(service.get("uptime")),
                 str(service.get("restarts", 0)),
                 "-" if service.get("lastExitCode") is None else str(service["lastExitCode"]),
                 "-" if service.get("cpuPercent") is None else f"{service['cpuPercent']:.1f}%",
-                _megabytes(service.get("rssBytes")),
+                megabytes(service.get("rssBytes")),
             )
         self.console.print(table)
         for name, service in document["services"].items():
@@ -83,8 +70,8 @@ class Printer:
                 self.console.print(f"[red]{escape(name)}: {escape(service['error'])}[/]")
         supervisor = document.get("supervisor")
         if supervisor:
-            self.console.print(f"[dim]supervisor pid {supervisor['pid']}, up {_duration(supervisor['uptime'])}, "
-                               f"{_megabytes(supervisor['rssBytes'])}[/]")
+            self.console.print(f"[dim]supervisor pid {supervisor['pid']}, up {duration(supervisor['uptime'])}, "
+                               f"{megabytes(supervisor['rssBytes'])}[/]")
 
     def progress_table(self, document: dict[str, Any], names: list[str]) -> Table:
         """One row per service being started, for a Live display."""

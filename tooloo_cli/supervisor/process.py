@@ -7,29 +7,33 @@
 
 Each service is `tooloo serve NAME` (run as `python -m tooloo_cli.services NAME`) in a
 session of its own, so a signal reaches its whole group, and dies with the supervisor
-(PR_SET_PDEATHSIG). An unexpected exit restarts it
-after an exponential backoff (0.1 s doubling to 10 s, back to 0.1 s once it has been
-healthy for 30 s); too many exits within the crash-loop window mark it `failed` instead
-of spinning. Health is probed every 50 ms until the first answer, then calmly; several
-failed probes in a row restart the process.
+(PR_SET_PDEATHSIG). An unexpected exit restarts it after an exponential backoff (0.1 s
+doubling to 10 s, back to 0.1 s once it has been healthy for 30 s). It is marked `failed`
+instead of spinning when it exits too often within the crash-loop window, or when that
+many attempts in a row never became healthy. Health is probed every 50 ms until the first
+answer, then calmly; several failed probes in a row restart the process.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ctypes
+import logging
 import os
 import signal
 import sys
 import time
 from collections import deque
 from collections.abc import Callable
+from functools import cache
 from typing import Any
 
 from tooloo_cli.config import LoadedConfig
 from tooloo_cli.supervisor.logs import RotatingLog
 from tooloo_cli.supervisor.paths import StatePaths
-from tooloo_cli.supervisor.ports import port_holder
+from tooloo_cli.supervisor.ports import describe_holder, is_free, port_holder
+
+logger = logging.getLogger("tooloo.supervisor")
 
 OutputSink = Callable[[str, bytes], None]
 FIRST_PROBE_INTERVAL = 0.05
@@ -37,12 +41,18 @@ PROBE_TIMEOUT = 1.0
 PR_SET_PDEATHSIG = 1
 
 
+@cache
+def _prctl() -> Callable[..., int]:
+    """libc's prctl, looked up once in the supervisor: never inside a freshly forked child."""
+    return ctypes.CDLL(None, use_errno=True).prctl
+
+
 def _die_with_parent(parent: int) -> Callable[[], None]:
     """A preexec hook: the child gets SIGKILL when its parent dies, even by kill -9."""
+    prctl = _prctl()
 
     def hook() -> None:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() != parent:  # the parent died before the hook ran
             os._exit(1)
 
@@ -65,6 +75,13 @@ async def probe_health(host: str, port: int, timeout: float = PROBE_TIMEOUT) -> 
         writer.close()
 
 
+def stopped_status(name: str, port: int) -> dict[str, Any]:
+    """What status shows of a service no supervisor runs."""
+    return {"name": name, "state": "stopped", "health": "unknown", "pid": None, "port": port, "uptime": None,
+            "restarts": 0, "lastExitCode": None, "error": None, "cpuPercent": None, "rssBytes": None,
+            "startupSeconds": None}
+
+
 class ManagedProcess:
     def __init__(self, name: str, loaded: LoadedConfig, paths: StatePaths,
                  on_output: OutputSink | None = None) -> None:
@@ -81,13 +98,17 @@ class ManagedProcess:
         self.restarts = 0
         self.last_exit_code: int | None = None
         self.error: str | None = None
+        self.last_failure: str | None = None  # kept after a stop, unlike `error`
         self.started_at: float | None = None  # monotonic, of the current process
         self.healthy_at: float | None = None
         self._exits: deque[float] = deque()
+        self._attempts_never_healthy = 0
         self._wanted = False
+        self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._process: asyncio.subprocess.Process | None = None
-        self._ps: Any = None  # psutil.Process of the current pid, for CPU sampling
+        self._usage_probes: dict[int, Any] = {}  # pid -> psutil.Process, kept so CPU % has a previous sample
+        self._log_failed = False
         self._log = RotatingLog(paths.log(name), self.settings.log_max_bytes, self.settings.log_backups)
 
     @property
@@ -99,20 +120,25 @@ class ManagedProcess:
         if self.active:
             return
         self._wanted = True
+        self._stopping.clear()
         self._exits.clear()
-        self.error = None
+        self._attempts_never_healthy = 0
+        self.error = self.last_failure = None
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"supervise-{self.name}")
 
     async def stop(self) -> None:
+        """Stops the service wherever it is: starting, running or waiting to restart."""
         self._wanted = False
-        if self._process is not None and self._process.returncode is None:
+        self._stopping.set()  # wakes a backoff pause at once
+        process = self._process
+        if process is not None and process.returncode is None:
             self.state = "stopping"
-            await self._terminate(self._process)
+            await self._terminate(process)
         if self._task is not None:
             await self._task
             self._task = None
-        if self.state != "failed":
-            self.state = "stopped"
+        self.state = "stopped"
+        self.error = None
         await self._wait_port_free()
 
     def close(self) -> None:
@@ -122,28 +148,22 @@ class ManagedProcess:
 
     async def _run(self) -> None:
         backoff = self.settings.backoff_initial
+        first = True
         while self._wanted:
             holder = port_holder(self.host, self.port)
             if holder is not None:
-                pid, program = holder
-                owner = f"pid {pid} ({program})" if pid else program
-                self._fail(f"port {self.port} is taken by {owner}")
+                self._fail(f"port {self.port} is taken by {describe_holder(holder)}")
                 return
-            process = await self._spawn()
-            health = asyncio.get_running_loop().create_task(self._watch_health(process))
-            pump = asyncio.get_running_loop().create_task(self._pump(process))
-            code = await process.wait()
-            health.cancel()
-            await pump
-            self._process = None
-            self.pid = None
-            self.health = "unknown"
-            self.last_exit_code = code
+            if not first:
+                self.restarts += 1
+            first = False
+            code = await self._run_once()
             if not self._wanted:
                 return
             now = time.monotonic()
             if self.healthy_at is not None and now - self.healthy_at >= self.settings.backoff_reset_after:
                 backoff = self.settings.backoff_initial  # it had settled: start the backoff afresh
+            self._attempts_never_healthy = 0 if self.healthy_at is not None else self._attempts_never_healthy + 1
             self._exits.append(now)
             while self._exits and now - self._exits[0] > self.settings.crash_loop_window:
                 self._exits.popleft()
@@ -151,17 +171,45 @@ class ManagedProcess:
                 self._fail(f"crash loop: exited {len(self._exits)} times within "
                            f"{self.settings.crash_loop_window:g} s (last exit code {code})")
                 return
+            if self._attempts_never_healthy >= self.settings.crash_loop_limit:
+                self._fail(f"never became healthy in {self._attempts_never_healthy} attempts "
+                           f"(last exit code {code})")
+                return
             self.state = "backoff"
-            await asyncio.sleep(backoff)
+            await self._pause(backoff)
             backoff = min(backoff * 2, self.settings.backoff_max)
-            if self._wanted:
-                self.restarts += 1
+
+    async def _run_once(self) -> int:
+        """Spawns the service and returns its exit code once it has exited, whatever happened meanwhile."""
+        process = await self._spawn()
+        if not self._wanted:  # stopped while it was being spawned: nobody else will end it
+            await self._terminate(process)
+        loop = asyncio.get_running_loop()
+        health = loop.create_task(self._watch_health(process))
+        pump = loop.create_task(self._pump(process))
+        try:
+            return await process.wait()
+        finally:
+            health.cancel()
+            await asyncio.gather(pump, health, return_exceptions=True)
+            _signal_group(process.pid, signal.SIGKILL)  # whatever it left behind in its group
+            self.last_exit_code = process.returncode
+            self._process = None
+            self.pid = None
+            self.health = "unknown"
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleeps `seconds`, or less when a stop comes in meanwhile."""
+        try:
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+        except asyncio.TimeoutError:
+            pass
 
     def _fail(self, reason: str) -> None:
         self.state = "failed"
-        self.error = reason
+        self.error = self.last_failure = reason
         self._wanted = False
-        self._write_note(f"tooloo supervisor: {self.name} failed: {reason}")
+        self._emit(f"tooloo supervisor: {self.name} failed: {reason}\n".encode())
 
     async def _spawn(self) -> asyncio.subprocess.Process:
         # `tooloo serve NAME` without the CLI layer (see tooloo_cli/services/__main__.py).
@@ -179,29 +227,37 @@ class ManagedProcess:
         self._process = process
         self.pid = process.pid
         self.started_at = time.monotonic()
-        self._ps = None
         return process
 
     async def _pump(self, process: asyncio.subprocess.Process) -> None:
         assert process.stdout is not None
         while chunk := await process.stdout.read(65_536):
-            self._log.write(chunk)
-            if self.on_output is not None:
-                self.on_output(self.name, chunk)
+            self._emit(chunk)
 
-    def _write_note(self, line: str) -> None:
-        data = f"{line}\n".encode()
-        self._log.write(data)
+    def _emit(self, data: bytes) -> None:
+        """To the log file and the output sink; a failure of either is reported once and the pipe
+        keeps being drained, so the service never blocks on a full pipe."""
+        try:
+            self._log.write(data)
+            self._log_failed = False
+        except OSError as exc:
+            if not self._log_failed:
+                logger.error("%s: cannot write its log %s: %s", self.name, self._log.path, exc)
+            self._log_failed = True
         if self.on_output is not None:
-            self.on_output(self.name, data)
+            try:
+                self.on_output(self.name, data)
+            except Exception as exc:  # a closed terminal, say: the service itself must not suffer
+                logger.error("%s: output stopped: %s", self.name, exc)
+                self.on_output = None
 
     async def _watch_health(self, process: asyncio.subprocess.Process) -> None:
         """Fast probes until the first answer (or the startup timeout), then calm liveness probes."""
         deadline = time.monotonic() + self.settings.startup_timeout
         while not await probe_health(self.host, self.port):
             if time.monotonic() > deadline:
-                self._write_note(f"tooloo supervisor: {self.name} not healthy after "
-                                 f"{self.settings.startup_timeout:g} s; restarting it")
+                self._emit(f"tooloo supervisor: {self.name} not healthy after "
+                           f"{self.settings.startup_timeout:g} s; restarting it\n".encode())
                 await self._terminate(process)
                 return
             await asyncio.sleep(FIRST_PROBE_INTERVAL)
@@ -219,7 +275,7 @@ class ManagedProcess:
             misses += 1
             self.health = "unhealthy"
             if misses >= self.settings.liveness_failures:
-                self._write_note(f"tooloo supervisor: {self.name} failed {misses} health probes; restarting it")
+                self._emit(f"tooloo supervisor: {self.name} failed {misses} health probes; restarting it\n".encode())
                 await self._terminate(process)
                 return
 
@@ -232,11 +288,8 @@ class ManagedProcess:
         except asyncio.TimeoutError:
             _signal_group(group, signal.SIGKILL)
             await process.wait()
-        _signal_group(group, signal.SIGKILL)  # anything the service left behind in its group
 
     async def _wait_port_free(self, timeout: float = 2.0) -> None:
-        from tooloo_cli.supervisor.ports import is_free
-
         deadline = time.monotonic() + timeout
         while not is_free(self.host, self.port) and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
@@ -244,9 +297,10 @@ class ManagedProcess:
     # -- what status shows ----------------------------------------------------------------
 
     def status(self, children: dict[int, list[int]] | None = None) -> dict[str, Any]:
-        """`children` maps a pid to its children's pids (one scan of the process table for all)."""
+        """The service's state; with `children` (pid -> child pids, one scan of the process
+        table for all services) also the CPU % and RSS of its process tree."""
         now = time.monotonic()
-        cpu, rss = self._usage(children or {})
+        cpu, rss = self._usage(children) if children is not None else (None, None)
         return {
             "name": self.name,
             "state": self.state,
@@ -265,6 +319,7 @@ class ManagedProcess:
     def _usage(self, children: dict[int, list[int]]) -> tuple[float | None, int | None]:
         """CPU % since the previous call and RSS, summed over the service's process tree."""
         if self.pid is None:
+            self._usage_probes.clear()
             return None, None
         import psutil
 
@@ -274,9 +329,8 @@ class ManagedProcess:
             tree.append(pid)
             pending.extend(children.get(pid, ()))
         try:
-            if self._ps is None or self._ps.pid != self.pid:
-                self._ps = psutil.Process(self.pid)
-            members = [self._ps, *(psutil.Process(pid) for pid in tree[1:])]
+            self._usage_probes = {pid: self._usage_probes.get(pid) or psutil.Process(pid) for pid in tree}
+            members = list(self._usage_probes.values())
             return (sum(member.cpu_percent(None) for member in members),
                     sum(member.memory_info().rss for member in members))
         except psutil.Error:
