@@ -138,7 +138,7 @@ class Supervisor:
         await asyncio.gather(*(self.processes[name].stop() for name in running))
         remaining = [name for name, process in self.processes.items() if process.active]
         if not remaining:
-            asyncio.get_running_loop().call_later(0.05, self._done.set)  # after this answer is sent
+            asyncio.get_running_loop().call_later(0.01, self._done.set)  # once this answer is out
         return 200, {"ok": True, "stopped": running, "notRunning": [n for n in names if n not in running],
                      "supervisorExits": not remaining}
 
