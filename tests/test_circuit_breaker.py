@@ -70,6 +70,16 @@ async def open_breaker(cb: CircuitBreaker, upstream: Upstream) -> None:
     assert cb.state == "open"
 
 
+async def half_open(half_open_max_calls: int) -> tuple[ManualClock, CircuitBreaker, Upstream]:
+    """A breaker failed open (threshold 1) and then left alone for its 5 s reset timeout."""
+    clock = ManualClock()
+    cb = breaker(clock, failure_threshold=1, reset_timeout=5.0, half_open_max_calls=half_open_max_calls)
+    upstream = Upstream()
+    await open_breaker(cb, upstream)
+    clock.advance(5.0)
+    return clock, cb, upstream
+
+
 # -- construction ---------------------------------------------------------------------------
 
 
@@ -244,11 +254,7 @@ def test_a_failed_probe_reopens_for_a_fresh_reset_timeout() -> None:
 @pytest.mark.parametrize("max_probes", [1, 3])
 def test_half_open_admits_at_most_half_open_max_calls_concurrent_probes(max_probes: int) -> None:
     async def scenario() -> None:
-        clock = ManualClock()
-        cb = breaker(clock, failure_threshold=1, reset_timeout=5.0, half_open_max_calls=max_probes)
-        upstream = Upstream()
-        await open_breaker(cb, upstream)
-        clock.advance(5.0)
+        clock, cb, upstream = await half_open(half_open_max_calls=max_probes)
         upstream.gate = asyncio.Event()
         probes = [asyncio.create_task(cb.call(upstream.ok)) for _ in range(max_probes)]
         await settle()
@@ -269,11 +275,7 @@ def test_half_open_admits_at_most_half_open_max_calls_concurrent_probes(max_prob
 
 def test_the_first_failing_probe_reopens_even_while_other_probes_run() -> None:
     async def scenario() -> None:
-        clock = ManualClock()
-        cb = breaker(clock, failure_threshold=1, reset_timeout=5.0, half_open_max_calls=2)
-        upstream = Upstream()
-        await open_breaker(cb, upstream)
-        clock.advance(5.0)
+        clock, cb, upstream = await half_open(half_open_max_calls=2)
         upstream.gate = asyncio.Event()
         failing = asyncio.create_task(cb.call(upstream.fail))
         succeeding = asyncio.create_task(cb.call(upstream.ok))
@@ -456,11 +458,7 @@ def test_an_outer_wait_for_timeout_is_not_a_breaker_failure() -> None:
 
 def test_cancelling_a_probe_frees_its_slot() -> None:
     async def scenario() -> None:
-        clock = ManualClock()
-        cb = breaker(clock, failure_threshold=1, reset_timeout=5.0, half_open_max_calls=1)
-        upstream = Upstream()
-        await open_breaker(cb, upstream)
-        clock.advance(5.0)
+        clock, cb, upstream = await half_open(half_open_max_calls=1)
         probe = asyncio.create_task(cb.call(upstream.hang))
         await settle()
         with pytest.raises(CircuitOpenError):
@@ -479,11 +477,7 @@ def test_a_stale_probe_cancelled_after_a_reopen_does_not_grant_extra_probes() ->
     """Probes from an earlier half_open period must not change the count of a later one."""
 
     async def scenario() -> None:
-        clock = ManualClock()
-        cb = breaker(clock, failure_threshold=1, reset_timeout=5.0, half_open_max_calls=2)
-        upstream = Upstream()
-        await open_breaker(cb, upstream)
-        clock.advance(5.0)
+        clock, cb, upstream = await half_open(half_open_max_calls=2)
         upstream.gate = asyncio.Event()
         failing = asyncio.create_task(cb.call(upstream.fail))
         stale = asyncio.create_task(cb.call(upstream.hang))
