@@ -90,20 +90,9 @@ def _filled_cache(path: Path, max_memory_items: int) -> tuple[PersistentCache, l
     return cache, keys
 
 
-def _cache_get_memory(workdir: Path, n: int) -> list[float]:
-    cache, keys = _filled_cache(workdir / "memory.db", 1000)
-    with cache:
-        sequence = keys * (n // len(keys) + 1)
-        get = cache.get
-        started = time.perf_counter_ns()
-        for key in sequence:
-            get(key)
-        return _mean_us(started, len(sequence))
-
-
-def _cache_get_disk(workdir: Path, n: int) -> list[float]:
-    # 256 keys cycle through a one-item memory layer, so every get reads the disk.
-    cache, keys = _filled_cache(workdir / "disk.db", 1)
+def _cache_gets(path: Path, memory_items: int, n: int) -> list[float]:
+    """Reads cycling over 256 keys: all memory hits with room for them, all disk hits with one item of memory."""
+    cache, keys = _filled_cache(path, memory_items)
     with cache:
         sequence = keys * (n // len(keys) + 1)
         get = cache.get
@@ -202,8 +191,8 @@ def run_module_benchmarks(runs: int = 5, scale: float = 1.0) -> list[BenchResult
         workdir = Path(tmp)
         cases: list[tuple[str, Callable[[], list[float]]]] = [
             ("cache set", lambda: _cache_set(workdir, ops(2_000))),
-            ("cache get (memory hit)", lambda: _cache_get_memory(workdir, ops(200_000))),
-            ("cache get (disk hit)", lambda: _cache_get_disk(workdir, ops(20_000))),
+            ("cache get (memory hit)", lambda: _cache_gets(workdir / "memory.db", 1000, ops(200_000))),
+            ("cache get (disk hit)", lambda: _cache_gets(workdir / "disk.db", 1, ops(20_000))),
             ("rate-limit check", lambda: _rate_limit_check(ops(200_000))),
             ("span start+end", lambda: _span(ops(100_000))),
             ("request trace (sampled)", lambda: _request_trace(1.0, ops(50_000))),

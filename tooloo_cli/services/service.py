@@ -86,6 +86,7 @@ class Service:
             self.optimizer = QueryOptimizer(SQLiteBatchExecutor(self.pool), batch_size=optimizer.batch_size,
                                             batch_window=optimizer.batch_window_ms / 1000)
         self.breakers: dict[str, CircuitBreaker] = {}
+        self.unmetered_paths: set[str] = set()  # monitoring endpoints, left out of metrics and limits
         self._upstream: Upstream | None = None
         self._startup: list[Hook] = []
         self._shutdown: list[Hook] = []
@@ -231,13 +232,12 @@ def build_app(service: Service, routes: list[BaseRoute], *, limit_api: bool = Fa
         observability_route(service, OBSERVABILITY_PATH),
     ]
     all_routes = shared + routes
-    unmetered = frozenset(route.path for route in all_routes
-                          if isinstance(route, Route) and route.endpoint.__name__ == "observability")
     app: ASGIApp = Starlette(routes=all_routes, exception_handlers=EXCEPTION_HANDLERS, lifespan=service.lifespan)
     if limit_api and service.limiter is None:
         raise RuntimeError(f"the {service.name} service limits /api but has no rate limiter settings")
     app = ApiMiddleware(app, service.tracer, service.stack.max_body_bytes,
-                        service.limiter if limit_api else None, service.trusted_proxies, unmetered)
+                        service.limiter if limit_api else None, service.trusted_proxies,
+                        frozenset(service.unmetered_paths))
     return AccessLogMiddleware(app, service.access_log)
 
 
@@ -250,4 +250,5 @@ def observability_route(service: Service, path: str) -> Route:
     async def observability(request: Request) -> Response:
         return JSONResponse(service.observability())
 
+    service.unmetered_paths.add(path)
     return Route(path, observability)

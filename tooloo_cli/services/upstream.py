@@ -56,18 +56,29 @@ class Upstream:
     async def close(self) -> None:
         await self.client.aclose()
 
-    async def healthy(self, target: str, timeout: float = 1.0) -> None:
-        """Returns when `target`'s /health answers 200, else raises RuntimeError saying why.
+    async def probe(self, target: str, timeout: float = 1.0) -> tuple[dict[str, Any], str | None]:
+        """`target`'s /health document and None, or {} and why it did not answer 200.
 
-        Asked directly, not through the breaker: a readiness probe must not trip it.
+        Asked directly, not through the breaker: a health or readiness probe must not trip it.
         """
         url = f"{self.base_urls[target]}/health"
         try:
             response = await self.client.get(url, timeout=timeout)
         except httpx.HTTPError as exc:
-            raise RuntimeError(f"{target} did not answer {url}: {type(exc).__name__}") from None
+            return {}, f"{target} did not answer {url}: {type(exc).__name__}"
         if response.status_code != 200:
-            raise RuntimeError(f"{target} answered {url} with {response.status_code}")
+            return {}, f"{target} answered {url} with {response.status_code}"
+        try:
+            document = response.json()
+        except ValueError:
+            return {}, f"{target} answered {url} with something that is not JSON"
+        return (document, None) if isinstance(document, dict) else ({}, f"{target} answered {url} oddly")
+
+    async def healthy(self, target: str, timeout: float = 1.0) -> None:
+        """Returns when `target`'s /health answers 200, else raises RuntimeError saying why."""
+        _, error = await self.probe(target, timeout)
+        if error is not None:
+            raise RuntimeError(error)
 
     async def _send(self, target: str, method: str, path: str, **options: Any) -> httpx.Response:
         headers = dict(options.pop("headers", None) or {})

@@ -93,18 +93,9 @@ def _health_fields(document: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _probe(service: Service, name: str) -> tuple[str, dict[str, Any]]:
-    """One sibling's /health, asked directly: a health probe must not trip the breakers."""
-    port = service.loaded.services[name].port
-    url = f"{service.upstream.base_urls[name]}/health"
+    """One sibling's /health (through Upstream.probe: not the breaker) with how long it took."""
     started = time.perf_counter()
-    try:
-        response = await service.upstream.client.get(url, timeout=1.0)
-        document = response.json() if response.status_code == 200 else {}
-        error = None if response.status_code == 200 else f"HTTP {response.status_code}"
-    except Exception as exc:  # any failure to answer is "down", with its reason
-        document = {}
-        error = f"{type(exc).__name__}: {exc}".rstrip(": ")
-    entry = {"status": "up" if error is None else "down", "port": port,
+    document, error = await service.upstream.probe(name)
+    entry = {"status": "up" if error is None else "down", "port": service.loaded.services[name].port,
              "latencyMs": round((time.perf_counter() - started) * 1000, 2), "error": error, **_health_fields(document)}
     return name, entry
-
