@@ -1,19 +1,31 @@
-"""Fixtures shared by the project's tests: a stack configuration on free ports, in-process clients.
+"""Fixtures shared by the project's tests: a stack configuration on free ports, in-process clients,
+the real `tooloo` command against a private stack, and a small real filesystem.
 
     loaded = stack_config()                      # every service on a free port, state in tmp_path
     async with service_client("budget", loaded) as client:
         response = await client.get("/health")
+    t = tooloo()                                 # `tooloo` on a private configuration; everything it
+    t("up", "budget")                            # started is stopped by its pid at the end
+    with small_filesystem(tmp_path / "disk", "1m") as disk: ...   # a tmpfs: a disk that really fills
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import pytest
 
 from tooloo_cli.bench.stack import write_ephemeral_config
@@ -130,3 +142,138 @@ def live_app() -> Iterator[Callable[[Any, str, LoadedConfig], str]]:
 
     yield start
     stop_servers(running)
+
+
+# -- the real `tooloo` command ---------------------------------------------------------------
+
+
+def _quick_supervision(config: Config) -> None:
+    supervisor = config.supervisor
+    supervisor.backoff_initial, supervisor.backoff_max = 0.05, 0.2
+    supervisor.crash_loop_limit, supervisor.crash_loop_window = 3, 30.0
+    supervisor.health_interval, supervisor.liveness_failures = 0.2, 2
+    supervisor.grace_period, supervisor.startup_timeout = 3.0, 10.0
+
+
+class Tooloo:
+    """Runs `tooloo` against one configuration and remembers every pid it saw, to end them at last."""
+
+    def __init__(self, directory: Path, edit: Callable[[Config], None] | None = None) -> None:
+        def edits(config: Config) -> None:
+            _quick_supervision(config)
+            if edit is not None:
+                edit(config)
+
+        self.config = write_ephemeral_config(directory, edits)
+        self.loaded = load_config(self.config, env={})
+        self.state = directory / ".tooloo"
+        self.seen: set[int] = set()
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("TOOLOO_")} | {"NO_COLOR": "1"}
+
+    def __call__(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run([sys.executable, "-m", "tooloo_cli", "--config", str(self.config), *args],
+                                capture_output=True, text=True, timeout=timeout, env=self.env)
+        self.remember()
+        return result
+
+    def status(self) -> dict[str, Any]:
+        result = self("status", "--json")
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    def remember(self) -> None:
+        pid_file = self.state / "supervisor.pid"
+        if pid_file.exists():
+            self.seen.add(int(pid_file.read_text()))
+            for process in psutil.Process(int(pid_file.read_text())).children(recursive=True) \
+                    if psutil.pid_exists(int(pid_file.read_text())) else []:
+                self.seen.add(process.pid)
+
+    def port(self, name: str) -> int:
+        return self.loaded.services[name].port
+
+    def wait_for(self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 15) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            document = self.status()
+            if predicate(document) or time.monotonic() > deadline:
+                return document
+            time.sleep(0.1)
+
+    def end_everything(self) -> None:
+        """The finalizer: a clean `down`, then SIGKILL to any pid seen here that still lives."""
+        subprocess.run([sys.executable, "-m", "tooloo_cli", "--config", str(self.config), "down"],
+                       capture_output=True, timeout=60, env=self.env)
+        for pid in self.seen:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def alive(pid: int) -> bool:
+    """Running, as opposed to gone or a zombie waiting for PID 1 to reap it."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def wait_gone(pids: list[int], timeout: float = 5) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while (remaining := [pid for pid in pids if alive(pid)]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return remaining
+
+
+@pytest.fixture
+def tooloo(tmp_path: Path) -> Iterator[Callable[..., Tooloo]]:
+    made: list[Tooloo] = []
+
+    def make(edit: Callable[[Config], None] | None = None) -> Tooloo:
+        made.append(Tooloo(tmp_path, edit))
+        return made[-1]
+
+    yield make
+    for instance in made:
+        instance.end_everything()
+
+
+# -- what only root may do -----------------------------------------------------------------------
+
+
+def need_root(what: str) -> None:
+    """Skips (fails under CI=true, where the machine is ours) unless this process is root."""
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        message = f"{what} needs root (and mount)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@contextmanager
+def small_filesystem(directory: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of `size` mounted at `directory`: writes there really fail with ENOSPC once it is full."""
+    need_root("a small real filesystem")
+    directory.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(directory)], check=True)
+    try:
+        yield directory
+    finally:
+        subprocess.run(["umount", "-l", str(directory)], check=False)
+
+
+def fill(directory: Path) -> Path:
+    """Fills the filesystem holding `directory` to the last byte; returns the filler (delete it to free)."""
+    filler = directory / "filler"
+    descriptor = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while True:
+            os.write(descriptor, b"\0" * 65_536)
+    except OSError:
+        pass
+    try:
+        while True:
+            os.write(descriptor, b"\0")
+    except OSError:
+        pass
+    os.close(descriptor)
+    return filler

@@ -10,6 +10,7 @@ import logging
 import re
 import sqlite3
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import fill, small_filesystem
 from tooloo_cli.resilience import PersistentCache
 from tooloo_cli.phase6.support import ManualClock
 
@@ -467,6 +469,55 @@ def test_unrecoverable_nested_location_falls_back_to_memory_only(tmp_path: Path,
     assert cache.stats()["persistent"] is False
     cache.set("k", 1)
     assert cache.get("k") == 1
+
+
+def test_an_undecodable_row_is_a_miss_and_is_dropped(db_path: Path, clock: ManualClock) -> None:
+    with open_cache(db_path, clock) as cache:
+        cache.set("good", "kept")
+    with sqlite3.connect(db_path) as db:  # a row as something else, or a damaged sector, left it
+        db.execute("INSERT INTO cache VALUES (?, ?, ?, ?)", ("bad", b"\x78\x9c not zlib", clock() + 100, 1))
+        db.execute("INSERT INTO cache VALUES (?, ?, ?, ?)", ("text", b"{not json", clock() + 100, 0))
+    with open_cache(db_path, clock) as cache:
+        assert cache.get("bad", "default") == "default" and cache.get("text") is None  # before: an exception
+        assert cache.get("good") == "kept"
+        stats = cache.stats()
+        assert stats["undecodable"] == 2 and stats["persistent"] is True and stats["recoveries"] == 0
+    assert set(rows(db_path)) == {"good"}
+
+
+def test_repeated_corruption_keeps_only_the_newest_copies_aside(db_path: Path, clock: ManualClock) -> None:
+    for round_ in range(5):
+        db_path.write_bytes(b"garbage %d " % round_ * 500)
+        Path(f"{db_path}-wal").unlink(missing_ok=True)
+        open_cache(db_path, clock).close()
+    aside = sorted(p.name for p in db_path.parent.iterdir() if ".corrupt-" in p.name)
+    assert len(aside) == 3
+
+
+def test_a_full_disk_is_not_corruption_the_cache_serves_from_memory_and_heals(
+        tmp_path: Path, clock: ManualClock, caplog: pytest.LogCaptureFixture) -> None:
+    with small_filesystem(tmp_path / "disk", "1m") as disk:
+        path = disk / "cache.db"
+        cache = open_cache(path, clock, retry_after=0.2)
+        cache.set("before", "on disk")
+        filler = fill(disk)
+        with caplog.at_level(logging.WARNING, logger="tooloo_cli.resilience.cache"):
+            for number in range(50):
+                cache.set(f"k{number}", "v" * 2000)
+        full = cache.stats()
+        assert cache.get("k49") == "v" * 2000 and cache.get("before") == "on disk"  # served meanwhile
+        filler.unlink()
+        time.sleep(0.3)
+        cache.set("after", "on disk again")
+        healed = cache.stats()
+        cache.close()
+        aside = [p.name for p in disk.iterdir() if ".corrupt-" in p.name]
+        on_disk = rows(path)
+    assert full["persistent"] is False and "full" in full["diskError"] and full["recoveries"] == 0
+    assert aside == []  # before: renamed aside again and again, and memory-only for good
+    assert healed["persistent"] is True and healed["diskError"] is None
+    assert "before" in on_disk and "after" in on_disk
+    assert caplog.text.count("caching in memory only") == 1  # said once, not per failed write
 
 
 # -- stats --------------------------------------------------------------------------------

@@ -597,3 +597,40 @@ def test_reset_closes_by_hand_and_is_a_no_op_when_closed() -> None:
         assert await cb.call(upstream.ok) == "ok"
 
     run(scenario())
+
+
+class _CallerMistake(Exception):
+    pass
+
+
+def test_excluded_errors_count_as_nothing_and_free_a_probe() -> None:
+    clock = ManualClock()
+    breaker = CircuitBreaker("sibling", failure_threshold=2, reset_timeout=1, call_timeout=None,
+                             excluded=(_CallerMistake,), clock=clock)
+
+    async def mistaken() -> None:
+        raise _CallerMistake
+
+    async def failing() -> None:
+        raise RuntimeError("down")
+
+    async def scenario() -> None:
+        for _ in range(5):
+            with pytest.raises(_CallerMistake):
+                await breaker.call(mistaken)
+        assert breaker.state == "closed" and breaker.failure_count == 0 and breaker.call_count == 0
+        with pytest.raises(RuntimeError):
+            await breaker.call(failing)
+        with pytest.raises(_CallerMistake):
+            await breaker.call(mistaken)  # between two real failures: it masks nothing
+        with pytest.raises(RuntimeError):
+            await breaker.call(failing)
+        assert breaker.state == "open"
+        clock.advance(1.5)
+        with pytest.raises(_CallerMistake):
+            await breaker.call(mistaken)  # a half-open probe that decided nothing
+        assert breaker.state == "half_open"
+        assert await breaker.call(asyncio.sleep, 0) is None  # the probe slot was given back
+        assert breaker.state == "closed"
+
+    asyncio.run(scenario())

@@ -10,11 +10,18 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
+import socket
 import subprocess
 import sys
+import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+from conftest import Tooloo
 
 from tooloo_cli import __version__
 from tooloo_cli.config import Config, config_to_toml
@@ -391,3 +398,131 @@ def test_help_groups_the_commands(tmp_path: Path) -> None:
     result = tooloo(tmp_path, "--help")
     for panel in ("The stack", "Quality", "Configuration"):
         assert panel in result.stdout
+
+
+# -- ordinary problems get one clear line, never a traceback ---------------------------------------------
+
+
+def _one_clear_line(result: subprocess.CompletedProcess[str], code: int, *words: str) -> None:
+    assert result.returncode == code, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr and "internal error" not in result.stderr, result.stderr
+    for word in words:
+        assert word in result.stderr, result.stderr
+
+
+def _stack_file(directory: Path, edit: Any = None) -> Path:
+    from tooloo_cli.bench.stack import write_ephemeral_config
+
+    return write_ephemeral_config(directory, edit)
+
+
+def test_a_state_directory_that_is_a_file_is_named(tmp_path: Path) -> None:
+    def state_in_a_file(config: Config) -> None:
+        config.stack.state_dir = "not-a-directory"
+
+    config = _stack_file(tmp_path, state_in_a_file)
+    (tmp_path / "not-a-directory").write_text("a file")
+    for command in (["up", "training"], ["status"], ["down"]):
+        _one_clear_line(tooloo(tmp_path, "--config", str(config), *command), 1, "not-a-directory is a file")
+
+
+def test_a_read_only_state_directory_is_named(tmp_path: Path) -> None:
+    from conftest import need_root
+
+    need_root("a read-only filesystem")
+    state = tmp_path / "state"
+    state.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(state)], check=True)
+    try:
+        def read_only_state(config: Config) -> None:
+            config.stack.state_dir = str(state)
+
+        result = tooloo(tmp_path, "--config", str(_stack_file(tmp_path, read_only_state)), "up", "training")
+    finally:
+        subprocess.run(["umount", "-l", str(state)], check=False)
+    _one_clear_line(result, 1, "not writable")
+
+
+def test_absurd_line_counts_are_a_usage_error(tmp_path: Path) -> None:
+    result = tooloo(tmp_path, "--config", str(_stack_file(tmp_path)), "logs", "-n", "99999999999999999999999")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("target", ["missing-directory/base.json", "."])
+def test_bench_save_to_a_bad_path_is_refused_before_measuring(tmp_path: Path, target: str) -> None:
+    started = time.monotonic()
+    result = tooloo(tmp_path, "bench", "modules", "--save", target)
+    assert result.returncode == 2 and "--save" in result.stderr and "Traceback" not in result.stderr
+    assert time.monotonic() - started < 10  # before: found only after the whole run
+
+
+def test_config_init_to_a_path_that_cannot_exist_is_one_line(tmp_path: Path) -> None:
+    _one_clear_line(tooloo(tmp_path, "config", "init", "/dev/null/tooloo.toml"), 1, "cannot write /dev/null/tooloo.toml")
+
+
+@pytest.mark.parametrize("command", [["config", "show"], ["status"], ["--help"]])
+def test_output_to_a_full_device_is_one_line(tmp_path: Path, command: list[str]) -> None:
+    with open("/dev/full", "w") as full:
+        result = subprocess.run([sys.executable, "-m", "tooloo_cli", "--config", str(_stack_file(tmp_path)),
+                                 *command], cwd=tmp_path, env=clean_env(), stdout=full, stderr=subprocess.PIPE,
+                                text=True, timeout=60)
+    assert result.returncode == 1 and "cannot write the output" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and "Exception ignored" not in result.stderr
+
+
+@pytest.fixture
+def running(tooloo: Callable[..., Tooloo]) -> Callable[..., Tooloo]:
+    """conftest's runner of a private stack (named apart from this module's `tooloo` helper)."""
+    return tooloo
+
+
+def test_an_ascii_terminal_gets_replacements_not_a_traceback(running: Callable[..., Tooloo]) -> None:
+    t = running()
+    assert t("up", "training").returncode == 0
+    t.env["PYTHONIOENCODING"] = "ascii"
+    result = t("status")
+    assert result.returncode == 0, result.stderr
+    assert "running" in result.stdout and "Traceback" not in result.stderr
+
+
+def test_status_as_another_user_names_the_owner(tmp_path: Path) -> None:
+    from conftest import need_root
+
+    need_root("switching to another user")
+    shared = Path(tempfile.mkdtemp(prefix="tooloo-shared-"))
+    try:
+        shared.chmod(0o755)
+        config = _stack_file(shared)
+        config.chmod(0o644)
+        (shared / ".tooloo").mkdir(mode=0o700)
+        result = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable,
+                                 "-m", "tooloo_cli", "--config", str(config), "status"], cwd=shared,
+                                env=clean_env(HOME=str(shared)), capture_output=True, text=True, timeout=60)
+    finally:
+        shutil.rmtree(shared)
+    _one_clear_line(result, 1, "cannot be read", "belongs to root")
+
+
+def test_a_broken_tooloo_toml_does_not_lock_anyone_out_of_the_running_stack(running: Callable[..., Tooloo]) -> None:
+    t = running()
+    assert t("up", "training").returncode == 0
+    good = t.config.read_text()
+    t.config.write_text(good.replace("[services.web]", "[services.web"))  # a typo after the stack started
+    status = t("status")
+    logs = t("logs", "training", "-n", "3")
+    down = t("down")
+    assert status.returncode == 0 and "running" in status.stdout and "warning" in status.stderr
+    assert logs.returncode == 0 and "training |" in logs.stdout
+    assert down.returncode == 0 and "stopped training" in down.stdout
+    assert "Traceback" not in status.stderr + logs.stderr + down.stderr
+
+
+def test_serve_on_a_taken_port_names_the_holder_and_never_says_listening(tmp_path: Path) -> None:
+    config = _stack_file(tmp_path)
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        result = tooloo(tmp_path, "--config", str(config), "serve", "web", "--port", str(port))
+    _one_clear_line(result, 1, f"port {port} on 127.0.0.1 is taken by pid {os.getpid()}")
+    assert "listening" not in result.stdout  # before: "listening", then a raw uvicorn error, exit 3

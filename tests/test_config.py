@@ -530,3 +530,73 @@ def test_defaults_are_fresh_objects_each_time() -> None:
     assert second.services["web"].port == 3000
     assert second.stack.trusted_proxies == []
     assert dataclasses.asdict(second) == dataclasses.asdict(Config.defaults())
+
+
+# -- every value that validates must also run -------------------------------------------------------
+
+
+def _numeric_fields() -> list[tuple[str, dataclasses.Field]]:
+    from tooloo_cli.config import schema
+
+    sections = [schema.StackSettings, schema.SupervisorSettings, schema.ObserveSettings, schema.ServiceSettings,
+                schema.TracerSettings, schema.RateLimiterSettings, schema.CacheSettings, schema.PoolSettings,
+                schema.QueryOptimizerSettings, schema.BreakerSettings, schema.ProviderSettings]
+    return [(f"{section.__name__}.{f.name}", f) for section in sections for f in dataclasses.fields(section)
+            if f.type in ("int", "float")]
+
+
+def test_every_number_has_a_finite_upper_bound() -> None:
+    fields = _numeric_fields()
+    assert len(fields) > 40  # the introspection found the settings
+    assert [name for name, f in fields if f.metadata.get("le") is None] == []
+
+
+@pytest.mark.parametrize(("text", "key"), [
+    ("[supervisor]\ngrace_period = inf\n", "supervisor.grace_period"),
+    ("[supervisor]\ngrace_period = 1e308\n", "supervisor.grace_period"),
+    ("[supervisor]\nstartup_timeout = nan\n", "supervisor.startup_timeout"),
+    ("[services.web.tracer]\nmax_traces = 1000000000000000000000000\n", "services.web.tracer.max_traces"),
+    ("[stack]\nmax_body_bytes = 99999999999999\n", "stack.max_body_bytes"),
+    ("[observe]\ninterval = 0.0001\n", "observe.interval"),
+])
+def test_values_that_would_break_the_stack_are_refused(tmp_path: Path, text: str, key: str) -> None:
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_config(write_toml(tmp_path, text), env={})
+
+
+@pytest.mark.parametrize("host", ["not a host", "-leading.example", "a..b", "x" * 300, ""])
+def test_a_host_that_is_no_address_is_refused(tmp_path: Path, host: str) -> None:
+    with pytest.raises(ConfigError, match="stack.host"):
+        load_config(write_toml(tmp_path, f'[stack]\nhost = "{host}"\n'), env={})
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1", "0.0.0.0", "localhost", "tooloo-1.internal"])
+def test_addresses_and_host_names_are_accepted(tmp_path: Path, host: str) -> None:
+    assert load_config(write_toml(tmp_path, f'[stack]\nhost = "{host}"\n'), env={}).config.stack.host == host
+
+
+@pytest.mark.parametrize("url", ["http://llm.example.com/v1", "ftp://llm.example.com", "llm.example.com",
+                                 "http://10.0.0.5:8080/v1", "https://:443/v1"])
+def test_a_provider_url_that_would_leak_the_key_or_is_no_url_is_refused(tmp_path: Path, url: str) -> None:
+    with pytest.raises(ConfigError, match="base_url"):
+        load_config(write_toml(tmp_path, f'[services.budget.provider]\nbase_url = "{url}"\n'), env={})
+
+
+@pytest.mark.parametrize("url", ["https://api.openai.com/v1", "http://127.0.0.1:8080/v1", "http://localhost:11434/v1",
+                                 "http://[::1]:8000"])
+def test_https_and_loopback_provider_urls_are_accepted(tmp_path: Path, url: str) -> None:
+    load_config(write_toml(tmp_path, f'[services.budget.provider]\nbase_url = "{url}"\n'), env={})
+
+
+def test_an_api_key_variable_must_be_a_variable_name(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="api_key_env"):
+        load_config(write_toml(tmp_path, '[services.budget.provider]\napi_key_env = "MY KEY"\n'), env={})
+
+
+def test_a_broken_file_still_gives_the_way_to_the_running_stack(tmp_path: Path) -> None:
+    from tooloo_cli.config import load_config_leniently
+
+    path = write_toml(tmp_path, '[stack]\nstate_dir = "elsewhere"\n\n[services.web\nport = 1\n')
+    loaded, problem = load_config_leniently(path, env={})
+    assert problem is not None and "invalid TOML" in problem
+    assert loaded.state_path() == tmp_path.resolve() / "elsewhere" and loaded.source == path

@@ -65,12 +65,42 @@ def test_a_timeout_counts_as_a_failure(respx_mock: respx.MockRouter, monkeypatch
 
 
 @respx.mock(base_url=REMOTE)
-def test_a_refusal_is_not_the_providers_fault(respx_mock: respx.MockRouter, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_refusal_is_not_the_providers_fault(respx_mock: respx.MockRouter, monkeypatch: pytest.MonkeyPatch,
+                                              caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.setenv("TOOLOO_TEST_KEY", "sk-bad")
     respx_mock.post("/chat/completions").mock(
         return_value=httpx.Response(401, json={"error": {"message": "Incorrect API key"}}))
-    with pytest.raises(ProviderRejected, match="Incorrect API key"):
+    with pytest.raises(ProviderRejected, match="401") as refused:
         asyncio.run(_openai().complete("hi"))
+    assert "Incorrect" not in str(refused.value)  # the remote's words are for the log, not for clients
+    assert "Incorrect API key" in caplog.text
+
+
+@respx.mock(base_url=REMOTE)
+def test_a_remote_message_echoing_the_key_reaches_neither_the_client_nor_the_log(
+        respx_mock: respx.MockRouter, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    key = "sk-proj-SECRETSECRET1234abcd"
+    monkeypatch.setenv("TOOLOO_TEST_KEY", key)
+    respx_mock.post("/chat/completions").mock(return_value=httpx.Response(
+        401, json={"error": {"message": f"Incorrect API key provided: {key[:8]}*****{key[-4:]} ({key})"}}))
+    with pytest.raises(ProviderRejected) as refused:
+        asyncio.run(_openai().complete("hi"))
+    assert key not in str(refused.value) and key[-4:] not in str(refused.value)
+    assert key not in caplog.text and "[redacted]" in caplog.text
+
+
+def test_the_openai_estimate_bounds_the_prompt_and_the_capped_answer() -> None:
+    provider = OpenAIProvider(REMOTE, "gpt-test", "TOOLOO_TEST_KEY", 5.0, max_completion_tokens=100)
+    assert provider.estimate_tokens("héllo") == len("héllo".encode()) + 16 + 100
+
+
+@respx.mock(base_url=REMOTE)
+def test_the_answer_is_capped_at_max_completion_tokens(respx_mock: respx.MockRouter,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TOOLOO_TEST_KEY", "sk-test")
+    route = respx_mock.post("/chat/completions").mock(return_value=httpx.Response(200, json=COMPLETION))
+    asyncio.run(OpenAIProvider(REMOTE, "gpt-test", "TOOLOO_TEST_KEY", 5.0, max_completion_tokens=77).complete("hi"))
+    assert b'"max_tokens":77' in route.calls.last.request.content.replace(b" ", b"")
 
 
 def test_a_missing_key_is_refused_before_any_call(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -135,5 +165,5 @@ def test_a_remote_refusal_does_not_open_the_budget_breaker(
         return answer, status
 
     answer, status = asyncio.run(scenario())
-    assert answer.status_code == 502 and "bad" in answer.json()["error"]
+    assert answer.status_code == 502 and "400" in answer.json()["error"] and "bad" not in answer.json()["error"]
     assert status["circuitBreakers"]["provider"]["status"] == "closed"

@@ -641,3 +641,21 @@ def test_optimizer_singleflight_error_reaches_all_and_cancelling_one_spares_othe
         assert call.runs == 1 and call.cancelled == 0
 
     run(scenario())
+
+
+def test_a_zero_window_is_a_group_commit() -> None:
+    async def scenario() -> None:
+        executor = RecordingExecutor()
+        executor.gate = asyncio.Event()  # the first batch takes its time
+        optimizer = QueryOptimizer(executor, batch_size=100, batch_window=0.0)
+        first = asyncio.ensure_future(optimizer.execute("INSERT INTO t VALUES (?)", (0,)))
+        await settle()
+        assert len(executor.batches) == 1  # at once: nothing was running
+        later = [asyncio.ensure_future(optimizer.execute("INSERT INTO t VALUES (?)", (n,))) for n in (1, 2, 3)]
+        await settle()
+        assert len(executor.batches) == 1  # they wait for the batch in flight
+        executor.gate.set()
+        await asyncio.wait_for(asyncio.gather(first, *later), timeout=5)
+        assert [len(params) for _, params in executor.batches] == [1, 3]
+
+    run(scenario())

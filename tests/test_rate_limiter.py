@@ -587,3 +587,15 @@ def test_property_eviction_matches_a_least_recently_used_model(max_clients: int,
         assert active_clients(limiter) == set(model)
         assert len(model) <= max_clients
     assert limiter.stats(top=0)["evictions"] == evicted
+
+
+def test_a_long_client_id_is_kept_short_and_still_limited() -> None:
+    limiter = RateLimiter(capacity=2, refill_rate=0.001, max_clients=100)
+    long_id = "203.0.113.9, " + "x" * 8192
+    decisions = [limiter.try_acquire(long_id).allowed for _ in range(3)]
+    for number in range(50):
+        limiter.try_acquire(f"{number}-" + "y" * 8192)
+    assert decisions == [True, True, False]  # the same long id is the same bucket
+    assert all(len(client) <= 64 for client in limiter.stats(top=100)["buckets"])
+    limiter.reset(long_id)
+    assert limiter.try_acquire(long_id).allowed

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 from collections.abc import Callable
 from contextlib import closing
@@ -147,3 +148,33 @@ def test_missing_pool_settings_are_named(stack_config: StackConfig) -> None:
     loaded.services["capabilities"].pool = None
     with pytest.raises(RuntimeError, match=r"\[services\.capabilities\.pool\]"):
         create_app("capabilities", loaded)
+
+
+def test_a_corrupt_database_is_moved_aside_and_rebuilt_with_a_warning(
+        stack_config: StackConfig, caplog: pytest.LogCaptureFixture) -> None:
+    loaded = stack_config()
+    database = loaded.state_path("capabilities.db")
+    database.parent.mkdir(parents=True, exist_ok=True)
+    database.write_bytes(b"not a database at all" * 200)
+
+    async def scenario(client: httpx.AsyncClient) -> tuple[dict, int]:
+        status = (await client.get(f"{BASE}/status")).json()
+        return status, (await client.get("/ready")).status_code
+
+    with caplog.at_level(logging.WARNING):
+        status, ready = run_capabilities(loaded, scenario)  # before: every start failed, into a crash loop
+    assert status["discovered"] == len(DISCOVERED_METHODS) and ready == 200
+    aside = [p for p in database.parent.iterdir() if p.name.startswith("capabilities.db.corrupt-")]
+    assert len(aside) == 1 and aside[0].read_bytes().startswith(b"not a database")
+    assert "was corrupt" in caplog.text and str(aside[0]) in caplog.text
+
+
+def test_the_database_is_private_even_when_it_was_not(stack_config: StackConfig) -> None:
+    loaded = stack_config()
+    run_capabilities(loaded, lambda client: client.get(f"{BASE}/status"))
+    database = loaded.state_path("capabilities.db")
+    assert oct(database.stat().st_mode & 0o777) == "0o600"  # before: 0644
+    database.chmod(0o644)
+    run_capabilities(loaded, lambda client: client.get(f"{BASE}/status"))
+    assert oct(database.stat().st_mode & 0o777) == "0o600"
+    assert all(oct(p.stat().st_mode & 0o077) == "0o0" for p in database.parent.glob("capabilities.db*"))

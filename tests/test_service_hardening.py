@@ -247,3 +247,65 @@ def test_the_module_docstring_lists_every_route_and_shows_a_one_line_curl(name: 
     port = {"meta": 3002, "coach": 3004, "segmentation": 3007, "capabilities": 3009}[name]
     curls = [line.strip() for line in doc.splitlines() if line.strip().startswith("$ curl ")]
     assert len(curls) == 1 and f"localhost:{port}/api/" in curls[0] and not curls[0].endswith("\\")
+
+
+# -- text that is not Unicode ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("name", "path", "field"), [
+    ("budget", BURST, "prompt"),
+    ("capabilities", "/api/v1/capabilities/activate", "name"),
+])
+def test_a_lone_surrogate_is_a_422_naming_the_field(stack_config: StackConfig, name: str, path: str,
+                                                    field: str) -> None:
+    async def scenario(client: httpx.AsyncClient) -> httpx.Response:
+        return await client.post(path, content=b'{"%s": "\\ud800"}' % field.encode())
+
+    response = in_process(name, stack_config(fast_provider), scenario)
+    assert response.status_code == 422 and response.json()["field"] == field  # before: 500
+
+
+def test_a_lone_surrogate_deep_in_a_conversation_names_its_place(stack_config: StackConfig) -> None:
+    async def scenario(client: httpx.AsyncClient) -> httpx.Response:
+        body = b'{"messages": [{"role": "user", "content": "ok"}, {"role": "user", "content": "\\udfff"}]}'
+        return await client.post("/api/v1/segmentation/analyze", content=body)
+
+    response = in_process("segmentation", stack_config(), scenario)
+    assert response.status_code == 422 and response.json()["field"] == "messages[1].content"
+
+
+# -- internal detail only for the operator on this machine ----------------------------------------------
+
+
+def _unusable_cache(config: Config) -> None:
+    cache = config.services["budget"].cache
+    assert cache is not None
+    cache.file = "blocked/cache.db"
+
+
+def test_ready_gives_paths_and_exceptions_only_to_a_direct_local_caller(stack_config: StackConfig) -> None:
+    loaded = stack_config(_unusable_cache)
+    (loaded.state_path()).mkdir(parents=True, exist_ok=True)
+    loaded.state_path("blocked").write_text("a file where a directory should be")
+
+    async def ready(client: httpx.AsyncClient, **headers: str) -> dict:
+        return (await client.get("/ready", headers=headers)).json()
+
+    local = in_process("budget", loaded, ready)
+    forwarded = in_process("budget", loaded, lambda c: ready(c, **{"x-forwarded-for": "203.0.113.7"}))
+    remote = in_process("budget", loaded, ready, client_address="203.0.113.7")
+    assert str(loaded.state_path()) in local["failing"]["cache"]
+    assert forwarded["failing"] == remote["failing"] == {"cache": "unavailable"}
+
+
+def test_breaker_errors_and_system_status_are_short_for_remote_callers(stack_config: StackConfig) -> None:
+    async def scenario(client: httpx.AsyncClient) -> tuple[dict, dict]:
+        await client.get("/api/v1/budget")  # budget is not running: a breaker failure with its detail
+        observed = (await client.get("/api/v1/system/observability")).json()["circuitBreakers"]["budget"]
+        status = (await client.get("/api/v1/system/status")).json()["services"]["budget"]
+        return observed, status
+
+    local_breaker, local_status = in_process("web", stack_config(), scenario)
+    remote_breaker, remote_status = in_process("web", stack_config(), scenario, client_address="198.51.100.4")
+    assert ":" in local_breaker["lastError"] and "http://" in local_status["error"]
+    assert remote_breaker["lastError"] == "ConnectError" and remote_status["error"] == "unavailable"

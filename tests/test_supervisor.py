@@ -2,119 +2,30 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
+import httpx
 import psutil
 import pytest
+from conftest import Tooloo, wait_gone
 
-from tooloo_cli.bench.stack import write_ephemeral_config
-from tooloo_cli.config import Config, load_config
-from tooloo_cli.supervisor.ports import is_free
-
-
-def _quick_supervision(config: Config) -> None:
-    supervisor = config.supervisor
-    supervisor.backoff_initial, supervisor.backoff_max = 0.05, 0.2
-    supervisor.crash_loop_limit, supervisor.crash_loop_window = 3, 30.0
-    supervisor.health_interval, supervisor.liveness_failures = 0.2, 2
-    supervisor.grace_period, supervisor.startup_timeout = 3.0, 10.0
+from tooloo_cli.bench.stack import free_port
+from tooloo_cli.config import Config
+from tooloo_cli.ports import is_free
 
 
 def _broken_capabilities_database(config: Config) -> None:
     pool = config.services["capabilities"].pool
     assert pool is not None
     pool.database = "."  # the state directory itself: SQLite cannot open it, start-up fails
-
-
-class Tooloo:
-    """Runs `tooloo` against one configuration and remembers every pid it saw, to end them at last."""
-
-    def __init__(self, directory: Path, edit: Callable[[Config], None] | None = None) -> None:
-        def edits(config: Config) -> None:
-            _quick_supervision(config)
-            if edit is not None:
-                edit(config)
-
-        self.config = write_ephemeral_config(directory, edits)
-        self.loaded = load_config(self.config, env={})
-        self.state = directory / ".tooloo"
-        self.seen: set[int] = set()
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("TOOLOO_")} | {"NO_COLOR": "1"}
-
-    def __call__(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run([sys.executable, "-m", "tooloo_cli", "--config", str(self.config), *args],
-                                capture_output=True, text=True, timeout=timeout, env=self.env)
-        self.remember()
-        return result
-
-    def status(self) -> dict[str, Any]:
-        result = self("status", "--json")
-        assert result.returncode == 0, result.stderr
-        return json.loads(result.stdout)
-
-    def remember(self) -> None:
-        pid_file = self.state / "supervisor.pid"
-        if pid_file.exists():
-            self.seen.add(int(pid_file.read_text()))
-            for process in psutil.Process(int(pid_file.read_text())).children(recursive=True) \
-                    if psutil.pid_exists(int(pid_file.read_text())) else []:
-                self.seen.add(process.pid)
-
-    def port(self, name: str) -> int:
-        return self.loaded.services[name].port
-
-    def wait_for(self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 15) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while True:
-            document = self.status()
-            if predicate(document) or time.monotonic() > deadline:
-                return document
-            time.sleep(0.1)
-
-    def end_everything(self) -> None:
-        """The finalizer: a clean `down`, then SIGKILL to any pid seen here that still lives."""
-        subprocess.run([sys.executable, "-m", "tooloo_cli", "--config", str(self.config), "down"],
-                       capture_output=True, timeout=60, env=self.env)
-        for pid in self.seen:
-            if _alive(pid):
-                os.kill(pid, signal.SIGKILL)
-
-
-def _alive(pid: int) -> bool:
-    """Running, as opposed to gone or a zombie waiting for PID 1 to reap it."""
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
-def _wait_gone(pids: list[int], timeout: float = 5) -> list[int]:
-    deadline = time.monotonic() + timeout
-    while (alive := [pid for pid in pids if _alive(pid)]) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return alive
-
-
-@pytest.fixture
-def tooloo(tmp_path: Path) -> Iterator[Callable[..., Tooloo]]:
-    made: list[Tooloo] = []
-
-    def make(edit: Callable[[Config], None] | None = None) -> Tooloo:
-        made.append(Tooloo(tmp_path, edit))
-        return made[-1]
-
-    yield make
-    for instance in made:
-        instance.end_everything()
 
 
 def test_up_starts_every_service_healthy_behind_a_private_socket(tooloo: Callable[..., Tooloo]) -> None:
@@ -172,7 +83,7 @@ def test_killing_the_supervisor_takes_every_service_with_it(tooloo: Callable[...
     document = t.status()
     pids = [s["pid"] for s in document["services"].values()]
     os.kill(document["supervisor"]["pid"], signal.SIGKILL)
-    assert _wait_gone(pids) == []
+    assert wait_gone(pids) == []
     # The next `up` finds the stale pid file and socket, clears them and starts cleanly.
     assert (t.state / "supervisor.pid").exists()
     result = t("up")
@@ -189,7 +100,7 @@ def test_down_leaves_no_process_and_every_port_free(tooloo: Callable[..., Tooloo
     result = t("down")
     assert result.returncode == 0 and "supervisor stopped" in result.stdout
     assert result.stdout.count("stopped ") >= 8
-    assert _wait_gone(tree) == []
+    assert wait_gone(tree) == []
     assert all(is_free("127.0.0.1", t.port(name)) for name in document["services"])
     assert not (t.state / "supervisor.sock").exists() and not (t.state / "supervisor.pid").exists()
     again = t("down")
@@ -267,7 +178,7 @@ def test_up_in_the_foreground_prefixes_output_and_stops_on_ctrl_c(tooloo: Callab
     assert process.returncode == 0, output
     assert "web      | web listening on" in output and "training | training listening on" in output
     assert "tooloo: stopped" in output
-    assert _wait_gone(pids) == []
+    assert wait_gone(pids) == []
 
 
 def test_two_concurrent_ups_start_one_supervisor(tooloo: Callable[..., Tooloo]) -> None:
@@ -333,3 +244,135 @@ def test_state_files_are_private_and_an_existing_state_dir_keeps_its_mode(tooloo
     assert oct(shared.stat().st_mode & 0o777) == "0o755"  # not ours to lock down
     for private in (shared / "supervisor.pid", shared / "logs" / "training.log", shared / "supervisor.sock"):
         assert oct(private.stat().st_mode & 0o077) == "0o0", private
+
+
+# -- hardening: secrets, fresh configuration, races, CPU, refusals ------------------------------------
+
+
+def _environ(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes()
+    return dict(item.split("=", 1) for item in raw.decode(errors="replace").split("\0") if "=" in item)
+
+
+def test_only_budget_gets_the_provider_key(tooloo: Callable[..., Tooloo]) -> None:
+    t = tooloo()
+    t.env["OPENAI_API_KEY"] = "sk-only-for-budget"
+    assert t("up").returncode == 0
+    document = t.status()
+    holders = {name for name, service in document["services"].items()
+               if _environ(service["pid"]).get("OPENAI_API_KEY") == "sk-only-for-budget"}
+    assert holders == {"budget"}  # before: all eight services and the supervisor
+    assert "OPENAI_API_KEY" not in _environ(document["supervisor"]["pid"])
+
+
+def test_restart_reads_the_configuration_afresh(tooloo: Callable[..., Tooloo]) -> None:
+    t = tooloo()
+    assert t("up", "training").returncode == 0
+    new_port = free_port()
+    t.config.write_text(t.config.read_text().replace(f"port = {t.port('training')}\n", f"port = {new_port}\n"))
+    result = t("restart", "training")
+    assert result.returncode == 0, result.stdout + result.stderr  # before: probed the old port for ever
+    training = t.status()["services"]["training"]
+    assert training["port"] == new_port and training["health"] == "healthy"
+    assert httpx.get(f"http://127.0.0.1:{new_port}/health").status_code == 200
+
+
+def test_an_override_applies_to_the_start_it_was_given_to_and_does_not_stick(tooloo: Callable[..., Tooloo]) -> None:
+    t = tooloo()
+    variable = "TOOLOO_SERVICES__TRAINING__TRACER__SAMPLING_RATE"
+
+    def sampling() -> float:
+        url = f"http://127.0.0.1:{t.port('training')}/api/v1/system/observability"
+        return httpx.get(url).json()["tracer"]["samplingRate"]
+
+    t.env[variable] = "1.0"
+    assert t("up", "training").returncode == 0
+    assert sampling() == 1.0
+    del t.env[variable]
+    assert t("restart", "training").returncode == 0
+    assert sampling() == 0.15  # before: the first `up`'s override stuck until a full `down`
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.15, 0.4])
+def test_a_down_during_an_up_wins(tooloo: Callable[..., Tooloo], delay: float) -> None:
+    t = tooloo()
+    up = subprocess.Popen([sys.executable, "-m", "tooloo_cli", "--config", str(t.config), "up"],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=t.env)
+    try:
+        time.sleep(delay)
+        down = t("down")
+        output, _ = up.communicate(timeout=60)
+    finally:
+        if up.poll() is None:
+            up.kill()
+    t.remember()
+    assert down.returncode == 0
+    time.sleep(0.5)
+    document = t.status()
+    assert document["supervisor"] is None, (down.stdout, output)  # before: the stack came up after all
+    assert all(is_free("127.0.0.1", t.port(name)) for name in document["services"])
+    assert up.returncode in (0, 1) and "Traceback" not in output
+
+
+def test_up_while_a_foreground_up_runs_answers_at_once(tooloo: Callable[..., Tooloo]) -> None:
+    t = tooloo()
+    foreground = subprocess.Popen([sys.executable, "-m", "tooloo_cli", "--config", str(t.config), "up",
+                                   "--foreground", "training"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  text=True, env=t.env)
+    try:
+        t.wait_for(lambda d: d["services"]["training"]["health"] == "healthy")
+        started = time.monotonic()
+        second = t("up", "training", timeout=20)  # before: hung for ever on the launch lock
+        elapsed = time.monotonic() - started
+        foreground.send_signal(signal.SIGINT)
+        foreground.communicate(timeout=20)
+    finally:
+        if foreground.poll() is None:
+            foreground.kill()
+    assert second.returncode == 0 and "already running" in second.stdout
+    assert elapsed < 5
+
+
+def test_status_shows_the_cpu_a_busy_service_uses(tooloo: Callable[..., Tooloo]) -> None:
+    t = tooloo()
+    assert t("up", "web").returncode == 0
+    url = f"http://127.0.0.1:{t.port('web')}/api/v1/system/health"
+    stop = time.monotonic() + 4
+
+    def load() -> None:
+        with httpx.Client() as client:
+            while time.monotonic() < stop:
+                client.get(url)
+
+    workers = [threading.Thread(target=load) for _ in range(3)]
+    for worker in workers:
+        worker.start()
+    time.sleep(2.5)
+    busy = t.status()["services"]["web"]["cpuPercent"]
+    for worker in workers:
+        worker.join()
+    assert busy > 10, busy  # before: always 0.0
+
+
+def test_a_service_that_refuses_to_start_is_failed_at_once_with_its_reason(tooloo: Callable[..., Tooloo]) -> None:
+    t = tooloo()
+    ledger = t.loaded.state_path("budget.db")
+    ledger.parent.mkdir(parents=True, exist_ok=True)
+    ledger.write_bytes(b"not a ledger" * 300)
+    result = t("up", "budget")
+    budget = t.status()["services"]["budget"]
+    assert result.returncode == 1 and "is not a usable database" in result.stdout
+    assert budget["state"] == "failed" and budget["restarts"] == 0  # no crash loop for a refusal
+    assert str(ledger) in budget["error"] and "tooloo up budget" in budget["error"]
+
+
+def test_status_shows_a_database_moved_aside(tooloo: Callable[..., Tooloo]) -> None:
+    t = tooloo()
+    database = t.loaded.state_path("capabilities.db")
+    database.parent.mkdir(parents=True, exist_ok=True)
+    database.write_bytes(b"garbage" * 500)
+    assert t("up", "capabilities").returncode == 0  # before: a crash loop into `failed`
+    warning = t.status()["services"]["capabilities"]["lastWarning"]
+    assert "was corrupt" in warning and "moved it to" in warning
+    table = t("status")
+    assert "was corrupt" in table.stdout

@@ -13,7 +13,7 @@ import psutil
 from tooloo_cli.supervisor.api import ControlServer
 from tooloo_cli.supervisor.control import ControlClient, SupervisorUnavailable
 from tooloo_cli.supervisor.logs import RotatingLog, tail
-from tooloo_cli.supervisor.ports import is_free, port_holder
+from tooloo_cli.ports import is_free, port_holder
 
 
 def test_a_log_rotates_at_its_size_and_keeps_its_backups(tmp_path: Path) -> None:
@@ -90,3 +90,46 @@ def test_port_preflight_names_the_holder() -> None:
         pid, program = port_holder("127.0.0.1", port) or (None, "")
         assert (pid, program) == (os.getpid(), psutil.Process().name())
     assert is_free("127.0.0.1", port) and port_holder("127.0.0.1", port) is None
+
+
+def test_each_process_gets_only_its_own_secrets_and_the_commands_settings(tmp_path: Path) -> None:
+    from tooloo_cli.bench.stack import write_ephemeral_config
+    from tooloo_cli.config import load_config
+    from tooloo_cli.supervisor.environment import handover, scrubbed, service_environment
+
+    loaded = load_config(write_ephemeral_config(tmp_path), env={})
+    command = {"PATH": "/usr/bin", "OPENAI_API_KEY": "sk-x", "TOOLOO_SERVICES__WEB__PORT": "4000",
+               "TOOLOO_CONFIG": "/elsewhere.toml"}
+    handed = handover(loaded, command)
+    assert handed["config"] == str(loaded.source)
+    assert handed["environment"] == {"OPENAI_API_KEY": "sk-x", "TOOLOO_SERVICES__WEB__PORT": "4000"}
+    assert scrubbed(command, loaded) == {"PATH": "/usr/bin"}  # the supervisor's own environment
+    stale = {"PATH": "/usr/bin", "TOOLOO_STACK__HOST": "::1"}  # from whoever launched it, long ago
+    budget = service_environment(loaded, "budget", stale, handed["environment"])
+    web = service_environment(loaded, "web", stale, handed["environment"])
+    assert budget == {"PATH": "/usr/bin", "TOOLOO_SERVICES__WEB__PORT": "4000", "OPENAI_API_KEY": "sk-x"}
+    assert web == {"PATH": "/usr/bin", "TOOLOO_SERVICES__WEB__PORT": "4000"}
+
+
+def test_a_process_tree_is_found_through_proc(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from tooloo_cli.supervisor.usage import TreeUsage, process_tree
+
+    parent = subprocess.Popen([sys.executable, "-c", "import subprocess, sys, time; "
+                               "c = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)']); "
+                               "print(c.pid, flush=True); time.sleep(30)"], stdout=subprocess.PIPE, text=True)
+    child = None
+    try:
+        assert parent.stdout is not None
+        child = int(parent.stdout.readline())
+        assert process_tree(parent.pid) == [parent.pid, child]
+        usage = TreeUsage()
+        usage.sample(parent.pid)
+        assert usage.rss_bytes and usage.rss_bytes > 0 and usage.cpu_percent is not None
+    finally:
+        if child is not None:
+            os.kill(child, 9)
+        parent.kill()
+        parent.wait()

@@ -8,6 +8,7 @@ configuration error.
 from __future__ import annotations
 
 import enum
+import errno
 import os
 import sys
 from pathlib import Path
@@ -28,6 +29,9 @@ app = typer.Typer(
 )
 config_app = typer.Typer(help="Show, create and check tooloo.toml.", no_args_is_help=True)
 app.add_typer(config_app, name="config", rich_help_panel="Configuration")
+
+
+MAX_LOG_LINES = 1_000_000
 
 
 class Suite(str, enum.Enum):
@@ -61,6 +65,17 @@ def _load(ctx: typer.Context):  # -> LoadedConfig, imported lazily
     from tooloo_cli.config import load_config
 
     return load_config(ctx.obj)
+
+
+def _load_to_reach_the_stack(ctx: typer.Context):  # -> LoadedConfig
+    """The configuration for status, logs and down: a broken tooloo.toml must not lock anyone out."""
+    from tooloo_cli.config import load_config_leniently
+
+    loaded, problem = load_config_leniently(ctx.obj)
+    if problem is not None:
+        print(f"tooloo: warning: {problem}\ntooloo: warning: using the built-in defaults and the state directory "
+              f"{loaded.state_path()} to reach the running stack", file=sys.stderr)
+    return loaded
 
 
 # -- config ---------------------------------------------------------------------------
@@ -102,8 +117,11 @@ def config_init(
     if path.exists() and not force:
         print(f"tooloo: {path} already exists; use --force to overwrite it", file=sys.stderr)
         raise typer.Exit(1)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(config_to_toml(Config.defaults()), encoding="utf-8")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(config_to_toml(Config.defaults()), encoding="utf-8")
+    except OSError as exc:
+        raise ToolooError(f"cannot write {path}: {exc.strerror}") from None
     print(f"wrote {path}")
 
 
@@ -186,7 +204,7 @@ def down(ctx: typer.Context, names: ServiceNames = None) -> None:
     """
     from tooloo_cli.supervisor.commands import down as stop
 
-    raise typer.Exit(stop(_load(ctx), names or [], _console()))
+    raise typer.Exit(stop(_load_to_reach_the_stack(ctx), names or [], _console()))
 
 
 @app.command("status", rich_help_panel="The stack")
@@ -203,11 +221,11 @@ def status(
 
         from tooloo_cli.supervisor.daemon import status_document
 
-        print(json.dumps(status_document(_load(ctx)), indent=2))
+        print(json.dumps(status_document(_load_to_reach_the_stack(ctx)), indent=2))
         return
     from tooloo_cli.supervisor.commands import status as show
 
-    raise typer.Exit(show(_load(ctx), _console()))
+    raise typer.Exit(show(_load_to_reach_the_stack(ctx), _console()))
 
 
 @app.command("restart", rich_help_panel="The stack")
@@ -228,7 +246,8 @@ def logs(
     name: Annotated[Optional[str], typer.Argument(help="One service (default: all, prefixed).",
                                                   autocompletion=_complete_service)] = None,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines until Ctrl-C.")] = False,
-    lines: Annotated[int, typer.Option("--lines", "-n", min=0, help="How many past lines to show.")] = 20,
+    lines: Annotated[int, typer.Option("--lines", "-n", min=0, max=MAX_LOG_LINES,
+                                       help="How many past lines to show.")] = 20,
 ) -> None:
     """Show service logs (from .tooloo/logs, rotated at 10 MB x 3 by default).
 
@@ -238,7 +257,7 @@ def logs(
 
     if name is not None:
         _service_names([name])
-    raise typer.Exit(show(_load(ctx), name, _console(), lines, follow))
+    raise typer.Exit(show(_load_to_reach_the_stack(ctx), name, _console(), lines, follow))
 
 
 @app.command("observe", rich_help_panel="The stack")
@@ -332,20 +351,77 @@ def bench(
     """
     from tooloo_cli.bench import run_benchmarks
 
+    if save is not None:
+        _check_writable(save, "--save")  # now, not after minutes of measuring
     suites = [suite.value] if suite else [s.value for s in Suite]
     raise typer.Exit(run_benchmarks(suites, as_json=as_json, quick=quick, summary_only=suite is None, save=save,
                                     compare_with=compare, threshold=threshold))
 
 
+def _check_writable(path: Path, option: str) -> None:
+    """A usage error (exit 2) unless `path` can be written: its directory exists and accepts files."""
+    directory = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise typer.BadParameter(f"{path} is a directory", param_hint=option)
+    if not directory.is_dir():
+        raise typer.BadParameter(f"{directory} is not a directory", param_hint=option)
+    if not os.access(directory, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise typer.BadParameter(f"{path} cannot be written", param_hint=option)
+
+
+def _tolerant_streams() -> None:
+    """Output that cannot encode a character (PYTHONIOENCODING=ascii, a C locale) replaces it."""
+    for stream in (sys.stdout, sys.stderr):
+        encoding = (getattr(stream, "encoding", None) or "").lower().replace("-", "")
+        if encoding != "utf8" and hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="replace")
+
+
+_OUTPUT_ERRORS = (errno.ENOSPC, errno.EIO, errno.EPIPE, errno.EBADF)
+
+
+def _output_failed(exc: OSError | None = None) -> bool:
+    """Whether standard output can no longer be written (a full disk, a closed pipe).
+
+    `exc` is the error a command raised, if any: one without a file name, of the kinds a
+    write to a full or vanished output gives, was raised writing the output. If so,
+    stdout is pointed at /dev/null, so the interpreter's own flush at exit stays silent.
+    """
+    failed = exc is not None and exc.filename is None and exc.errno in _OUTPUT_ERRORS
+    try:
+        sys.stdout.flush()
+    except OSError:
+        failed = True
+    if failed:
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (lives until exit)
+    return failed
+
+
 def run() -> None:
-    """Runs the app, turning ToolooError into its exit code and never showing a traceback."""
+    """Runs the app, turning every failure into one line and its exit code, never a traceback."""
+    _tolerant_streams()
     try:
         app(prog_name="tooloo")  # the same name (usage, completion) under `python -m tooloo_cli`
+    except SystemExit as exit_:
+        if _output_failed():
+            print("tooloo: cannot write the output", file=sys.stderr)
+            sys.exit(1)
+        raise exit_
     except ToolooError as exc:
         print(f"tooloo: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
+    except BrokenPipeError:
+        _output_failed()
+        sys.exit(1)  # the reader went away (`tooloo logs | head`): nothing to say, nobody to say it to
+    except OSError as exc:
+        if _output_failed(exc):
+            print(f"tooloo: cannot write the output: {exc.strerror}", file=sys.stderr)
+        else:
+            where = f"{exc.filename}: " if exc.filename else ""
+            print(f"tooloo: {where}{exc.strerror or exc}", file=sys.stderr)
+        sys.exit(1)
     except Exception as exc:
         if os.environ.get("TOOLOO_DEBUG"):
             raise

@@ -11,10 +11,13 @@ from tooloo_cli.config.loader import (
     config_to_dict,
     config_to_json,
     config_to_toml,
+    address_problem,
     find_config_file,
+    is_loopback,
     load_config,
+    load_config_leniently,
 )
-from tooloo_cli.config.schema import SERVICE_MODULES, Config, ServiceSettings
+from tooloo_cli.config.schema import SERVICE_MODULES, Config, ServiceSettings, secret_variables
 
 __all__ = [
     "SERVICE_MODULES",
@@ -22,9 +25,13 @@ __all__ = [
     "ConfigError",
     "LoadedConfig",
     "ServiceSettings",
+    "address_problem",
     "config_to_dict",
     "config_to_json",
     "config_to_toml",
     "find_config_file",
+    "is_loopback",
     "load_config",
+    "load_config_leniently",
+    "secret_variables",
 ]

@@ -20,6 +20,7 @@ import dataclasses
 import functools
 import json
 import os
+import re
 import tomllib
 import types
 import typing
@@ -312,6 +313,21 @@ def _check_consistency(config: Config, origin: _FileOrigin | None, overrides: di
         )
     import ipaddress
 
+    host_problem = address_problem(config.stack.host)
+    if host_problem:
+        raise ConfigError(f"{where(['stack', 'host'])}: stack.host {config.stack.host!r} {host_problem}")
+    for name, service in config.services.items():
+        provider = service.provider
+        if provider is None:
+            continue
+        key_path = ["services", name, "provider"]
+        problem = _base_url_problem(provider.base_url)
+        if problem:
+            raise ConfigError(f"{where([*key_path, 'base_url'])}: services.{name}.provider.base_url "
+                              f"{provider.base_url!r} {problem}")
+        if not _ENV_NAME.fullmatch(provider.api_key_env):
+            raise ConfigError(f"{where([*key_path, 'api_key_env'])}: services.{name}.provider.api_key_env "
+                              f"{provider.api_key_env!r} is not an environment variable name")
     for proxy in config.stack.trusted_proxies:
         try:
             ipaddress.ip_network(proxy, strict=False)
@@ -320,6 +336,99 @@ def _check_consistency(config: Config, origin: _FileOrigin | None, overrides: di
                 f"{where(['stack', 'trusted_proxies'])}: stack.trusted_proxies has {proxy!r}, "
                 "which is not an IP address or network"
             ) from None
+
+
+_HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def address_problem(host: str) -> str | None:
+    """Why `host` cannot be bound or dialled (None when it is an IP address or a valid host name)."""
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(host)
+        return None
+    except ValueError:
+        pass
+    labels = host[:-1].split(".") if host.endswith(".") else host.split(".")
+    if len(host) > 253 or not all(_HOST_LABEL.fullmatch(label) for label in labels):
+        return "is neither an IP address nor a host name"
+    return None
+
+
+def is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _base_url_problem(url: str) -> str | None:
+    """Why the provider's URL is unusable or unsafe: the API key travels with every request."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (raises on a port that is not a number)
+    except ValueError:
+        return "is not a URL"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "must be an http:// or https:// URL with a host"
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
+        return ("would send the API key in cleartext: use https:// (http:// is accepted only for a "
+                "loopback address such as a local proxy)")
+    return None
+
+
+# -- when the file is broken ---------------------------------------------------------------------
+
+
+def load_config_leniently(path: str | os.PathLike[str] | None = None, *, env: Mapping[str, str] | None = None,
+                          cwd: Path | None = None) -> tuple[LoadedConfig, str | None]:
+    """The configuration, or, when the file cannot be used, enough of it to reach a running stack.
+
+    `status`, `logs` and `down` must not be locked out of a stack by a typo made after it
+    started: they fall back to the built-in defaults beside the file, with the file's
+    `state_dir` when it can still be read, and return the problem as a warning.
+    """
+    try:
+        return load_config(path, env=env, cwd=cwd), None
+    except ConfigError as exc:
+        source = find_config_file(path, env, cwd)  # raises again only when the file is missing
+        if source is None:
+            raise
+        problem = str(exc)
+    loaded = LoadedConfig(Config.defaults(), source, source.parent.resolve())
+    env = os.environ if env is None else env
+    state_dir = env.get(f"{ENV_PREFIX}STACK__STATE_DIR") or _state_dir_of(source)
+    if state_dir is not None:
+        loaded.config.stack.state_dir = state_dir
+    return loaded, problem
+
+
+def _state_dir_of(source: Path) -> str | None:
+    """`stack.state_dir` read from a file that may not parse: its [stack] table, line by line."""
+    try:
+        lines = source.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return None
+    table = None
+    for raw in lines:
+        line = raw.split("#", 1)[0].strip()
+        if line.startswith("["):
+            table = line.strip("[] ")
+        elif table == "stack" and line.startswith("state_dir"):
+            try:
+                value = tomllib.loads(line).get("state_dir")
+            except tomllib.TOMLDecodeError:
+                return None
+            return value if isinstance(value, str) else None
+    return None
 
 
 # -- writing --------------------------------------------------------------------------

@@ -3,6 +3,8 @@
 The defaults here are the single source: `tooloo config init` writes them, and the
 `tooloo.toml` at the repository root is that output. SPEC's table decides which modules
 each service embeds (`SERVICE_MODULES`); a section for a module a service lacks is an error.
+Every number has a range with a finite upper bound: a value that validates must also run
+(`grace_period = inf` would make a stack that cannot be stopped).
 
     config = Config.defaults()
     config.services["budget"].cache.ttl_seconds     # 5.0
@@ -14,9 +16,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
+# Upper bounds shared by many settings: large enough for any real deployment, small enough
+# that arithmetic on them (deadlines, buffer sizes) stays finite and fits the OS's types.
+HOUR = 3600.0
+DAY = 86_400.0
+MANY = 1_000_000
+
+
 def setting(default: Any, *, ge: float | None = None, gt: float | None = None, le: float | None = None,
             choices: tuple[str, ...] | None = None) -> Any:
-    """A dataclass field carrying its valid range for the loader."""
+    """A dataclass field carrying its valid range for the loader (numbers need `le`: see the docstring)."""
     limits = {"ge": ge, "gt": gt, "le": le, "choices": choices}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=limits)
@@ -26,60 +35,61 @@ def setting(default: Any, *, ge: float | None = None, gt: float | None = None, l
 @dataclass
 class TracerSettings:
     sampling_rate: float = setting(0.1, ge=0, le=1)
-    max_traces: int = setting(50, ge=0)
-    latency_window: int = setting(1024, ge=1)
+    max_traces: int = setting(50, ge=0, le=10_000)
+    latency_window: int = setting(1024, ge=1, le=MANY)
 
 
 @dataclass
 class RateLimiterSettings:
-    capacity: int = setting(100, ge=1)
-    refill_rate: float = setting(10.0, gt=0)
-    max_clients: int = setting(10_000, ge=1)
-    max_wait: float = setting(0.0, ge=0)
+    capacity: int = setting(100, ge=1, le=1_000_000_000)
+    refill_rate: float = setting(10.0, gt=0, le=1_000_000_000)
+    max_clients: int = setting(10_000, ge=1, le=10 * MANY)
+    max_wait: float = setting(0.0, ge=0, le=HOUR)
 
 
 @dataclass
 class CacheSettings:
     file: str = setting("cache.db")
-    ttl_seconds: float = setting(5.0, gt=0)
-    memory_items: int = setting(1000, ge=1)
-    compress_threshold: int = setting(1024, ge=0)
+    ttl_seconds: float = setting(5.0, gt=0, le=365 * DAY)
+    memory_items: int = setting(1000, ge=1, le=10 * MANY)
+    compress_threshold: int = setting(1024, ge=0, le=1 << 30)
 
 
 @dataclass
 class PoolSettings:
     database: str = setting("data.db")
-    min_size: int = setting(1, ge=0)
-    max_size: int = setting(4, ge=1)
-    acquire_timeout: float = setting(5.0, gt=0)
-    idle_timeout: float = setting(60.0, gt=0)
+    min_size: int = setting(1, ge=0, le=1000)
+    max_size: int = setting(4, ge=1, le=1000)
+    acquire_timeout: float = setting(5.0, gt=0, le=HOUR)
+    idle_timeout: float = setting(60.0, gt=0, le=DAY)
 
 
 @dataclass
 class QueryOptimizerSettings:
-    batch_size: int = setting(50, ge=1)
-    batch_window_ms: float = setting(10.0, ge=0)
+    batch_size: int = setting(50, ge=1, le=100_000)
+    batch_window_ms: float = setting(10.0, ge=0, le=10_000)
 
 
 @dataclass
 class BreakerSettings:
-    failure_threshold: int = setting(5, ge=1)
-    reset_timeout: float = setting(30.0, gt=0)
-    half_open_max_calls: int = setting(1, ge=1)
-    call_timeout: float = setting(10.0, gt=0)
+    failure_threshold: int = setting(5, ge=1, le=100_000)
+    reset_timeout: float = setting(30.0, gt=0, le=DAY)
+    half_open_max_calls: int = setting(1, ge=1, le=100_000)
+    call_timeout: float = setting(10.0, gt=0, le=HOUR)
 
 
 @dataclass
 class ProviderSettings:
     kind: str = setting("simulated", choices=("simulated", "openai"))
-    latency_ms: float = setting(50.0, ge=0)
+    latency_ms: float = setting(50.0, ge=0, le=600_000)
     failure_rate: float = setting(0.0, ge=0, le=1)
     base_url: str = setting("https://api.openai.com/v1")
     model: str = setting("gpt-4o-mini")
     api_key_env: str = setting("OPENAI_API_KEY")
-    timeout: float = setting(30.0, gt=0)
-    usd_per_1k_tokens: float = setting(0.002, ge=0)
-    daily_budget_usd: float = setting(5.0, ge=0)
+    timeout: float = setting(30.0, gt=0, le=HOUR)
+    max_completion_tokens: int = setting(1024, ge=1, le=MANY)
+    usd_per_1k_tokens: float = setting(0.002, ge=0, le=MANY)
+    daily_budget_usd: float = setting(5.0, ge=0, le=1_000_000_000)
 
 
 @dataclass
@@ -99,29 +109,32 @@ class StackSettings:
     host: str = setting("127.0.0.1")
     state_dir: str = setting(".tooloo")
     trusted_proxies: list[str] = setting([])
-    max_body_bytes: int = setting(1_048_576, ge=1)
-    upstream_timeout: float = setting(5.0, gt=0)
+    max_body_bytes: int = setting(1_048_576, ge=1, le=1 << 30)
+    max_header_bytes: int = setting(16_384, ge=1024, le=1 << 20)
+    read_timeout: float = setting(10.0, gt=0, le=300)
+    max_connections: int = setting(1024, ge=16, le=MANY)
+    upstream_timeout: float = setting(5.0, gt=0, le=HOUR)
 
 
 @dataclass
 class SupervisorSettings:
-    grace_period: float = setting(5.0, ge=0)
-    startup_timeout: float = setting(15.0, gt=0)
-    health_interval: float = setting(2.0, gt=0)
-    liveness_failures: int = setting(3, ge=1)
-    backoff_initial: float = setting(0.1, gt=0)
-    backoff_max: float = setting(10.0, gt=0)
-    backoff_reset_after: float = setting(30.0, gt=0)
-    crash_loop_limit: int = setting(5, ge=1)
-    crash_loop_window: float = setting(60.0, gt=0)
-    log_max_bytes: int = setting(10 * 1024 * 1024, ge=1024)
-    log_backups: int = setting(3, ge=0)
+    grace_period: float = setting(5.0, ge=0, le=HOUR)
+    startup_timeout: float = setting(15.0, gt=0, le=HOUR)
+    health_interval: float = setting(2.0, ge=0.05, le=HOUR)
+    liveness_failures: int = setting(3, ge=1, le=1000)
+    backoff_initial: float = setting(0.1, gt=0, le=HOUR)
+    backoff_max: float = setting(10.0, gt=0, le=HOUR)
+    backoff_reset_after: float = setting(30.0, gt=0, le=DAY)
+    crash_loop_limit: int = setting(5, ge=1, le=1000)
+    crash_loop_window: float = setting(60.0, gt=0, le=DAY)
+    log_max_bytes: int = setting(10 * 1024 * 1024, ge=1024, le=1 << 40)
+    log_backups: int = setting(3, ge=0, le=1000)
 
 
 @dataclass
 class ObserveSettings:
-    interval: float = setting(1.0, gt=0)
-    timeout: float = setting(0.5, gt=0)
+    interval: float = setting(1.0, ge=0.1, le=HOUR)
+    timeout: float = setting(0.5, gt=0, le=60)
 
 
 # Which optional modules each service embeds (SPEC's table); the tracer is everywhere.
@@ -135,6 +148,15 @@ SERVICE_MODULES: dict[str, tuple[str, ...]] = {
     "reports": ("cache", "breaker"),
     "capabilities": ("pool",),
 }
+
+
+def secret_variables(settings: ServiceSettings) -> tuple[str, ...]:
+    """The environment variables holding secrets this service needs (the provider's API key).
+
+    Only the service that names a secret gets it: the supervisor passes every other
+    service, and keeps for itself, an environment without them.
+    """
+    return (settings.provider.api_key_env,) if settings.provider is not None else ()
 
 
 def _default_services() -> dict[str, ServiceSettings]:
@@ -153,7 +175,8 @@ def _default_services() -> dict[str, ServiceSettings]:
             rate_limiter=RateLimiterSettings(capacity=100, refill_rate=10.0),
             cache=CacheSettings(file="budget-cache.db", ttl_seconds=5.0),
             pool=PoolSettings(database="budget.db"),
-            query_optimizer=QueryOptimizerSettings(),
+            # Group commit: the ledger is committed before each answer, so it must not wait a window.
+            query_optimizer=QueryOptimizerSettings(batch_window_ms=0.0),
             breaker=BreakerSettings(),
             provider=ProviderSettings(),
         ),

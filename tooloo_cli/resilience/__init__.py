@@ -19,6 +19,7 @@ from tooloo_cli.resilience.pool import (
 from tooloo_cli.resilience.query_optimizer import QueryOptimizer, SQLiteBatchExecutor, normalize
 from tooloo_cli.resilience.rate_limiter import Decision, RateLimiter
 from tooloo_cli.resilience.singleflight import SingleFlight
+from tooloo_cli.resilience.sqlite_files import integrity_problem, move_aside
 from tooloo_cli.resilience.tracer import Span, Trace, TraceContext, Tracer, format_traceparent, parse_traceparent
 
 __all__ = [
@@ -40,6 +41,8 @@ __all__ = [
     "TraceContext",
     "Tracer",
     "format_traceparent",
+    "integrity_problem",
+    "move_aside",
     "normalize",
     "parse_traceparent",
     "sqlite_close",

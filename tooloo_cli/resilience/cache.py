@@ -10,9 +10,16 @@ zlib above `compress_threshold` bytes.
     cache.get("prompt:hello")          # {'text': 'Hello!'}
     cache.get("prompt:other", None)    # None (a miss)
 
-A database file that is corrupt or unreadable is moved aside and recreated with a
-logged warning; if even that fails the cache keeps working from memory alone.
-The cache is meant for one thread (one event loop); it does no locking.
+Failures of the disk layer never fail a lookup:
+
+- a row that cannot be decoded is a miss, and is deleted;
+- a corrupt file (SQLITE_CORRUPT, SQLITE_NOTADB, a failed quick_check) is moved aside and
+  recreated, with a logged warning (`recoveries` counts it);
+- anything else (a full disk, an I/O error, a lock) leaves the file alone: the cache works
+  from memory, reports the problem (`persistent: false`, `diskError`), and tries the disk
+  again after `retry_after` seconds, so it heals without a restart once space returns.
+
+The file is created 0600. The cache is meant for one thread (one event loop); it does no locking.
 """
 
 from __future__ import annotations
@@ -27,6 +34,8 @@ import zlib
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
+
+from tooloo_cli.resilience.sqlite_files import check_integrity, is_corruption, move_aside, prepare_private
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +57,8 @@ class PersistentCache:
     default time to live in seconds; `set` may give another per entry. Every
     `cleanup_every` writes, expired entries are swept from both layers. `clock` returns
     epoch seconds, because expiry times are stored on disk and must survive a restart.
+    After a disk error that is not corruption, the disk is left alone for `retry_after`
+    seconds, then tried again by the next operation.
     """
 
     def __init__(
@@ -58,6 +69,7 @@ class PersistentCache:
         max_memory_items: int = 1000,
         compress_threshold: int = 1024,
         cleanup_every: int = 1000,
+        retry_after: float = 5.0,
         clock: Any = time.time,
     ) -> None:
         if not 0 < ttl < math.inf:
@@ -69,73 +81,96 @@ class PersistentCache:
         self.max_memory_items = max_memory_items
         self.compress_threshold = compress_threshold
         self.cleanup_every = cleanup_every
+        self.retry_after = retry_after
         self._clock = clock
         self._memory: OrderedDict[str, tuple[Any, float]] = OrderedDict()
         self._db: sqlite3.Connection | None = None
-        self.recoveries = 0
+        self.disk_error: str | None = None  # the last disk failure, while it lasts
+        self._retry_at = 0.0
+        self.recoveries = self.disk_errors = self.undecodable = 0
         self.hits = self.misses = self.memory_hits = self.disk_hits = 0
         self.writes = self.evictions = self.expirations = 0
         if self.path is not None:
-            self._db = self._open_or_recover()
+            self._connect()
 
     # -- disk layer ---------------------------------------------------------------
 
     def _open(self) -> sqlite3.Connection:
         assert self.path is not None
-        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        prepare_private(self.path)
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         try:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute(_SCHEMA)
-            (verdict,) = db.execute("PRAGMA quick_check").fetchone()
-            if verdict != "ok":
-                raise sqlite3.DatabaseError(f"quick_check: {verdict}")
+            check_integrity(db)
         except BaseException:
             db.close()
             raise
         return db
 
-    def _open_or_recover(self) -> sqlite3.Connection | None:
+    def _connect(self) -> None:
+        """Opens the file; a corrupt one is moved aside first, any other failure is retried later."""
         try:
-            return self._open()
+            self._db = self._open()
         except (sqlite3.Error, OSError) as exc:
-            return self._recover(exc)
+            self._failed(exc)
+            return
+        self.disk_error = None
 
-    def _recover(self, exc: Exception) -> sqlite3.Connection | None:
-        """Moves the broken file aside and starts a new one; memory-only if that fails."""
+    def _failed(self, exc: Exception) -> None:
+        """A disk failure: corruption is recovered at once; anything else waits for the retry."""
         assert self.path is not None
-        self.recoveries += 1
+        if is_corruption(exc) and self.path.is_file():
+            self.recoveries += 1
+            self._close_db()
+            try:
+                aside = move_aside(self.path)
+            except OSError as again:
+                self._note_disk_error(f"corrupt ({exc}) and cannot be moved aside ({again})")
+                return
+            logger.warning("cache file %s is corrupt (%s); moved it to %s, starting afresh", self.path, exc, aside)
+            self._connect()
+            return
+        self._note_disk_error(str(exc))
+
+    def _note_disk_error(self, reason: str) -> None:
+        if self.disk_error is None:
+            logger.warning("cache file %s: %s; caching in memory only, trying the disk again every %gs",
+                           self.path, reason, self.retry_after)
+        self.disk_error = reason
+        self.disk_errors += 1
+        self._retry_at = time.monotonic() + self.retry_after
+
+    def _close_db(self) -> None:
         if self._db is not None:
             self._db.close()
             self._db = None
-        try:
-            if self.path.is_file():
-                aside = self.path.with_name(f"{self.path.name}.corrupt-{time.time_ns()}")
-                self.path.replace(aside)
-                logger.warning("cache file %s is unusable (%s); moved it to %s, starting afresh", self.path, exc, aside)
-            for suffix in ("-wal", "-shm"):
-                Path(f"{self.path}{suffix}").unlink(missing_ok=True)
-            return self._open()
-        except (OSError, sqlite3.Error) as again:
-            logger.error("cache file %s cannot be recreated (%s); caching in memory only", self.path, again)
-            return None
 
     def _disk(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
-        """Runs one statement on the disk layer; a broken file is recovered, not raised.
+        """Runs one statement on the disk layer; a failure is handled (see the module), not raised.
 
-        Only errors of the file itself count as broken: a constraint or programming
-        error is a bug of the caller and is raised, never "recovered" by moving data aside.
+        Only errors of the file or the disk are handled: a constraint or programming
+        error is a bug of the caller and is raised.
         """
-        if self._db is None:
-            return []
+        if self._db is None or self.disk_error is not None:
+            if self.disk_error is None or time.monotonic() < self._retry_at:
+                return []  # no disk layer (none asked for, or closed), or not yet time to retry
+            if self._db is None:
+                self._connect()
+                if self._db is None:
+                    return []
         try:
-            return self._db.execute(sql, params).fetchall()
+            rows = self._db.execute(sql, params).fetchall()
         except (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.InterfaceError):
             raise
         except sqlite3.Error as exc:
-            self._db = self._recover(exc)
+            self._failed(exc)
             return []
+        if self.disk_error is not None:
+            logger.warning("cache file %s works again", self.path)
+            self.disk_error = None
+        return rows
 
     def _encode(self, value: Any) -> tuple[bytes, int]:
         data = json.dumps(value, separators=(",", ":")).encode()
@@ -169,7 +204,7 @@ class PersistentCache:
                 self.memory_hits += 1
                 return entry[0]
             self._expire(key)
-        elif self._db is not None:
+        elif self.path is not None:
             value = self._get_from_disk(key)
             if value is not _MISSING:
                 return value
@@ -181,10 +216,16 @@ class PersistentCache:
         if not rows:
             return _MISSING
         data, expires, compressed = rows[0]
-        if expires <= self._clock():
+        if not isinstance(expires, (int, float)) or expires <= self._clock():
             self._expire(key)
             return _MISSING
-        value = self._decode(data, compressed)
+        try:
+            value = self._decode(data, compressed)
+        except (zlib.error, ValueError, TypeError) as exc:  # written by something else, or damaged
+            self.undecodable += 1
+            logger.warning("cache file %s: the entry %r cannot be decoded (%s); dropped it", self.path, key, exc)
+            self._disk("DELETE FROM cache WHERE key = ?", (key,))
+            return _MISSING
         self._remember(key, value, expires)
         self.hits += 1
         self.disk_hits += 1
@@ -201,7 +242,7 @@ class PersistentCache:
         if not 0 < ttl < math.inf:  # NaN fails this too
             raise ValueError(f"ttl must be a finite number > 0, got {ttl}")
         expires = self._clock() + ttl
-        if self._db is not None:
+        if self.path is not None:
             data, compressed = self._encode(value)
             self._disk("INSERT OR REPLACE INTO cache VALUES (?, ?, ?, ?)", (key, data, expires, compressed))
         else:
@@ -274,6 +315,9 @@ class PersistentCache:
             "diskItems": disk_items[0][0] if disk_items else 0,
             "diskBytes": disk_bytes,
             "ttlSeconds": self.ttl,
-            "persistent": self._db is not None,
+            "persistent": self._db is not None and self.disk_error is None,
+            "diskError": self.disk_error,
+            "diskErrors": self.disk_errors,
             "recoveries": self.recoveries,
+            "undecodable": self.undecodable,
         }

@@ -48,7 +48,11 @@ class CircuitBreaker:
     """Guards async calls to one dependency.
 
     `ignore` lists exception types that pass through without counting as failures (a 404
-    from a healthy upstream, say). `clock` must be monotonic; it is injectable for tests.
+    from a healthy upstream, say): the dependency answered, so they count as successes.
+    `excluded` lists exception types raised before the dependency was reached (a request
+    the caller got wrong): they count as nothing at all, so a caller's bad requests can
+    neither open the breaker nor mask the dependency's real failures. `clock` must be
+    monotonic; it is injectable for tests.
     """
 
     def __init__(
@@ -60,6 +64,7 @@ class CircuitBreaker:
         half_open_max_calls: int = 1,
         call_timeout: float | None = 10.0,
         ignore: tuple[type[BaseException], ...] = (),
+        excluded: tuple[type[BaseException], ...] = (),
         clock: Callable[[], float] = time.monotonic,
         history: int = 20,
     ) -> None:
@@ -77,6 +82,7 @@ class CircuitBreaker:
         self.half_open_max_calls = half_open_max_calls
         self.call_timeout = call_timeout
         self.ignore = ignore
+        self.excluded = excluded
         self._clock = clock
         self._state = CLOSED
         self._opened_at = 0.0
@@ -89,6 +95,7 @@ class CircuitBreaker:
         self.timeout_count = 0
         self.last_failure_time: float | None = None
         self.last_error: str | None = None
+        self.last_error_kind: str | None = None
         self.state_changes = 0
         self.transitions: deque[dict[str, Any]] = deque(maxlen=history)
 
@@ -141,6 +148,7 @@ class CircuitBreaker:
         self._consecutive_failures += 1
         self.last_failure_time = time.time()
         self.last_error = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+        self.last_error_kind = "error" if isinstance(error, str) else type(error).__name__
         if self._current_probe(probe):
             self._move(OPEN)
         elif self._state == CLOSED and self._consecutive_failures >= self.failure_threshold:
@@ -163,8 +171,11 @@ class CircuitBreaker:
                     self.timeout_count += 1
                     raise CallTimeoutError(f"{self.name}: call exceeded {self.call_timeout}s") from exc
         except asyncio.CancelledError:
-            if self._current_probe(probe):
-                self._probes -= 1
+            self._give_back(probe)
+            raise
+        except self.excluded:
+            self._give_back(probe)
+            self.call_count -= 1
             raise
         except self.ignore:
             self.record_success(probe)
@@ -175,13 +186,21 @@ class CircuitBreaker:
         self.record_success(probe)
         return result
 
+    def _give_back(self, probe: int | None) -> None:
+        """A call that decided nothing frees its probe slot for the next one."""
+        if self._current_probe(probe):
+            self._probes -= 1
+
     def reset(self) -> None:
         """Closes the breaker by hand."""
         if self._state != CLOSED:
             self._move(CLOSED)
 
-    def status(self) -> dict[str, Any]:
-        """The seed's fields (status, callCount, failureCount, rejectedCount, lastFailureTime) and more."""
+    def status(self, detail: bool = True) -> dict[str, Any]:
+        """The seed's fields (status, callCount, failureCount, rejectedCount, lastFailureTime) and more.
+
+        Without `detail`, `lastError` names the kind of the last failure only, not its text.
+        """
         return {
             "status": self.state,
             "callCount": self.call_count,
@@ -193,7 +212,7 @@ class CircuitBreaker:
             "failureThreshold": self.failure_threshold,
             "resetTimeout": self.reset_timeout,
             "lastFailureTime": _iso(self.last_failure_time),
-            "lastError": self.last_error,
+            "lastError": self.last_error if detail else self.last_error_kind,
             "stateChanges": self.state_changes,
             "transitions": list(self.transitions),
         }

@@ -28,6 +28,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+from tooloo_cli.resilience.sqlite_files import prepare_private
+
 logger = logging.getLogger(__name__)
 
 C = TypeVar("C")
@@ -275,15 +277,21 @@ class ConnectionPool(Generic[C]):
         }
 
 
-def sqlite_connector(path: str | Path) -> Callable[[], sqlite3.Connection]:
-    """A factory of SQLite connections in WAL mode, usable from worker threads."""
+def sqlite_connector(path: str | Path, *, synchronous: str = "NORMAL") -> Callable[[], sqlite3.Connection]:
+    """A factory of SQLite connections in WAL mode, usable from worker threads; the file is 0600.
+
+    `synchronous` is SQLite's: NORMAL survives the process dying (kill -9) at each commit,
+    FULL also a power cut, at the cost of an fsync per commit.
+    """
+    if synchronous not in ("NORMAL", "FULL"):
+        raise ValueError(f"synchronous must be NORMAL or FULL, got {synchronous!r}")
     path = Path(path)
 
     def connect() -> sqlite3.Connection:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        prepare_private(path)
         db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=5.0)
         db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute(f"PRAGMA synchronous={synchronous}")
         return db
 
     return connect

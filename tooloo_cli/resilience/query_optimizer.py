@@ -2,7 +2,10 @@
 
 Writes queued with `execute` are grouped by their normalised text and run together by a
 pluggable executor once `batch_size` are queued or `batch_window` seconds after the first
-one; the caller's await returns when its batch has run. `singleflight` makes identical
+one; the caller's await returns when its batch has run. With `batch_window=0` it is a
+group commit: a write that finds no batch of its text running starts one at once, and
+writes arriving while one runs go together in the next, as soon as it is done (the
+least latency when idle, the most batching under load). `singleflight` makes identical
 in-flight calls share one execution.
 
     optimizer = QueryOptimizer(SQLiteBatchExecutor(pool), batch_size=50, batch_window=0.01)
@@ -77,6 +80,7 @@ class QueryOptimizer:
         self._pending: dict[str, list[tuple[Params, asyncio.Future[None]]]] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._flushing: set[asyncio.Task[None]] = set()
+        self._running: set[str] = set()  # query texts with a batch in flight (group commit waits for it)
         self._flight = SingleFlight()
         self.queued = self.batches = self.batched_queries = self.failed_batches = 0
 
@@ -95,7 +99,7 @@ class QueryOptimizer:
         self.queued += 1
         if len(batch) >= self.batch_size:
             self._start_flush(key)
-        elif len(batch) == 1:
+        elif len(batch) == 1 and not (self.batch_window == 0 and key in self._running):
             loop = asyncio.get_running_loop()
             self._timers[key] = loop.call_later(self.batch_window, self._start_flush, key)
         return future
@@ -113,6 +117,7 @@ class QueryOptimizer:
     async def _run(self, query: str, batch: list[tuple[Params, asyncio.Future[None]]]) -> None:
         self.batches += 1
         self.batched_queries += len(batch)
+        self._running.add(query)
         try:
             await self.executor.run_batch(query, [params for params, _ in batch])
         except Exception as exc:
@@ -120,10 +125,14 @@ class QueryOptimizer:
             for _, future in batch:
                 if not future.done():
                     future.set_exception(exc)
-            return
-        for _, future in batch:
-            if not future.done():
-                future.set_result(None)
+        else:
+            for _, future in batch:
+                if not future.done():
+                    future.set_result(None)
+        finally:
+            self._running.discard(query)
+            if self.batch_window == 0 and query in self._pending and query not in self._timers:
+                self._start_flush(query)  # the writes that arrived meanwhile: the next group commit
 
     async def flush(self) -> None:
         """Waits for shared calls in flight (they may queue writes), then runs every queued batch."""

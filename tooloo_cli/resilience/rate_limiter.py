@@ -1,8 +1,10 @@
 """Token-bucket rate limiting per client.
 
 Buckets refill lazily from a monotonic clock when they are touched, so there is no timer
-thread or task. Memory stays bounded: past `max_clients` buckets, the least recently
-used tenth are evicted in one pass (cheaper per request than keeping an exact LRU order).
+thread or task. Memory stays bounded in count and in bytes: past `max_clients` buckets,
+the least recently used tenth are evicted in one pass (cheaper per request than keeping
+an exact LRU order), and a client id longer than MAX_KEY_LENGTH characters is kept as
+its digest, so no caller can grow a bucket with a long id.
 
     limiter = RateLimiter(capacity=100, refill_rate=10)
     decision = limiter.try_acquire("10.0.0.7")
@@ -13,6 +15,7 @@ used tenth are evicted in one pass (cheaper per request than keeping an exact LR
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import heapq
 import time
 from functools import partial
@@ -44,6 +47,15 @@ class Decision(NamedTuple):
 
 # Building the tuple directly skips NamedTuple's Python-level __new__ on the hot path.
 _decision = partial(tuple.__new__, Decision)
+
+MAX_KEY_LENGTH = 64  # an IPv6 address with a zone fits
+
+
+def _key(client: str) -> str:
+    """The id a bucket is kept under: the client's, or a fixed-size digest of a long one."""
+    if len(client) <= MAX_KEY_LENGTH:
+        return client
+    return "sha256:" + hashlib.sha256(client.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
 class RateLimiter:
@@ -85,6 +97,7 @@ class RateLimiter:
 
     def _bucket(self, client: str, now: float) -> _Bucket:
         """The client's bucket, refilled up to `now` (a new one is full)."""
+        client = _key(client)
         bucket = self._buckets.get(client)
         if bucket is None:
             if len(self._buckets) >= self.max_clients:
@@ -116,7 +129,8 @@ class RateLimiter:
             self._check_request(tokens)
         now = self._clock()
         # The refill of `_bucket` is inlined for a known client: this is the hot path
-        # of every request under /api, and a call costs a third of it.
+        # of every request under /api, and a call costs a third of it. A long id is never
+        # found here (it is kept as its digest): `_bucket` looks it up.
         bucket = self._buckets.get(client)
         capacity = self.capacity
         rate = self.refill_rate
@@ -174,7 +188,7 @@ class RateLimiter:
         if client is None:
             self._buckets.clear()
         else:
-            self._buckets.pop(client, None)
+            self._buckets.pop(_key(client), None)
 
     def stats(self, top: int = 10) -> dict[str, Any]:
         """Counters as plain numbers, with the `top` most denied clients under `buckets`."""

@@ -25,4 +25,7 @@ def create_app(name: str, loaded: LoadedConfig, access_log: TextIO | None = None
     from tooloo_cli.services.service import Service
 
     module = importlib.import_module(f"tooloo_cli.services.{name}")
-    return module.create(Service(name, loaded, access_log))
+    service = Service(name, loaded, access_log)
+    app = module.create(service)
+    service.preflight()  # after create(): the module may have declared how its data is kept
+    return app

@@ -11,16 +11,26 @@
 
 A burst call is limited per client (100 tokens, 10/s by default), answered from the
 PersistentCache when it can be, and otherwise sent to the provider through the `provider`
-breaker, with identical in-flight prompts sharing one call (singleflight). Each provider
-call is written to the SQLite ledger in batches by the QueryOptimizer, over the pool.
+breaker, with identical in-flight prompts sharing one call (singleflight).
+
+The spend ledger (SQLite, over the pool, written in batches by the QueryOptimizer) never
+lets the budget fail open. Before the provider is asked, the call's worst-case cost is
+reserved: counted against `daily_budget_usd` (402 when it would not fit) and committed
+(fsync'd: `synchronous=FULL`). After the call, its real cost is committed in its place,
+before the answer goes out. A crash at any point leaves at least what was spent in the
+ledger; a ledger that cannot be written answers 503 before any money is spent.
+Concurrent calls share their commits (the optimizer's batches); none is deferred past
+its answer. A corrupt ledger is never replaced: budget refuses to start, saying how to
+recover it.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
+import secrets
 import time
+from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
@@ -41,6 +51,7 @@ from tooloo_cli.services.http import (
     read_json,
     trace_id_of,
 )
+from tooloo_cli.config.schema import ProviderSettings
 from tooloo_cli.services.provider import ProviderError, ProviderRejected, make_provider
 from tooloo_cli.services.service import Service, build_app, observability_route
 
@@ -52,23 +63,41 @@ BURST_FIELDS = {
     "criticality": Field(str, required=False, choices=("low", "normal", "high")),
 }
 MAX_PROMPT_CHARS = 32_000
+LEDGER_RETRY_AFTER = 5  # seconds a client is asked to wait when the ledger cannot be written
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS spend (id INTEGER PRIMARY KEY, day TEXT NOT NULL, provider TEXT NOT NULL, "
-    "model TEXT NOT NULL, tokens INTEGER NOT NULL, usd REAL NOT NULL, criticality TEXT NOT NULL, at REAL NOT NULL)",
+    "model TEXT NOT NULL, tokens INTEGER NOT NULL, usd REAL NOT NULL, criticality TEXT NOT NULL, at REAL NOT NULL, "
+    "status TEXT NOT NULL DEFAULT 'settled')",
     "CREATE INDEX IF NOT EXISTS spend_day ON spend (day)",
+    "CREATE TABLE IF NOT EXISTS ledger_probe (id INTEGER PRIMARY KEY, at REAL NOT NULL)",
 )
-_RECORD = "INSERT INTO spend (day, provider, model, tokens, usd, criticality, at) VALUES (?, ?, ?, ?, ?, ?, ?)"
+# reserved: asked, outcome not known yet (a crash leaves it so: its worst case stays counted);
+# settled: the real cost; failed: the provider refused or failed, nothing spent;
+# unknown: the call timed out, so it may have been charged: its worst case stays counted.
+_RESERVE = ("INSERT INTO spend (id, day, provider, model, tokens, usd, criticality, at, status) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'reserved')")
+_SETTLE = "UPDATE spend SET model = ?, tokens = ?, usd = ?, status = ? WHERE id = ?"
+
+
+@dataclass(frozen=True)
+class Reservation:
+    row: int
+    day: str
+    usd: float
 
 
 class Ledger:
-    """Today's spend, kept in memory for the budget check and written to SQLite in batches."""
+    """Today's spend: reserved before each provider call, settled after it, durable before any answer."""
 
-    def __init__(self, service: Service) -> None:
+    def __init__(self, service: Service, provider: str, settings: ProviderSettings) -> None:
         assert service.pool is not None and service.optimizer is not None  # checked by create()
         self.pool = service.pool
         self.optimizer = service.optimizer
+        self.provider = provider
+        self.settings = settings
         self.day = date.today().isoformat()
-        self.spent_today = 0.0
+        self.spent_today = 0.0  # settled and reserved, so concurrent calls see each other at once
+        self.write_error: str | None = None  # why the last write failed, until one succeeds
 
     async def open(self) -> None:
         self.spent_today = await self.pool.run(_create_and_sum, self.day)
@@ -78,16 +107,68 @@ class Ledger:
         if today != self.day:
             self.day, self.spent_today = today, 0.0
 
-    def remaining(self, limit: float) -> float:
-        self._roll_over()
-        return max(limit - self.spent_today, 0.0)
+    def cost(self, tokens: int) -> float:
+        return tokens / 1000 * self.settings.usd_per_1k_tokens
 
-    def record(self, provider: str, model: str, tokens: int, usd: float, criticality: str) -> None:
-        """Counts the spend now and queues its ledger row for the next batch."""
+    async def reserve(self, model: str, tokens: int, criticality: str) -> Reservation:
+        """Counts and commits a call's worst case; ApiError 402 past the budget, 503 when it cannot be written."""
         self._roll_over()
-        self.spent_today += usd
-        written = self.optimizer.submit(_RECORD, (self.day, provider, model, tokens, usd, criticality, time.time()))
-        written.add_done_callback(_log_lost_row)
+        usd = self.cost(tokens)
+        limit = self.settings.daily_budget_usd
+        if self.spent_today + usd > limit:
+            raise ApiError(402, f"the daily budget of {limit} USD is spent (a call may cost up to {usd:.6f} USD, "
+                                f"{max(limit - self.spent_today, 0.0):.6f} USD remain)")
+        self.spent_today += usd  # before any await: a concurrent call sees this reservation
+        reservation = Reservation(secrets.randbits(63), self.day, usd)
+        try:
+            await self.optimizer.execute(_RESERVE, (reservation.row, self.day, self.provider, model, tokens, usd,
+                                                    criticality, time.time()))
+        except Exception as exc:
+            self._adjust(reservation, -usd)
+            self.write_error = str(exc)
+            logger.error("the spend ledger cannot be written (%s); refusing the call before it is made", exc)
+            raise ApiError(503, "the spend ledger cannot be written, so no provider call was made; retry later",
+                           headers={"Retry-After": str(LEDGER_RETRY_AFTER)}, retryAfter=LEDGER_RETRY_AFTER) from None
+        self.write_error = None
+        return reservation
+
+    async def settle(self, reservation: Reservation, model: str, tokens: int, usd: float) -> None:
+        """Commits the real cost in place of the reservation (kept, and counted, if this fails)."""
+        self._adjust(reservation, usd - reservation.usd)
+        await self._write(reservation, (model, tokens, usd, "settled", reservation.row), usd - reservation.usd)
+
+    async def release(self, reservation: Reservation, timed_out: bool) -> None:
+        """A failed call: nothing spent, unless it timed out (it may have been charged: the worst case stays)."""
+        if timed_out:
+            await self._write(reservation, (self.provider, 0, reservation.usd, "unknown", reservation.row), 0.0)
+            return
+        self._adjust(reservation, -reservation.usd)
+        await self._write(reservation, (self.provider, 0, 0.0, "failed", reservation.row), -reservation.usd)
+
+    async def _write(self, reservation: Reservation, row: tuple[Any, ...], change: float) -> None:
+        try:
+            await self.optimizer.execute(_SETTLE, row)
+        except Exception as exc:
+            # The reservation is committed: its worst case stays counted, which is safe.
+            self.write_error = str(exc)
+            self._adjust(reservation, -change)
+            logger.error("ledger row %d could not be settled (%s); its reserved %.6f USD stays counted",
+                         reservation.row, exc, reservation.usd)
+
+    def _adjust(self, reservation: Reservation, change: float) -> None:
+        if reservation.day == self.day:
+            self.spent_today = max(self.spent_today + change, 0.0)
+
+    async def check_writable(self) -> None:
+        """For /ready: raises while the last write failed and a probe write fails too (a full disk)."""
+        if self.write_error is None:
+            return
+        try:
+            await self.pool.run(_probe_write)
+        except Exception as exc:
+            self.write_error = str(exc)
+            raise RuntimeError(f"the spend ledger cannot be written: {exc}") from None
+        self.write_error = None
 
     async def today(self) -> dict[str, Any]:
         """Today's spend per provider, read back from the ledger (pending rows first written)."""
@@ -100,18 +181,21 @@ class Ledger:
 def _create_and_sum(db: Any, day: str) -> float:
     for statement in _SCHEMA:
         db.execute(statement)
+    columns = {row[1] for row in db.execute("PRAGMA table_info(spend)")}
+    if "status" not in columns:  # a ledger from before reservations: every row in it is settled
+        db.execute("ALTER TABLE spend ADD COLUMN status TEXT NOT NULL DEFAULT 'settled'")
     (spent,) = db.execute("SELECT coalesce(sum(usd), 0) FROM spend WHERE day = ?", (day,)).fetchone()
     return float(spent)
 
 
+def _probe_write(db: Any) -> None:
+    """One real commit (a page written to the WAL): what a full disk refuses."""
+    db.execute("INSERT OR REPLACE INTO ledger_probe (id, at) VALUES (1, ?)", (time.time(),))
+
+
 def _spend_by_provider(db: Any, day: str) -> list[tuple[str, int, float, int]]:
     return db.execute("SELECT provider, count(*), coalesce(sum(usd), 0), coalesce(sum(tokens), 0) "
-                      "FROM spend WHERE day = ? GROUP BY provider", (day,)).fetchall()
-
-
-def _log_lost_row(written: asyncio.Future[None]) -> None:
-    if not written.cancelled() and written.exception() is not None:
-        logger.error("a ledger row could not be written: %s", written.exception())
+                      "FROM spend WHERE day = ? AND status != 'failed' GROUP BY provider", (day,)).fetchall()
 
 
 def create(service: Service) -> ASGIApp:
@@ -124,7 +208,9 @@ def create(service: Service) -> ASGIApp:
     provider = make_provider(settings)
     breaker = service.breaker("provider")
     breaker.ignore = (ProviderRejected,)  # the remote refusing a request is not the remote failing
-    ledger = Ledger(service)
+    service.corrupt_database = "refuse"  # the ledger is money: never replaced by an empty one
+    service.database_synchronous = "FULL"  # an acknowledged call's row survives a power cut too
+    ledger = Ledger(service, provider.kind, settings)
     service.on_startup(ledger.open)
     service.on_shutdown(provider.close)
 
@@ -133,17 +219,20 @@ def create(service: Service) -> ASGIApp:
             raise RuntimeError("the provider breaker is open")
 
     service.ready_check("provider", provider_ready)
+    service.ready_check("ledger", ledger.check_writable)
 
     async def call_provider(prompt: str, key: str, ttl: float | None, criticality: str) -> dict[str, Any]:
-        """One provider call, shared by every identical prompt in flight: spend, cache, ledger."""
-        if ledger.remaining(settings.daily_budget_usd) <= 0:
-            raise ApiError(402, f"the daily budget of {settings.daily_budget_usd} USD is spent")
-        completion = await call_through(breaker, "the provider", provider.complete, prompt,
-                                        failures=(ProviderError, ProviderRejected))
+        """One provider call, shared by every identical prompt in flight: reserve, call, cache, settle."""
+        reservation = await ledger.reserve(provider.model, provider.estimate_tokens(prompt), criticality)
+        try:
+            completion = await call_through(breaker, "the provider", provider.complete, prompt,
+                                            failures=(ProviderError, ProviderRejected))
+        except ApiError as exc:
+            await ledger.release(reservation, timed_out=exc.status == 504)
+            raise
         answer = {"text": completion.text, "model": completion.model, "tokens": completion.tokens}
         cache.set(key, answer, ttl)
-        usd = completion.tokens / 1000 * settings.usd_per_1k_tokens
-        ledger.record(provider.kind, completion.model, completion.tokens, usd, criticality)
+        await ledger.settle(reservation, completion.model, completion.tokens, ledger.cost(completion.tokens))
         return answer
 
     async def answer_burst(request: Request) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from tooloo_cli.resilience import CallTimeoutError, CircuitBreaker, CircuitOpenError, Decision
@@ -76,8 +76,19 @@ async def internal_error_handler(request: Request, exc: Exception) -> Response:
     return error_response(500, "internal error", trace_id_of(request.scope))
 
 
+CLIENT_CLOSED_REQUEST = 499  # nginx's code for a client that left before its answer
+
+
+async def client_disconnect_handler(request: Request, exc: Exception) -> Response:
+    """The client left while sending its body: nobody to answer, and not a server error.
+
+    The answer goes nowhere; its status is what the access log and the tracer record.
+    """
+    return error_response(CLIENT_CLOSED_REQUEST, "the client closed the connection", trace_id_of(request.scope))
+
+
 EXCEPTION_HANDLERS = {ApiError: api_error_handler, HTTPException: http_exception_handler,
-                      Exception: internal_error_handler}
+                      ClientDisconnect: client_disconnect_handler, Exception: internal_error_handler}
 
 
 def rate_limit_headers(decision: Decision) -> dict[str, str]:
@@ -144,6 +155,9 @@ def check_field(name: str, value: Any, field: Field) -> Any:
         kinds = (*kinds, int)  # JSON has one number type: 5 is a fine float
     if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
         raise ApiError(422, f"field '{name}' must be {_describe(field.kind)}", field=name)
+    if isinstance(value, str) and not _is_unicode(value):
+        raise ApiError(422, f"field '{name}' must be valid Unicode text (it holds a lone surrogate, "
+                            "such as \\ud800)", field=name)
     if isinstance(value, float) and not math.isfinite(value):
         raise ApiError(422, f"field '{name}' must be a finite number", field=name)
     if field.minimum is not None and value < field.minimum:
@@ -172,6 +186,15 @@ def check_fields(document: Any, fields: Mapping[str, Field], prefix: str = "") -
             continue
         checked[name] = check_field(f"{prefix}{name}", document[name], field)
     return checked
+
+
+def _is_unicode(text: str) -> bool:
+    """Whether `text` can be encoded: JSON may escape a lone surrogate, UTF-8 cannot hold one."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _no_constants(name: str) -> None:
@@ -220,27 +243,59 @@ def parse_networks(entries: Iterable[str]) -> tuple[Network, ...]:
     return tuple(ipaddress.ip_network(entry, strict=False) for entry in entries)
 
 
-def _trusted(address: str, proxies: tuple[Network, ...]) -> bool:
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+_LONGEST_ADDRESS = 64  # an IPv6 address with a zone fits; anything longer is not an address
+
+
+def _address(text: str) -> Address | None:
+    if len(text) > _LONGEST_ADDRESS:
+        return None
     try:
-        ip = ipaddress.ip_address(address)
+        return ipaddress.ip_address(text)
     except ValueError:
-        return False
-    return any(ip in network for network in proxies)
+        return None
+
+
+def _trusted(address: Address | None, proxies: tuple[Network, ...]) -> bool:
+    return address is not None and any(address in network for network in proxies)
 
 
 def client_id(scope: Mapping[str, Any], proxies: tuple[Network, ...]) -> str:
     """The client's address: the peer, or from `X-Forwarded-For` when the peer is a trusted proxy.
 
     The forwarded chain is read right to left, skipping trusted proxies, so a client
-    cannot choose its identity by sending the header itself.
+    cannot choose its identity by sending the header itself. Only addresses are believed:
+    a hop that is not one ends the walk at the last proxy that named it, so an id is
+    always a short, normalised address (buckets stay small whatever the header holds).
     """
     client = scope.get("client")
     peer = client[0] if client else "unknown"
-    if not proxies or not _trusted(peer, proxies):
+    if not proxies or not _trusted(_address(peer), proxies):
         return peer
     forwarded = [value for name, value in scope["headers"] if name == b"x-forwarded-for"]
     hops = [hop.strip() for value in forwarded for hop in value.decode("latin-1").split(",") if hop.strip()]
+    believed = peer
     for hop in reversed(hops):
-        if not _trusted(hop, proxies):
-            return hop
-    return hops[0] if hops else peer
+        address = _address(hop)
+        if address is None:
+            return believed
+        believed = str(address)
+        if not _trusted(address, proxies):
+            return believed
+    return believed
+
+
+_LOOPBACK_PEERS = frozenset({"127.0.0.1", "::1"})
+
+
+def asked_locally(scope: Mapping[str, Any]) -> bool:
+    """Whether the request comes straight from this machine (not through the gateway or a proxy).
+
+    Such a caller is the operator (the CLI, a curl on the host) and may read internal
+    detail: file paths, exception text. Everyone else gets a short reason; the detail is
+    in the service's log.
+    """
+    client = scope.get("client")
+    if not client or not (client[0] in _LOOPBACK_PEERS or client[0].startswith("127.")):
+        return False
+    return not any(name == b"x-forwarded-for" for name, _ in scope["headers"])

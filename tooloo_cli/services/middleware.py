@@ -7,7 +7,9 @@
 - ApiMiddleware: every request under /api is traced (`traceparent` read from the request
   and written on the response; a 5xx marks the trace as an error) and, where the service
   limits all of /api, rate limited per client: X-RateLimit-* headers on every limited
-  response, 429 + Retry-After on denial.
+  response, 429 + Retry-After on denial. A response that already carries X-RateLimit-*
+  headers (a sibling's own limit, passed on by the gateway) keeps them: they describe
+  the limit the client actually met.
 """
 
 from __future__ import annotations
@@ -99,7 +101,8 @@ class ApiMiddleware:
                 declared = int(value)
         with self.tracer.trace(f"{scope['method']} {scope['path']}", incoming) as trace:
             _state(scope)["trace_id"] = trace.trace_id
-            extra = [(b"traceparent", format_traceparent(trace.trace_id, trace.span_id, trace.sampled).encode())]
+            traceparent = (b"traceparent", format_traceparent(trace.trace_id, trace.span_id, trace.sampled).encode())
+            limit_headers: list[tuple[bytes, bytes]] = []
 
             async def send_with_headers(message: Message) -> None:
                 if message["type"] == "http.response.start":
@@ -108,7 +111,10 @@ class ApiMiddleware:
                         trace.set("status", status)
                     if status >= 500:
                         trace.fail(f"HTTP {status}")
-                    message["headers"] = [*message.get("headers", ()), *extra]
+                    headers = [*message.get("headers", ()), traceparent]
+                    if limit_headers and not any(name == b"x-ratelimit-limit" for name, _ in headers):
+                        headers += limit_headers
+                    message["headers"] = headers
                 await send(message)
 
             if self.limiter is not None:
@@ -116,7 +122,7 @@ class ApiMiddleware:
                 if not decision.allowed:
                     await rate_limited(decision, trace.trace_id)(scope, receive, send_with_headers)
                     return
-                extra += rate_limit_header_bytes(decision)
+                limit_headers = rate_limit_header_bytes(decision)
             if declared > self.max_body:  # refused whether or not the route would read the body
                 too_large = error_response(413, f"request body over the {self.max_body}-byte limit", trace.trace_id)
                 await too_large(scope, receive, send_with_headers)

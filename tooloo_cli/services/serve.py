@@ -2,6 +2,15 @@
 
     serve("budget", load_config(), port=3103)
 
+The socket is bound here, before anything else: a taken port is reported with the pid
+and program that hold it (exit 1), and "listening" is printed only once it is true.
+Connections go through the guard of `protocol.py` (header size, read timeout, connection
+cap). `X-Forwarded-For` is left to the services, which believe it only from
+`stack.trusted_proxies`: uvicorn's own proxy-header handling is off, since it trusts
+127.0.0.1 by default and would let any local client choose its address.
+
+A service that cannot start for a reason a restart will not cure (a corrupt ledger, say)
+exits 2 with one line saying what to do; the supervisor then marks it failed at once.
 SIGTERM or Ctrl-C drains in-flight requests, runs the service's shutdown (optimizer
 flushed, pool and cache closed) and exits 0: uvicorn re-raises the signal it caught once
 it has shut down, so a handler of ours must be in place for that re-raise to land on.
@@ -9,27 +18,57 @@ it has shut down, so a handler of ours must be in place for that re-raise to lan
 
 from __future__ import annotations
 
+import logging
+import resource
 import signal
 import sys
 
 from tooloo_cli.config import LoadedConfig
 from tooloo_cli.errors import ToolooError
+from tooloo_cli.ports import listen
+
+# Descriptors kept free beyond the connection cap: log files, databases, sibling connections.
+DESCRIPTOR_HEADROOM = 64
+# How services log (the supervisor recognises these lines as warnings to show in `status`).
+LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
+
+
+def descriptor_room(connections: int) -> int:
+    """How many connections the descriptor limit allows, raising the soft limit if it must."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = connections + DESCRIPTOR_HEADROOM
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        soft = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    if soft == resource.RLIM_INFINITY:
+        return connections
+    return max(min(connections, soft - DESCRIPTOR_HEADROOM), 1)
 
 
 def serve(name: str, loaded: LoadedConfig, port: int | None = None) -> int:
     import uvicorn
 
     from tooloo_cli.services import create_app
+    from tooloo_cli.services.protocol import ConnectionLimits, guarded_protocol
 
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, stream=sys.stderr)
     settings = loaded.services[name]
     port = settings.port if port is None else port
     settings.port = port  # siblings and /health see the port actually served
-    host = loaded.config.stack.host
+    stack = loaded.config.stack
+    host = stack.host
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # one access-log line at a time
+    listener = listen(host, port)  # first: a taken port is refused before any file is touched
     app = create_app(name, loaded)
+    connections = descriptor_room(stack.max_connections)
+    if connections < stack.max_connections:
+        logging.getLogger(f"tooloo.services.{name}").warning(
+            "the descriptor limit allows %d connections, not stack.max_connections = %d",
+            connections, stack.max_connections)
+    limits = ConnectionLimits(stack.max_header_bytes, stack.read_timeout, connections)
     config = uvicorn.Config(
-        app, host=host, port=port, loop="uvloop", http="httptools", lifespan="on",
-        access_log=False, log_level="warning", server_header=False,
+        app, host=host, port=port, loop="uvloop", http=guarded_protocol(limits), ws="none", lifespan="on",
+        proxy_headers=False, access_log=False, log_level="warning", server_header=False,
         timeout_graceful_shutdown=max(loaded.config.supervisor.grace_period - 0.5, 0.5),
     )
     server = uvicorn.Server(config)
@@ -42,10 +81,7 @@ def serve(name: str, loaded: LoadedConfig, port: int | None = None) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, stop_soon)
     print(f"{name} listening on http://{host}:{port}", flush=True)
-    try:
-        server.run()
-    except OSError as exc:
-        raise ToolooError(f"{name} cannot listen on {host}:{port}: {exc.strerror}") from None
-    if not server.started:
+    server.run(sockets=[listener])
+    if not server.started and not server.should_exit:
         raise ToolooError(f"{name} did not start on {host}:{port} (see the lines above)")
     return 0

@@ -11,6 +11,15 @@ A service module builds its app on one `Service`:
 JSON error handlers, the middleware (access log, tracing, rate limit where configured)
 and a lifespan that opens the pool and closes everything on SIGTERM: the query optimizer
 is flushed, the pool and the cache are closed, the sibling client is closed.
+
+Before it serves, `service.preflight()` checks its database file. A corrupt one is moved
+aside and started afresh (with a warning in the log, which `tooloo status` shows) where
+the data can be rebuilt; a service whose data cannot be rebuilt (budget's spend ledger)
+sets `corrupt_database = "refuse"` and does not start, saying how to fix it (exit 2).
+
+/ready, the observability document and web's system status give file paths and exception
+text only to a caller on this machine that came straight, not through the gateway or a
+proxy (`asked_locally`): everyone else reads a short reason, and the detail is in the log.
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ from starlette.types import ASGIApp
 
 from tooloo_cli import __version__
 from tooloo_cli.config import LoadedConfig
+from tooloo_cli.errors import UsageError
 from tooloo_cli.resilience import (
     CircuitBreaker,
     ConnectionPool,
@@ -40,11 +50,13 @@ from tooloo_cli.resilience import (
     RateLimiter,
     SQLiteBatchExecutor,
     Tracer,
+    integrity_problem,
+    move_aside,
     sqlite_close,
     sqlite_connector,
     sqlite_is_healthy,
 )
-from tooloo_cli.services.http import EXCEPTION_HANDLERS, parse_networks
+from tooloo_cli.services.http import EXCEPTION_HANDLERS, asked_locally, parse_networks
 from tooloo_cli.services.middleware import AccessLogMiddleware, ApiMiddleware
 
 if TYPE_CHECKING:
@@ -52,7 +64,12 @@ if TYPE_CHECKING:
 
 Hook = Callable[[], Awaitable[None]]
 OBSERVABILITY_PATH = "/api/v1/system/observability"
+UNAVAILABLE = "unavailable"  # what a remote caller reads instead of a failure's detail
 logger = logging.getLogger("tooloo.services")
+
+
+class ServiceCannotStart(UsageError):
+    """The service must not start as things are, and restarting will not help (exit 2)."""
 
 
 class Service:
@@ -76,8 +93,13 @@ class Service:
             loaded.state_path(cache.file), ttl=cache.ttl_seconds, max_memory_items=cache.memory_items,
             compress_threshold=cache.compress_threshold)
         pool = settings.pool
+        self.database = None if pool is None else loaded.state_path(pool.database)
+        # What to do with a corrupt database at start: "move-aside" (start afresh) or "refuse".
+        self.corrupt_database = "move-aside"
+        # Commits survive kill -9 with NORMAL; a service whose rows are money asks for FULL.
+        self.database_synchronous = "NORMAL"
         self.pool: ConnectionPool[Any] | None = None if pool is None else ConnectionPool(
-            sqlite_connector(loaded.state_path(pool.database)), min_size=pool.min_size, max_size=pool.max_size,
+            self._connect_database, min_size=pool.min_size, max_size=pool.max_size,
             acquire_timeout=pool.acquire_timeout, idle_timeout=pool.idle_timeout,
             health_check=sqlite_is_healthy, close=sqlite_close, name=f"{name}-db")
         optimizer = settings.query_optimizer
@@ -95,6 +117,28 @@ class Service:
             self.ready_check("database", self._check_database)
         if self.cache is not None:
             self.ready_check("cache", self._check_cache)
+
+    def _connect_database(self) -> Any:
+        assert self.database is not None
+        return sqlite_connector(self.database, synchronous=self.database_synchronous)()
+
+    def preflight(self) -> None:
+        """Checks the database file before serving (see the module): moved aside, or ServiceCannotStart."""
+        if self.database is None:
+            return
+        problem = integrity_problem(self.database)
+        if problem is None:
+            return
+        if self.corrupt_database == "refuse":
+            path = self.database
+            raise ServiceCannotStart(
+                f"{self.name}: {path} is not a usable database ({problem}), and it cannot be rebuilt, so "
+                f"{self.name} will not replace it. Recover what it holds with "
+                f"`sqlite3 {path} .recover | sqlite3 {path}.recovered` and move that into place, or move the "
+                f"file aside (`mv {path} {path}.corrupt`) to start empty; then `tooloo up {self.name}`")
+        aside = move_aside(self.database)
+        logger.warning("%s: the database %s was corrupt (%s); moved it to %s and started afresh",
+                       self.name, self.database, problem, aside)
 
     # -- wiring used by the service modules -------------------------------------------
 
@@ -166,8 +210,10 @@ class Service:
 
     async def _check_cache(self) -> None:
         assert self.cache is not None
-        if not self.cache.stats()["persistent"]:
-            raise RuntimeError(f"the cache file {self.cache.path} is unusable; caching in memory only")
+        stats = self.cache.stats()
+        if not stats["persistent"]:
+            raise RuntimeError(f"the cache file {self.cache.path} is unusable ({stats['diskError']}); "
+                               "caching in memory, retrying the disk")
 
     async def _check_database(self) -> None:
         assert self.pool is not None
@@ -180,8 +226,14 @@ class Service:
         return {"ok": True, "service": self.name, "version": __version__, "pid": os.getpid(),
                 "uptime": time.monotonic() - self.started}
 
-    def observability(self) -> dict[str, Any]:
-        """SPEC's observability document: seed field names, numbers, null for modules not embedded."""
+    def observability(self, detail: bool = True) -> dict[str, Any]:
+        """SPEC's observability document: seed field names, numbers, null for modules not embedded.
+
+        Without `detail`, failures are named by kind only (no exception text, no file path).
+        """
+        cache = self.cache.stats() if self.cache else None
+        if cache is not None and not detail and cache["diskError"] is not None:
+            cache["diskError"] = UNAVAILABLE
         return {
             "service": self.name,
             "version": __version__,
@@ -189,22 +241,22 @@ class Service:
             "uptime": time.monotonic() - self.started,
             "tracer": self.tracer.stats(traces=10),
             "rateLimiter": self.limiter.stats() if self.limiter else None,
-            "cache": self.cache.stats() if self.cache else None,
-            "circuitBreakers": {name: b.status() for name, b in self.breakers.items()}
+            "cache": cache,
+            "circuitBreakers": {name: b.status(detail) for name, b in self.breakers.items()}
             if self.settings.breaker is not None else None,
             "pool": self.pool.stats() if self.pool else None,
             "queryOptimizer": self.optimizer.stats() if self.optimizer else None,
         }
 
-    async def ready(self) -> dict[str, str | None]:
-        """Each dependency's failure, or None when it answers."""
+    async def ready(self, detail: bool = True) -> dict[str, str | None]:
+        """Each dependency's failure, or None when it answers; without `detail`, only "unavailable"."""
         failures: dict[str, str | None] = {}
         for name, check in self._ready_checks.items():
             try:
                 await check()
                 failures[name] = None
             except Exception as exc:
-                failures[name] = f"{type(exc).__name__}: {exc}"
+                failures[name] = f"{type(exc).__name__}: {exc}" if detail else UNAVAILABLE
         return failures
 
 
@@ -219,7 +271,7 @@ def build_app(service: Service, routes: list[BaseRoute], *, limit_api: bool = Fa
         return JSONResponse(service.health())
 
     async def ready(request: Request) -> Response:
-        failures = await service.ready()
+        failures = await service.ready(detail=asked_locally(request.scope))
         failing = {name: reason for name, reason in failures.items() if reason is not None}
         if failing:
             return JSONResponse({"ok": False, "service": service.name, "failing": failing}, 503)
@@ -248,7 +300,7 @@ def observability_route(service: Service, path: str) -> Route:
     """
 
     async def observability(request: Request) -> Response:
-        return JSONResponse(service.observability())
+        return JSONResponse(service.observability(detail=asked_locally(request.scope)))
 
     service.unmetered_paths.add(path)
     return Route(path, observability)

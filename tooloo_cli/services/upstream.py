@@ -8,6 +8,10 @@ connection or a 5xx of the sibling's own (500, 501, …) counts as a failure of 
 sibling's breaker; a 4xx does not, and neither do 502/503/504, which a sibling answers
 when one of *its* dependencies failed (web must not trip `budget` because the provider
 is down). Errors come out as `UpstreamError` with the status the caller should answer.
+
+A request that cannot be sent as it stands (a control byte in its path, a header h11
+refuses) is the caller's defect: 400, and it never reaches the breaker's counts, so no
+client can open a breaker for everyone with a few malformed requests.
 """
 
 from __future__ import annotations
@@ -36,6 +40,10 @@ class UpstreamStatusError(Exception):
 
 class UpstreamError(ApiError):
     """A sibling could not answer; `status` is what to tell our own client (502, 503, 504)."""
+
+
+class RequestDefect(Exception):
+    """The request could not be sent as it stands: the asker's fault, not the sibling's."""
 
 
 class Upstream:
@@ -80,27 +88,48 @@ class Upstream:
         if error is not None:
             raise RuntimeError(error)
 
-    async def _send(self, target: str, method: str, path: str, **options: Any) -> httpx.Response:
-        headers = dict(options.pop("headers", None) or {})
-        with self.service.tracer.span(f"{method} {target}{path}") as span:
-            traceparent = Tracer.current_traceparent()
+    def _build(self, target: str, method: str, path: str | bytes, headers: Any = None,
+               **options: Any) -> httpx.Request:
+        """The request to send; RequestDefect when it cannot be built from what was asked.
+
+        `path` may be the raw bytes a client sent (path and query, still percent-encoded),
+        which the gateway passes on untouched; `headers` may be raw (name, value) byte pairs.
+        """
+        try:
+            base = httpx.URL(self.base_urls[target])
+            url = base.copy_with(raw_path=path) if isinstance(path, bytes) else base.join(path)
+            pairs = list(headers.items() if isinstance(headers, dict) else headers or ())
+            return self.client.build_request(method, url, headers=pairs, **options)
+        except (httpx.InvalidURL, ValueError, TypeError) as exc:  # UnicodeError is a ValueError
+            raise RequestDefect(f"the request cannot be passed on to {target}: {exc}") from None
+
+    async def _send(self, target: str, request: httpx.Request) -> httpx.Response:
+        with self.service.tracer.span(f"{request.method} {target}{request.url.path}") as span:
+            traceparent = Tracer.current_traceparent()  # this span's: the sibling's trace hangs under it
             if traceparent is not None:
-                headers["traceparent"] = traceparent
-            response = await self.client.request(method, self.base_urls[target] + path, headers=headers, **options)
+                request.headers["traceparent"] = traceparent
+            try:
+                response = await self.client.send(request)
+            except httpx.LocalProtocolError as exc:  # h11 refused what we were asked to send
+                raise RequestDefect(f"the request cannot be passed on to {target}: {exc}") from None
             span.set("status", response.status_code)
         if response.status_code >= 500 and response.status_code not in _DEPENDENCY_FAILURES:
             raise UpstreamStatusError(target, response)
         return response
 
-    async def request(self, target: str, method: str, path: str, **options: Any) -> httpx.Response:
+    async def request(self, target: str, method: str, path: str | bytes, **options: Any) -> httpx.Response:
         """The sibling's response (5xx included, for a gateway to pass on), through its breaker.
 
         Raises UpstreamError 503 when the breaker is open, 504 on a timeout and 502 when
-        the sibling cannot be reached.
+        the sibling cannot be reached; ApiError 400 when the request cannot be sent.
         """
         breaker = self.service.breaker(target)
+        breaker.excluded = (RequestDefect,)
         try:
-            return await breaker.call(self._send, target, method, path, **options)
+            request = self._build(target, method, path, **options)
+            return await breaker.call(self._send, target, request)
+        except RequestDefect as exc:
+            raise ApiError(400, str(exc)) from None
         except UpstreamStatusError as exc:
             return exc.response
         except CircuitOpenError as exc:

@@ -7,5 +7,5 @@
     daemon.py     finding, launching and clearing up after the detached supervisor
     commands.py   up, down, status, restart, logs as the CLI runs them
     printer.py    prefixed log lines, the status table, start-up progress
-    logs.py, ports.py, paths.py   log rotation and tail, port preflight, state paths
+    logs.py, paths.py   log rotation and tail, state paths (port preflight: tooloo_cli/ports.py)
 """

@@ -6,23 +6,34 @@ Each is a thin client of the supervisor's control API, except `up --foreground` 
 supervisor in this process) and `logs` (which reads the log files, so that it works
 whether or not a supervisor runs). The detached supervisor itself starts from
 `tooloo_cli/supervisor/__main__.py`.
+
+`up` and `down` take the state directory's launch lock: a `down` issued while an `up` is
+still launching waits for the launch, then stops what it started (it wins), and the
+`up` reports that its stack was stopped. A `down` that runs before that `up` has even
+reached the lock leaves its time in the state directory, and the `up` gives up.
+`up --foreground` holds the lock only until its supervisor answers, so a second `up`
+elsewhere answers at once. `up` and `restart` hand
+the supervisor the configuration as it is now (see environment.py).
 """
 
 from __future__ import annotations
 
+import os
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from rich.markup import escape
 
 from tooloo_cli.config import LoadedConfig
 from tooloo_cli.errors import ToolooError
-from tooloo_cli.supervisor.control import ControlClient
-from tooloo_cli.supervisor.daemon import connect, launch, status_document
+from tooloo_cli.supervisor.control import ControlClient, SupervisorUnavailable
+from tooloo_cli.supervisor.daemon import LAUNCH_TIMEOUT, connect, launch, status_document
+from tooloo_cli.supervisor.environment import handover
 from tooloo_cli.supervisor.lock import FileLock
 from tooloo_cli.supervisor.logs import tail
-from tooloo_cli.supervisor.paths import StatePaths
-from tooloo_cli.supervisor.ports import describe_holder, port_holder
+from tooloo_cli.supervisor.paths import StatePaths, write_private
+from tooloo_cli.ports import describe_holder, port_holder
 from tooloo_cli.supervisor.printer import Printer
 
 if TYPE_CHECKING:
@@ -30,6 +41,15 @@ if TYPE_CHECKING:
 
 ACTIVE = ("starting", "running", "backoff")
 POLL = 0.05
+LAUNCH_LOCK_WAIT = LAUNCH_TIMEOUT + 5  # a launch holds the lock at most LAUNCH_TIMEOUT
+
+
+def _launch_lock(paths: StatePaths) -> FileLock:
+    return FileLock(paths.launch_lock, timeout=LAUNCH_LOCK_WAIT, holder="another `tooloo up` or `down`")
+
+
+class StoppedWhileStarting(ToolooError):
+    """The stack was stopped (by `tooloo down`, say) before it was healthy."""
 
 
 def _status(client: ControlClient) -> dict[str, Any]:
@@ -57,7 +77,12 @@ def up(loaded: LoadedConfig, names: list[str], console: Console, foreground: boo
     names = names or list(loaded.services)
     printer = Printer(console, names)
     # One `up` at a time decides whether to launch: two at once must not start two supervisors.
-    with FileLock(paths.launch_lock):
+    lock = _launch_lock(paths)
+    with lock:
+        if _down_requested_since_this_began(paths):
+            console.print("[red]tooloo up: a `tooloo down` was issued while this `up` was starting; "
+                          "nothing was started[/]")
+            return 1
         client = connect(paths)
         if foreground and client is not None:
             raise ToolooError("a supervisor already runs for this stack; `tooloo down` first to run in the foreground")
@@ -74,11 +99,11 @@ def up(loaded: LoadedConfig, names: list[str], console: Console, foreground: boo
             console.print("nothing was started; stop that process or change the port in tooloo.toml")
             return 1
         if foreground:
-            return _run_foreground(loaded, missing, console)
+            return _run_foreground(loaded, missing, console, on_ready=lock.release)
         if client is None:
             client = launch(loaded, missing)
         elif missing:
-            client.call("POST", "/start", {"services": missing})
+            client.call("POST", "/start", {"services": missing, **handover(loaded, os.environ)})
     return _wait_healthy(client, loaded, names, console, printer)
 
 
@@ -89,23 +114,28 @@ def _wait_healthy(client: ControlClient, loaded: LoadedConfig, names: list[str],
 
     deadline = time.monotonic() + loaded.config.supervisor.startup_timeout + 5
     started = time.monotonic()
-    states = client.call("GET", "/states")
     try:
+        states = _states_while_starting(client)
         with Live(printer.progress_table(states, names), console=console, transient=True,
                   auto_refresh=False, redirect_stdout=False) as live:
             while True:
                 services = states["services"]
                 failed = [name for name in names if services[name]["state"] == "failed"]
                 ready = all(_healthy(services[name]) for name in names)
+                if any(services[name]["state"] == "stopped" for name in names):
+                    raise StoppedWhileStarting("stopped while it was starting (by `tooloo down`?)")
                 if failed or ready or time.monotonic() > deadline:
                     break
                 time.sleep(POLL)
-                states = client.call("GET", "/states")
+                states = _states_while_starting(client)
                 live.update(printer.progress_table(states, names), refresh=True)
     except KeyboardInterrupt:
         console.print("interrupted: the supervisor keeps starting the stack in the background; "
                       "`tooloo status` to see it, `tooloo down` to stop it")
         return 130
+    except StoppedWhileStarting as exc:
+        console.print(f"[red]tooloo up: what it started was {escape(str(exc))}[/]")
+        return 1
     printer.status_table(_status(client), names)
     if failed:
         for name in failed:
@@ -122,14 +152,27 @@ def _wait_healthy(client: ControlClient, loaded: LoadedConfig, names: list[str],
     return 0
 
 
-def _run_foreground(loaded: LoadedConfig, names: list[str], console: Console) -> int:
-    """The supervisor in this process, its services' lines printed; exit 1 if any of them failed."""
+def _states_while_starting(client: ControlClient) -> dict[str, Any]:
+    try:
+        return client.call("GET", "/states")
+    except SupervisorUnavailable:
+        raise StoppedWhileStarting("stopped while it was starting: its supervisor is gone "
+                                   "(by `tooloo down`?)") from None
+
+
+def _run_foreground(loaded: LoadedConfig, names: list[str], console: Console,
+                    on_ready: Callable[[], None]) -> int:
+    """The supervisor in this process, its services' lines printed; exit 1 if any of them failed.
+
+    `on_ready` runs once its control socket answers (it releases the launch lock).
+    """
     import asyncio
 
     from tooloo_cli.supervisor.manager import Supervisor
 
     printer = Printer(console, names)
-    supervisor = Supervisor(loaded, on_output=printer.write, detached=False)
+    supervisor = Supervisor(loaded, on_output=printer.write, detached=False,
+                            handed=handover(loaded, os.environ)["environment"])
 
     async def announce_health() -> None:
         started = time.monotonic()
@@ -143,7 +186,7 @@ def _run_foreground(loaded: LoadedConfig, names: list[str], console: Console) ->
     async def main() -> None:
         watcher = asyncio.get_running_loop().create_task(announce_health())
         try:
-            await supervisor.run(names)
+            await supervisor.run(names, on_ready=on_ready)
         finally:
             watcher.cancel()
 
@@ -153,9 +196,24 @@ def _run_foreground(loaded: LoadedConfig, names: list[str], console: Console) ->
     return 1 if failed else 0
 
 
+def _down_requested_since_this_began(paths: StatePaths) -> bool:
+    import psutil
+
+    try:
+        requested = float(paths.down_requested.read_text())
+    except (OSError, ValueError):
+        return False
+    return requested > psutil.Process().create_time()
+
+
 def down(loaded: LoadedConfig, names: list[str], console: Console) -> int:
     paths = StatePaths.of(loaded)
-    client = connect(paths)
+    paths.ensure()
+    # A launch in progress is waited for, then stopped: `down` must win over an `up` it raced.
+    with _launch_lock(paths):
+        if not names:
+            write_private(paths.down_requested, f"{time.time()}\n")
+        client = connect(paths)
     if client is None:
         console.print("nothing is running")
         return 0
@@ -187,7 +245,8 @@ def restart(loaded: LoadedConfig, names: list[str], console: Console) -> int:
     client = connect(StatePaths.of(loaded))
     if client is None:
         raise ToolooError("nothing is running; start the stack with `tooloo up`")
-    client.call("POST", "/restart", {"services": names}, timeout=loaded.config.supervisor.grace_period * 2 + 10)
+    client.call("POST", "/restart", {"services": names, **handover(loaded, os.environ)},
+                timeout=loaded.config.supervisor.grace_period * 2 + 10)
     return _wait_healthy(client, loaded, names, console, Printer(console, names))
 
 

@@ -65,8 +65,9 @@ class ControlClient:
         return document
 
     def answers(self) -> bool:
+        # /states, not /status: asking must be cheap, and must not disturb what /status measures.
         try:
-            status, _ = self.request("GET", "/status", timeout=1.0)
+            status, _ = self.request("GET", "/states", timeout=1.0)
         except SupervisorUnavailable:
             return False
         return status == 200

@@ -3,6 +3,9 @@
     client = connect(paths)              # a ControlClient, or None when no supervisor runs
     client = launch(loaded, ["web"])     # starts `python -m tooloo_cli.supervisor web` in its own session
 
+The supervisor is launched with an environment scrubbed of TOOLOO_* settings and secrets;
+the command's own (its handover, see environment.py) go to it over a pipe.
+
 Whether a supervisor is alive is the kernel's answer, not a pid's: the supervisor holds
 an exclusive lock on `supervisor.lock` for its whole life. A pid file and socket without
 that lock are stale, and are removed; nothing is ever signalled on their account.
@@ -10,6 +13,7 @@ that lock are stale, and are removed; nothing is ever signalled on their account
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -19,6 +23,7 @@ from typing import Any
 from tooloo_cli.config import LoadedConfig
 from tooloo_cli.errors import ToolooError
 from tooloo_cli.supervisor.control import ControlClient
+from tooloo_cli.supervisor.environment import handover, scrubbed
 from tooloo_cli.supervisor.lock import is_held
 from tooloo_cli.supervisor.logs import tail
 from tooloo_cli.supervisor.paths import StatePaths
@@ -30,6 +35,7 @@ SUPERVISOR_MODULE = "tooloo_cli.supervisor"
 
 def connect(paths: StatePaths) -> ControlClient | None:
     """A client of the running supervisor, or None (stale state is cleared on the way)."""
+    paths.check_readable()
     client = ControlClient(paths.socket)
     if paths.socket.exists() and client.answers():
         return client
@@ -64,16 +70,23 @@ def launch(loaded: LoadedConfig, names: list[str]) -> ControlClient:
     """Starts the detached supervisor with `names` and returns once its socket answers."""
     paths = StatePaths.of(loaded)
     paths.ensure()
-    command = [sys.executable, "-m", SUPERVISOR_MODULE]
+    command = [sys.executable, "-m", SUPERVISOR_MODULE, "--handover"]
     if loaded.source is not None:
         command += ["--config", str(loaded.source)]
     command += names
     log = os.open(paths.supervisor_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     try:
-        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                   cwd=loaded.base_dir, start_new_session=True)
+        process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT,
+                                   cwd=loaded.base_dir, start_new_session=True,
+                                   env=scrubbed(os.environ, loaded))
     finally:
         os.close(log)
+    assert process.stdin is not None
+    try:
+        process.stdin.write(json.dumps(handover(loaded, os.environ)).encode())
+        process.stdin.close()
+    except BrokenPipeError:
+        pass  # it died at once: its log says why (below)
     client = ControlClient(paths.socket)
     deadline = time.monotonic() + LAUNCH_TIMEOUT
     while time.monotonic() < deadline:

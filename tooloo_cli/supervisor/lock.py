@@ -14,12 +14,23 @@ from __future__ import annotations
 
 import fcntl
 import os
+import time
 from pathlib import Path
+
+from tooloo_cli.errors import ToolooError
+
+
+class LockTimeout(ToolooError):
+    """Another process held the lock for longer than we would wait (exit 1)."""
 
 
 class FileLock:
-    def __init__(self, path: Path) -> None:
+    """An exclusive flock on `path`; `with` waits at most `timeout` seconds (forever when None)."""
+
+    def __init__(self, path: Path, timeout: float | None = None, holder: str = "another tooloo command") -> None:
         self.path = path
+        self.timeout = timeout
+        self.holder = holder
         self._fd: int | None = None
 
     def acquire(self, blocking: bool = True) -> bool:
@@ -32,13 +43,25 @@ class FileLock:
         self._fd = fd
         return True
 
+    def acquire_within(self, timeout: float) -> None:
+        """Waits up to `timeout` seconds for the lock; LockTimeout naming who holds it, past that."""
+        deadline = time.monotonic() + timeout
+        while not self.acquire(blocking=False):
+            if time.monotonic() > deadline:
+                raise LockTimeout(f"{self.holder} has held {self.path} for over {timeout:g} s; "
+                                  "wait for it to finish, or find it with `fuser -v " f"{self.path}`")
+            time.sleep(0.02)
+
     def release(self) -> None:
         if self._fd is not None:
             os.close(self._fd)  # closing the descriptor releases the lock
             self._fd = None
 
     def __enter__(self) -> FileLock:
-        self.acquire()
+        if self.timeout is None:
+            self.acquire()
+        else:
+            self.acquire_within(self.timeout)
         return self
 
     def __exit__(self, *exc_info: object) -> None:

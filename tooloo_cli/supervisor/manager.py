@@ -1,18 +1,23 @@
 """The supervisor: the services' processes and the control API over them.
 
-    supervisor = Supervisor(load_config())
+    supervisor = Supervisor(load_config(), handed=handover(loaded, os.environ)["environment"])
     asyncio.run(supervisor.run(["web", "budget"]))     # until `down` leaves nothing, or SIGTERM
 
 It runs detached (`tooloo up` launches `python -m tooloo_cli.supervisor`) or attached
 (`tooloo up --foreground`, where `on_output` prints each service's lines). Either way it
 owns `.tooloo/supervisor.pid` and `.tooloo/supervisor.sock`, and removes both on its way out.
+It samples the CPU and memory of every service's process tree each second.
 
 Control API (JSON):
     GET  /status                         the supervisor and every service, with CPU and memory
     GET  /states                         every service's state only (cheap, for polling)
-    POST /start    {"services": [...]}   starts those not running
+    POST /start    {"services": [...], "config"?, "environment"?}   starts those not running
     POST /stop     {"services": [...]}   stops them (all when omitted); exits when none is left
-    POST /restart  {"services": [...]}
+    POST /restart  {"services": [...], "config"?, "environment"?}
+
+A start or restart that brings "config" (a file's path, or null for the defaults) and
+"environment" (the command's TOOLOO_* settings and secrets: see environment.py) reads the
+configuration afresh, and the services it starts run on it.
 """
 
 from __future__ import annotations
@@ -22,21 +27,26 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Callable
 from typing import Any
 
-from tooloo_cli.config import LoadedConfig
+from tooloo_cli.config import ConfigError, LoadedConfig, load_config
 from tooloo_cli.errors import ToolooError, UsageError
 from tooloo_cli.supervisor.api import ControlServer
+from tooloo_cli.supervisor.environment import scrubbed
 from tooloo_cli.supervisor.lock import FileLock
-from tooloo_cli.supervisor.paths import StatePaths
+from tooloo_cli.supervisor.paths import StatePaths, write_private
 from tooloo_cli.supervisor.process import ManagedProcess, OutputSink
+from tooloo_cli.supervisor.usage import USAGE_INTERVAL
 
 logger = logging.getLogger("tooloo.supervisor")
 
 
 class Supervisor:
-    def __init__(self, loaded: LoadedConfig, on_output: OutputSink | None = None, detached: bool = True) -> None:
+    def __init__(self, loaded: LoadedConfig, on_output: OutputSink | None = None, detached: bool = True,
+                 handed: dict[str, str] | None = None) -> None:
         self.loaded = loaded
+        self.handed = dict(handed or {})  # the launching command's settings and secrets
         self.paths = StatePaths.of(loaded)
         self.paths.ensure()
         self.detached = detached
@@ -52,8 +62,11 @@ class Supervisor:
             ("POST", "/restart"): self._restart,
         })
 
-    async def run(self, names: list[str]) -> None:
-        """Supervises `names` until SIGTERM/SIGINT (SIGHUP too, when attached) or until `down` leaves nothing."""
+    async def run(self, names: list[str], on_ready: Callable[[], None] | None = None) -> None:
+        """Supervises `names` until SIGTERM/SIGINT (SIGHUP too, when attached) or until `down` leaves nothing.
+
+        `on_ready` is called once the control socket answers and `names` are being started.
+        """
         # The lock comes before the pid file and the socket: a second supervisor for the same
         # state directory stops here, touching nothing of the first one's.
         if not self._lock.acquire(blocking=False):
@@ -63,15 +76,17 @@ class Supervisor:
             loop.add_signal_handler(signum, self._done.set)
         # Detached, a closed terminal is no reason to stop; attached, it is the user leaving.
         loop.add_signal_handler(signal.SIGHUP, (lambda: None) if self.detached else self._done.set)
-        descriptor = os.open(self.paths.pid_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        os.write(descriptor, f"{os.getpid()}\n".encode())
-        os.close(descriptor)
+        write_private(self.paths.pid_file, f"{os.getpid()}\n")
+        sampler = loop.create_task(self._sample_usage(), name="usage-sampler")
         try:
             await self._control.start()
             for name in names:
-                self.processes[name].start()
+                self.processes[name].start(self.loaded, self.handed)
+            if on_ready is not None:
+                on_ready()
             await self._done.wait()
         finally:
+            sampler.cancel()
             outcomes = await asyncio.gather(*(process.stop() for process in self.processes.values()),
                                             return_exceptions=True)
             for name, outcome in zip(self.processes, outcomes):
@@ -82,6 +97,32 @@ class Supervisor:
                 process.close()
             self.paths.pid_file.unlink(missing_ok=True)
             self._lock.release()
+
+    async def _sample_usage(self) -> None:
+        while True:
+            for process in self.processes.values():
+                if process.pid is not None or process.usage.rss_bytes is not None:
+                    process.sample_usage()
+            await asyncio.sleep(USAGE_INTERVAL)
+
+    def _launch(self, payload: dict[str, Any]) -> tuple[LoadedConfig, dict[str, str]]:
+        """The configuration and environment a start asks for: read afresh when it brings them."""
+        if "environment" not in payload:
+            return self.loaded, self.handed
+        config, handed = payload.get("config"), payload["environment"]
+        if (config is not None and not isinstance(config, str)) or not isinstance(handed, dict) \
+                or not all(isinstance(k, str) and isinstance(v, str) for k, v in handed.items()):
+            raise UsageError("config must be a path or null, environment an object of strings")
+        try:
+            loaded = load_config(config, env={**scrubbed(os.environ, self.loaded), **handed},
+                                 cwd=self.loaded.base_dir)
+        except ConfigError as exc:
+            raise UsageError(f"the configuration cannot be used: {exc}") from None
+        if loaded.state_path() != self.paths.root:
+            raise UsageError(f"that configuration keeps its state in {loaded.state_path()}, "
+                             f"not in this supervisor's {self.paths.root}")
+        self.loaded, self.handed = loaded, dict(handed)
+        return loaded, self.handed
 
     def _names(self, payload: dict[str, Any]) -> list[str]:
         names = payload.get("services") or list(self.processes)
@@ -98,15 +139,12 @@ class Supervisor:
         import psutil
 
         me = psutil.Process()
-        children: dict[int, list[int]] = {}
-        for process in psutil.process_iter(["ppid"]):  # one scan of the process table for all services
-            children.setdefault(process.info["ppid"], []).append(process.pid)
         return {
             "ok": True,
             "supervisor": {"pid": os.getpid(), "uptime": time.monotonic() - self.started,
                            "rssBytes": me.memory_info().rss, "socket": str(self.paths.socket),
                            "config": str(self.loaded.source) if self.loaded.source else None},
-            "services": {name: process.status(children) for name, process in self.processes.items()},
+            "services": {name: process.status() for name, process in self.processes.items()},
         }
 
     async def _status(self, payload: dict[str, Any]) -> tuple[int, dict[str, Any]]:
@@ -114,7 +152,7 @@ class Supervisor:
 
     async def _states(self, payload: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         """States without CPU and memory: cheap enough to poll every 50 ms while `up` waits."""
-        return 200, {"ok": True, "services": {name: p.status() for name, p in self.processes.items()}}
+        return 200, {"ok": True, "services": {name: p.status(usage=False) for name, p in self.processes.items()}}
 
     def _refuse_while_leaving(self) -> tuple[int, dict[str, Any]] | None:
         if self._done.is_set():
@@ -125,9 +163,10 @@ class Supervisor:
         if refusal := self._refuse_while_leaving():
             return refusal
         names = self._names(payload)
+        loaded, handed = self._launch(payload)
         started = [name for name in names if not self.processes[name].active]
         for name in started:
-            self.processes[name].start()
+            self.processes[name].start(loaded, handed)
         return 200, {"ok": True, "started": started, "alreadyRunning": [n for n in names if n not in started]}
 
     async def _stop(self, payload: dict[str, Any]) -> tuple[int, dict[str, Any]]:
@@ -146,7 +185,8 @@ class Supervisor:
         if refusal := self._refuse_while_leaving():
             return refusal
         names = self._names(payload)
+        loaded, handed = self._launch(payload)  # before anything stops: a bad configuration changes nothing
         await asyncio.gather(*(self.processes[name].stop() for name in names))
         for name in names:
-            self.processes[name].start()
+            self.processes[name].start(loaded, handed)
         return 200, {"ok": True, "restarted": names}

@@ -44,6 +44,11 @@ class StatePaths:
         """Held by `tooloo up` while it decides whether to launch a supervisor."""
         return self.root / "launch.lock"
 
+    @property
+    def down_requested(self) -> Path:
+        """When the last `tooloo down` ran (epoch seconds): an `up` that began before it gives up."""
+        return self.root / "down.requested"
+
     def log(self, service: str) -> Path:
         return self.root / "logs" / f"{service}.log"
 
@@ -58,5 +63,53 @@ class StatePaths:
             raise ToolooError(f"the control socket {self.socket} is longer than a Unix socket path may be "
                               f"({limit} bytes); set stack.state_dir to a shorter path")
         for directory in (self.root, self.root / "logs"):
+            self.check_readable(directory)
             if not directory.is_dir():
-                directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+                try:
+                    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise ToolooError(f"cannot create the state directory {directory}: {exc.strerror}; "
+                                      "set stack.state_dir to a directory you can write") from None
+            if not os.access(directory, os.W_OK | os.X_OK):
+                raise ToolooError(f"the state directory {directory} is not writable{_owner(directory)}; "
+                                  "run tooloo as its owner, or set stack.state_dir elsewhere")
+
+    def check_readable(self, directory: Path | None = None) -> None:
+        """ToolooError unless `directory` (the root) is absent or a directory this user may enter."""
+        directory = directory or self.root
+        try:
+            exists = directory.exists()
+        except PermissionError:  # a parent may not be entered
+            raise ToolooError(f"cannot look into {directory.parent}: permission denied{_owner(directory.parent)}") \
+                from None
+        if exists and not directory.is_dir():
+            raise ToolooError(f"the state directory {directory} is a file, not a directory; move it away, or "
+                              "set stack.state_dir elsewhere")
+        if exists and not os.access(directory, os.R_OK | os.X_OK):
+            raise ToolooError(f"the state directory {directory} cannot be read{_owner(directory)}; "
+                              "run tooloo as its owner")
+
+
+def _owner(path: Path) -> str:
+    """` (it belongs to alice)` when `path` is another user's, else nothing."""
+    try:
+        uid = path.stat().st_uid
+    except OSError:
+        return ""
+    if uid == os.getuid():
+        return ""
+    try:
+        import pwd
+
+        return f" (it belongs to {pwd.getpwuid(uid).pw_name})"
+    except KeyError:
+        return f" (it belongs to uid {uid})"
+
+
+def write_private(path: Path, text: str) -> None:
+    """Replaces the file's content; a new file is created 0600 (state files are the owner's only)."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(descriptor, text.encode())
+    finally:
+        os.close(descriptor)

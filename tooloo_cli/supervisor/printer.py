@@ -66,8 +66,12 @@ class Printer:
             )
         self.console.print(table)
         for name, service in document["services"].items():
-            if service.get("error") and (not names or name in names):
+            if names and name not in names:
+                continue
+            if service.get("error"):
                 self.console.print(f"[red]{escape(name)}: {escape(service['error'])}[/]")
+            if service.get("lastWarning"):
+                self.console.print(f"[yellow]{escape(name)}: {escape(service['lastWarning'])}[/]")
         supervisor = document.get("supervisor")
         if supervisor:
             self.console.print(f"[dim]supervisor pid {supervisor['pid']}, up {duration(supervisor['uptime'])}, "

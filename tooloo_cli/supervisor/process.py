@@ -1,17 +1,23 @@
 """One supervised service: spawn, health, restart policy, stop.
 
     process = ManagedProcess("budget", loaded, paths)
-    process.start()                    # runs until stopped, restarting on unexpected exits
+    process.start(loaded, handed)      # runs until stopped, restarting on unexpected exits
     await process.stop()               # SIGTERM to its process group, SIGKILL after the grace period
     process.status()                   # state, pid, restarts, health, CPU and RSS of its tree
 
 Each service is `tooloo serve NAME` (run as `python -m tooloo_cli.services NAME`) in a
 session of its own, so a signal reaches its whole group, and dies with the supervisor
-(PR_SET_PDEATHSIG). An unexpected exit restarts it after an exponential backoff (0.1 s
-doubling to 10 s, back to 0.1 s once it has been healthy for 30 s). It is marked `failed`
-instead of spinning when it exits too often within the crash-loop window, or when that
-many attempts in a row never became healthy. Health is probed every 50 ms until the first
-answer, then calmly; several failed probes in a row restart the process.
+(PR_SET_PDEATHSIG). Each start takes the configuration and the environment handed over
+by the command that asked for it (see environment.py); restarts after a crash reuse them.
+An unexpected exit restarts it after an exponential backoff (0.1 s doubling to 10 s, back
+to 0.1 s once it has been healthy for 30 s). It is marked `failed` instead of spinning
+when it exits too often within the crash-loop window, or when that many attempts in a
+row never became healthy, and at once when it exits with code 2: a service says so when
+it refuses to start on its configuration or data, which a restart would not change (its
+last `tooloo serve:` line becomes the reason). Health is probed every 50 ms until the
+first answer, then calmly; several failed probes in a row restart the process.
+The last warning a service logged (a `WARNING tooloo…` line: a database moved aside, a
+cache on a full disk) is kept for `tooloo status`.
 """
 
 from __future__ import annotations
@@ -29,9 +35,11 @@ from functools import cache
 from typing import Any
 
 from tooloo_cli.config import LoadedConfig
+from tooloo_cli.ports import describe_holder, is_free, port_holder
+from tooloo_cli.supervisor.environment import service_environment
 from tooloo_cli.supervisor.logs import RotatingLog
 from tooloo_cli.supervisor.paths import StatePaths
-from tooloo_cli.supervisor.ports import describe_holder, is_free, port_holder
+from tooloo_cli.supervisor.usage import TreeUsage
 
 logger = logging.getLogger("tooloo.supervisor")
 
@@ -39,6 +47,9 @@ OutputSink = Callable[[str, bytes], None]
 FIRST_PROBE_INTERVAL = 0.05
 PROBE_TIMEOUT = 1.0
 PR_SET_PDEATHSIG = 1
+REFUSED_TO_START = 2  # the exit code of a service that must not be restarted as things are
+_LAST_WORDS = b"tooloo serve: "  # how a service states why it exits
+_WARNINGS = (b"WARNING tooloo", b"ERROR tooloo")  # how a service's own warnings begin (serve.LOG_FORMAT)
 
 
 @cache
@@ -78,19 +89,17 @@ async def probe_health(host: str, port: int, timeout: float = PROBE_TIMEOUT) -> 
 def stopped_status(name: str, port: int) -> dict[str, Any]:
     """What status shows of a service no supervisor runs."""
     return {"name": name, "state": "stopped", "health": "unknown", "pid": None, "port": port, "uptime": None,
-            "restarts": 0, "lastExitCode": None, "error": None, "cpuPercent": None, "rssBytes": None,
-            "startupSeconds": None}
+            "restarts": 0, "lastExitCode": None, "error": None, "lastWarning": None, "cpuPercent": None,
+            "rssBytes": None, "startupSeconds": None}
 
 
 class ManagedProcess:
     def __init__(self, name: str, loaded: LoadedConfig, paths: StatePaths,
                  on_output: OutputSink | None = None) -> None:
         self.name = name
-        self.loaded = loaded
         self.paths = paths
-        self.settings = loaded.config.supervisor
-        self.host = loaded.config.stack.host
-        self.port = loaded.services[name].port
+        self.handed: dict[str, str] = {}
+        self._configure(loaded)
         self.on_output = on_output
         self.state = "stopped"  # starting, running, backoff, stopping, stopped, failed
         self.health = "unknown"  # healthy, unhealthy, unknown
@@ -107,23 +116,38 @@ class ManagedProcess:
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._process: asyncio.subprocess.Process | None = None
-        self._usage_probes: dict[int, Any] = {}  # pid -> psutil.Process, kept so CPU % has a previous sample
+        self.usage = TreeUsage()
+        self.last_words: str | None = None  # the last `tooloo serve:` line of the current process
+        self.last_warning: str | None = None
+        self._partial = b""
         self._log_failed = False
         self._log = RotatingLog(paths.log(name), self.settings.log_max_bytes, self.settings.log_backups)
+
+    def _configure(self, loaded: LoadedConfig) -> None:
+        self.loaded = loaded
+        self.settings = loaded.config.supervisor
+        self.host = loaded.config.stack.host
+        self.port = loaded.services[self.name].port
 
     @property
     def active(self) -> bool:
         """Wanted running (starting, running or waiting to restart)."""
         return self._task is not None and not self._task.done()
 
-    def start(self) -> None:
+    def start(self, loaded: LoadedConfig | None = None, handed: dict[str, str] | None = None) -> None:
+        """Starts supervising, from `loaded` and the `handed` environment when given (else the last ones)."""
         if self.active:
             return
+        if loaded is not None:
+            self._configure(loaded)
+        if handed is not None:
+            self.handed = dict(handed)
         self._wanted = True
         self._stopping.clear()
         self._exits.clear()
         self._attempts_never_healthy = 0
-        self.error = self.last_failure = None
+        self.error = self.last_failure = self.last_warning = None
+        self.state = "starting"  # at once: a poll right after the start must not read "stopped"
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"supervise-{self.name}")
 
     async def stop(self) -> None:
@@ -159,6 +183,9 @@ class ManagedProcess:
             first = False
             code = await self._run_once()
             if not self._wanted:
+                return
+            if code == REFUSED_TO_START:
+                self._fail(self.last_words or f"it refused to start (exit code {code}); see `tooloo logs {self.name}`")
                 return
             now = time.monotonic()
             if self.healthy_at is not None and now - self.healthy_at >= self.settings.backoff_reset_after:
@@ -219,10 +246,12 @@ class ManagedProcess:
         command.append(self.name)
         self.state = "starting"
         self.healthy_at = None
+        self.last_words = None
         process = await asyncio.create_subprocess_exec(
             *command, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT, cwd=self.loaded.base_dir, start_new_session=True,
             preexec_fn=_die_with_parent(os.getpid()),
+            env=service_environment(self.loaded, self.name, os.environ, self.handed),
         )
         self._process = process
         self.pid = process.pid
@@ -232,7 +261,20 @@ class ManagedProcess:
     async def _pump(self, process: asyncio.subprocess.Process) -> None:
         assert process.stdout is not None
         while chunk := await process.stdout.read(65_536):
+            self._note(chunk)
             self._emit(chunk)
+        self._partial = b""
+
+    def _note(self, chunk: bytes) -> None:
+        """Keeps the lines `status` shows: the service's last words and its last warning."""
+        *lines, self._partial = (self._partial + chunk).split(b"\n")
+        if len(self._partial) > 65_536:  # no newline in sight: not a line worth keeping
+            self._partial = b""
+        for line in lines:
+            if line.startswith(_LAST_WORDS):
+                self.last_words = line[len(_LAST_WORDS):].decode("utf-8", "replace").strip()
+            elif line.startswith(_WARNINGS):
+                self.last_warning = line.decode("utf-8", "replace").strip()
 
     def _emit(self, data: bytes) -> None:
         """To the log file and the output sink; a failure of either is reported once and the pipe
@@ -263,6 +305,7 @@ class ManagedProcess:
             await asyncio.sleep(FIRST_PROBE_INTERVAL)
         self.health = "healthy"
         self.healthy_at = time.monotonic()
+        self.sample_usage()  # memory at once; CPU from the supervisor's next sample on
         if self.state == "starting":
             self.state = "running"
         misses = 0
@@ -296,11 +339,14 @@ class ManagedProcess:
 
     # -- what status shows ----------------------------------------------------------------
 
-    def status(self, children: dict[int, list[int]] | None = None) -> dict[str, Any]:
-        """The service's state; with `children` (pid -> child pids, one scan of the process
-        table for all services) also the CPU % and RSS of its process tree."""
+    def sample_usage(self) -> None:
+        """Reads the CPU and memory of the service's process tree (the supervisor calls it every second)."""
+        self.usage.sample(self.pid)
+
+    def status(self, usage: bool = True) -> dict[str, Any]:
+        """The service's state, with the last sample of its CPU % and RSS when `usage` is asked for."""
         now = time.monotonic()
-        cpu, rss = self._usage(children) if children is not None else (None, None)
+        cpu, rss = (self.usage.cpu_percent, self.usage.rss_bytes) if usage and self.pid else (None, None)
         return {
             "name": self.name,
             "state": self.state,
@@ -311,30 +357,11 @@ class ManagedProcess:
             "restarts": self.restarts,
             "lastExitCode": self.last_exit_code,
             "error": self.error,
+            "lastWarning": self.last_warning,
             "cpuPercent": cpu,
             "rssBytes": rss,
             "startupSeconds": self.healthy_at - self.started_at if self.healthy_at and self.started_at else None,
         }
-
-    def _usage(self, children: dict[int, list[int]]) -> tuple[float | None, int | None]:
-        """CPU % since the previous call and RSS, summed over the service's process tree."""
-        if self.pid is None:
-            self._usage_probes.clear()
-            return None, None
-        import psutil
-
-        tree, pending = [], [self.pid]
-        while pending:
-            pid = pending.pop()
-            tree.append(pid)
-            pending.extend(children.get(pid, ()))
-        try:
-            self._usage_probes = {pid: self._usage_probes.get(pid) or psutil.Process(pid) for pid in tree}
-            members = list(self._usage_probes.values())
-            return (sum(member.cpu_percent(None) for member in members),
-                    sum(member.memory_info().rss for member in members))
-        except psutil.Error:
-            return None, None
 
 
 def _signal_group(group: int, signum: signal.Signals) -> None:
