@@ -109,19 +109,20 @@ class PersistentCache:
             raise
         return db
 
-    def _connect(self) -> None:
+    def _connect(self, may_recover: bool = True) -> None:
         """Opens the file; a corrupt one is moved aside first, any other failure is retried later."""
         try:
             self._db = self._open()
         except (sqlite3.Error, OSError) as exc:
-            self._failed(exc)
+            self._failed(exc, may_recover)
             return
         self.disk_error = None
 
-    def _failed(self, exc: Exception) -> None:
-        """A disk failure: corruption is recovered at once; anything else waits for the retry."""
+    def _failed(self, exc: Exception, may_recover: bool = True) -> None:
+        """A disk failure: corruption is recovered at once (once: a fresh file that fails again
+        waits for the retry like any other failure); anything else waits for the retry."""
         assert self.path is not None
-        if is_corruption(exc) and self.path.is_file():
+        if may_recover and is_corruption(exc) and self.path.is_file():
             self.recoveries += 1
             self._close_db()
             try:
@@ -130,7 +131,7 @@ class PersistentCache:
                 self._note_disk_error(f"corrupt ({exc}) and cannot be moved aside ({again})")
                 return
             logger.warning("cache file %s is corrupt (%s); moved it to %s, starting afresh", self.path, exc, aside)
-            self._connect()
+            self._connect(may_recover=False)
             return
         self._note_disk_error(str(exc))
 

@@ -21,9 +21,15 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
+from tooloo_cli.config import is_loopback
 from tooloo_cli.resilience import CallTimeoutError, CircuitBreaker, CircuitOpenError, Decision
 
 T = TypeVar("T")
+
+
+class RequestDefect(Exception):
+    """A request to a dependency could not be sent as it stands: the asker's fault, not the
+    dependency's. Every breaker of a service excludes it (it counts as nothing)."""
 
 
 class ApiError(Exception):
@@ -285,9 +291,6 @@ def client_id(scope: Mapping[str, Any], proxies: tuple[Network, ...]) -> str:
     return believed
 
 
-_LOOPBACK_PEERS = frozenset({"127.0.0.1", "::1"})
-
-
 def asked_locally(scope: Mapping[str, Any]) -> bool:
     """Whether the request comes straight from this machine (not through the gateway or a proxy).
 
@@ -296,6 +299,6 @@ def asked_locally(scope: Mapping[str, Any]) -> bool:
     in the service's log.
     """
     client = scope.get("client")
-    if not client or not (client[0] in _LOOPBACK_PEERS or client[0].startswith("127.")):
+    if not client or not is_loopback(client[0]):
         return False
     return not any(name == b"x-forwarded-for" for name, _ in scope["headers"])

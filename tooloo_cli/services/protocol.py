@@ -143,7 +143,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._in_head = True
-        if self.waiting_since is None or self._deadline is None:  # a new request after an answer
+        if self._deadline is None:  # a new request after an answer (the first is timed from the connection)
             self._start_waiting()
 
     def on_url(self, url: bytes) -> None:

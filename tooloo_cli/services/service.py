@@ -56,7 +56,7 @@ from tooloo_cli.resilience import (
     sqlite_connector,
     sqlite_is_healthy,
 )
-from tooloo_cli.services.http import EXCEPTION_HANDLERS, asked_locally, parse_networks
+from tooloo_cli.services.http import EXCEPTION_HANDLERS, RequestDefect, asked_locally, parse_networks
 from tooloo_cli.services.middleware import AccessLogMiddleware, ApiMiddleware
 
 if TYPE_CHECKING:
@@ -151,7 +151,8 @@ class Service:
                 raise RuntimeError(f"the {self.name} service has no breaker settings")
             breaker = self.breakers[name] = CircuitBreaker(
                 name, failure_threshold=settings.failure_threshold, reset_timeout=settings.reset_timeout,
-                half_open_max_calls=settings.half_open_max_calls, call_timeout=settings.call_timeout)
+                half_open_max_calls=settings.half_open_max_calls, call_timeout=settings.call_timeout,
+                excluded=(RequestDefect,))
         return breaker
 
     @property

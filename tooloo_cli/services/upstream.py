@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from tooloo_cli._httpx import httpx
 
 from tooloo_cli.resilience import CallTimeoutError, CircuitOpenError, Tracer
-from tooloo_cli.services.http import ApiError
+from tooloo_cli.services.http import ApiError, RequestDefect
 
 if TYPE_CHECKING:
     from tooloo_cli.services.service import Service
@@ -40,10 +40,6 @@ class UpstreamStatusError(Exception):
 
 class UpstreamError(ApiError):
     """A sibling could not answer; `status` is what to tell our own client (502, 503, 504)."""
-
-
-class RequestDefect(Exception):
-    """The request could not be sent as it stands: the asker's fault, not the sibling's."""
 
 
 class Upstream:
@@ -124,7 +120,6 @@ class Upstream:
         the sibling cannot be reached; ApiError 400 when the request cannot be sent.
         """
         breaker = self.service.breaker(target)
-        breaker.excluded = (RequestDefect,)
         try:
             request = self._build(target, method, path, **options)
             return await breaker.call(self._send, target, request)

@@ -22,9 +22,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from tooloo_cli.config import LoadedConfig, secret_variables
+from tooloo_cli.config.loader import ENV_CONFIG, ENV_PREFIX
 
-SETTINGS_PREFIX = "TOOLOO_"
-CONFIG_VARIABLE = "TOOLOO_CONFIG"  # handed over as the file's path instead
+
+def _settings(environ: Mapping[str, str]) -> dict[str, str]:
+    """The TOOLOO_* settings in `environ`; TOOLOO_CONFIG is handed over as the file's path instead."""
+    return {key: value for key, value in environ.items() if key.startswith(ENV_PREFIX) and key != ENV_CONFIG}
 
 
 def _secrets(loaded: LoadedConfig) -> set[str]:
@@ -35,13 +38,12 @@ def scrubbed(environ: Mapping[str, str], loaded: LoadedConfig) -> dict[str, str]
     """`environ` without TOOLOO_* settings and without any service's secrets."""
     secrets = _secrets(loaded)
     return {key: value for key, value in environ.items()
-            if not key.startswith(SETTINGS_PREFIX) and key not in secrets}
+            if not key.startswith(ENV_PREFIX) and key not in secrets}
 
 
 def handover(loaded: LoadedConfig, environ: Mapping[str, str]) -> dict[str, Any]:
     """What a command gives the supervisor with a start: its configuration file, settings and secrets."""
-    handed = {key: value for key, value in environ.items()
-              if key.startswith(SETTINGS_PREFIX) and key != CONFIG_VARIABLE}
+    handed = _settings(environ)
     handed.update({name: environ[name] for name in _secrets(loaded) if name in environ})
     return {"config": str(loaded.source) if loaded.source is not None else None, "environment": handed}
 
@@ -50,8 +52,7 @@ def service_environment(loaded: LoadedConfig, name: str, base: Mapping[str, str]
                         handed: Mapping[str, str]) -> dict[str, str]:
     """The environment of service `name`'s process (see the module's contract)."""
     environment = scrubbed(base, loaded)
-    environment.update({key: value for key, value in handed.items()
-                        if key.startswith(SETTINGS_PREFIX) and key != CONFIG_VARIABLE})
+    environment.update(_settings(handed))
     environment.update({secret: handed[secret] for secret in secret_variables(loaded.services[name])
                         if secret in handed})
     return environment
