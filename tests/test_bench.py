@@ -29,7 +29,7 @@ def _no_stray_services(tmp_path: Path) -> None:
 def test_bench_http_measures_every_scenario_and_stops_its_stack(tmp_path: Path) -> None:
     document = _bench(tmp_path, "http")
     names = {scenario["name"] for scenario in document["scenarios"]}
-    assert {"web /ready (bare)", "web /api/v1/system/health (trace + limit)", "web → training (proxied)",
+    assert {"training /ready (bare)", "training /api/v1/training/status (traced)", "web → training (proxied)",
             "burst cache hit", "burst cache miss", "training status, sampling 0.0",
             "training status, sampling 1.0"} == names
     assert all(s["requests"] > 0 and s["errors"] == 0 for s in document["scenarios"])

@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import fill, small_filesystem
-from tooloo_cli.resilience import PersistentCache
+from tooloo_cli.resilience import CorruptDatabaseError, PersistentCache, ResilienceError, integrity_problem
 from tooloo_cli.phase6.support import ManualClock
 
 MISSING = object()
@@ -434,6 +434,12 @@ def test_corrupt_file_is_moved_aside_and_the_cache_starts_afresh(
     with open_cache(db_path, clock) as reopened:
         assert reopened.get("k") == "v"
         assert reopened.stats()["recoveries"] == 0
+
+
+def test_a_database_failing_its_integrity_check_is_a_resilience_error_and_an_sqlite_one(db_path: Path) -> None:
+    assert issubclass(CorruptDatabaseError, ResilienceError) and issubclass(CorruptDatabaseError, sqlite3.DatabaseError)
+    db_path.write_bytes(b"this is not a database" * 200)
+    assert integrity_problem(db_path) is not None and integrity_problem(db_path.with_name("absent.db")) is None
 
 
 def test_stale_wal_files_of_a_corrupt_database_are_discarded(db_path: Path, clock: ManualClock) -> None:

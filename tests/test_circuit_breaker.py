@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from tooloo_cli.resilience import ResilienceError
 from tooloo_cli.resilience.circuit_breaker import CallTimeoutError, CircuitBreaker, CircuitOpenError
 from tooloo_cli.phase6.support import ManualClock, run, settle
 
@@ -102,6 +103,29 @@ def test_invalid_settings_are_rejected(options: dict[str, Any], fragment: str) -
 def test_call_timeout_error_is_a_timeout_error() -> None:
     assert issubclass(CallTimeoutError, TimeoutError)
     assert not issubclass(CircuitOpenError, TimeoutError)
+
+
+def test_the_breakers_own_errors_are_resilience_errors_and_the_callees_are_not() -> None:
+    async def slow() -> None:
+        await asyncio.sleep(1)
+
+    async def refused() -> None:
+        raise ConnectionError("refused")
+
+    async def scenario() -> list[BaseException]:
+        guarded = CircuitBreaker("x", failure_threshold=2, call_timeout=0.01)
+        raised = []
+        for fn in (slow, refused, refused):
+            try:
+                await guarded.call(fn)
+            except Exception as exc:
+                raised.append(exc)
+        return raised
+
+    timeout, own, rejected = run(scenario())
+    assert isinstance(timeout, CallTimeoutError) and isinstance(timeout, ResilienceError)
+    assert isinstance(own, ConnectionError) and not isinstance(own, ResilienceError)
+    assert isinstance(rejected, CircuitOpenError) and isinstance(rejected, ResilienceError)
 
 
 # -- closed ---------------------------------------------------------------------------------

@@ -53,9 +53,10 @@ def test_zsh_and_fish_get_the_same_candidates() -> None:
 
 
 def test_completion_imports_nothing_heavy() -> None:
-    """The completion path loads the CLI and nothing of the services, the config, httpx or psutil."""
+    """The completion path loads the CLI and the stack's names (its configuration), nothing of the services,
+    httpx or psutil."""
     result = _tooloo(env={"_TOOLOO_COMPLETE": "complete_bash", "COMP_WORDS": "tooloo up b", "COMP_CWORD": "2"},
                      flags=("-X", "importtime"))
     imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if "|" in line}
-    heavy = {"httpx", "starlette", "uvicorn", "psutil", "tooloo_cli.config", "tooloo_cli.resilience", "sqlite3"}
+    heavy = {"httpx", "starlette", "uvicorn", "psutil", "tooloo_cli.services", "tooloo_cli.resilience", "sqlite3"}
     assert imported & heavy == set()

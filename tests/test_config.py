@@ -157,7 +157,7 @@ def test_changed_settings_round_trip_through_toml(tmp_path: Path) -> None:
 def test_config_to_dict_leaves_out_modules_a_service_lacks() -> None:
     data = config_to_dict(Config.defaults())
     assert "cache" not in data["services"]["training"]
-    assert set(data["services"]["training"]) == {"port", "tracer"}
+    assert set(data["services"]["training"]) == {"port", "replicas", "depends_on", "restart", "tracer"}
     assert "provider" in data["services"]["budget"]
 
 

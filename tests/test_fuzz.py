@@ -26,7 +26,8 @@ from hypothesis import strategies as st
 
 from tooloo_cli.bench.stack import EphemeralStack, write_ephemeral_config
 from tooloo_cli.config import Config, load_config
-from tooloo_cli.services import SERVICE_NAMES, create_app
+from tooloo_cli.config import BUILTIN_SERVICES as SERVICE_NAMES
+from tooloo_cli.services import create_app
 from tooloo_cli.services.web import owner_of
 
 EXAMPLES = 12  # per endpoint and method: bounded in count (and, every service being local, in time)

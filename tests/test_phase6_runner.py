@@ -61,7 +61,7 @@ def test_a_keyword_matching_nothing_is_an_error_not_a_pass(tmp_path: Path) -> No
 
 def test_live_checks_pass_against_a_running_stack_and_fail_clearly_without_one(tmp_path: Path) -> None:
     from tooloo_cli.bench.stack import EphemeralStack
-    from tooloo_cli.services import SERVICE_NAMES
+    from tooloo_cli.config import BUILTIN_SERVICES as SERVICE_NAMES
 
     (tmp_path / "stack").mkdir()
     with EphemeralStack(tmp_path / "stack") as stack:

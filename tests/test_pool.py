@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from tooloo_cli.resilience import ResilienceError
 from tooloo_cli.resilience.pool import (
     ConnectionPool,
     PoolClosedError,
@@ -161,6 +162,30 @@ def test_min_size_equal_to_max_size_is_allowed() -> None:
 def test_error_hierarchy() -> None:
     assert issubclass(PoolTimeoutError, PoolError) and issubclass(PoolTimeoutError, TimeoutError)
     assert issubclass(PoolClosedError, PoolError)
+    assert issubclass(PoolError, ResilienceError)
+
+
+def test_the_errors_a_pool_raises_are_resilience_errors() -> None:
+    async def scenario() -> list[BaseException]:
+        pool = ConnectionPool(object, min_size=0, max_size=1)
+        raised = []
+        async with pool.acquire():
+            try:
+                async with pool.acquire(timeout=0.01):
+                    pass
+            except PoolTimeoutError as exc:
+                raised.append(exc)
+        await pool.close()
+        try:
+            async with pool.acquire():
+                pass
+        except PoolClosedError as exc:
+            raised.append(exc)
+        return raised
+
+    timed_out, closed = run(scenario())
+    assert isinstance(timed_out, ResilienceError) and isinstance(timed_out, TimeoutError)
+    assert isinstance(closed, ResilienceError) and isinstance(closed, PoolError)
 
 
 # -- open and growth ----------------------------------------------------------------------------

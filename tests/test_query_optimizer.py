@@ -1,4 +1,4 @@
-"""QueryOptimizer batching and analysis, and SingleFlight deduplication (directly and via the optimizer)."""
+"""QueryOptimizer batching, and SingleFlight deduplication (directly and via the optimizer)."""
 
 from __future__ import annotations
 
@@ -389,84 +389,6 @@ def test_sqlite_executor_with_separate_queries_writes_to_each_table(tmp_path: Pa
         await pool.close()
 
     run(scenario())
-
-
-# -- analysis -------------------------------------------------------------------------------------
-
-
-SELECT_STAR = "Avoid SELECT *: name the columns you need"
-NO_LIMIT = "Add a LIMIT clause to bound the rows returned"
-LEADING_WILDCARD = "LIKE with a leading % cannot use an index"
-
-
-@pytest.mark.parametrize(
-    "query",
-    [
-        "SELECT id FROM t WHERE id = ? LIMIT 1",
-        "select id from t where id = ? limit 1",
-        "  SELECT id\n  FROM t\n  WHERE id = ?\n  LIMIT 1;  ",
-        "SELECT COUNT(*) FROM t WHERE name LIKE 'abc%' LIMIT 1",
-        "DELETE FROM t WHERE id = ?",
-        "UPDATE t SET n = n + 1 WHERE id = ?",
-        "INSERT INTO t VALUES (?)",
-    ],
-)
-def test_analyze_has_no_suggestions_for_a_good_query(query: str) -> None:
-    assert QueryOptimizer.analyze(query)["suggestions"] == []
-
-
-def test_analyze_reports_normalised_query_and_kind() -> None:
-    result = QueryOptimizer.analyze("  SELECT id\n FROM t WHERE id = ? LIMIT 1 ;")
-    assert result == {"query": "SELECT id FROM t WHERE id = ? LIMIT 1", "kind": "select", "suggestions": []}
-    assert QueryOptimizer.analyze("Update t SET a = 1 WHERE id = 2")["kind"] == "update"
-    assert QueryOptimizer.analyze("")["kind"] == ""
-
-
-def test_analyze_flags_select_star_and_missing_limit() -> None:
-    suggestions = QueryOptimizer.analyze("SELECT * FROM spend")["suggestions"]
-    assert SELECT_STAR in suggestions and NO_LIMIT in suggestions
-    assert QueryOptimizer.analyze("select   *   from spend limit 5")["suggestions"] == [SELECT_STAR]
-
-
-def test_analyze_flags_a_missing_limit_only_on_selects() -> None:
-    assert QueryOptimizer.analyze("SELECT id FROM spend WHERE id = 1")["suggestions"] == [NO_LIMIT]
-    assert NO_LIMIT not in QueryOptimizer.analyze("DELETE FROM spend WHERE id = 1")["suggestions"]
-
-
-@pytest.mark.parametrize(
-    ("query", "expected"),
-    [
-        ("UPDATE spend SET usd = 0", "UPDATE without WHERE touches every row"),
-        ("update spend set usd = 0;", "UPDATE without WHERE touches every row"),
-        ("DELETE FROM spend", "DELETE without WHERE touches every row"),
-        ("delete from spend", "DELETE without WHERE touches every row"),
-    ],
-)
-def test_analyze_flags_update_and_delete_without_where(query: str, expected: str) -> None:
-    assert QueryOptimizer.analyze(query)["suggestions"] == [expected]
-
-
-def test_analyze_flags_a_leading_wildcard_like_but_not_a_trailing_one() -> None:
-    assert QueryOptimizer.analyze("SELECT id FROM t WHERE name LIKE '%abc' LIMIT 5")["suggestions"] == [LEADING_WILDCARD]
-    assert QueryOptimizer.analyze("SELECT id FROM t WHERE name like   '%abc%' LIMIT 5")["suggestions"] == [LEADING_WILDCARD]
-    assert QueryOptimizer.analyze("SELECT id FROM t WHERE name LIKE 'abc%' LIMIT 5")["suggestions"] == []
-
-
-@pytest.mark.parametrize(
-    ("query", "fragment"),
-    [
-        ("SELECT id FROM t WHERE lower(name) = 'x' LIMIT 1", "function on a column"),
-        ("SELECT id FROM t WHERE a = 1 OR b = 2 LIMIT 1", "OR in WHERE"),
-        ("SELECT id FROM t WHERE id NOT IN (SELECT id FROM u) LIMIT 1", "NOT EXISTS"),
-        ("SELECT id FROM t ORDER BY id", "ORDER BY without LIMIT"),
-    ],
-)
-def test_analyze_flags_other_index_unfriendly_patterns(query: str, fragment: str) -> None:
-    assert any(fragment in s for s in QueryOptimizer.analyze(query)["suggestions"])
-
-
-def test_analyze_does_not_mistake_words_containing_or_for_an_or() -> None:
-    assert QueryOptimizer.analyze("SELECT id FROM t WHERE color = ? ORDER BY id LIMIT 1")["suggestions"] == []
 
 
 # -- singleflight ------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tooloo_cli.resilience import Decision, RateLimiter
+from tooloo_cli.resilience import Decision, MemoryBucketStore, RateLimiter
 
 EPS = 1e-9
 
@@ -80,7 +80,7 @@ def recorded_sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
         ((5, 0), {}),
         ((5, -1.0), {}),
         ((5, 1.0), {"max_clients": 0}),
-        ((5, 1.0), {"max_wait": -0.1}),
+        ((5, 1.0), {"max_clients": 5, "store": MemoryBucketStore(5)}),  # the bound is the store's
     ],
 )
 def test_constructor_rejects_invalid_settings(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
@@ -100,10 +100,18 @@ def test_try_acquire_rejects_impossible_token_counts_without_touching_state(toke
 
 @pytest.mark.parametrize("tokens", [0, -2, 6])
 def test_acquire_rejects_impossible_token_counts_at_once(tokens: int, recorded_sleeps: list[float]) -> None:
-    limiter, _ = make(capacity=5, max_wait=10.0)
+    limiter, _ = make(capacity=5)
     with pytest.raises(ValueError):
-        asyncio.run(limiter.acquire("a", tokens))
+        asyncio.run(limiter.acquire("a", tokens, max_wait=10.0))
     assert recorded_sleeps == []
+    assert limiter.stats()["totalRequests"] == 0
+
+
+@pytest.mark.parametrize("max_wait", [-0.1, float("nan")])
+def test_acquire_rejects_a_negative_max_wait(max_wait: float, recorded_sleeps: list[float]) -> None:
+    limiter, _ = make(capacity=5)
+    with pytest.raises(ValueError, match="max_wait"):
+        asyncio.run(limiter.acquire("a", 1, max_wait=max_wait))
     assert limiter.stats()["totalRequests"] == 0
 
 
@@ -250,8 +258,8 @@ def test_reset_everything_forgets_every_bucket() -> None:
 
 
 def test_acquire_takes_available_tokens_without_sleeping(recorded_sleeps: list[float]) -> None:
-    limiter, _ = make(capacity=3, max_wait=1.0)
-    decision = asyncio.run(limiter.acquire("a", 2))
+    limiter, _ = make(capacity=3)
+    decision = asyncio.run(limiter.acquire("a", 2, max_wait=1.0))
     assert decision.allowed
     assert decision.remaining == 1
     assert decision.retry_after == 0.0
@@ -259,9 +267,9 @@ def test_acquire_takes_available_tokens_without_sleeping(recorded_sleeps: list[f
 
 
 def test_acquire_waits_for_tokens_when_the_wait_fits_max_wait(recorded_sleeps: list[float]) -> None:
-    limiter, _ = make(capacity=2, rate=10.0, max_wait=0.5)
+    limiter, _ = make(capacity=2, rate=10.0)
     drain(limiter, "a")
-    decision = asyncio.run(limiter.acquire("a"))
+    decision = asyncio.run(limiter.acquire("a", max_wait=0.5))
     assert decision.allowed
     assert decision.retry_after == 0.0
     assert decision.remaining == 0
@@ -269,12 +277,12 @@ def test_acquire_waits_for_tokens_when_the_wait_fits_max_wait(recorded_sleeps: l
 
 
 def test_acquire_waits_in_real_time_then_succeeds() -> None:
-    limiter = RateLimiter(1, 20.0, max_wait=0.2)  # real monotonic clock: 1 token per 0.05 s
+    limiter = RateLimiter(1, 20.0)  # real monotonic clock: 1 token per 0.05 s
     assert limiter.try_acquire("a").allowed
 
     async def timed() -> tuple[Decision, float]:
         start = time.monotonic()
-        decision = await limiter.acquire("a")
+        decision = await limiter.acquire("a", max_wait=0.2)
         return decision, time.monotonic() - start
 
     decision, elapsed = asyncio.run(timed())
@@ -283,9 +291,9 @@ def test_acquire_waits_in_real_time_then_succeeds() -> None:
 
 
 def test_acquire_denies_at_once_when_the_wait_exceeds_max_wait(recorded_sleeps: list[float]) -> None:
-    limiter, _ = make(capacity=2, rate=1.0, max_wait=0.5)
+    limiter, _ = make(capacity=2, rate=1.0)
     drain(limiter, "a")
-    decision = asyncio.run(limiter.acquire("a"))
+    decision = asyncio.run(limiter.acquire("a", max_wait=0.5))
     assert not decision.allowed
     assert decision.retry_after == pytest.approx(1.0)
     assert recorded_sleeps == []
@@ -299,8 +307,8 @@ def test_acquire_never_waits_with_the_default_max_wait_of_zero(recorded_sleeps: 
     assert recorded_sleeps == []
 
 
-def test_acquire_per_call_max_wait_overrides_the_default(recorded_sleeps: list[float]) -> None:
-    limiter, _ = make(capacity=1, rate=4.0, max_wait=0.0)
+def test_acquire_max_wait_is_per_call(recorded_sleeps: list[float]) -> None:
+    limiter, _ = make(capacity=1, rate=4.0)
     drain(limiter, "a")
     assert asyncio.run(limiter.acquire("a", max_wait=1.0)).allowed
     assert recorded_sleeps == [pytest.approx(0.25)]
@@ -309,11 +317,11 @@ def test_acquire_per_call_max_wait_overrides_the_default(recorded_sleeps: list[f
 
 
 def test_concurrent_acquires_reserve_tokens_and_are_served_in_order(recorded_sleeps: list[float]) -> None:
-    limiter, _ = make(capacity=1, rate=10.0, max_wait=1.0)
+    limiter, _ = make(capacity=1, rate=10.0)
     drain(limiter, "a")
 
     async def both() -> list[Decision]:
-        return list(await asyncio.gather(limiter.acquire("a"), limiter.acquire("a")))
+        return list(await asyncio.gather(limiter.acquire("a", max_wait=1.0), limiter.acquire("a", max_wait=1.0)))
 
     decisions = asyncio.run(both())
     assert all(d.allowed for d in decisions)
@@ -326,11 +334,11 @@ def test_concurrent_acquires_reserve_tokens_and_are_served_in_order(recorded_sle
 
 
 def test_cancelled_acquire_refunds_its_reserved_tokens() -> None:
-    limiter, clock = make(capacity=2, rate=1.0, max_wait=5.0)
+    limiter, clock = make(capacity=2, rate=1.0)
     limiter.try_acquire("a", 2)  # empty
 
     async def cancel_while_waiting() -> None:
-        task = asyncio.ensure_future(limiter.acquire("a", 2))  # would sleep 2 s
+        task = asyncio.ensure_future(limiter.acquire("a", 2, max_wait=5.0))  # would sleep 2 s
         await asyncio.sleep(0.01)
         assert not task.done()
         task.cancel()

@@ -12,11 +12,13 @@ import tomli_w
 from tooloo_cli.config.schema import (
     BreakerSettings,
     CacheSettings,
+    MODULES,
     Config,
     PoolSettings,
     ProviderSettings,
     QueryOptimizerSettings,
     RateLimiterSettings,
+    ServiceSettings,
     TracerSettings,
 )
 
@@ -77,6 +79,11 @@ def test_the_configuration_reference_lists_every_key_with_its_default() -> None:
         instance = settings()
         expected = {f.name: _toml_value(getattr(instance, f.name)) for f in dataclasses.fields(settings)}
         assert documented[f"services.NAME.{module}"] == expected, module
+    service = ServiceSettings()
+    sections = {"tracer", *MODULES}
+    expected = {f.name: "-" if getattr(service, f.name) is None else _toml_value(getattr(service, f.name))
+                for f in dataclasses.fields(ServiceSettings) if f.name not in sections}
+    assert documented["services.NAME"] == expected
 
 
 def test_every_key_of_tooloo_toml_is_in_the_reference() -> None:
@@ -86,7 +93,7 @@ def test_every_key_of_tooloo_toml_is_in_the_reference() -> None:
         assert set(data[section]) == set(documented[section])
     for service in data["services"].values():
         for key, value in service.items():
-            if isinstance(value, dict):
+            if isinstance(value, dict) and key != "env":
                 assert set(value) == set(documented[f"services.NAME.{key}"]), key
             else:
-                assert key == "port"
+                assert key in documented["services.NAME"], key

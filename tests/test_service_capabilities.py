@@ -143,6 +143,24 @@ def test_concurrent_requests_take_turns_on_a_one_connection_pool(stack_config: S
     assert pool["timeouts"] == 0
 
 
+def test_a_pool_with_no_connection_free_in_time_answers_503_not_500(stack_config: StackConfig) -> None:
+    """A pool timeout is the service being busy (ResilienceError): 503 with Retry-After, never a generic 500."""
+    def starved(config: Config) -> None:
+        pool = config.services["capabilities"].pool
+        assert pool is not None
+        pool.min_size, pool.max_size, pool.acquire_timeout = 1, 1, 0.0001
+
+    async def scenario(client: httpx.AsyncClient) -> list[httpx.Response]:
+        return list(await asyncio.gather(*(client.get(f"{BASE}/status") for _ in range(30))))
+
+    answers = run_capabilities(stack_config(starved), scenario)
+    statuses = [answer.status_code for answer in answers]
+    refused = [answer for answer in answers if answer.status_code != 200]
+    assert set(statuses) <= {200, 503} and 500 not in statuses
+    assert refused and all(answer.status_code == 503 for answer in refused)
+    assert refused[0].headers["retry-after"] == "1" and "busy" in refused[0].json()["error"]
+
+
 def test_missing_pool_settings_are_named(stack_config: StackConfig) -> None:
     loaded = stack_config()
     loaded.services["capabilities"].pool = None

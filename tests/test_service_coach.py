@@ -221,28 +221,32 @@ def test_a_second_boost_while_one_runs_answers_409(stack_config: StackConfig, li
     assert httpx.get(f"{training_url}/api/v1/training/status", trust_env=False).json()["totalRounds"] == 11
 
 
-def test_ready_names_training_while_it_is_down_without_tripping_the_breaker(stack_config: StackConfig) -> None:
+def test_ready_stays_200_while_training_is_down_and_dependencies_names_it(stack_config: StackConfig) -> None:
+    """Readiness is the service's own: one failing upstream must not pull it out of service."""
     async def scenario(client: httpx.AsyncClient) -> None:
         for _ in range(3):  # more probes than the breaker's threshold of 2
             ready = await client.get("/ready")
-            assert ready.status_code == 503
-            assert ready.json()["ok"] is False and list(ready.json()["failing"]) == ["training"]
+            assert ready.status_code == 200 and ready.json()["ok"] is True
+            deep = await client.get("/dependencies")
+            assert deep.status_code == 503
+            assert deep.json()["ok"] is False and deep.json()["failing"] == ["training"]
+            assert deep.json()["services"]["training"][0]["status"] == "down"
         status = (await client.get(f"{BASE}/status")).json()
         assert status["breaker"] == "closed" and status["failures"] == 0
 
     run_coach(stack_config(low_threshold), scenario)
 
 
-def test_ready_answers_200_while_training_runs(stack_config: StackConfig, live_service: LiveService) -> None:
+def test_dependencies_answer_200_while_training_runs(stack_config: StackConfig, live_service: LiveService) -> None:
     loaded = stack_config()
     live_service("training", loaded)
 
     async def scenario(client: httpx.AsyncClient) -> httpx.Response:
-        return await client.get("/ready")
+        return await client.get("/dependencies")
 
-    ready = run_coach(loaded, scenario)
-    assert ready.status_code == 200 and ready.json()["checks"] == ["training"]
-
+    deep = run_coach(loaded, scenario)
+    assert deep.status_code == 200 and deep.json()["failing"] == []
+    assert [entry["status"] for entry in deep.json()["services"]["training"]] == ["up"]
 
 
 def test_the_loop_runs_in_a_fresh_context(stack_config: StackConfig, monkeypatch: pytest.MonkeyPatch) -> None:

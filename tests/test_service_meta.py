@@ -151,28 +151,32 @@ def test_the_training_breaker_is_listed_before_the_first_call(stack_config: Stac
     assert breakers["training"]["status"] == "closed" and breakers["training"]["callCount"] == 0
 
 
-def test_ready_names_training_while_it_is_down_without_tripping_the_breaker(stack_config: StackConfig) -> None:
+def test_ready_stays_200_while_training_is_down_and_dependencies_names_it(stack_config: StackConfig) -> None:
+    """Readiness is the service's own: one failing upstream must not pull it out of service."""
     async def scenario(client: httpx.AsyncClient) -> None:
         for _ in range(3):  # more probes than the breaker's threshold of 2
             ready = await client.get("/ready")
-            assert ready.status_code == 503
-            assert ready.json()["ok"] is False and list(ready.json()["failing"]) == ["training"]
-            assert "training" in ready.json()["failing"]["training"]
+            assert ready.status_code == 200 and ready.json()["ok"] is True
+            deep = await client.get("/dependencies")
+            assert deep.status_code == 503
+            assert deep.json()["ok"] is False and deep.json()["failing"] == ["training"]
+            assert deep.json()["services"]["training"][0]["status"] == "down"
         breaker = (await client.get("/api/v1/system/observability")).json()["circuitBreakers"]["training"]
         assert breaker["status"] == "closed" and breaker["callCount"] == 0 and breaker["failureCount"] == 0
 
     run_meta(stack_config(low_threshold), scenario)
 
 
-def test_ready_answers_200_while_training_runs(stack_config: StackConfig, live_service: LiveService) -> None:
+def test_dependencies_answer_200_while_training_runs(stack_config: StackConfig, live_service: LiveService) -> None:
     loaded = stack_config()
     live_service("training", loaded)
 
     async def scenario(client: httpx.AsyncClient) -> httpx.Response:
-        return await client.get("/ready")
+        return await client.get("/dependencies")
 
-    ready = run_meta(loaded, scenario)
-    assert ready.status_code == 200 and ready.json()["checks"] == ["training"]
+    deep = run_meta(loaded, scenario)
+    assert deep.status_code == 200 and deep.json()["failing"] == []
+    assert [entry["status"] for entry in deep.json()["services"]["training"]] == ["up"]
 
 
 def test_missing_breaker_settings_are_named(stack_config: StackConfig) -> None:

@@ -16,7 +16,7 @@ import pytest
 from conftest import service_client
 from tooloo_cli.bench.stack import EphemeralStack
 from tooloo_cli.config import Config, LoadedConfig
-from tooloo_cli.services.web import owner_of
+from tooloo_cli.stack import owner_of
 
 
 def test_every_prefix_has_its_owner() -> None:
@@ -52,10 +52,10 @@ def test_each_client_has_its_own_bucket_and_health_is_not_limited(stack_config: 
 
     async def scenario() -> tuple[list[int], list[int], list[int]]:
         async with service_client("web", loaded, client_address="10.1.1.1") as first:
-            greedy = [(await first.get("/api/v1/system/health")).status_code for _ in range(5)]
+            greedy = [(await first.get("/api/v1/system/status")).status_code for _ in range(5)]
             health = [(await first.get("/health")).status_code for _ in range(5)]
         async with service_client("web", loaded, client_address="10.1.1.2") as second:
-            polite = [(await second.get("/api/v1/system/health")).status_code for _ in range(3)]
+            polite = [(await second.get("/api/v1/system/status")).status_code for _ in range(3)]
         return greedy, health, polite
 
     greedy, health, polite = asyncio.run(scenario())
@@ -70,7 +70,7 @@ def test_forwarded_for_is_believed_only_from_trusted_proxies(stack_config: Calla
 
     async def scenario(peer: str) -> dict:
         async with service_client("web", loaded, client_address=peer) as client:
-            await client.get("/api/v1/system/health", headers={"x-forwarded-for": "203.0.113.9"})
+            await client.get("/api/v1/system/status", headers={"x-forwarded-for": "203.0.113.9"})
             return (await client.get("/api/v1/system/observability")).json()["rateLimiter"]["buckets"]
 
     assert "203.0.113.9" in asyncio.run(scenario("10.9.0.1"))
@@ -148,7 +148,7 @@ def _raw(port: int, request: bytes) -> int:
 def test_a_new_x_forwarded_for_per_request_does_not_escape_the_limit(gateway: Callable[..., EphemeralStack]) -> None:
     stack = gateway("budget")
     with httpx.Client(base_url=stack.url("web")) as client:
-        web = [client.get("/api/v1/system/health", headers={"x-forwarded-for": f"198.51.100.{n}"}).status_code
+        web = [client.get("/api/v1/system/status", headers={"x-forwarded-for": f"198.51.100.{n}"}).status_code
                for n in range(60)]
     with httpx.Client(base_url=stack.url("budget")) as client:
         budget = [client.get("/api/v1/providers/burst", params={"prompt": "x"},
@@ -234,7 +234,7 @@ def test_a_429_from_budget_through_web_carries_budgets_own_limit(gateway: Callab
     stack = gateway("budget")
     with httpx.Client(base_url=stack.url("web")) as client:
         answers = [client.get("/api/v1/providers/burst", params={"prompt": "x"}) for _ in range(4)]
-        elsewhere = client.get("/api/v1/system/health")
+        elsewhere = client.get("/api/v1/system/status")
     denied = answers[-1]
     assert denied.status_code == 429 and denied.headers["x-ratelimit-limit"] == "3"
     assert denied.headers["x-ratelimit-remaining"] == "0" and int(denied.headers["retry-after"]) >= 1

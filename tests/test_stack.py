@@ -10,7 +10,7 @@ import pytest
 
 from tooloo_cli.bench.stack import EphemeralStack
 from tooloo_cli.config import Config
-from tooloo_cli.services import SERVICE_NAMES
+from tooloo_cli.config import BUILTIN_SERVICES as SERVICE_NAMES
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 SAMPLED = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
@@ -98,7 +98,7 @@ def test_a_second_identical_burst_is_a_cache_hit_and_faster(stack: EphemeralStac
 
 def test_a_flood_past_the_web_limit_gets_429_with_headers(stack: EphemeralStack) -> None:
     with httpx.Client(base_url=stack.url("web")) as client:
-        responses = [client.get("/api/v1/system/health") for _ in range(80)]
+        responses = [client.get("/api/v1/system/status") for _ in range(80)]
     allowed = [r for r in responses if r.status_code == 200]
     denied = [r for r in responses if r.status_code == 429]
     assert allowed and denied

@@ -336,7 +336,7 @@ def test_up_while_a_foreground_up_runs_answers_at_once(tooloo: Callable[..., Too
 def test_status_shows_the_cpu_a_busy_service_uses(tooloo: Callable[..., Tooloo]) -> None:
     t = tooloo()
     assert t("up", "web").returncode == 0
-    url = f"http://127.0.0.1:{t.port('web')}/api/v1/system/health"
+    url = f"http://127.0.0.1:{t.port('web')}/api/v1/system/status"
     stop = time.monotonic() + 4
 
     def load() -> None:

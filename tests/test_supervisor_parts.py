@@ -95,19 +95,23 @@ def test_port_preflight_names_the_holder() -> None:
 def test_each_process_gets_only_its_own_secrets_and_the_commands_settings(tmp_path: Path) -> None:
     from tooloo_cli.bench.stack import write_ephemeral_config
     from tooloo_cli.config import load_config
+    from tooloo_cli.stack import stack_of
     from tooloo_cli.supervisor.environment import handover, scrubbed, service_environment
 
     loaded = load_config(write_ephemeral_config(tmp_path), env={})
+    specs = stack_of(loaded).specs
     command = {"PATH": "/usr/bin", "OPENAI_API_KEY": "sk-x", "TOOLOO_SERVICES__WEB__PORT": "4000",
                "TOOLOO_CONFIG": "/elsewhere.toml"}
     handed = handover(loaded, command)
     assert handed["config"] == str(loaded.source)
     assert handed["environment"] == {"OPENAI_API_KEY": "sk-x", "TOOLOO_SERVICES__WEB__PORT": "4000"}
     assert scrubbed(command, loaded) == {"PATH": "/usr/bin"}  # the supervisor's own environment
-    stale = {"PATH": "/usr/bin", "TOOLOO_STACK__HOST": "::1"}  # from whoever launched it, long ago
-    budget = service_environment(loaded, "budget", stale, handed["environment"])
-    web = service_environment(loaded, "web", stale, handed["environment"])
-    assert budget == {"PATH": "/usr/bin", "TOOLOO_SERVICES__WEB__PORT": "4000", "OPENAI_API_KEY": "sk-x"}
+    # From whoever launched it, long ago; and what the supervisor has that no service needs.
+    stale = {"PATH": "/usr/bin", "TOOLOO_STACK__HOST": "::1", "DISPLAY": ":0", "HTTPS_PROXY": "http://proxy:3128"}
+    budget = service_environment(specs["budget"], stale, handed["environment"])
+    web = service_environment(specs["web"], stale, handed["environment"])
+    assert budget == {"PATH": "/usr/bin", "TOOLOO_SERVICES__WEB__PORT": "4000", "OPENAI_API_KEY": "sk-x",
+                      "HTTPS_PROXY": "http://proxy:3128"}  # budget calls out: it gets the proxy too
     assert web == {"PATH": "/usr/bin", "TOOLOO_SERVICES__WEB__PORT": "4000"}
 
 

@@ -12,6 +12,7 @@ import psutil
 from tooloo_cli.bench.stack import write_ephemeral_config
 from tooloo_cli.config import Config, LoadedConfig, load_config
 from tooloo_cli.phase6.support import run
+from tooloo_cli.stack import stack_of
 from tooloo_cli.supervisor.paths import StatePaths
 from tooloo_cli.supervisor.process import ManagedProcess
 
@@ -28,7 +29,8 @@ def _loaded(directory: Path, edit: Callable[[Config], None] | None = None) -> Lo
 def _managed(loaded: LoadedConfig, name: str, on_output: Callable[[str, bytes], None] | None = None) -> ManagedProcess:
     paths = StatePaths.of(loaded)
     paths.ensure()
-    return ManagedProcess(name, loaded, paths, on_output)
+    spec = stack_of(loaded).specs[name]
+    return ManagedProcess(spec, spec.replicas[0], paths, on_output)
 
 
 def _gone(pid: int | None) -> bool:

@@ -162,7 +162,7 @@ def test_incoming_sampled_flag_is_honoured_at_rate_zero() -> None:
     with tracer.trace("GET /", traceparent=VALID) as trace:
         assert trace.sampled
         assert trace.trace_id == TRACE_ID
-        assert trace.root.parent_id == int(PARENT_ID, 16)
+        assert trace.parent_id == int(PARENT_ID, 16)
         assert isinstance(tracer.span("child"), Span)
     stats = tracer.stats()
     assert stats["sampledTraces"] == 1 and len(stats["spans"]) == 1
@@ -184,7 +184,7 @@ def test_an_invalid_traceparent_starts_a_new_root_trace() -> None:
     tracer = Tracer("svc", sampling_rate=1.0)
     with tracer.trace("GET /", traceparent=VALID.upper()) as trace:
         assert trace.trace_id != TRACE_ID.upper() and trace.trace_id != TRACE_ID
-        assert trace.root.parent_id is None
+        assert trace.parent_id is None
         assert parse_traceparent(trace.traceparent) is not None
 
 
@@ -229,14 +229,14 @@ def test_nested_spans_get_the_right_parents() -> None:
         with tracer.span("sibling") as sibling:
             pass
     assert isinstance(child, Span) and isinstance(grandchild, Span)
-    assert child.parent_id == trace.root.id
+    assert child.parent_id == trace.id
     assert grandchild.parent_id == child.id
     assert second.parent_id == child.id
-    assert sibling.parent_id == trace.root.id
+    assert sibling.parent_id == trace.id
     assert Tracer.current() is None
     exported = {s["name"]: s for s in tracer.stats()["spans"][0]["spans"]}
     assert exported["GET /"]["parentId"] is None
-    assert exported["child"]["parentId"] == trace.root.span_id
+    assert exported["child"]["parentId"] == trace.span_id
     assert exported["grandchild"]["parentId"] == child.span_id
     assert exported["grandchild"]["attributes"] == {"hit": True}
     assert len({s["spanId"] for s in exported.values()}) == 5
@@ -263,10 +263,10 @@ def test_spans_nest_across_await_in_concurrent_tasks() -> None:
             with tracer.span("tail") as tail:
                 pass
         for outer, inner, after in results:
-            assert outer.parent_id == trace.root.id
+            assert outer.parent_id == trace.id
             assert inner.parent_id == outer.id
             assert after.parent_id == outer.id
-        assert tail.parent_id == trace.root.id
+        assert tail.parent_id == trace.id
         names = [s["name"] for s in tracer.stats()["spans"][0]["spans"]]
         assert sorted(names) == sorted(["GET /", "tail"] + [f"w{n}{sfx}" for n in range(4) for sfx in ("", "-inner", "-after")])
 
@@ -288,7 +288,7 @@ def test_concurrent_traces_in_tasks_do_not_mix() -> None:
         pairs = await asyncio.gather(*(handle(f"req{n}") for n in range(5)))
         assert len({trace.trace_id for trace, _ in pairs}) == 5
         for trace, span in pairs:
-            assert span.parent_id == trace.root.id
+            assert span.parent_id == trace.id
         assert tracer.stats()["totalTraces"] == 5 and tracer.stats()["activeTraces"] == 0
 
     run(scenario())
@@ -325,7 +325,7 @@ def test_unsampled_traces_record_no_spans_but_are_counted() -> None:
                 entered.set("ignored", 1)
                 with tracer.span("grandchild"):
                     pass
-        assert all(s is trace.root for s in trace.spans)  # only the root, which measures the request
+        assert trace.spans == []  # no child spans: the trace itself (its root span) measures the request
     stats = tracer.stats()
     assert stats["totalTraces"] == 3 and stats["sampledTraces"] == 0 and stats["spans"] == []
 
@@ -334,7 +334,7 @@ def test_traceparent_uses_the_current_span_and_keeps_the_trace_id() -> None:
     tracer = Tracer("svc", sampling_rate=0.0)
     with tracer.trace("GET /", traceparent=VALID) as trace:
         root_header = trace.traceparent
-        assert root_header == f"00-{TRACE_ID}-{trace.root.span_id}-01"
+        assert root_header == f"00-{TRACE_ID}-{trace.span_id}-01"
         assert Tracer.current_traceparent() == root_header
         with tracer.span("call-upstream") as span:
             header = trace.traceparent
@@ -350,7 +350,7 @@ def test_traceparent_of_an_unsampled_trace_carries_flag_00() -> None:
     tracer = Tracer("svc", sampling_rate=0.0)
     with tracer.trace("GET /") as trace:
         parsed = parse_traceparent(trace.traceparent)
-        assert parsed == TraceContext(trace.trace_id, trace.root.span_id, False)
+        assert parsed == TraceContext(trace.trace_id, trace.span_id, False)
 
 
 def test_a_downstream_service_continues_the_trace() -> None:
@@ -361,7 +361,7 @@ def test_a_downstream_service_continues_the_trace() -> None:
             header = Tracer.current_traceparent()
         with back.trace("POST /work", traceparent=header) as downstream:
             assert downstream.trace_id == trace.trace_id
-            assert downstream.root.parent_id == call.id
+            assert downstream.parent_id == call.id
             assert downstream.sampled
 
 

@@ -67,6 +67,16 @@ def _load(ctx: typer.Context):  # -> LoadedConfig, imported lazily
     return load_config(ctx.obj)
 
 
+def _checked_if_possible(loaded, names: list[str]) -> list[str]:  # loaded: LoadedConfig
+    """`names` checked against the stack, unless the configuration is too broken to say (a lenient load)."""
+    from tooloo_cli.config import ConfigError
+
+    try:
+        return _check_names(loaded, names)
+    except ConfigError:
+        return names
+
+
 def _load_to_reach_the_stack(ctx: typer.Context):  # -> LoadedConfig
     """The configuration for status, logs and down: a broken tooloo.toml must not lock anyone out."""
     from tooloo_cli.config import load_config_leniently
@@ -134,36 +144,64 @@ def config_validate(ctx: typer.Context) -> None:
     loaded = _load(ctx)
     origin = loaded.source or "built-in defaults"
     extra = f" with {', '.join(loaded.overrides)}" if loaded.overrides else ""
-    print(f"{origin}{extra}: valid ({len(loaded.services)} services)")
+    from tooloo_cli.stack import stack_of
+
+    stack = stack_of(loaded)  # what the file alone cannot say: replicas, env_file
+    for spec in stack.specs.values():
+        spec.environment()
+    replicas = len(stack.replicas())
+    more = f", {replicas} processes" if replicas != len(stack.specs) else ""
+    print(f"{origin}{extra}: valid ({len(stack.specs)} services{more})")
 
 
 # -- service names ----------------------------------------------------------------------
 
 
-def _service_names(values: Optional[list[str]]) -> list[str]:
-    from tooloo_cli.services import SERVICE_NAMES
+def _names(values: Optional[list[str]]) -> list[str]:
+    return list(dict.fromkeys(values or []))
 
-    names = values or []
-    unknown = [name for name in names if name not in SERVICE_NAMES]
-    if unknown:
-        raise typer.BadParameter(f"{', '.join(map(repr, unknown))} not a service; choose from {', '.join(SERVICE_NAMES)}")
-    return list(dict.fromkeys(names))
+
+def _check_names(loaded, names: list[str], option: str = "NAMES") -> list[str]:  # loaded: LoadedConfig
+    """`names` when each is a service or a replica of this stack; a usage error (exit 2) with a suggestion if not."""
+    import difflib
+
+    from tooloo_cli.stack import stack_of
+
+    stack = stack_of(loaded)
+    known = [*stack.specs, *(r.name for r in stack.replicas() if r.name not in stack.specs)]
+    for name in names:
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; the services are {', '.join(stack.specs)}"
+            raise typer.BadParameter(f"{name!r} is not a service of this stack{hint}", param_hint=option)
+    return names
 
 
 def _complete_service(incomplete: str) -> list[str]:
-    """Service names for shell completion (cheap: no config, no heavy import)."""
-    from tooloo_cli.services import SERVICE_NAMES
+    """Service and replica names for shell completion: the nearest tooloo.toml's, else tooloo's own."""
+    try:
+        from tooloo_cli.config import load_config
+        from tooloo_cli.stack import stack_of
 
-    return [name for name in SERVICE_NAMES if name.startswith(incomplete)]
+        stack = stack_of(load_config())
+        known = [*stack.specs, *(r.name for r in stack.replicas() if r.name not in stack.specs)]
+    except Exception:  # completion must never fail at the prompt
+        from tooloo_cli.config.schema import BUILTIN_SERVICES
+
+        known = list(BUILTIN_SERVICES)
+    return [name for name in known if name.startswith(incomplete)]
 
 
-ServiceNames = Annotated[Optional[list[str]], typer.Argument(help="Services (default: all eight).",
-                                                             callback=_service_names, show_default=False,
-                                                             autocompletion=_complete_service)]
+def _builtin_name(value: str) -> str:
+    from tooloo_cli.config.schema import BUILTIN_SERVICES
+
+    if value not in BUILTIN_SERVICES:
+        raise typer.BadParameter(f"{value!r} is not one of tooloo's services; choose from {', '.join(BUILTIN_SERVICES)}")
+    return value
 
 
-def _service_name(value: str) -> str:
-    return _service_names([value])[0]
+ServiceNames = Annotated[Optional[list[str]], typer.Argument(help="Services or replicas (default: all).",
+                                                             show_default=False, autocompletion=_complete_service)]
 
 
 # -- the stack ---------------------------------------------------------------------------
@@ -191,7 +229,8 @@ def up(
     """
     from tooloo_cli.supervisor.commands import up as start
 
-    raise typer.Exit(start(_load(ctx), names or [], _console(), foreground))
+    loaded = _load(ctx)
+    raise typer.Exit(start(loaded, _check_names(loaded, _names(names)), _console(), foreground))
 
 
 @app.command("down", rich_help_panel="The stack")
@@ -204,7 +243,8 @@ def down(ctx: typer.Context, names: ServiceNames = None) -> None:
     """
     from tooloo_cli.supervisor.commands import down as stop
 
-    raise typer.Exit(stop(_load_to_reach_the_stack(ctx), names or [], _console()))
+    loaded = _load_to_reach_the_stack(ctx)
+    raise typer.Exit(stop(loaded, _checked_if_possible(loaded, _names(names)), _console()))
 
 
 @app.command("status", rich_help_panel="The stack")
@@ -230,20 +270,21 @@ def status(
 
 @app.command("restart", rich_help_panel="The stack")
 def restart(ctx: typer.Context, names: Annotated[list[str], typer.Argument(
-        help="Services to restart.", callback=_service_names, autocompletion=_complete_service)]) -> None:
+        help="Services or replicas to restart.", autocompletion=_complete_service)]) -> None:
     """Restart services (stop, then start) and wait until they are healthy.
 
     Example: [bold]tooloo restart budget reports[/]
     """
     from tooloo_cli.supervisor.commands import restart as again
 
-    raise typer.Exit(again(_load(ctx), names, _console()))
+    loaded = _load(ctx)
+    raise typer.Exit(again(loaded, _check_names(loaded, _names(names)), _console()))
 
 
 @app.command("logs", rich_help_panel="The stack")
 def logs(
     ctx: typer.Context,
-    name: Annotated[Optional[str], typer.Argument(help="One service (default: all, prefixed).",
+    name: Annotated[Optional[str], typer.Argument(help="One service or replica (default: all, prefixed).",
                                                   autocompletion=_complete_service)] = None,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines until Ctrl-C.")] = False,
     lines: Annotated[int, typer.Option("--lines", "-n", min=0, max=MAX_LOG_LINES,
@@ -255,9 +296,10 @@ def logs(
     """
     from tooloo_cli.supervisor.commands import logs as show
 
+    loaded = _load_to_reach_the_stack(ctx)
     if name is not None:
-        _service_names([name])
-    raise typer.Exit(show(_load_to_reach_the_stack(ctx), name, _console(), lines, follow))
+        _checked_if_possible(loaded, [name])
+    raise typer.Exit(show(loaded, name, _console(), lines, follow))
 
 
 @app.command("observe", rich_help_panel="The stack")
@@ -269,8 +311,7 @@ def observe(
                                                       help="Seconds between polls (default: observe.interval, 1).")
                         ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the merged document for scripts.")] = False,
-    services: Annotated[Optional[list[str]], typer.Option("--service", "-s", callback=_service_names,
-                                                          autocompletion=_complete_service,
+    services: Annotated[Optional[list[str]], typer.Option("--service", "-s", autocompletion=_complete_service,
                                                           help="Only this service (repeatable).")] = None,
 ) -> None:
     """Poll every service's observability endpoint and show traces, limits, caches and breakers.
@@ -282,15 +323,16 @@ def observe(
     """
     from tooloo_cli.observe import observe as run_observe
 
-    raise typer.Exit(run_observe(_load(ctx), services or [], _console(), watch=watch, interval=interval,
-                                 as_json=as_json))
+    loaded = _load(ctx)
+    raise typer.Exit(run_observe(loaded, _check_names(loaded, _names(services), "--service"), _console(), watch=watch,
+                                 interval=interval, as_json=as_json))
 
 
 @app.command("serve", rich_help_panel="The stack")
 def serve(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="The service: web, training, meta, budget, coach, segmentation, "
-                                             "reports or capabilities.", callback=_service_name,
+                                             "reports or capabilities.", callback=_builtin_name,
                                         autocompletion=_complete_service)],
     port: Annotated[Optional[int], typer.Option("--port", "-p", min=1, max=65535,
                                                 help="Listen here instead of the configured port.")] = None,

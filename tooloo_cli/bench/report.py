@@ -67,7 +67,7 @@ def print_http_table(results: HttpResults, *, quick: bool = False, console: Cons
     console.print(table)
     figures = results.figures
     lines = [
-        ("trace + limit middleware keeps", f"{figures['middlewareShare']:.1%} of the bare route's req/s",
+        ("a traced route keeps", f"{figures['middlewareShare']:.1%} of the bare route's req/s",
          f"≥ {TARGETS['middlewareShare']:.0%}", figures["middlewareShare"] >= TARGETS["middlewareShare"]),
         ("burst cache hit takes", f"{figures['burstHitShare']:.1%} of a miss's p50 latency",
          f"≤ {TARGETS['burstHitShare']:.0%}", figures["burstHitShare"] <= TARGETS["burstHitShare"]),

@@ -5,28 +5,27 @@
         httpx.get(stack.url("web") + "/health")
         stack.stop("training")            # SIGTERM, and its exit code
 
-Each process is started with `tooloo serve` in its own session and ended by its pid
-(SIGTERM, then SIGKILL after the grace period): never by name, never a stray process.
+It is the supervisor's pieces without the supervisor: each replica runs its spec's command
+line (`tooloo_cli.stack`) and is waited for with the supervisor's own liveness probe, in
+its own session, and is ended by its pid (SIGTERM, then SIGKILL after the grace period):
+never by name, never a stray process. Names are services (all their replicas) or replicas.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
 import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
 from tooloo_cli.config import Config, LoadedConfig, config_to_toml, load_config
 from tooloo_cli.errors import ToolooError
-
-# Loopback probes go straight to the service, whatever http_proxy says.
-_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+from tooloo_cli.stack import Replica, ServiceSpec, probe_host, stack_of
+from tooloo_cli.supervisor.probes import check
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -46,6 +45,8 @@ def write_ephemeral_config(directory: Path, edit: Callable[[Config], None] | Non
     config = Config.defaults()
     ports: set[int] = set()
     for settings in config.services.values():
+        if settings.port == 0:
+            continue
         while (port := free_port()) in ports:
             pass
         ports.add(port)
@@ -67,33 +68,47 @@ class EphemeralStack:
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
 
     def url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.loaded.services[name].port}"
+        """Where service (or replica) `name` is reached: its first replica's URL."""
+        spec, replica = self._find(name)
+        assert replica.url is not None, f"{name} has no URL"
+        return replica.url
 
     def log(self, name: str) -> Path:
         return self.directory / f"{name}.log"
 
+    def _find(self, name: str) -> tuple[ServiceSpec, Replica]:
+        stack = stack_of(self.loaded)
+        if name in stack.specs:
+            return stack.specs[name], stack.specs[name].replicas[0]
+        replica = next(r for r in stack.replicas() if r.name == name)
+        return stack.specs[replica.service], replica
+
     def start(self, *names: str, env: dict[str, str] | None = None) -> None:
-        """Starts the services and returns once each answers /health."""
+        """Starts the services (or replicas) and returns once each answers its liveness probe."""
         base = clean_env()
-        for name in names:
-            with open(self.log(name), "ab") as log:
-                self.processes[name] = subprocess.Popen(
-                    [sys.executable, "-m", "tooloo_cli", "--config", str(self.config_path), "serve", name],
-                    stdout=log, stderr=subprocess.STDOUT, env={**base, **(env or {})}, start_new_session=True)
+        stack = stack_of(self.loaded)
+        started: list[tuple[ServiceSpec, Replica]] = []
+        for spec in stack.specs.values():
+            for replica in spec.replicas:
+                if spec.name not in names and replica.name not in names:
+                    continue
+                with open(self.log(replica.name), "ab") as log:
+                    self.processes[replica.name] = subprocess.Popen(
+                        spec.argv(replica), stdout=log, stderr=subprocess.STDOUT, cwd=spec.cwd,
+                        env={**base, **spec.environment(), **(env or {})}, start_new_session=True)
+                started.append((spec, replica))
         deadline = time.monotonic() + self.startup_timeout
-        for name in names:
-            while not self._healthy(name):
-                if self.processes[name].poll() is not None or time.monotonic() > deadline:
+        for spec, replica in started:
+            while not self._alive(spec, replica):
+                if self.processes[replica.name].poll() is not None or time.monotonic() > deadline:
                     self.stop_all()
-                    raise ToolooError(f"{name} did not start; its log:\n{self.log(name).read_text()[-2000:]}")
+                    raise ToolooError(f"{replica.name} did not start; its log:\n"
+                                      f"{self.log(replica.name).read_text()[-2000:]}")
                 time.sleep(0.02)
 
-    def _healthy(self, name: str) -> bool:
-        try:
-            with _DIRECT.open(f"{self.url(name)}/health", timeout=0.5) as response:
-                return response.status == 200
-        except (urllib.error.URLError, OSError):
-            return False
+    @staticmethod
+    def _alive(spec: ServiceSpec, replica: Replica) -> bool:
+        return asyncio.run(check(spec.liveness, probe_host(spec.bind), replica.port, timeout=0.5)) is None
 
     def stop(self, name: str, grace: float = 10.0) -> int:
         """SIGTERM to the service, SIGKILL after `grace` seconds; its exit code."""

@@ -16,14 +16,23 @@ from tooloo_cli.config.loader import (
     load_config,
     load_config_leniently,
 )
-from tooloo_cli.config.schema import SERVICE_MODULES, Config, ServiceSettings, secret_variables
+from tooloo_cli.config.schema import (
+    BUILTIN_SERVICES,
+    SERVICE_MODULES,
+    Config,
+    ServiceSettings,
+    command_service,
+    secret_variables,
+)
 
 __all__ = [
+    "BUILTIN_SERVICES",
     "SERVICE_MODULES",
     "Config",
     "ConfigError",
     "LoadedConfig",
     "ServiceSettings",
+    "command_service",
     "config_to_dict",
     "config_to_json",
     "config_to_toml",

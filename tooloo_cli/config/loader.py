@@ -24,12 +24,12 @@ import re
 import tomllib
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tooloo_cli.config.schema import SERVICE_MODULES, Config
+from tooloo_cli.config.schema import SERVICE_MODULES, Config, command_service
 from tooloo_cli.errors import UsageError
 
 FILE_NAME = "tooloo.toml"
@@ -161,6 +161,9 @@ def _nearest(name: str, valid: typing.Iterable[str]) -> str:
 # -- applying values ------------------------------------------------------------------
 
 
+_SERVICE_NAME = re.compile(r"[a-z][a-z0-9_-]{0,39}")
+
+
 def _apply_document(config: Config, data: dict[str, Any], origin: _FileOrigin | _EnvOrigin) -> None:
     for key, value in data.items():
         if key == "services":
@@ -168,9 +171,12 @@ def _apply_document(config: Config, data: dict[str, Any], origin: _FileOrigin | 
                 raise ConfigError(f"{origin.where(['services'])}: services must be a table")
             for name, table in value.items():
                 if name not in config.services:
+                    config.services[name] = _new_service(name, table, origin)
+                elif isinstance(table, dict) and "command" in table and name in SERVICE_MODULES:
                     raise ConfigError(
-                        f"{origin.where(['services', name])}: unknown service {name!r}{_nearest(name, config.services)}"
-                    )
+                        f"{origin.where(['services', name, 'command'])}: {name} is one of tooloo's own services "
+                        f"and runs `tooloo serve {name}`; to run a command of your own, give it another name "
+                        f"([services.my-{name}])")
                 _apply_section(config.services[name], table, ["services", name], origin)
         elif key in ("stack", "supervisor", "observe"):
             _apply_section(getattr(config, key), value, [key], origin)
@@ -179,16 +185,35 @@ def _apply_document(config: Config, data: dict[str, Any], origin: _FileOrigin | 
             raise ConfigError(f"{origin.where([key])}: unknown section {key!r}{_nearest(key, valid)}")
 
 
+def _new_service(name: str, table: Any, origin: _FileOrigin | _EnvOrigin) -> Any:
+    """A service of the user's own: a table with a `command` (anything else is a typo of ours)."""
+    where = origin.where(["services", name])
+    if not isinstance(table, dict) or "command" not in table:
+        known = ", ".join(SERVICE_MODULES)
+        close = _nearest(name, SERVICE_MODULES)
+        hint = close if "did you mean" in close else f"; tooloo's services are {known}"
+        raise ConfigError(f"{where}: unknown service {name!r}{hint}, and it has no `command` to run it as a "
+                          "service of your own")
+    if not _SERVICE_NAME.fullmatch(name):
+        raise ConfigError(f"{where}: {name!r} cannot name a service: use lower-case letters, digits, '-' and '_' "
+                          "(at most 40, starting with a letter)")
+    return command_service([])
 @functools.cache
 def _hints(cls: type) -> dict[str, Any]:
     """A settings class's field types, evaluated once (the annotations are strings)."""
     return typing.get_type_hints(cls)
 
 
+def _unwrapped(annotation: Any) -> Any:
+    """`X` of `X | None` (a setting that may be left unset); any other annotation as it is."""
+    if isinstance(annotation, types.UnionType):
+        return next(arg for arg in typing.get_args(annotation) if arg is not type(None))
+    return annotation
+
+
 def _section_type(annotation: Any) -> type | None:
     """The settings dataclass behind `X` or `X | None`, or None for a plain value."""
-    if isinstance(annotation, types.UnionType):
-        annotation = next(arg for arg in typing.get_args(annotation) if arg is not type(None))
+    annotation = _unwrapped(annotation)
     return annotation if dataclasses.is_dataclass(annotation) else None
 
 
@@ -206,7 +231,10 @@ def _apply_section(section: Any, data: Any, key_path: list[str], origin: _FileOr
             current = getattr(section, key)
             if current is None:
                 service = key_path[-1]
-                embeds = ", ".join(("tracer", *SERVICE_MODULES.get(service, ())))
+                if service not in SERVICE_MODULES:
+                    raise ConfigError(f"{origin.where(path)}: {service} runs a command of its own, which embeds "
+                                      f"no {key.replace('_', ' ')}: only tooloo's services have modules")
+                embeds = ", ".join(("tracer", *SERVICE_MODULES[service]))
                 raise ConfigError(
                     f"{origin.where(path)}: the {service} service has no {key.replace('_', ' ')} "
                     f"(it embeds: {embeds})"
@@ -222,6 +250,8 @@ def _coerce(value: Any, annotation: Any, limits: Mapping[str, Any], path: list[s
 
     def fail(expected: str) -> ConfigError:
         return ConfigError(f"{origin.where(path)}: {dotted} must be {expected}, got {value!r}")
+
+    annotation = _unwrapped(annotation)
 
     if annotation is bool:
         if not isinstance(value, bool):
@@ -241,6 +271,9 @@ def _coerce(value: Any, annotation: Any, limits: Mapping[str, Any], path: list[s
     elif typing.get_origin(annotation) is list:
         if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
             raise fail("a list of strings")
+    elif typing.get_origin(annotation) is dict:
+        if not isinstance(value, dict) or not all(isinstance(item, str) for item in value.values()):
+            raise fail("a table of strings (KEY = \"value\")")
     bounds = [
         ("ge", lambda v, b: v >= b, ">="),
         ("gt", lambda v, b: v > b, ">"),
@@ -291,13 +324,26 @@ def _check_consistency(config: Config, origin: _FileOrigin | None, overrides: di
 
     ports: dict[int, str] = {}
     for name, service in config.services.items():
-        if service.port in ports:
-            other = ports[service.port]
-            raise ConfigError(
-                f"{where(['services', name, 'port'], ['services', other, 'port'])}: services.{name}.port "
-                f"{service.port} is already the port of {other}"
-            )
-        ports[service.port] = name
+        key = ["services", name]
+        if service.is_command:
+            _check_command_service(name, service, where)
+        elif service.port == 0:
+            raise ConfigError(f"{where([*key, 'port'])}: services.{name}.port must be a port (1-65535)")
+        if service.port == 0:
+            continue
+        if service.port + service.replicas - 1 > 65535:
+            raise ConfigError(f"{where([*key, 'replicas'])}: services.{name} needs ports {service.port} to "
+                              f"{service.port + service.replicas - 1} for its {service.replicas} replicas")
+        for port in range(service.port, service.port + service.replicas):
+            if port in ports:
+                other = ports[port]
+                held = f"the port of {other}" if other != name else "taken twice"
+                raise ConfigError(
+                    f"{where([*key, 'port'], [*key, 'replicas'], ['services', other, 'port'])}: services.{name} "
+                    f"{'replica ports' if service.replicas > 1 else 'port'} {port} is already {held}"
+                    + (" (a service with N replicas listens on port, port+1, ..., port+N-1)"
+                       if service.replicas > 1 or config.services[other].replicas > 1 else ""))
+            ports[port] = name
         pool = service.pool
         if pool is not None and pool.min_size > pool.max_size:
             raise ConfigError(
@@ -305,6 +351,9 @@ def _check_consistency(config: Config, origin: _FileOrigin | None, overrides: di
                 f"services.{name}.pool.min_size "
                 f"({pool.min_size}) must not exceed max_size ({pool.max_size})"
             )
+    for name, service in config.services.items():
+        _check_reachability(name, service, where)
+    _check_dependencies(config, where)
     supervisor = config.supervisor
     if supervisor.backoff_initial > supervisor.backoff_max:
         raise ConfigError(
@@ -336,6 +385,92 @@ def _check_consistency(config: Config, origin: _FileOrigin | None, overrides: di
                 f"{where(['stack', 'trusted_proxies'])}: stack.trusted_proxies has {proxy!r}, "
                 "which is not an IP address or network"
             ) from None
+
+
+def _check_command_service(name: str, service: Any, where: Callable[..., str]) -> None:
+    key = ["services", name]
+    if not service.command or not service.command[0]:
+        raise ConfigError(f"{where([*key, 'command'])}: services.{name}.command must name a program, "
+                          'e.g. command = ["redis-server", "--port", "6390"]')
+    for probe in ("health_path", "ready_path"):
+        path = getattr(service, probe)
+        if path is None:
+            continue
+        if not path.startswith("/") or any(c.isspace() for c in path):
+            raise ConfigError(f"{where([*key, probe])}: services.{name}.{probe} must be a path such as /health")
+        if service.port == 0:
+            raise ConfigError(f"{where([*key, probe])}: services.{name}.{probe} needs services.{name}.port, "
+                              "the port to probe it on")
+    if service.replicas > 1 and service.port != 0:
+        raise ConfigError(f"{where([*key, 'replicas'])}: services.{name} runs one command, which can listen on "
+                          "one port: replicas > 1 is only for a command that listens on none (port = 0)")
+
+
+def _check_reachability(name: str, service: Any, where: Callable[..., str]) -> None:
+    key = ["services", name]
+    if service.bind is not None and (problem := address_problem(service.bind)):
+        raise ConfigError(f"{where([*key, 'bind'])}: services.{name}.bind {service.bind!r} {problem}")
+    if service.url is not None:
+        problem = _url_problem(service.url)
+        if problem is None and service.port == 0:
+            problem = "is set, but the service has no port (services.{name}.port)"
+        if problem:
+            raise ConfigError(f"{where([*key, 'url'])}: services.{name}.url {service.url!r} {problem}")
+    for variable in service.env or {}:
+        if not _ENV_NAME.fullmatch(variable):
+            raise ConfigError(f"{where([*key, 'env'])}: services.{name}.env has {variable!r}, which is not an "
+                              "environment variable name")
+
+
+def _split_url(url: str) -> Any:
+    """`url`'s parts (a urllib SplitResult), or None when it is not a URL (a port that is no number, say)."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (raises on a port that is not a number)
+    except ValueError:
+        return None
+    return parts
+
+
+def _url_problem(url: str) -> str | None:
+    """Why a service's advertised URL cannot be dialled (None when it is http://host[:port])."""
+    parts = _split_url(url)
+    if parts is None:
+        return "is not a URL"
+    if parts.scheme != "http" or not parts.hostname:
+        return "must be an http:// URL with a host (the services speak plain HTTP to each other)"
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        return "must name only a scheme, a host and a port, no path"
+    return address_problem(parts.hostname)
+
+
+def _check_dependencies(config: Config, where: Callable[..., str]) -> None:
+    """Every `depends_on` names a service of this stack, and following them never comes back round."""
+    for name, service in config.services.items():
+        for dependency in service.depends_on:
+            if dependency == name:
+                raise ConfigError(f"{where(['services', name, 'depends_on'])}: services.{name} depends on itself")
+            if dependency not in config.services:
+                raise ConfigError(f"{where(['services', name, 'depends_on'])}: services.{name}.depends_on names "
+                                  f"{dependency!r}, which is no service of this stack"
+                                  f"{_nearest(dependency, config.services)}")
+    done: set[str] = set()
+
+    def visit(name: str, path: list[str]) -> None:
+        if name in path:
+            cycle = " -> ".join([*path[path.index(name):], name])
+            raise ConfigError(f"{where(['services', path[-1], 'depends_on'])}: the dependencies go round in a "
+                              f"circle ({cycle}); no order can start them")
+        if name in done:
+            return
+        for dependency in config.services[name].depends_on:
+            visit(dependency, [*path, name])
+        done.add(name)
+
+    for name in config.services:
+        visit(name, [])
 
 
 _HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
@@ -370,12 +505,8 @@ def is_loopback(host: str) -> bool:
 
 def _base_url_problem(url: str) -> str | None:
     """Why the provider's URL is unusable or unsafe: the API key travels with every request."""
-    from urllib.parse import urlsplit
-
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018  (raises on a port that is not a number)
-    except ValueError:
+    parts = _split_url(url)
+    if parts is None:
         return "is not a URL"
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return "must be an http:// or https:// URL with a host"

@@ -1,13 +1,16 @@
 """The shape of `tooloo.toml`: every setting with its type, range and default.
 
 The defaults here are the single source: `tooloo config init` writes them, and the
-`tooloo.toml` at the repository root is that output. SPEC's table decides which modules
-each service embeds (`SERVICE_MODULES`); a section for a module a service lacks is an error.
+`tooloo.toml` at the repository root is that output. The eight built-in services are the
+keys of the defaults (`BUILTIN_SERVICES`), and SPEC's table of which modules each embeds is
+read from them (`SERVICE_MODULES`); a section for a module a service lacks is an error.
+Any other `[services.NAME]` is a service of the user's own and must give its `command`.
 Every number has a range with a finite upper bound: a value that validates must also run
 (`grace_period = inf` would make a stack that cannot be stopped).
 
     config = Config.defaults()
     config.services["budget"].cache.ttl_seconds     # 5.0
+    config.services["redis"] = command_service(["redis-server", "--port", "6390"])
 """
 
 from __future__ import annotations
@@ -25,10 +28,15 @@ MANY = 1_000_000
 
 def setting(default: Any, *, ge: float | None = None, gt: float | None = None, le: float | None = None,
             choices: tuple[str, ...] | None = None) -> Any:
-    """A dataclass field carrying its valid range for the loader (numbers need `le`: see the docstring)."""
+    """A dataclass field carrying its valid range for the loader (numbers need `le`: see the docstring).
+
+    A default of None means "not set here": the value comes from elsewhere (a per-service
+    restart setting from [supervisor], a service's url from its port), and it is left out
+    of the files `config init` writes.
+    """
     limits = {"ge": ge, "gt": gt, "le": le, "choices": choices}
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata=limits)
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=limits)
     return field(default=default, metadata=limits)
 
 
@@ -44,7 +52,6 @@ class RateLimiterSettings:
     capacity: int = setting(100, ge=1, le=1_000_000_000)
     refill_rate: float = setting(10.0, gt=0, le=1_000_000_000)
     max_clients: int = setting(10_000, ge=1, le=10 * MANY)
-    max_wait: float = setting(0.0, ge=0, le=HOUR)
 
 
 @dataclass
@@ -92,16 +99,61 @@ class ProviderSettings:
     daily_budget_usd: float = setting(5.0, ge=0, le=1_000_000_000)
 
 
+RESTART_POLICIES = ("always", "on-failure", "no")
+
+
 @dataclass
 class ServiceSettings:
-    port: int = setting(3000, ge=1, le=65535)
-    tracer: TracerSettings = field(default_factory=TracerSettings)
+    """One service: one of the eight (its modules are sections) or any `command` run beside them.
+
+    How it is reached, started, probed and restarted; `tooloo_cli.stack` turns this into the
+    service's ServiceSpec. None means "from elsewhere": `url` from the host and port, `bind`
+    from stack.host, the restart settings from [supervisor].
+    """
+
+    port: int = setting(3000, ge=0, le=65535)  # 0: a command service that listens on no port
+    url: str | None = setting(None)  # how siblings reach it; default http://{stack.host}:{port}
+    bind: str | None = setting(None)  # the address it listens on; default stack.host
+    replicas: int = setting(1, ge=1, le=64)
+    depends_on: list[str] = setting([])
+    restart: str = setting("always", choices=RESTART_POLICIES)
+    env: dict[str, str] | None = setting(None)
+    env_file: str | None = setting(None)
+    # Only for a service that is not one of the eight: what to run, where, and how to probe it.
+    command: list[str] | None = setting(None)
+    cwd: str | None = setting(None)
+    health_path: str | None = setting(None)
+    ready_path: str | None = setting(None)
+    # Per-service overrides of the [supervisor] settings of the same names.
+    grace_period: float | None = setting(None, ge=0, le=HOUR)
+    startup_timeout: float | None = setting(None, gt=0, le=HOUR)
+    backoff_initial: float | None = setting(None, gt=0, le=HOUR)
+    backoff_max: float | None = setting(None, gt=0, le=HOUR)
+    backoff_reset_after: float | None = setting(None, gt=0, le=DAY)
+    crash_loop_limit: int | None = setting(None, ge=1, le=1000)
+    crash_loop_window: float | None = setting(None, gt=0, le=DAY)
+    tracer: TracerSettings | None = field(default_factory=TracerSettings)
     rate_limiter: RateLimiterSettings | None = None
     cache: CacheSettings | None = None
     pool: PoolSettings | None = None
     query_optimizer: QueryOptimizerSettings | None = None
     breaker: BreakerSettings | None = None
     provider: ProviderSettings | None = None
+
+    @property
+    def is_command(self) -> bool:
+        """Whether this is a service of the user's own (`command`), not one of the eight."""
+        return self.command is not None
+
+
+# The settings a service may override from [supervisor] (ServiceSettings fields of the same names).
+SUPERVISOR_OVERRIDES = ("grace_period", "startup_timeout", "backoff_initial", "backoff_max", "backoff_reset_after",
+                        "crash_loop_limit", "crash_loop_window")
+
+
+def command_service(command: list[str]) -> ServiceSettings:
+    """The settings of a service that runs `command`: no port, no tooloo modules until configured."""
+    return ServiceSettings(port=0, command=command, tracer=None)
 
 
 @dataclass
@@ -135,19 +187,6 @@ class SupervisorSettings:
 class ObserveSettings:
     interval: float = setting(1.0, ge=0.1, le=HOUR)
     timeout: float = setting(0.5, gt=0, le=60)
-
-
-# Which optional modules each service embeds (SPEC's table); the tracer is everywhere.
-SERVICE_MODULES: dict[str, tuple[str, ...]] = {
-    "web": ("rate_limiter", "breaker"),
-    "training": (),
-    "meta": ("breaker",),
-    "budget": ("rate_limiter", "cache", "pool", "query_optimizer", "breaker", "provider"),
-    "coach": ("breaker",),
-    "segmentation": (),
-    "reports": ("cache", "breaker"),
-    "capabilities": ("pool",),
-}
 
 
 def secret_variables(settings: ServiceSettings) -> tuple[str, ...]:
@@ -194,9 +233,19 @@ def _default_services() -> dict[str, ServiceSettings]:
     }
 
 
+# The eight services and which optional modules each embeds (SPEC's table), read from their
+# defaults: the single list of the built-in services. The tracer is in every one of them.
+MODULES = ("rate_limiter", "cache", "pool", "query_optimizer", "breaker", "provider")
+SERVICE_MODULES: dict[str, tuple[str, ...]] = {
+    name: tuple(module for module in MODULES if getattr(settings, module) is not None)
+    for name, settings in _default_services().items()
+}
+BUILTIN_SERVICES: tuple[str, ...] = tuple(SERVICE_MODULES)
+
+
 @dataclass
 class Config:
-    """The whole stack: shared settings, the supervisor, observe, and the eight services."""
+    """The whole stack: shared settings, the supervisor, observe, the eight services and any others."""
 
     stack: StackSettings = field(default_factory=StackSettings)
     supervisor: SupervisorSettings = field(default_factory=SupervisorSettings)

@@ -47,10 +47,10 @@ def observe(loaded: LoadedConfig, names: list[str], console: Console, *, watch: 
     observations = asyncio.run(once())
     if as_json:
         print(json.dumps({"polledAt": time.time(), "up": sum(o.up for o in observations),
-                          "total": len(observations),
+                          "total": sum(o.observable for o in observations),
                           "services": {o.name: o.to_dict() for o in observations}}, indent=2))
     else:
         from tooloo_cli.observe.render import tables
 
         console.print(*tables(observations))
-    return 0 if all(o.up for o in observations) else 1
+    return 0 if all(o.up for o in observations if o.observable) else 1

@@ -53,6 +53,8 @@ class History:
     def add(self, observations: list[Observation]) -> None:
         now = time.time()
         for o in observations:
+            if not o.observable:
+                continue
             series = self.throughput.setdefault(o.name, deque())
             tracer = o.module("tracer")
             series.append((now, float(tracer["throughput"]) if tracer else 0.0))
@@ -93,9 +95,10 @@ def errors_table(history: History) -> RenderableType:
 
 def dashboard(observations: list[Observation], history: History, interval: float) -> Group:
     up = sum(o.up for o in observations)
+    observable = sum(o.observable for o in observations)
     header = Text.from_markup(
         f"[bold]tooloo observe[/]  updated {datetime.now().strftime('%H:%M:%S')}, every {interval:g} s  "
-        f"[{'green' if up == len(observations) else 'red'}]{up}/{len(observations)} up[/]  [dim]Ctrl-C to quit[/]")
+        f"[{'green' if up == observable else 'red'}]{up}/{observable} up[/]  [dim]Ctrl-C to quit[/]")
     # A screen-mode Live crops what does not fit at the bottom: the watch-only tables go near the top,
     # right after the services (always the first of `tables`), so a normal terminal shows them.
     services, *modules = tables(observations)

@@ -6,7 +6,9 @@
 
 An observation is `up` with the service's document, or `down` (nothing listens),
 `timeout`, `error` (an HTTP error status) or `malformed` (not the observability document),
-each with a reason a person can read.
+each with a reason a person can read. There is one target per replica (`budget.2`); a
+service of the user's own (a `command`) has no observability document: it is observed as
+`n/a`, is not polled, and does not make a one-shot observe fail.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from tooloo_cli._httpx import httpx
 from tooloo_cli.config import LoadedConfig
 
 PATH = "/api/v1/system/observability"
+NOT_OBSERVABLE = "n/a"
 NUMERIC_TRACER_FIELDS = ("activeTraces", "totalTraces", "sampledTraces", "avgLatency", "p50Latency", "p95Latency",
                          "p99Latency", "throughput", "errorRate")
 
@@ -30,15 +33,15 @@ NUMERIC_TRACER_FIELDS = ("activeTraces", "totalTraces", "sampledTraces", "avgLat
 @dataclass(frozen=True)
 class Target:
     name: str
-    port: int
-    url: str
+    port: int | None
+    url: str | None  # None: it serves no observability document
 
 
 @dataclass
 class Observation:
     name: str
-    port: int
-    state: str  # up, down, timeout, error, malformed
+    port: int | None
+    state: str  # up, down, timeout, error, malformed; n/a for a service without the document
     latency_ms: float
     reason: str | None = None
     document: dict[str, Any] | None = None
@@ -47,6 +50,10 @@ class Observation:
     @property
     def up(self) -> bool:
         return self.state == "up"
+
+    @property
+    def observable(self) -> bool:
+        return self.state != NOT_OBSERVABLE
 
     def module(self, key: str) -> dict[str, Any] | None:
         """A module's section of the document (None when down or not embedded)."""
@@ -61,11 +68,13 @@ class Observation:
 
 
 def targets_of(loaded: LoadedConfig, names: list[str] | None = None) -> list[Target]:
-    host = loaded.config.stack.host
-    host = f"[{host}]" if ":" in host else host
-    chosen = names or list(loaded.services)
-    return [Target(name, loaded.services[name].port, f"http://{host}:{loaded.services[name].port}{PATH}")
-            for name in chosen]
+    """One target per replica of `names` (services or replicas; every one when empty)."""
+    from tooloo_cli.stack import stack_of
+
+    stack = stack_of(loaded)
+    return [Target(replica.name, replica.port,
+                   f"{replica.url}{PATH}" if stack.specs[replica.service].builtin and replica.url else None)
+            for replica in stack.replicas(names or None)]
 
 
 def _finite(value: Any) -> bool:
@@ -91,6 +100,9 @@ def check_document(document: Any) -> str | None:
 
 
 async def _poll_one(client: httpx.AsyncClient, target: Target, timeout: float) -> Observation:
+    if target.url is None:
+        return Observation(target.name, target.port, NOT_OBSERVABLE, 0.0, "a command of its own: no observability "
+                           "document (see `tooloo status`)", None, time.time())
     started = time.perf_counter()
 
     def seen(state: str, reason: str | None = None, document: dict[str, Any] | None = None) -> Observation:

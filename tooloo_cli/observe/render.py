@@ -21,7 +21,8 @@ from rich.text import Text
 from tooloo_cli.observe.poll import Observation
 from tooloo_cli.units import duration
 
-STATE_STYLES = {"up": "green", "down": "bold red", "timeout": "red", "error": "red", "malformed": "magenta"}
+STATE_STYLES = {"up": "green", "down": "bold red", "timeout": "red", "error": "red", "malformed": "magenta",
+                "n/a": "dim"}
 BREAKER_STYLES = {"closed": "green", "half_open": "yellow", "open": "bold red"}
 
 
@@ -67,7 +68,7 @@ def services_table(observations: list[Observation]) -> Table:
         state = Text(o.state, style=STATE_STYLES.get(o.state, "white"))
         if o.reason:
             state.append(f" ({o.reason})", style="dim")
-        table.add_row(o.name, str(o.port), state, f"{o.latency_ms:.1f} ms", str(document.get("pid", "-")),
+        table.add_row(o.name, str(o.port or "-"), state, f"{o.latency_ms:.1f} ms" if o.observable else "-", str(document.get("pid", "-")),
                       duration(document.get("uptime")) if o.up else "-")
     return table
 

@@ -1,4 +1,4 @@
-"""QueryOptimizer: batched writes, shared in-flight calls, query analysis."""
+"""QueryOptimizer: batched writes, shared in-flight calls."""
 
 from __future__ import annotations
 
@@ -75,9 +75,18 @@ def test_identical_in_flight_calls_share_one_execution() -> None:
     assert calls == 1
 
 
-def test_analyze_flags_select_star_and_missing_limit() -> None:
-    suggestions = QueryOptimizer.analyze("SELECT * FROM spend WHERE provider LIKE '%sim'")["suggestions"]
-    assert any("SELECT *" in s for s in suggestions)
-    assert any("LIMIT" in s for s in suggestions)
-    assert any("leading %" in s for s in suggestions)
-    assert QueryOptimizer.analyze("SELECT id FROM spend WHERE id = ? LIMIT 1")["suggestions"] == []
+def test_a_failed_batch_fails_every_write_in_it_and_is_counted() -> None:
+    class Failing:
+        async def run_batch(self, query: str, params: list) -> None:
+            raise RuntimeError("disk I/O error")
+
+    async def scenario() -> tuple[list[BaseException | None], dict]:
+        optimizer = QueryOptimizer(Failing(), batch_size=3, batch_window=0.005)
+        outcomes = await asyncio.gather(*(
+            optimizer.execute("INSERT INTO spend VALUES (?)", (i,)) for i in range(3)
+        ), return_exceptions=True)
+        return outcomes, optimizer.stats()
+
+    outcomes, stats = run(scenario())
+    assert all(isinstance(outcome, RuntimeError) for outcome in outcomes)
+    assert stats["failedBatches"] == 1 and stats["batchesExecuted"] == 1 and stats["pendingQueries"] == 0

@@ -44,10 +44,10 @@ def test_clients_have_separate_buckets() -> None:
 
 def test_acquire_waits_only_when_the_wait_fits_max_wait() -> None:
     async def scenario() -> tuple[bool, float, bool, float]:
-        limiter = RateLimiter(capacity=1, refill_rate=20, max_wait=0.2)
+        limiter = RateLimiter(capacity=1, refill_rate=20)
         limiter.try_acquire("c")
         started = time.monotonic()
-        waited = await limiter.acquire("c")  # one token arrives in 0.05 s
+        waited = await limiter.acquire("c", max_wait=0.2)  # one token arrives in 0.05 s
         waited_for = time.monotonic() - started
         started = time.monotonic()
         refused = await limiter.acquire("c", max_wait=0.001)  # 0.05 s is too long

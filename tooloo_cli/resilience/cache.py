@@ -1,16 +1,24 @@
-"""Two-layer cache: an LRU in memory over a SQLite file on disk.
+"""Two-layer cache: a policy (PersistentCache) over an in-process LRU and a shared store.
 
-Writes go through to disk at once (WAL, synchronous=NORMAL: a commit survives the
-process dying, at ~12 µs median), so values outlive a restart; reads are served from
-memory and fall back to disk, promoting what they find. Values are JSON, compressed with
-zlib above `compress_threshold` bytes.
+The policy owns the time to live, the encoding (JSON, zlib above `compress_threshold`
+bytes) and the counters. Entries live in two CacheStores: a MemoryCacheStore of decoded
+values (bounded, least recently used out first) in front of a shared store of encoded
+ones, by default a SQLiteCacheStore, a file that outlives the process. Writes go through
+to the shared store at once; reads are served from memory and fall back to the shared
+store, promoting what they find.
 
-    cache = PersistentCache(".tooloo/budget-cache.db", ttl=5.0)
+    cache = PersistentCache(".tooloo/budget-cache.db", ttl=5.0)      # over SQLiteCacheStore(path)
     cache.set("prompt:hello", {"text": "Hello!"})
     cache.get("prompt:hello")          # {'text': 'Hello!'}
     cache.get("prompt:other", None)    # None (a miss)
+    cache.snapshot().memory_hits       # 1; stats() is the snapshot's JSON
+    PersistentCache(store=SQLiteCacheStore(path, retry_after=1.0))   # a store of the caller's choice
+    PersistentCache(None)              # memory only: nothing survives a restart
 
-Failures of the disk layer never fail a lookup:
+A CacheStore keeps entries `(value, expires)` under string keys, `expires` in epoch
+seconds (stored entries must survive a restart). It may hand back an entry that has
+expired: the policy decides, and deletes it. Its failures never fail a lookup;
+SQLiteCacheStore handles its file so:
 
 - a row that cannot be decoded is a miss, and is deleted;
 - a corrupt file (SQLITE_CORRUPT, SQLITE_NOTADB, a failed quick_check) is moved aside and
@@ -19,7 +27,9 @@ Failures of the disk layer never fail a lookup:
   from memory, reports the problem (`persistent: false`, `diskError`), and tries the disk
   again after `retry_after` seconds, so it heals without a restart once space returns.
 
-The file is created 0600. The cache is meant for one thread (one event loop); it does no locking.
+Writes are durable on return (WAL, synchronous=NORMAL: a commit survives the process
+dying, at ~12 µs median). The file is created 0600. The cache is meant for one thread
+(one event loop); it does no locking.
 """
 
 from __future__ import annotations
@@ -32,12 +42,121 @@ import sqlite3
 import time
 import zlib
 from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple, Protocol, TypeVar, runtime_checkable
 
 from tooloo_cli.resilience.sqlite_files import check_integrity, is_corruption, move_aside, prepare_private
 
 logger = logging.getLogger(__name__)
+
+V = TypeVar("V")
+_MISSING = object()
+
+
+class Encoded(NamedTuple):
+    """A value as a shared store keeps it: JSON bytes, zlib-compressed when `compressed` is 1."""
+
+    data: bytes
+    compressed: int
+
+
+# Building the tuple directly skips NamedTuple's Python-level __new__ on every disk hit.
+_encoded = partial(tuple.__new__, Encoded)
+
+
+@dataclass(frozen=True, slots=True)
+class StoreStats:
+    """What a CacheStore reports about itself.
+
+    `persistent`: its entries outlive this process, and it works right now. `error` is
+    its current failure (None while it works); `errors` and `recoveries` count failures
+    and repaired files since it was made; `evictions` entries it dropped to stay bounded.
+    """
+
+    items: int
+    bytes: int = 0
+    evictions: int = 0
+    persistent: bool = False
+    error: str | None = None
+    errors: int = 0
+    recoveries: int = 0
+
+
+@runtime_checkable
+class CacheStore(Protocol[V]):
+    """Entries `(value, expires)` under string keys. A store never raises for its own
+    failures (a full disk, a lost connection): it answers as if empty and says so in `stats`."""
+
+    def get(self, key: str) -> tuple[V, float] | None:
+        """The entry under `key` (possibly expired: the caller decides), or None."""
+        ...
+
+    def set(self, key: str, value: V, expires: float) -> None: ...
+
+    def delete(self, key: str) -> bool:
+        """Removes `key`; True if it was there."""
+        ...
+
+    def clear(self) -> None: ...
+
+    def cleanup(self, now: float) -> list[str]:
+        """Removes the entries expired at `now`; returns their keys."""
+        ...
+
+    def close(self) -> None: ...
+
+    def stats(self) -> StoreStats: ...
+
+
+class MemoryCacheStore:
+    """Entries in this process: an LRU of at most `max_items` (the least recently used out first).
+
+    `entries` is the LRU itself, oldest first, for readers on a hot path: read it, never
+    change it (`get` and `set` keep the order and the bound).
+    """
+
+    def __init__(self, max_items: int = 1000) -> None:
+        if max_items < 1:
+            raise ValueError(f"max_items must be at least 1, got {max_items}")
+        self.max_items = max_items
+        self.entries: OrderedDict[str, tuple[Any, float]] = OrderedDict()
+        self.evictions = 0
+
+    def get(self, key: str) -> tuple[Any, float] | None:
+        entry = self.entries.get(key)
+        if entry is not None:
+            self.entries.move_to_end(key)
+        return entry
+
+    def set(self, key: str, value: Any, expires: float) -> None:
+        entries = self.entries
+        entries[key] = (value, expires)
+        entries.move_to_end(key)
+        if len(entries) > self.max_items:
+            entries.popitem(last=False)
+            self.evictions += 1
+
+    def delete(self, key: str) -> bool:
+        return self.entries.pop(key, None) is not None
+
+    def clear(self) -> None:
+        self.entries.clear()
+
+    def cleanup(self, now: float) -> list[str]:
+        stale = [key for key, (_, expires) in self.entries.items() if expires <= now]
+        for key in stale:
+            del self.entries[key]
+        return stale
+
+    def close(self) -> None:
+        return None  # nothing to release: the entries go with the process
+
+    def stats(self) -> StoreStats:
+        return StoreStats(items=len(self.entries), evictions=self.evictions)
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS cache (
@@ -47,56 +166,26 @@ CREATE TABLE IF NOT EXISTS cache (
     compressed INTEGER NOT NULL
 ) WITHOUT ROWID
 """
-_MISSING = object()
 
 
-class PersistentCache:
-    """LRU memory layer of `max_memory_items` over a SQLite file at `path`.
-
-    `path=None` keeps everything in memory (nothing survives a restart). `ttl` is the
-    default time to live in seconds; `set` may give another per entry. Every
-    `cleanup_every` writes, expired entries are swept from both layers. `clock` returns
-    epoch seconds, because expiry times are stored on disk and must survive a restart.
-    After a disk error that is not corruption, the disk is left alone for `retry_after`
-    seconds, then tried again by the next operation.
+class SQLiteCacheStore:
+    """Encoded entries in a SQLite file at `path` (WAL), created 0600, shared by every process
+    that opens it. After a disk error that is not corruption, the disk is left alone for
+    `retry_after` seconds, then tried again by the next operation.
     """
 
-    def __init__(
-        self,
-        path: str | os.PathLike[str] | None,
-        *,
-        ttl: float = 300.0,
-        max_memory_items: int = 1000,
-        compress_threshold: int = 1024,
-        cleanup_every: int = 1000,
-        retry_after: float = 5.0,
-        clock: Any = time.time,
-    ) -> None:
-        if not 0 < ttl < math.inf:
-            raise ValueError(f"ttl must be a finite number > 0, got {ttl}")
-        if max_memory_items < 1:
-            raise ValueError(f"max_memory_items must be at least 1, got {max_memory_items}")
-        self.path = Path(path) if path is not None else None
-        self.ttl = ttl
-        self.max_memory_items = max_memory_items
-        self.compress_threshold = compress_threshold
-        self.cleanup_every = cleanup_every
+    def __init__(self, path: str | os.PathLike[str], *, retry_after: float = 5.0) -> None:
+        self.path = Path(path)
         self.retry_after = retry_after
-        self._clock = clock
-        self._memory: OrderedDict[str, tuple[Any, float]] = OrderedDict()
         self._db: sqlite3.Connection | None = None
         self.disk_error: str | None = None  # the last disk failure, while it lasts
         self._retry_at = 0.0
-        self.recoveries = self.disk_errors = self.undecodable = 0
-        self.hits = self.misses = self.memory_hits = self.disk_hits = 0
-        self.writes = self.evictions = self.expirations = 0
-        if self.path is not None:
-            self._connect()
+        self.recoveries = self.disk_errors = 0
+        self._connect()
 
-    # -- disk layer ---------------------------------------------------------------
+    # -- the file -------------------------------------------------------------------
 
     def _open(self) -> sqlite3.Connection:
-        assert self.path is not None
         prepare_private(self.path)
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         try:
@@ -121,7 +210,6 @@ class PersistentCache:
     def _failed(self, exc: Exception, may_recover: bool = True) -> None:
         """A disk failure: corruption is recovered at once (once: a fresh file that fails again
         waits for the retry like any other failure); anything else waits for the retry."""
-        assert self.path is not None
         if may_recover and is_corruption(exc) and self.path.is_file():
             self.recoveries += 1
             self._close_db()
@@ -148,15 +236,15 @@ class PersistentCache:
             self._db.close()
             self._db = None
 
-    def _disk(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
-        """Runs one statement on the disk layer; a failure is handled (see the module), not raised.
+    def _run(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+        """Runs one statement; a failure is handled (see the module), not raised.
 
         Only errors of the file or the disk are handled: a constraint or programming
         error is a bug of the caller and is raised.
         """
         if self._db is None or self.disk_error is not None:
             if self.disk_error is None or time.monotonic() < self._retry_at:
-                return []  # no disk layer (none asked for, or closed), or not yet time to retry
+                return []  # closed, or not yet time to retry
             if self._db is None:
                 self._connect()
                 if self._db is None:
@@ -173,107 +261,29 @@ class PersistentCache:
             self.disk_error = None
         return rows
 
-    def _encode(self, value: Any) -> tuple[bytes, int]:
-        data = json.dumps(value, separators=(",", ":")).encode()
-        if len(data) > self.compress_threshold:
-            return zlib.compress(data, 1), 1
-        return data, 0
+    # -- the store ------------------------------------------------------------------
 
-    @staticmethod
-    def _decode(data: bytes, compressed: int) -> Any:
-        return json.loads(zlib.decompress(data) if compressed else data)
-
-    # -- memory layer -------------------------------------------------------------
-
-    def _remember(self, key: str, value: Any, expires: float) -> None:
-        memory = self._memory
-        memory[key] = (value, expires)
-        memory.move_to_end(key)
-        if len(memory) > self.max_memory_items:
-            memory.popitem(last=False)
-            self.evictions += 1
-
-    # -- public API ---------------------------------------------------------------
-
-    def get(self, key: str, default: Any = None) -> Any:
-        """The live value under `key`, or `default`. The memory copy is returned as is."""
-        entry = self._memory.get(key)
-        if entry is not None:
-            if entry[1] > self._clock():
-                self._memory.move_to_end(key)
-                self.hits += 1
-                self.memory_hits += 1
-                return entry[0]
-            self._expire(key)
-        elif self.path is not None:
-            value = self._get_from_disk(key)
-            if value is not _MISSING:
-                return value
-        self.misses += 1
-        return default
-
-    def _get_from_disk(self, key: str) -> Any:
-        rows = self._disk("SELECT value, expires, compressed FROM cache WHERE key = ?", (key,))
+    def get(self, key: str) -> tuple[Encoded, float] | None:
+        rows = self._run("SELECT value, expires, compressed FROM cache WHERE key = ?", (key,))
         if not rows:
-            return _MISSING
+            return None
         data, expires, compressed = rows[0]
-        if not isinstance(expires, (int, float)) or expires <= self._clock():
-            self._expire(key)
-            return _MISSING
-        try:
-            value = self._decode(data, compressed)
-        except (zlib.error, ValueError, TypeError) as exc:  # written by something else, or damaged
-            self.undecodable += 1
-            logger.warning("cache file %s: the entry %r cannot be decoded (%s); dropped it", self.path, key, exc)
-            self._disk("DELETE FROM cache WHERE key = ?", (key,))
-            return _MISSING
-        self._remember(key, value, expires)
-        self.hits += 1
-        self.disk_hits += 1
-        return value
+        if not isinstance(expires, (int, float)):  # written by something else: never live
+            expires = -math.inf
+        return _encoded((data, compressed)), expires
 
-    def _expire(self, key: str) -> None:
-        self._memory.pop(key, None)
-        self._disk("DELETE FROM cache WHERE key = ?", (key,))
-        self.expirations += 1
-
-    def set(self, key: str, value: Any, ttl: float | None = None) -> None:
-        """Stores `value` (JSON-serialisable) for `ttl` seconds, on disk before returning."""
-        ttl = self.ttl if ttl is None else ttl
-        if not 0 < ttl < math.inf:  # NaN fails this too
-            raise ValueError(f"ttl must be a finite number > 0, got {ttl}")
-        expires = self._clock() + ttl
-        if self.path is not None:
-            data, compressed = self._encode(value)
-            self._disk("INSERT OR REPLACE INTO cache VALUES (?, ?, ?, ?)", (key, data, expires, compressed))
-        else:
-            json.dumps(value)  # the same contract with or without a disk layer
-        self._remember(key, value, expires)
-        self.writes += 1
-        if self.writes % self.cleanup_every == 0:
-            self.cleanup()  # expired rows nobody reads again would otherwise stay on disk for good
+    def set(self, key: str, value: Encoded, expires: float) -> None:
+        data, compressed = value
+        self._run("INSERT OR REPLACE INTO cache VALUES (?, ?, ?, ?)", (key, data, expires, compressed))
 
     def delete(self, key: str) -> bool:
-        """Removes `key` from both layers; True if it was there."""
-        in_memory = self._memory.pop(key, None) is not None
-        on_disk = bool(self._disk("DELETE FROM cache WHERE key = ? RETURNING key", (key,)))
-        return in_memory or on_disk
+        return bool(self._run("DELETE FROM cache WHERE key = ? RETURNING key", (key,)))
 
     def clear(self) -> None:
-        """Removes every entry from both layers."""
-        self._memory.clear()
-        self._disk("DELETE FROM cache")
+        self._run("DELETE FROM cache")
 
-    def cleanup(self) -> int:
-        """Removes expired entries from both layers; returns how many were removed."""
-        now = self._clock()
-        stale = [key for key, (_, expires) in self._memory.items() if expires <= now]
-        for key in stale:
-            del self._memory[key]
-        removed = {key for (key,) in self._disk("DELETE FROM cache WHERE expires <= ? RETURNING key", (now,))}
-        removed.update(stale)
-        self.expirations += len(removed)
-        return len(removed)
+    def cleanup(self, now: float) -> list[str]:
+        return [key for (key,) in self._run("DELETE FROM cache WHERE expires <= ? RETURNING key", (now,))]
 
     def close(self) -> None:
         """Checkpoints the write-ahead log into the database file and closes it."""
@@ -285,40 +295,252 @@ class PersistentCache:
             self._db.close()
             self._db = None
 
+    def stats(self) -> StoreStats:
+        counted = self._run("SELECT count(*) FROM cache")  # first: it may reconnect, or fail
+        size = 0
+        if self._db is not None:
+            for name in (str(self.path), f"{self.path}-wal"):
+                try:
+                    size += os.path.getsize(name)
+                except OSError:
+                    pass
+        return StoreStats(
+            items=counted[0][0] if counted else 0, bytes=size,
+            persistent=self._db is not None and self.disk_error is None,
+            error=self.disk_error, errors=self.disk_errors, recoveries=self.recoveries,
+        )
+
+
+# -- the policy -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CacheSnapshot:
+    """A PersistentCache's counters and sizes at one moment; `stats()` is its JSON.
+
+    Counters (since the cache was made): memory_hits, disk_hits (hits of the shared
+    store, whatever it is), misses, writes, evictions (from memory), expirations,
+    undecodable, and the shared store's disk_errors and recoveries. Gauges: memory_items,
+    disk_items, disk_bytes, persistent, disk_error.
+    """
+
+    memory_hits: int
+    disk_hits: int
+    misses: int
+    writes: int
+    evictions: int
+    expirations: int
+    undecodable: int
+    memory_items: int
+    max_memory_items: int
+    disk_items: int
+    disk_bytes: int
+    ttl_seconds: float
+    persistent: bool
+    disk_error: str | None
+    disk_errors: int
+    recoveries: int
+
+    @property
+    def hits(self) -> int:
+        return self.memory_hits + self.disk_hits
+
+    @property
+    def hit_rate(self) -> float:
+        lookups = self.memory_hits + self.disk_hits + self.misses
+        return self.hits / lookups if lookups else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "hits": self.hits,
+            "misses": self.misses,
+            "hitRate": self.hit_rate,
+            "memoryHits": self.memory_hits,
+            "diskHits": self.disk_hits,
+            "writes": self.writes,
+            "evictions": self.evictions,
+            "expirations": self.expirations,
+            "memoryItems": self.memory_items,
+            "maxMemoryItems": self.max_memory_items,
+            "diskItems": self.disk_items,
+            "diskBytes": self.disk_bytes,
+            "ttlSeconds": self.ttl_seconds,
+            "persistent": self.persistent,
+            "diskError": self.disk_error,
+            "diskErrors": self.disk_errors,
+            "recoveries": self.recoveries,
+            "undecodable": self.undecodable,
+        }
+
+
+class PersistentCache:
+    """An LRU memory layer of `max_memory_items` over a shared store.
+
+    The shared store is `store`, or a SQLiteCacheStore at `path` (trying its disk again
+    `retry_after` seconds after a failure), or none at all when both are None (nothing
+    survives a restart). `ttl` is the default time to live in seconds; `set` may give
+    another per entry. Every `cleanup_every` writes, expired entries are swept from both
+    layers. `clock` returns epoch seconds, because expiry times outlive the process.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        store: CacheStore[Encoded] | None = None,
+        ttl: float = 300.0,
+        max_memory_items: int = 1000,
+        compress_threshold: int = 1024,
+        cleanup_every: int = 1000,
+        retry_after: float | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not 0 < ttl < math.inf:
+            raise ValueError(f"ttl must be a finite number > 0, got {ttl}")
+        if max_memory_items < 1:
+            raise ValueError(f"max_memory_items must be at least 1, got {max_memory_items}")
+        if store is not None and (path is not None or retry_after is not None):
+            raise ValueError("give either a store or a path (and its retry_after), not both")
+        self.ttl = ttl
+        self.max_memory_items = max_memory_items
+        self.compress_threshold = compress_threshold
+        self.cleanup_every = cleanup_every
+        self._clock = clock
+        self._memory = MemoryCacheStore(max_memory_items)
+        # Read directly by `get`: a memory hit is the hot path, and a call costs a third of it.
+        self._entries = self._memory.entries
+        if store is None and path is not None:
+            store = SQLiteCacheStore(path, retry_after=5.0 if retry_after is None else retry_after)
+        self._shared = store
+        self.path = store.path if isinstance(store, SQLiteCacheStore) else None
+        self.misses = self.memory_hits = self.disk_hits = 0
+        self.writes = self.expirations = self.undecodable = 0
+
+    @property
+    def store(self) -> CacheStore[Encoded] | None:
+        """The shared store under the memory layer (None: memory only)."""
+        return self._shared
+
+    @property
+    def hits(self) -> int:
+        return self.memory_hits + self.disk_hits
+
+    def _encode(self, value: Any) -> Encoded:
+        data = json.dumps(value, separators=(",", ":")).encode()
+        if len(data) > self.compress_threshold:
+            return _encoded((zlib.compress(data, 1), 1))
+        return _encoded((data, 0))
+
+    @staticmethod
+    def _decode(encoded: Encoded) -> Any:
+        data, compressed = encoded
+        return json.loads(zlib.decompress(data) if compressed else data)
+
+    # -- public API ---------------------------------------------------------------
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """The live value under `key`, or `default`. The memory copy is returned as is."""
+        entry = self._entries.get(key)
+        if entry is not None:
+            if entry[1] > self._clock():
+                self._entries.move_to_end(key)
+                self.memory_hits += 1
+                return entry[0]
+            self._expire(key)
+        elif self._shared is not None:
+            value = self._get_shared(key)
+            if value is not _MISSING:
+                return value
+        self.misses += 1
+        return default
+
+    def _get_shared(self, key: str) -> Any:
+        assert self._shared is not None
+        found = self._shared.get(key)
+        if found is None:
+            return _MISSING
+        encoded, expires = found
+        if expires <= self._clock():
+            self._expire(key)
+            return _MISSING
+        try:
+            value = self._decode(encoded)
+        except (zlib.error, ValueError, TypeError) as exc:  # written by something else, or damaged
+            self.undecodable += 1
+            where = f"cache file {self.path}" if self.path is not None else f"cache store {self._shared!r}"
+            logger.warning("%s: the entry %r cannot be decoded (%s); dropped it", where, key, exc)
+            self._shared.delete(key)
+            return _MISSING
+        self._memory.set(key, value, expires)
+        self.disk_hits += 1
+        return value
+
+    def _expire(self, key: str) -> None:
+        self._memory.delete(key)
+        if self._shared is not None:
+            self._shared.delete(key)
+        self.expirations += 1
+
+    def set(self, key: str, value: Any, ttl: float | None = None) -> None:
+        """Stores `value` (JSON-serialisable) for `ttl` seconds, in the shared store before returning."""
+        ttl = self.ttl if ttl is None else ttl
+        if not 0 < ttl < math.inf:  # NaN fails this too
+            raise ValueError(f"ttl must be a finite number > 0, got {ttl}")
+        expires = self._clock() + ttl
+        if self._shared is not None:
+            self._shared.set(key, self._encode(value), expires)
+        else:
+            json.dumps(value)  # the same contract with or without a shared store
+        self._memory.set(key, value, expires)
+        self.writes += 1
+        if self.writes % self.cleanup_every == 0:
+            self.cleanup()  # expired entries nobody reads again would otherwise stay stored for good
+
+    def delete(self, key: str) -> bool:
+        """Removes `key` from both layers; True if it was there."""
+        in_memory = self._memory.delete(key)
+        shared = self._shared is not None and self._shared.delete(key)
+        return in_memory or shared
+
+    def clear(self) -> None:
+        """Removes every entry from both layers."""
+        self._memory.clear()
+        if self._shared is not None:
+            self._shared.clear()
+
+    def cleanup(self) -> int:
+        """Removes expired entries from both layers; returns how many were removed."""
+        now = self._clock()
+        removed = set(self._memory.cleanup(now))
+        if self._shared is not None:
+            removed.update(self._shared.cleanup(now))
+        self.expirations += len(removed)
+        return len(removed)
+
+    def close(self) -> None:
+        """Closes the shared store (SQLite: checkpoints its write-ahead log into the file)."""
+        if self._shared is not None:
+            self._shared.close()
+
     def __enter__(self) -> PersistentCache:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    def snapshot(self) -> CacheSnapshot:
+        """The counters and sizes now (asks the shared store for its own)."""
+        memory = self._memory.stats()
+        shared = self._shared.stats() if self._shared is not None else StoreStats(items=0)
+        return CacheSnapshot(
+            memory_hits=self.memory_hits, disk_hits=self.disk_hits, misses=self.misses, writes=self.writes,
+            evictions=memory.evictions, expirations=self.expirations, undecodable=self.undecodable,
+            memory_items=memory.items, max_memory_items=self.max_memory_items,
+            disk_items=shared.items, disk_bytes=shared.bytes, ttl_seconds=self.ttl,
+            persistent=shared.persistent, disk_error=shared.error, disk_errors=shared.errors,
+            recoveries=shared.recoveries,
+        )
+
     def stats(self) -> dict[str, Any]:
-        """Counters and sizes as plain numbers."""
-        lookups = self.hits + self.misses
-        disk_items = self._disk("SELECT count(*) FROM cache")
-        disk_bytes = 0
-        if self.path is not None and self._db is not None:
-            for name in (str(self.path), f"{self.path}-wal"):
-                try:
-                    disk_bytes += os.path.getsize(name)
-                except OSError:
-                    pass
-        return {
-            "hits": self.hits,
-            "misses": self.misses,
-            "hitRate": self.hits / lookups if lookups else 0.0,
-            "memoryHits": self.memory_hits,
-            "diskHits": self.disk_hits,
-            "writes": self.writes,
-            "evictions": self.evictions,
-            "expirations": self.expirations,
-            "memoryItems": len(self._memory),
-            "maxMemoryItems": self.max_memory_items,
-            "diskItems": disk_items[0][0] if disk_items else 0,
-            "diskBytes": disk_bytes,
-            "ttlSeconds": self.ttl,
-            "persistent": self._db is not None and self.disk_error is None,
-            "diskError": self.disk_error,
-            "diskErrors": self.disk_errors,
-            "recoveries": self.recoveries,
-            "undecodable": self.undecodable,
-        }
+        """The snapshot as plain numbers."""
+        return self.snapshot().to_dict()

@@ -9,6 +9,12 @@ closed → open after `failure_threshold` consecutive failures; open rejects at 
         text = await breaker.call(provider.complete, prompt)
     except CircuitOpenError:
         return fallback()
+    breaker.snapshot().failures        # counters, typed; status() is their JSON
+
+A call that raises one of `excluded` counts as nothing (the request was the caller's
+fault), one of `ignore` as a success (the dependency answered); a call slower than
+`call_timeout` fails with CallTimeoutError (a TimeoutError). Both errors of the breaker
+are ResilienceErrors.
 """
 
 from __future__ import annotations
@@ -17,15 +23,18 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, TypeVar
+
+from tooloo_cli.resilience.errors import ResilienceError
 
 T = TypeVar("T")
 
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 
 
-class CircuitOpenError(Exception):
+class CircuitOpenError(ResilienceError):
     """Raised instead of calling while the breaker is open (or its probes are taken)."""
 
     def __init__(self, name: str, retry_after: float) -> None:
@@ -34,7 +43,7 @@ class CircuitOpenError(Exception):
         self.retry_after = retry_after
 
 
-class CallTimeoutError(TimeoutError):
+class CallTimeoutError(ResilienceError, TimeoutError):
     """Raised when a call through the breaker exceeds its `call_timeout`."""
 
 
@@ -42,6 +51,50 @@ def _iso(epoch: float | None) -> str | None:
     if epoch is None:
         return None
     return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerSnapshot:
+    """A CircuitBreaker's state and counters at one moment; `status()` is its JSON.
+
+    Counters since the breaker was made: calls (let through), successes, failures,
+    rejections (refused while open), timeouts, state_changes. `last_failure_time` is in
+    epoch seconds; `transitions` are the latest state changes, oldest first.
+    """
+
+    name: str
+    state: str
+    calls: int
+    successes: int
+    failures: int
+    rejections: int
+    timeouts: int
+    consecutive_failures: int
+    failure_threshold: int
+    reset_timeout: float
+    state_changes: int
+    last_failure_time: float | None
+    last_error: str | None
+    last_error_kind: str | None
+    transitions: tuple[dict[str, Any], ...]
+
+    def to_dict(self, detail: bool = True) -> dict[str, Any]:
+        """Without `detail`, `lastError` names the kind of the last failure only, not its text."""
+        return {
+            "status": self.state,
+            "callCount": self.calls,
+            "successCount": self.successes,
+            "failureCount": self.failures,
+            "rejectedCount": self.rejections,
+            "timeoutCount": self.timeouts,
+            "consecutiveFailures": self.consecutive_failures,
+            "failureThreshold": self.failure_threshold,
+            "resetTimeout": self.reset_timeout,
+            "lastFailureTime": _iso(self.last_failure_time),
+            "lastError": self.last_error if detail else self.last_error_kind,
+            "stateChanges": self.state_changes,
+            "transitions": list(self.transitions),
+        }
 
 
 class CircuitBreaker:
@@ -196,23 +249,20 @@ class CircuitBreaker:
         if self._state != CLOSED:
             self._move(CLOSED)
 
+    def snapshot(self) -> BreakerSnapshot:
+        """The state (an open breaker past its timeout turns half_open here) and counters now."""
+        return BreakerSnapshot(
+            name=self.name, state=self.state, calls=self.call_count, successes=self.success_count,
+            failures=self.failure_count, rejections=self.rejected_count, timeouts=self.timeout_count,
+            consecutive_failures=self._consecutive_failures, failure_threshold=self.failure_threshold,
+            reset_timeout=self.reset_timeout, state_changes=self.state_changes,
+            last_failure_time=self.last_failure_time, last_error=self.last_error,
+            last_error_kind=self.last_error_kind, transitions=tuple(self.transitions),
+        )
+
     def status(self, detail: bool = True) -> dict[str, Any]:
         """The seed's fields (status, callCount, failureCount, rejectedCount, lastFailureTime) and more.
 
         Without `detail`, `lastError` names the kind of the last failure only, not its text.
         """
-        return {
-            "status": self.state,
-            "callCount": self.call_count,
-            "successCount": self.success_count,
-            "failureCount": self.failure_count,
-            "rejectedCount": self.rejected_count,
-            "timeoutCount": self.timeout_count,
-            "consecutiveFailures": self._consecutive_failures,
-            "failureThreshold": self.failure_threshold,
-            "resetTimeout": self.reset_timeout,
-            "lastFailureTime": _iso(self.last_failure_time),
-            "lastError": self.last_error if detail else self.last_error_kind,
-            "stateChanges": self.state_changes,
-            "transitions": list(self.transitions),
-        }
+        return self.snapshot().to_dict(detail)

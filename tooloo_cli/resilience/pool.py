@@ -7,12 +7,15 @@
         db.execute("SELECT 1")                 # quick work, on the event loop
     rows = await pool.run(lambda db: db.execute("SELECT * FROM spend").fetchall())   # in a thread
     await pool.close()
+    pool.snapshot().wait.count                 # acquires so far; stats() is the snapshot's JSON
 
 A released connection goes straight to the longest-waiting caller. A connection taken
 from the idle set is health-checked first and replaced when broken, and one returned by a
 block that raised is checked before it is reused. Connections idle for longer than
 `idle_timeout` beyond `min_size` are closed lazily on the next acquire or release, so
-the pool needs no background task.
+the pool needs no background task. Every acquire's wait is kept in a latency histogram.
+Its errors are PoolErrors (ResilienceErrors): PoolTimeoutError (also a TimeoutError) and
+PoolClosedError.
 """
 
 from __future__ import annotations
@@ -25,9 +28,12 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+from tooloo_cli.resilience.errors import ResilienceError
+from tooloo_cli.resilience.histogram import Histogram, LatencyBuckets
 from tooloo_cli.resilience.sqlite_files import prepare_private
 
 logger = logging.getLogger(__name__)
@@ -36,7 +42,7 @@ C = TypeVar("C")
 R = TypeVar("R")
 
 
-class PoolError(Exception):
+class PoolError(ResilienceError):
     """Base of the pool's errors."""
 
 
@@ -46,6 +52,54 @@ class PoolTimeoutError(PoolError, TimeoutError):
 
 class PoolClosedError(PoolError):
     """The pool was closed (before or while waiting)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PoolSnapshot:
+    """A ConnectionPool's gauges and counters at one moment; `stats()` is its JSON.
+
+    Gauges: size (connections alive or being made), idle, in_use, waiting, closed.
+    Counters since the pool was made: created, destroyed, acquired, timeouts,
+    health_check_failures, waits (acquires that queued for a connection). `wait` is the
+    histogram of every successful acquire's wait, in seconds.
+    """
+
+    name: str
+    size: int
+    idle: int
+    in_use: int
+    waiting: int
+    min_size: int
+    max_size: int
+    created: int
+    destroyed: int
+    acquired: int
+    timeouts: int
+    health_check_failures: int
+    waits: int
+    wait: Histogram
+    closed: bool
+
+    @property
+    def avg_wait_ms(self) -> float:
+        return self.wait.sum / self.acquired * 1000 if self.acquired else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "size": self.size,
+            "idle": self.idle,
+            "inUse": self.in_use,
+            "waiting": self.waiting,
+            "minSize": self.min_size,
+            "maxSize": self.max_size,
+            "created": self.created,
+            "destroyed": self.destroyed,
+            "acquired": self.acquired,
+            "timeouts": self.timeouts,
+            "healthCheckFailures": self.health_check_failures,
+            "avgWaitMs": self.avg_wait_ms,
+            "closed": self.closed,
+        }
 
 
 async def _maybe_await(value: Any) -> Any:
@@ -93,8 +147,8 @@ class ConnectionPool(Generic[C]):
         self._size = 0  # connections alive or being created
         self._closed = False
         self.created = self.destroyed = self.acquired = self.timeouts = 0
-        self.health_check_failures = 0
-        self._wait_total = 0.0
+        self.health_check_failures = self.waits = 0
+        self._wait = LatencyBuckets()
 
     async def open(self) -> None:
         """Creates the `min_size` connections up front."""
@@ -157,6 +211,7 @@ class ConnectionPool(Generic[C]):
                 raise
         waiter: asyncio.Future[C] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
+        self.waits += 1
         try:
             async with asyncio.timeout(timeout):
                 return await waiter
@@ -220,7 +275,7 @@ class ConnectionPool(Generic[C]):
         started = self._clock()
         connection = await self._take(self.acquire_timeout if timeout is None else timeout)
         self.acquired += 1
-        self._wait_total += self._clock() - started
+        self._wait.observe(self._clock() - started)
         suspect = False
         try:
             yield connection
@@ -259,22 +314,19 @@ class ConnectionPool(Generic[C]):
             connection, _ = self._idle.popleft()
             await self._destroy(connection)
 
+    def snapshot(self) -> PoolSnapshot:
+        """The gauges, counters and wait histogram now."""
+        return PoolSnapshot(
+            name=self.name, size=self._size, idle=len(self._idle), in_use=self.in_use,
+            waiting=len(self._waiters), min_size=self.min_size, max_size=self.max_size,
+            created=self.created, destroyed=self.destroyed, acquired=self.acquired, timeouts=self.timeouts,
+            health_check_failures=self.health_check_failures, waits=self.waits, wait=self._wait.snapshot(),
+            closed=self._closed,
+        )
+
     def stats(self) -> dict[str, Any]:
-        return {
-            "size": self._size,
-            "idle": len(self._idle),
-            "inUse": self.in_use,
-            "waiting": len(self._waiters),
-            "minSize": self.min_size,
-            "maxSize": self.max_size,
-            "created": self.created,
-            "destroyed": self.destroyed,
-            "acquired": self.acquired,
-            "timeouts": self.timeouts,
-            "healthCheckFailures": self.health_check_failures,
-            "avgWaitMs": self._wait_total / self.acquired * 1000 if self.acquired else 0.0,
-            "closed": self._closed,
-        }
+        """The snapshot as plain numbers."""
+        return self.snapshot().to_dict()
 
 
 def sqlite_connector(path: str | Path, *, synchronous: str = "NORMAL") -> Callable[[], sqlite3.Connection]:

@@ -1,24 +1,24 @@
-"""Query batching, in-flight deduplication (singleflight) and query analysis.
+"""Query batching and in-flight deduplication (singleflight).
 
 Writes queued with `execute` are grouped by their normalised text and run together by a
 pluggable executor once `batch_size` are queued or `batch_window` seconds after the first
-one; the caller's await returns when its batch has run. With `batch_window=0` it is a
-group commit: a write that finds no batch of its text running starts one at once, and
-writes arriving while one runs go together in the next, as soon as it is done (the
-least latency when idle, the most batching under load). `singleflight` makes identical
-in-flight calls share one execution.
+one; the caller's await returns when its batch has run (or raises the batch's error, for
+every write in it). With `batch_window=0` it is a group commit: a write that finds no
+batch of its text running starts one at once, and writes arriving while one runs go
+together in the next, as soon as it is done (the least latency when idle, the most
+batching under load). `singleflight` makes identical in-flight calls share one execution.
 
     optimizer = QueryOptimizer(SQLiteBatchExecutor(pool), batch_size=50, batch_window=0.01)
     await optimizer.execute("INSERT INTO spend(provider, usd) VALUES (?, ?)", ("sim", 0.02))
     text = await optimizer.singleflight(("prompt", prompt), lambda: provider.complete(prompt))
-    optimizer.analyze("SELECT * FROM spend")["suggestions"]
+    optimizer.snapshot().batches       # counters, typed; stats() is their JSON
 """
 
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import Awaitable, Callable, Hashable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from tooloo_cli.resilience.pool import ConnectionPool
@@ -59,11 +59,45 @@ def normalize(query: str) -> str:
     return " ".join(query.split()).rstrip(";").rstrip()
 
 
-_SELECT_STAR = re.compile(r"\bselect\s+\*", re.I)
-_LEADING_WILDCARD = re.compile(r"\blike\s+'%", re.I)
-_FUNCTION_ON_COLUMN = re.compile(r"\bwhere\b.*\b(lower|upper|substr|date|strftime|cast)\s*\(", re.I)
-_OR_IN_WHERE = re.compile(r"\bwhere\b.*\bor\b", re.I)
-_NOT_IN_SUBQUERY = re.compile(r"\bnot\s+in\s*\(\s*select\b", re.I)
+@dataclass(frozen=True, slots=True)
+class OptimizerSnapshot:
+    """A QueryOptimizer's counters and gauges at one moment; `stats()` is its JSON.
+
+    Counters since it was made: queued (writes), batches (run), batched_queries (the rows
+    those batches wrote or tried to), failed_batches, singleflight_calls and
+    singleflight_shared (the calls that shared another's execution). Gauges: pending
+    (queued, not yet run), inflight (distinct shared calls running).
+    """
+
+    queued: int
+    pending: int
+    batches: int
+    batched_queries: int
+    failed_batches: int
+    batch_size: int
+    batch_window: float
+    singleflight_calls: int
+    singleflight_shared: int
+    inflight: int
+
+    @property
+    def avg_batch_size(self) -> float:
+        return self.batched_queries / self.batches if self.batches else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "queuedQueries": self.queued,
+            "pendingQueries": self.pending,
+            "batchesExecuted": self.batches,
+            "batchedQueries": self.batched_queries,
+            "avgBatchSize": self.avg_batch_size,
+            "failedBatches": self.failed_batches,
+            "batchSize": self.batch_size,
+            "batchWindowMs": self.batch_window * 1000,
+            "singleflightCalls": self.singleflight_calls,
+            "singleflightShared": self.singleflight_shared,
+            "inflight": self.inflight,
+        }
 
 
 class QueryOptimizer:
@@ -148,45 +182,15 @@ class QueryOptimizer:
         """Awaits `call()`, unless a call with the same `key` is in flight: then shares its outcome."""
         return await self._flight.do(key, call)
 
-    # -- analysis -------------------------------------------------------------------
-
-    @staticmethod
-    def analyze(query: str) -> dict[str, Any]:
-        """Suggestions for one query, in the manner of the original optimizer."""
-        text = normalize(query)
-        lowered = text.lower()
-        kind = lowered.split(" ", 1)[0] if lowered else ""
-        suggestions: list[str] = []
-        if _SELECT_STAR.search(text):
-            suggestions.append("Avoid SELECT *: name the columns you need")
-        if kind == "select" and " limit " not in f"{lowered} ":
-            suggestions.append("Add a LIMIT clause to bound the rows returned")
-        if kind in ("update", "delete") and " where " not in lowered:
-            suggestions.append(f"{kind.upper()} without WHERE touches every row")
-        if _LEADING_WILDCARD.search(text):
-            suggestions.append("LIKE with a leading % cannot use an index")
-        if _FUNCTION_ON_COLUMN.search(text):
-            suggestions.append("A function on a column in WHERE prevents index use; compare the bare column")
-        if _OR_IN_WHERE.search(text):
-            suggestions.append("OR in WHERE may prevent index use; consider UNION or IN")
-        if _NOT_IN_SUBQUERY.search(text):
-            suggestions.append("NOT IN (SELECT …) is slow and NULL-unsafe; use NOT EXISTS")
-        if " order by " in lowered and " limit " not in f"{lowered} ":
-            suggestions.append("ORDER BY without LIMIT sorts every row")
-        return {"query": text, "kind": kind, "suggestions": suggestions}
+    def snapshot(self) -> OptimizerSnapshot:
+        """The counters and gauges now."""
+        return OptimizerSnapshot(
+            queued=self.queued, pending=sum(len(batch) for batch in self._pending.values()),
+            batches=self.batches, batched_queries=self.batched_queries, failed_batches=self.failed_batches,
+            batch_size=self.batch_size, batch_window=self.batch_window, singleflight_calls=self._flight.calls,
+            singleflight_shared=self._flight.shared, inflight=len(self._flight),
+        )
 
     def stats(self) -> dict[str, Any]:
-        pending = sum(len(batch) for batch in self._pending.values())
-        return {
-            "queuedQueries": self.queued,
-            "pendingQueries": pending,
-            "batchesExecuted": self.batches,
-            "batchedQueries": self.batched_queries,
-            "avgBatchSize": self.batched_queries / self.batches if self.batches else 0.0,
-            "failedBatches": self.failed_batches,
-            "batchSize": self.batch_size,
-            "batchWindowMs": self.batch_window * 1000,
-            "singleflightCalls": self._flight.calls,
-            "singleflightShared": self._flight.shared,
-            "inflight": len(self._flight),
-        }
+        """The snapshot as plain numbers."""
+        return self.snapshot().to_dict()

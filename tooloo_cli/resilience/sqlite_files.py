@@ -18,11 +18,13 @@ import stat
 import time
 from pathlib import Path
 
+from tooloo_cli.resilience.errors import ResilienceError
+
 _SQLITE_CORRUPT, _SQLITE_NOTADB = 11, 26
 ASIDE_COPIES_KEPT = 3
 
 
-class CorruptDatabaseError(sqlite3.DatabaseError):
+class CorruptDatabaseError(ResilienceError, sqlite3.DatabaseError):
     """A database that opens but fails its integrity check."""
 
 

@@ -9,10 +9,14 @@ context variable, so code deep in a request opens a child span without passing a
         with tracer.span("cache-lookup") as span:
             span.set("hit", False)
         outgoing_headers = {"traceparent": tracer.current_traceparent()}
+    tracer.snapshot().latency.count          # requests measured; stats() is the snapshot's JSON
     tracer.stats()["p99Latency"]
 
 Sampling follows the parent's flag when a valid `traceparent` arrives; otherwise the
 decision is a ratio of the trace id, so every service decides the same way for one trace.
+A trace is its own root span: its id, parent and duration are the request's. Latencies go
+into a histogram over every request since start, and the percentiles are of the last
+`latency_window` requests.
 """
 
 from __future__ import annotations
@@ -20,11 +24,15 @@ from __future__ import annotations
 import math
 import re
 import time
-from random import getrandbits
-from time import perf_counter_ns
+from bisect import bisect_left
 from collections import deque
 from contextvars import ContextVar
+from dataclasses import dataclass
+from random import getrandbits
+from time import perf_counter_ns
 from typing import Any, NamedTuple
+
+from tooloo_cli.resilience.histogram import LATENCY_BOUNDS, LATENCY_BOUNDS_NS, Histogram
 
 _TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?")
 _ZERO_TRACE = "0" * 32
@@ -169,10 +177,6 @@ class Trace(Span):
         self.finished = False
 
     @property
-    def root(self) -> Trace:
-        return self
-
-    @property
     def traceparent(self) -> str:
         """The header for a call made from the current span of this trace."""
         span = _current_span.get()
@@ -252,12 +256,18 @@ class Tracer:
         self._total = 0
         self._sampled = 0
         self._errors = 0
-        # Latencies are kept in integer nanoseconds and turned into ms only when reported.
+        # Latencies are kept in integer nanoseconds and turned into ms (or s) only when reported.
         self._latency_sum = 0
         self._latencies: deque[int] = deque(maxlen=latency_window)
+        self._latency_buckets = [0] * len(LATENCY_BOUNDS)
         self._recent: deque[Trace] = deque(maxlen=max_traces)
+        # Requests per second over the last minute: the current second is counted in
+        # `_this_second`, and moved into its ring slot only when the next second begins.
         self._per_second = [0] * _THROUGHPUT_WINDOW
         self._second_of_slot = [-1] * _THROUGHPUT_WINDOW
+        self._second = int(self._started)
+        self._second_end = self._second + 1
+        self._this_second = 0
 
     def wall_clock(self, perf_ns: int) -> float:
         """Epoch seconds of a perf_counter_ns reading (no wall-clock read on the request path)."""
@@ -300,17 +310,25 @@ class Tracer:
         latency = trace.end - trace.start
         self._latency_sum += latency
         self._latencies.append(latency)
+        self._latency_buckets[bisect_left(LATENCY_BOUNDS_NS, latency)] += 1
         if trace.status != "ok":
             self._errors += 1
         if trace.sampled:
             self._sampled += 1
             self._recent.append(trace)
-        second = int(self._clock())
-        slot = second % _THROUGHPUT_WINDOW
-        if self._second_of_slot[slot] != second:
-            self._second_of_slot[slot] = second
-            self._per_second[slot] = 0
-        self._per_second[slot] += 1
+        now = self._clock()
+        if now >= self._second_end:
+            self._next_second(now)
+        self._this_second += 1
+
+    def _next_second(self, now: float) -> None:
+        """Files the count of the second that ended, and starts counting the one of `now`."""
+        slot = self._second % _THROUGHPUT_WINDOW
+        self._second_of_slot[slot] = self._second
+        self._per_second[slot] = self._this_second
+        self._second = int(now)
+        self._second_end = self._second + 1
+        self._this_second = 0
 
     def throughput(self) -> float:
         """Requests per second over the last 60 s (over the uptime while it is shorter)."""
@@ -321,26 +339,74 @@ class Tracer:
             for count, second in zip(self._per_second, self._second_of_slot)
             if current - _THROUGHPUT_WINDOW < second <= current
         )
+        if current - _THROUGHPUT_WINDOW < self._second <= current:
+            recent += self._this_second
         window = min(float(_THROUGHPUT_WINDOW), max(now - self._started, 1.0))
         return recent / window
 
-    def stats(self, traces: int | None = None) -> dict[str, Any]:
-        """Metrics as plain numbers (latencies in ms), with recent sampled traces under `spans`."""
+    def snapshot(self, traces: int | None = None) -> TracerSnapshot:
+        """The metrics now, with the `traces` most recent sampled traces (all that are kept by default)."""
         ordered = sorted(self._latencies)
         recent = list(self._recent)[-traces:] if traces else list(self._recent)
+        total = self._total
+        return TracerSnapshot(
+            service=self.service, sampling_rate=self.sampling_rate, active=self._active, total=total,
+            sampled=self._sampled, errors=self._errors,
+            latency=Histogram.from_buckets(self._latency_buckets, self._latency_sum / 1e9),
+            avg_latency_ms=self._latency_sum / total / 1e6 if total else 0.0,
+            p50_latency_ms=_percentile(ordered, 0.50), p95_latency_ms=_percentile(ordered, 0.95),
+            p99_latency_ms=_percentile(ordered, 0.99), throughput=self.throughput(),
+            recent=tuple(reversed(recent)),
+        )
+
+    def stats(self, traces: int | None = None) -> dict[str, Any]:
+        """The snapshot as plain numbers (latencies in ms), with recent sampled traces under `spans`."""
+        return self.snapshot(traces).to_dict()
+
+
+@dataclass(frozen=True, slots=True)
+class TracerSnapshot:
+    """A Tracer's metrics at one moment; `stats()` is its JSON.
+
+    Counters since start: total (requests), sampled, errors, and `latency`, the histogram
+    of every request's latency in seconds. Gauges: active (requests in flight), the
+    average latency (of every request) and the percentiles (of the latency window) in ms,
+    throughput (requests/s over the last minute). `recent` holds the latest sampled
+    traces, newest first.
+    """
+
+    service: str
+    sampling_rate: float
+    active: int
+    total: int
+    sampled: int
+    errors: int
+    latency: Histogram
+    avg_latency_ms: float
+    p50_latency_ms: float
+    p95_latency_ms: float
+    p99_latency_ms: float
+    throughput: float
+    recent: tuple[Trace, ...]
+
+    @property
+    def error_rate(self) -> float:
+        return self.errors / self.total if self.total else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
         return {
             "samplingRate": self.sampling_rate,
-            "activeTraces": self._active,
-            "totalTraces": self._total,
-            "sampledTraces": self._sampled,
-            "errorCount": self._errors,
-            "avgLatency": self._latency_sum / self._total / 1e6 if self._total else 0.0,
-            "p50Latency": _percentile(ordered, 0.50),
-            "p95Latency": _percentile(ordered, 0.95),
-            "p99Latency": _percentile(ordered, 0.99),
-            "throughput": self.throughput(),
-            "errorRate": self._errors / self._total if self._total else 0.0,
-            "spans": [trace.to_dict() for trace in reversed(recent)],
+            "activeTraces": self.active,
+            "totalTraces": self.total,
+            "sampledTraces": self.sampled,
+            "errorCount": self.errors,
+            "avgLatency": self.avg_latency_ms,
+            "p50Latency": self.p50_latency_ms,
+            "p95Latency": self.p95_latency_ms,
+            "p99Latency": self.p99_latency_ms,
+            "throughput": self.throughput,
+            "errorRate": self.error_rate,
+            "spans": [trace.to_dict() for trace in self.recent],
         }
 
 

@@ -15,17 +15,19 @@ if TYPE_CHECKING:
 
     from tooloo_cli.config import LoadedConfig
 
-SERVICE_NAMES = ("web", "training", "meta", "budget", "coach", "segmentation", "reports", "capabilities")
 
 
-def create_app(name: str, loaded: LoadedConfig, access_log: TextIO | None = None) -> ASGIApp:
-    """The ASGI app of service `name` (one of SERVICE_NAMES)."""
-    if name not in SERVICE_NAMES:
-        raise ValueError(f"unknown service {name!r}; the services are {', '.join(SERVICE_NAMES)}")
+def create_app(name: str, loaded: LoadedConfig, access_log: TextIO | None = None, port: int | None = None) -> ASGIApp:
+    """The ASGI app of service `name` (one of the eight: `tooloo_cli.config.BUILTIN_SERVICES`), serving `port`
+    (default: its configured port; a replica's is another)."""
+    from tooloo_cli.config import BUILTIN_SERVICES
     from tooloo_cli.services.service import Service
 
+    if name not in BUILTIN_SERVICES:
+        raise ValueError(f"unknown service {name!r}; tooloo's services are {', '.join(BUILTIN_SERVICES)}")
+
     module = importlib.import_module(f"tooloo_cli.services.{name}")
-    service = Service(name, loaded, access_log)
+    service = Service(name, loaded, access_log, port)
     app = module.create(service)
     service.preflight()  # after create(): the module may have declared how its data is kept
     return app

@@ -9,9 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tooloo_cli.config import load_config
+from tooloo_cli.config import BUILTIN_SERVICES, load_config
 from tooloo_cli.errors import ToolooError
-from tooloo_cli.services import SERVICE_NAMES
 from tooloo_cli.services.serve import serve
 
 
@@ -19,7 +18,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m tooloo_cli.services")
     parser.add_argument("--config")
     parser.add_argument("--port", type=int)
-    parser.add_argument("name", choices=SERVICE_NAMES)
+    parser.add_argument("name", choices=BUILTIN_SERVICES)
     arguments = parser.parse_args()
     try:
         return serve(arguments.name, load_config(arguments.config), arguments.port)

@@ -21,7 +21,12 @@ before the answer goes out. A crash at any point leaves at least what was spent 
 ledger; a ledger that cannot be written answers 503 before any money is spent.
 Concurrent calls share their commits (the optimizer's batches); none is deferred past
 its answer. A corrupt ledger is never replaced: budget refuses to start, saying how to
-recover it.
+recover it. /ready is the ledger's: an open provider breaker shows in /dependencies.
+
+Replicas share the ledger file (SQLite's locking keeps the rows whole), but each checks
+the daily budget against what it has counted itself (and what the file held when it
+started), and each has its own rate limit and memory cache: until spend is kept in a
+shared store, N replicas may together spend up to N × `daily_budget_usd`.
 """
 
 from __future__ import annotations
@@ -214,11 +219,7 @@ def create(service: Service) -> ASGIApp:
     service.on_startup(ledger.open)
     service.on_shutdown(provider.close)
 
-    async def provider_ready() -> None:
-        if breaker.state == "open":
-            raise RuntimeError("the provider breaker is open")
-
-    service.ready_check("provider", provider_ready)
+    # Ready is the ledger only: the provider's breaker being open is /dependencies' news.
     service.ready_check("ledger", ledger.check_writable)
 
     async def call_provider(prompt: str, key: str, ttl: float | None, criticality: str) -> dict[str, Any]:

@@ -13,8 +13,8 @@ Every round is a POST to training's /api/v1/training/round through the "training
 breaker. A round that fails (training down, the breaker open, a bad answer) is counted
 and remembered in `lastError`; the loop keeps going. Shutdown stops the loop first.
 One boost runs at a time, so a client cannot multiply the calls to training by sending
-boosts side by side. /ready answers 503 naming "training" while training's /health does
-not answer 200 (asked directly, so probes never trip the breaker).
+boosts side by side. /ready stays 200 while training is down (the coach itself is fine);
+/dependencies is the check that names training.
 """
 
 from __future__ import annotations
@@ -31,8 +31,9 @@ from starlette.types import ASGIApp
 from tooloo_cli.services.http import ApiError, Field, ok, read_json
 from tooloo_cli.services.service import Service, build_app
 from tooloo_cli.services.upstream import UpstreamError
+from tooloo_cli.stack import callees
 
-TRAINING = "training"
+(TRAINING,) = callees("coach")
 ROUND_PATH = "/api/v1/training/round"
 DEFAULT_INTERVAL_MS = 2000.0
 DEFAULT_BOOST_ROUNDS = 5
@@ -109,20 +110,15 @@ class Coach:
     def status(self) -> dict[str, Any]:
         return {"active": self.active, "intervalMs": self.interval_ms, "roundsDriven": self.rounds_driven,
                 "failures": self.failures, "lastRound": self.last_round, "lastError": self.last_error,
-                "breaker": self.service.breaker_state(TRAINING)}
+                "breaker": self.service.upstream.breaker_state(TRAINING)}
 
 
 def create(service: Service) -> ASGIApp:
     coach = Coach(service)
-    service.breaker(TRAINING)  # listed in the observability document from the start
-
-    async def training_ready() -> None:
-        await service.upstream.healthy(TRAINING)
 
     async def stop_on_shutdown() -> None:
         await coach.stop()
 
-    service.ready_check(TRAINING, training_ready)
     service.on_shutdown(stop_on_shutdown)
     max_body = service.stack.max_body_bytes
 

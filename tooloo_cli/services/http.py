@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import logging
 import math
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -22,9 +23,19 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from tooloo_cli.config import is_loopback
-from tooloo_cli.resilience import CallTimeoutError, CircuitBreaker, CircuitOpenError, Decision
+from tooloo_cli.resilience import (
+    CallTimeoutError,
+    CircuitBreaker,
+    CircuitOpenError,
+    Decision,
+    PoolClosedError,
+    PoolTimeoutError,
+    ResilienceError,
+)
 
 T = TypeVar("T")
+
+logger = logging.getLogger("tooloo.services")
 
 
 class RequestDefect(Exception):
@@ -82,6 +93,21 @@ async def internal_error_handler(request: Request, exc: Exception) -> Response:
     return error_response(500, "internal error", trace_id_of(request.scope))
 
 
+BUSY_RETRY_AFTER = 1  # seconds: a pool or a breaker that is out of room now will likely have it soon
+
+
+async def resilience_error_handler(request: Request, exc: Exception) -> Response:
+    """A resilience module refusing (a pool with no free connection in time, a breaker open, a pool
+    closing at shutdown): the service is busy or unwell, not broken, so 503 with Retry-After, never 500."""
+    assert isinstance(exc, ResilienceError)
+    retry_after = getattr(exc, "retry_after", None) or BUSY_RETRY_AFTER
+    message = {PoolTimeoutError: "the service is busy: no database connection was free in time; retry shortly",
+               PoolClosedError: "the service is shutting down; retry shortly"}.get(type(exc), str(exc))
+    logger.warning("%s %s: %s: %s", request.method, request.url.path, type(exc).__name__, exc)
+    return error_response(503, message, trace_id_of(request.scope),
+                          headers={"Retry-After": str(max(1, math.ceil(retry_after)))})
+
+
 CLIENT_CLOSED_REQUEST = 499  # nginx's code for a client that left before its answer
 
 
@@ -94,7 +120,8 @@ async def client_disconnect_handler(request: Request, exc: Exception) -> Respons
 
 
 EXCEPTION_HANDLERS = {ApiError: api_error_handler, HTTPException: http_exception_handler,
-                      ClientDisconnect: client_disconnect_handler, Exception: internal_error_handler}
+                      ClientDisconnect: client_disconnect_handler, ResilienceError: resilience_error_handler,
+                      Exception: internal_error_handler}
 
 
 def rate_limit_headers(decision: Decision) -> dict[str, str]:

@@ -11,8 +11,8 @@
 
 Insights come from training's overview, fetched through the "training" breaker: when
 training is down, /insights answers the breaker's 502/503/504 and /report answers 200
-with `insights: null` and the reason. /ready answers 503 naming "training" while
-training's /health does not answer 200 (asked directly, so probes never trip the breaker).
+with `insights: null` and the reason. /ready stays 200 meanwhile (meta itself is fine);
+/dependencies is the check that names training.
 """
 
 from __future__ import annotations
@@ -28,8 +28,9 @@ from starlette.types import ASGIApp
 from tooloo_cli.services.http import ok
 from tooloo_cli.services.service import Service, build_app
 from tooloo_cli.services.upstream import UpstreamError
+from tooloo_cli.stack import callees
 
-TRAINING = "training"
+(TRAINING,) = callees("meta")
 OVERVIEW_PATH = "/api/v1/training/overview"
 BALANCED_SPREAD = 10.0  # mastery points between strongest and weakest still called balanced
 ENOUGH_ROUNDS = 5
@@ -91,16 +92,10 @@ def derive_insights(overview: Any, analyses: int) -> dict[str, Any]:
 
 def create(service: Service) -> ASGIApp:
     meta = MetaLearning()
-    service.breaker(TRAINING)  # listed in the observability document from the start
-
-    async def training_ready() -> None:
-        await service.upstream.healthy(TRAINING)
-
-    service.ready_check(TRAINING, training_ready)
 
     def status_document() -> dict[str, Any]:
         return {"analyses": meta.analyses, "lastAnalysisAt": meta.last_analysis_at,
-                "training": service.breaker_state(TRAINING)}
+                "training": service.upstream.breaker_state(TRAINING)}
 
     async def analyze() -> dict[str, Any]:
         overview = await service.upstream.json(TRAINING, "GET", OVERVIEW_PATH)

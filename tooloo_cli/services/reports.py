@@ -4,8 +4,8 @@
 
     $ curl -s localhost:3008/api/v1/reports/comprehensive | jq .insights
 
-The six sections are fetched concurrently (span `fetch-services`), each through its own
-breaker; a service that is down gives `null` for its section and an insight saying so,
+The sections (one per service the topology gives a report path) are fetched concurrently
+(span `fetch-services`), each through its replicas' breakers; a service that is down gives `null` for its section and an insight saying so,
 never a 500. The insights are derived in span `analyze-data`, and the finished report is
 kept in a PersistentCache (when complete) so a burst of readers costs one fan-out.
 """
@@ -24,15 +24,9 @@ from starlette.types import ASGIApp
 from tooloo_cli.resilience import SingleFlight
 from tooloo_cli.services.http import ApiError, ok
 from tooloo_cli.services.service import Service, build_app
+from tooloo_cli.stack import report_sections
 
-SECTIONS = {
-    "training": ("training", "/api/v1/training/overview"),
-    "meta": ("meta", "/api/v4/meta-learning/insights"),
-    "segmentation": ("segmentation", "/api/v1/segmentation/status"),
-    "budget": ("budget", "/api/v1/budget"),
-    "coach": ("coach", "/api/v1/auto-coach/status"),
-    "capabilities": ("capabilities", "/api/v1/capabilities/status"),
-}
+SECTIONS = report_sections()  # section (the service it comes from) → the path fetched for it
 CACHE_KEY = "reports:comprehensive"
 
 
@@ -74,12 +68,10 @@ def create(service: Service) -> ASGIApp:
         raise RuntimeError("the reports service needs its [services.reports.cache] settings")
     cache, tracer = service.cache, service.tracer
     flight = SingleFlight()
-    for target, _ in SECTIONS.values():
-        service.breaker(target)
 
     async def build_report() -> dict[str, Any]:
         with tracer.span("fetch-services"):
-            fetched = await asyncio.gather(*(_fetch(service, target, path) for target, path in SECTIONS.values()))
+            fetched = await asyncio.gather(*(_fetch(service, target, path) for target, path in SECTIONS.items()))
         sections = {name: document for name, (document, _) in zip(SECTIONS, fetched)}
         errors = {name: error for name, (_, error) in zip(SECTIONS, fetched) if error is not None}
         with tracer.span("analyze-data"):

@@ -53,13 +53,12 @@ def serve(name: str, loaded: LoadedConfig, port: int | None = None) -> int:
 
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, stream=sys.stderr)
     settings = loaded.services[name]
-    port = settings.port if port is None else port
-    settings.port = port  # siblings and /health see the port actually served
+    port = settings.port if port is None else port  # a replica is told its port
     stack = loaded.config.stack
-    host = stack.host
+    host = settings.bind or stack.host
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # one access-log line at a time
     listener = listen(host, port)  # first: a taken port is refused before any file is touched
-    app = create_app(name, loaded)
+    app = create_app(name, loaded, port=port)
     connections = descriptor_room(stack.max_connections)
     if connections < stack.max_connections:
         logging.getLogger(f"tooloo.services.{name}").warning(

@@ -7,8 +7,8 @@ A service module builds its app on one `Service`:
             return ok({"domains": ...}, request)
         return build_app(service, [Route("/api/v1/training/overview", overview)])
 
-`build_app(service, routes)` adds /health, /ready and /api/v1/system/observability, the
-JSON error handlers, the middleware (access log, tracing, rate limit where configured)
+`build_app(service, routes)` adds /health, /ready, /dependencies and
+/api/v1/system/observability, the JSON error handlers, the middleware (access log, tracing, rate limit where configured)
 and a lifespan that opens the pool and closes everything on SIGTERM: the query optimizer
 is flushed, the pool and the cache are closed, the sibling client is closed.
 
@@ -17,13 +17,20 @@ aside and started afresh (with a warning in the log, which `tooloo status` shows
 the data can be rebuilt; a service whose data cannot be rebuilt (budget's spend ledger)
 sets `corrupt_database = "refuse"` and does not start, saying how to fix it (exit 2).
 
-/ready, the observability document and web's system status give file paths and exception
+/health says the process lives. /ready says the service's own resources answer (its
+database, its cache file), and nothing else: a sibling or the provider being down never
+makes it fail, so one failing upstream cannot pull every replica out of service.
+/dependencies is the deep check: every replica of every sibling it calls answers its
+/ready, and none of its breakers is open (200, else 503 naming what fails).
+
+/ready, /dependencies, the observability document and web's system status give file paths and exception
 text only to a caller on this machine that came straight, not through the gateway or a
 proxy (`asked_locally`): everyone else reads a short reason, and the detail is in the log.
 """
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import os
@@ -45,9 +52,7 @@ from tooloo_cli.errors import UsageError
 from tooloo_cli.resilience import (
     CircuitBreaker,
     ConnectionPool,
-    PersistentCache,
     QueryOptimizer,
-    RateLimiter,
     SQLiteBatchExecutor,
     Tracer,
     integrity_problem,
@@ -58,6 +63,8 @@ from tooloo_cli.resilience import (
 )
 from tooloo_cli.services.http import EXCEPTION_HANDLERS, RequestDefect, asked_locally, parse_networks
 from tooloo_cli.services.middleware import AccessLogMiddleware, ApiMiddleware
+from tooloo_cli.services.stores import make_cache, make_limiter
+from tooloo_cli.stack import stack_of
 
 if TYPE_CHECKING:
     from tooloo_cli.services.upstream import Upstream
@@ -75,23 +82,23 @@ class ServiceCannotStart(UsageError):
 class Service:
     """One running service: its configuration and the modules it embeds (None where it has none)."""
 
-    def __init__(self, name: str, loaded: LoadedConfig, access_log: TextIO | None = None) -> None:
+    def __init__(self, name: str, loaded: LoadedConfig, access_log: TextIO | None = None,
+                 port: int | None = None) -> None:
         self.name = name
         self.loaded = loaded
         self.access_log = access_log if access_log is not None else sys.stdout
         self.stack = loaded.config.stack
         self.settings = settings = loaded.services[name]
+        self.topology = stack_of(loaded)
+        self.spec = self.topology.specs[name]
+        self.port = settings.port if port is None else port
         self.started = time.monotonic()
         self.trusted_proxies = parse_networks(self.stack.trusted_proxies)
         self.tracer = Tracer(name, settings.tracer.sampling_rate, max_traces=settings.tracer.max_traces,
                              latency_window=settings.tracer.latency_window)
-        limiter = settings.rate_limiter
-        self.limiter = None if limiter is None else RateLimiter(
-            limiter.capacity, limiter.refill_rate, max_clients=limiter.max_clients, max_wait=limiter.max_wait)
-        cache = settings.cache
-        self.cache = None if cache is None else PersistentCache(
-            loaded.state_path(cache.file), ttl=cache.ttl_seconds, max_memory_items=cache.memory_items,
-            compress_threshold=cache.compress_threshold)
+        self.limiter = None if settings.rate_limiter is None else make_limiter(settings.rate_limiter)
+        self.cache = None if settings.cache is None else make_cache(settings.cache,
+                                                                    loaded.state_path(settings.cache.file))
         pool = settings.pool
         self.database = None if pool is None else loaded.state_path(pool.database)
         # What to do with a corrupt database at start: "move-aside" (start afresh) or "refuse".
@@ -117,6 +124,11 @@ class Service:
             self.ready_check("database", self._check_database)
         if self.cache is not None:
             self.ready_check("cache", self._check_cache)
+        if self.spec.calls and settings.breaker is None:
+            raise RuntimeError(f"the {name} service calls {', '.join(self.spec.calls)} and needs its breaker settings")
+        for called in self.spec.calls:  # listed in the observability document from the start
+            for replica in self.topology.specs[called].replicas:
+                self.breaker(replica.name)
 
     def _connect_database(self) -> Any:
         assert self.database is not None
@@ -157,11 +169,15 @@ class Service:
 
     @property
     def upstream(self) -> Upstream:
-        """The pooled client to sibling services (httpx is imported only by services that call out)."""
+        """The pooled client to the siblings it calls (httpx is imported only by services that call out)."""
         if self._upstream is None:
             from tooloo_cli.services.upstream import Upstream
 
-            self._upstream = Upstream(self)
+            replicas = {called: tuple((replica.name, replica.url) for replica in self.topology.specs[called].replicas
+                                      if replica.url is not None)
+                        for called in self.spec.calls}
+            self._upstream = Upstream(replicas, timeout=self.stack.upstream_timeout, tracer=self.tracer,
+                                      breaker=self.breaker)
         return self._upstream
 
     def on_startup(self, hook: Hook) -> None:
@@ -205,10 +221,6 @@ class Service:
                 except Exception:
                     logger.exception("%s: %s failed during shutdown", self.name, what)
 
-    def breaker_state(self, name: str) -> str:
-        """The state of the breaker guarding `name` (created up front by the services that call out)."""
-        return self.breaker(name).state
-
     async def _check_cache(self) -> None:
         assert self.cache is not None
         stats = self.cache.stats()
@@ -224,7 +236,7 @@ class Service:
     # -- the documents every service serves ---------------------------------------------
 
     def health(self) -> dict[str, Any]:
-        return {"ok": True, "service": self.name, "version": __version__, "pid": os.getpid(),
+        return {"ok": True, "service": self.name, "version": __version__, "pid": os.getpid(), "port": self.port,
                 "uptime": time.monotonic() - self.started}
 
     def observability(self, detail: bool = True) -> dict[str, Any]:
@@ -248,6 +260,38 @@ class Service:
             "pool": self.pool.stats() if self.pool else None,
             "queryOptimizer": self.optimizer.stats() if self.optimizer else None,
         }
+
+    async def probe_callees(self, path: str, detail: bool = True) -> dict[str, list[dict[str, Any]]]:
+        """Each replica of each sibling it calls, asked `path` directly: status, latency, error, document."""
+
+        async def one(called: str, replica: str, url: str) -> tuple[str, dict[str, Any]]:
+            started = time.perf_counter()
+            document, error = await self.upstream.probe(url + path)
+            if error is not None and not detail:
+                error = UNAVAILABLE
+            return called, {"replica": replica, "url": url, "status": "up" if error is None else "down",
+                            "latencyMs": round((time.perf_counter() - started) * 1000, 2), "error": error,
+                            "breaker": self.breakers[replica].state if replica in self.breakers else None,
+                            "document": document}
+
+        asked = [one(called, replica, url) for called, replicas in self.upstream.replicas.items()
+                 for replica, url in replicas]
+        found: dict[str, list[dict[str, Any]]] = {called: [] for called in self.upstream.replicas}
+        for called, entry in await asyncio.gather(*asked):
+            found[called].append(entry)
+        return found
+
+    async def dependencies(self, detail: bool = True) -> dict[str, Any]:
+        """The deep check: every called replica's /ready, and the state of every breaker."""
+        callees = await self.probe_callees("/ready", detail) if self.spec.calls else {}
+        failing = [entry["replica"] for replicas in callees.values() for entry in replicas
+                   if entry["status"] != "up" or entry["breaker"] == "open"]
+        failing += [name for name, breaker in self.breakers.items() if breaker.state == "open" and name not in failing]
+        for replicas in callees.values():
+            for entry in replicas:
+                del entry["document"]
+        return {"ok": not failing, "service": self.name, "failing": failing, "services": callees,
+                "breakers": {name: breaker.state for name, breaker in self.breakers.items()}}
 
     async def ready(self, detail: bool = True) -> dict[str, str | None]:
         """Each dependency's failure, or None when it answers; without `detail`, only "unavailable"."""
@@ -278,10 +322,14 @@ def build_app(service: Service, routes: list[BaseRoute], *, limit_api: bool = Fa
             return JSONResponse({"ok": False, "service": service.name, "failing": failing}, 503)
         return JSONResponse({"ok": True, "service": service.name, "checks": sorted(failures)})
 
+    async def dependencies(request: Request) -> Response:
+        document = await service.dependencies(detail=asked_locally(request.scope))
+        return JSONResponse(document, 200 if document["ok"] else 503)
+
     shared: list[BaseRoute] = [
         Route("/health", health),
         Route("/ready", ready),
-        Route("/api/v1/system/health", health),  # /health behind the /api middleware, for benchmarks
+        Route("/dependencies", dependencies),
         observability_route(service, OBSERVABILITY_PATH),
     ]
     all_routes = shared + routes

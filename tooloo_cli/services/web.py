@@ -1,10 +1,13 @@
-"""web (3000): the API gateway. Routes /api/* to the owning service through a breaker each.
+"""web (3000): the API gateway. Routes /api/* to the owning service, a breaker per replica.
 
-    GET  /api/v1/system/status          every service's health in one document
+    GET  /api/v1/system/status          every service's health in one document, replica by replica
     ANY  /api/v1/training/*             → training          /api/v4/meta-learning/*  → meta
     ANY  /api/v1/providers/*, /api/v1/budget*  → budget     /api/v1/auto-coach/*     → coach
     ANY  /api/v1/segmentation/*         → segmentation      /api/v1/reports/*        → reports
     ANY  /api/v1/capabilities/*         → capabilities
+
+The routes are the stack's topology (`tooloo_cli.stack.topology`); a service with several
+replicas gets them round robin, and a replica that is down is skipped (see upstream.py).
 
 All of /api is rate limited per client (1000 tokens, 100/s by default) and traced; the
 trace context travels on to the owning service. An upstream whose breaker is open is
@@ -19,8 +22,6 @@ budget describes budget's limit, not the gateway's).
 
 from __future__ import annotations
 
-import asyncio
-import time
 from typing import Any
 
 from starlette.requests import Request
@@ -29,19 +30,8 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from tooloo_cli.services.http import ApiError, asked_locally, ok, read_body
-from tooloo_cli.services.service import UNAVAILABLE, Service, build_app
-
-ROUTES = (
-    ("/api/v1/training/", "training"),
-    ("/api/v4/meta-learning/", "meta"),
-    ("/api/v1/providers/", "budget"),
-    ("/api/v1/budget", "budget"),
-    ("/api/v1/auto-coach/", "coach"),
-    ("/api/v1/segmentation/", "segmentation"),
-    ("/api/v1/reports/", "reports"),
-    ("/api/v1/capabilities/", "capabilities"),
-)
-UPSTREAMS = tuple(dict.fromkeys(target for _, target in ROUTES))
+from tooloo_cli.services.service import Service, build_app
+from tooloo_cli.stack import owner_of
 # Request headers worth passing on; hop-by-hop ones and Host belong to this connection only.
 _FORWARDED_REQUEST = frozenset({b"accept", b"content-type", b"user-agent", b"authorization"})
 _DROPPED_RESPONSE = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"content-length",
@@ -49,18 +39,7 @@ _DROPPED_RESPONSE = frozenset({b"connection", b"keep-alive", b"transfer-encoding
 _METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 
 
-def owner_of(path: str) -> str | None:
-    """The service that owns an /api path, or None."""
-    for prefix, target in ROUTES:
-        if path.startswith(prefix):
-            return target
-    return None
-
-
 def create(service: Service) -> ASGIApp:
-    for target in UPSTREAMS:
-        service.breaker(target)  # listed in the observability document from the start
-
     async def proxy(request: Request) -> Response:
         path = request.url.path
         target = owner_of(path)
@@ -83,14 +62,23 @@ def create(service: Service) -> ASGIApp:
 
     async def system_status(request: Request) -> Response:
         detail = asked_locally(request.scope)
-        probes = await asyncio.gather(*(_probe(service, name, detail) for name in service.loaded.services
-                                        if name != "web"))
-        services: dict[str, Any] = {"web": {"status": "up", "port": service.settings.port, "latencyMs": 0.0,
-                                            "error": None, **_health_fields(service.health())}}
-        services.update(dict(probes))
-        for name, entry in services.items():
-            breaker = service.breakers.get(name)
-            entry["breaker"] = breaker.state if breaker else None
+        probed = await service.probe_callees("/health", detail)
+        services: dict[str, Any] = {service.name: {
+            "status": "up", "port": service.port, "latencyMs": 0.0, "error": None,
+            **_health_fields(service.health()), "breaker": None, "replicas": []}}
+        for name, replicas in probed.items():
+            up = [entry for entry in replicas if entry["status"] == "up"]
+            first = up[0] if up else replicas[0]
+            services[name] = {
+                "status": "up" if len(up) == len(replicas) else "degraded" if up else "down",
+                "port": service.topology.specs[name].port,
+                "latencyMs": max(entry["latencyMs"] for entry in replicas),
+                "error": next((entry["error"] for entry in replicas if entry["error"]), None),
+                **_health_fields(first["document"]),
+                "breaker": service.upstream.breaker_state(name),
+                "replicas": [{key: entry[key] for key in ("replica", "url", "status", "latencyMs", "error", "breaker")}
+                             | _health_fields(entry["document"]) for entry in replicas],
+            }
         return ok({"healthy": all(entry["status"] == "up" for entry in services.values()), "services": services},
                   request)
 
@@ -102,14 +90,3 @@ def create(service: Service) -> ASGIApp:
 
 def _health_fields(document: dict[str, Any]) -> dict[str, Any]:
     return {"pid": document.get("pid"), "uptime": document.get("uptime"), "version": document.get("version")}
-
-
-async def _probe(service: Service, name: str, detail: bool) -> tuple[str, dict[str, Any]]:
-    """One sibling's /health (through Upstream.probe: not the breaker) with how long it took."""
-    started = time.perf_counter()
-    document, error = await service.upstream.probe(name)
-    if error is not None and not detail:
-        error = UNAVAILABLE
-    entry = {"status": "up" if error is None else "down", "port": service.loaded.services[name].port,
-             "latencyMs": round((time.perf_counter() - started) * 1000, 2), "error": error, **_health_fields(document)}
-    return name, entry

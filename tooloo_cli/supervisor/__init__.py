@@ -1,11 +1,19 @@
-"""Supervision of the eight services: a detached daemon and the commands that talk to it.
+"""Supervision of the stack's services: a detached daemon and the commands that talk to it.
 
-    manager.py    the Supervisor: processes plus the control API (runs as `tooloo supervise`)
-    process.py    one service: spawn, health, restart policy, stop
+    manager.py    the Supervisor: a ManagedProcess per replica, dependency order, the control API
+                  (run detached as `python -m tooloo_cli.supervisor`, or attached by `tooloo up -f`)
+    process.py    one replica: spawn, probes, restarts, stop, its output to its log
+    restart.py    the restart policy as pure arithmetic on a clock (backoff, crash loop, never healthy)
+    probes.py     liveness and readiness probes: HTTP, TCP connect, or the process alive
+    environment.py  what each process finds in its environment, and the command's handover
     api.py        the control API's server: JSON over HTTP on a Unix socket
     control.py    its client, for the CLI
     daemon.py     finding, launching and clearing up after the detached supervisor
     commands.py   up, down, status, restart, logs as the CLI runs them
     printer.py    prefixed log lines, the status table, start-up progress
-    logs.py, paths.py   log rotation and tail, state paths (port preflight: tooloo_cli/ports.py)
+    logs.py, paths.py, usage.py, lock.py   log rotation and tail, state paths, CPU and memory of a
+                  process tree, the supervisor's lock (port preflight: tooloo_cli/ports.py)
+
+What runs is read from the stack model (`tooloo_cli.stack`); the supervisor imports none
+of the services' code.
 """

@@ -7,6 +7,9 @@ supervisor in this process) and `logs` (which reads the log files, so that it wo
 whether or not a supervisor runs). The detached supervisor itself starts from
 `tooloo_cli/supervisor/__main__.py`.
 
+Names are services (meaning all their replicas) or replicas (`budget.2`). `up` starts
+what the named services depend on too, and waits until each replica is alive and ready.
+
 `up` and `down` take the state directory's launch lock: a `down` issued while an `up` is
 still launching waits for the launch, then stops what it started (it wins), and the
 `up` reports that its stack was stopped. A `down` that runs before that `up` has even
@@ -27,6 +30,7 @@ from rich.markup import escape
 
 from tooloo_cli.config import LoadedConfig
 from tooloo_cli.errors import ToolooError
+from tooloo_cli.stack import Stack, probe_host, stack_of
 from tooloo_cli.supervisor.control import ControlClient, SupervisorUnavailable
 from tooloo_cli.supervisor.daemon import LAUNCH_TIMEOUT, connect, launch, status_document
 from tooloo_cli.supervisor.environment import handover
@@ -39,7 +43,7 @@ from tooloo_cli.supervisor.printer import Printer
 if TYPE_CHECKING:
     from rich.console import Console
 
-ACTIVE = ("starting", "running", "backoff")
+ACTIVE = ("waiting", "starting", "running", "backoff")
 POLL = 0.05
 LAUNCH_LOCK_WAIT = LAUNCH_TIMEOUT + 5  # a launch holds the lock at most LAUNCH_TIMEOUT
 
@@ -56,25 +60,47 @@ def _status(client: ControlClient) -> dict[str, Any]:
     return client.call("GET", "/status")
 
 
-def _taken_ports(loaded: LoadedConfig, names: list[str]) -> list[str]:
+def _taken_ports(stack: Stack, names: list[str]) -> list[str]:
     problems = []
-    host = loaded.config.stack.host
-    for name in names:
-        port = loaded.services[name].port
-        holder = port_holder(host, port)
-        if holder is not None:
-            problems.append(f"{name}: port {port} is taken by {describe_holder(holder)}")
+    for spec in stack.specs.values():
+        for replica in spec.replicas:
+            if replica.name not in names or replica.port is None:
+                continue
+            holder = port_holder(probe_host(spec.bind), replica.port)
+            if holder is not None:
+                problems.append(f"{replica.name}: port {replica.port} is taken by {describe_holder(holder)}")
     return problems
 
 
 def _healthy(service: dict[str, Any]) -> bool:
-    return service["state"] == "running" and service["health"] == "healthy"
+    """Alive and ready: what `up` waits for."""
+    return service["state"] == "running" and service["health"] == "healthy" and service.get("ready", True)
+
+
+def replica_names(stack: Stack, names: list[str], with_dependencies: bool = False) -> list[str]:
+    """The replicas meant by service or replica `names` (all when empty), optionally with what they depend on."""
+    if not names:
+        return [replica.name for replica in stack.replicas()]
+    services = [name for name in names if name in stack.specs]
+    if with_dependencies:
+        services = stack.with_dependencies(services)
+    wanted = set(services) | set(names)
+    return [replica.name for replica in stack.replicas() if replica.service in wanted or replica.name in wanted]
+
+
+def _check_environment(stack: Stack, names: list[str]) -> None:
+    """Reads the env_file of each service about to start: a missing one is a configuration error now."""
+    for spec in stack.specs.values():
+        if any(replica.name in names for replica in spec.replicas):
+            spec.environment()
 
 
 def up(loaded: LoadedConfig, names: list[str], console: Console, foreground: bool = False) -> int:
     paths = StatePaths.of(loaded)
     paths.ensure()
-    names = names or list(loaded.services)
+    stack = stack_of(loaded)
+    names = replica_names(stack, names, with_dependencies=True)
+    _check_environment(stack, names)
     printer = Printer(console, names)
     # One `up` at a time decides whether to launch: two at once must not start two supervisors.
     lock = _launch_lock(paths)
@@ -87,12 +113,12 @@ def up(loaded: LoadedConfig, names: list[str], console: Console, foreground: boo
         if foreground and client is not None:
             raise ToolooError("a supervisor already runs for this stack; `tooloo down` first to run in the foreground")
         current = client.call("GET", "/states")["services"] if client else {}
-        if current and all(_healthy(current[name]) for name in names):
+        if current and all(name in current and _healthy(current[name]) for name in names):
             console.print("everything asked for is already running")
             printer.status_table(_status(client), names)  # type: ignore[arg-type]
             return 0
         missing = [name for name in names if current.get(name, {}).get("state") not in ACTIVE]
-        problems = _taken_ports(loaded, missing)
+        problems = _taken_ports(stack, missing)
         if problems:
             for problem in problems:
                 console.print(f"[red]tooloo up: {escape(problem)}[/]")
@@ -112,7 +138,11 @@ def _wait_healthy(client: ControlClient, loaded: LoadedConfig, names: list[str],
     """Polls until every service is healthy (0), one has failed (1), or the start-up time is up (1)."""
     from rich.live import Live
 
-    deadline = time.monotonic() + loaded.config.supervisor.startup_timeout + 5
+    specs = _specs(loaded)
+    # A chain of dependencies starts one link after another: each may take its whole startup timeout.
+    startup = max((spec.startup_timeout for spec in specs), default=loaded.config.supervisor.startup_timeout)
+    links = len(stack_of(loaded).stop_waves(list(stack_of(loaded).specs))) if specs else 1
+    deadline = time.monotonic() + startup * links + 5
     started = time.monotonic()
     try:
         states = _states_while_starting(client)
@@ -120,7 +150,7 @@ def _wait_healthy(client: ControlClient, loaded: LoadedConfig, names: list[str],
                   auto_refresh=False, redirect_stdout=False) as live:
             while True:
                 services = states["services"]
-                failed = [name for name in names if services[name]["state"] == "failed"]
+                failed = [name for name in names if services[name]["state"] in ("failed", "exited")]
                 ready = all(_healthy(services[name]) for name in names)
                 if any(services[name]["state"] == "stopped" for name in names):
                     raise StoppedWhileStarting("stopped while it was starting (by `tooloo down`?)")
@@ -139,17 +169,51 @@ def _wait_healthy(client: ControlClient, loaded: LoadedConfig, names: list[str],
     printer.status_table(_status(client), names)
     if failed:
         for name in failed:
-            console.print(f"[red]{escape(name)} failed: {escape(services[name]['error'] or 'it exited')}[/]; "
-                          f"its last lines:")
+            console.print(f"[red]{escape(name)} {services[name]['state']}: "
+                          f"{escape(services[name]['error'] or 'it exited')}[/]; its last lines:")
             for line in tail(StatePaths.of(loaded).log(name), 10):
                 printer.line(name, line)
         return 1
     if not ready:
-        slow = [n for n in names if services[n]["health"] != "healthy"]
-        console.print(f"[red]not healthy in time: {', '.join(slow)}[/] (see `tooloo logs`)")
+        slow = [n for n in names if not _healthy(services[n])]
+        console.print(f"[red]not ready in time: {', '.join(slow)}[/] (see `tooloo status` and `tooloo logs`)")
         return 1
-    console.print(f"[green]{len(names)} service(s) healthy in {time.monotonic() - started:.2f}s[/]")
+    console.print(f"[green]{len(names)} service(s) healthy and ready in {time.monotonic() - started:.2f}s[/]")
+    for name, failing in _failing_dependencies(loaded, names).items():
+        console.print(f"[yellow]{escape(name)} is ready, but cannot use {escape(', '.join(failing))} yet "
+                      f"(GET /dependencies; `tooloo up` what it calls)[/]")
     return 0
+
+
+def _failing_dependencies(loaded: LoadedConfig, names: list[str]) -> dict[str, list[str]]:
+    """The deep check of each started replica that calls siblings: replica → what it cannot use."""
+    import concurrent.futures
+    import json
+    import urllib.error
+    import urllib.request
+
+    stack = stack_of(loaded)
+    asked = [(replica.name, replica.url) for replica in stack.replicas(names)
+             if stack.specs[replica.service].calls and replica.url is not None]
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback, whatever http_proxy says
+
+    def failing(url: str) -> list[str]:
+        try:
+            with direct.open(f"{url}/dependencies", timeout=2.0):
+                return []  # 200: everything it calls answers
+        except urllib.error.HTTPError as refused:
+            try:
+                return list(json.loads(refused.read()).get("failing", [])) or ["its dependencies"]
+            except ValueError:
+                return ["its dependencies"]
+        except OSError:
+            return []  # the check itself could not be made: `up` has already seen it ready
+
+    if not asked:
+        return {}
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(asked)) as pool:
+        found = dict(zip((name for name, _ in asked), pool.map(failing, (url for _, url in asked))))
+    return {name: unusable for name, unusable in found.items() if unusable}
 
 
 def _states_while_starting(client: ControlClient) -> dict[str, Any]:
@@ -176,11 +240,11 @@ def _run_foreground(loaded: LoadedConfig, names: list[str], console: Console,
 
     async def announce_health() -> None:
         started = time.monotonic()
-        while not all(supervisor.processes[n].health == "healthy" or supervisor.processes[n].state == "failed"
+        while not all(supervisor.processes[n].ready or supervisor.processes[n].state in ("failed", "exited")
                       for n in names):
             await asyncio.sleep(POLL)
-        healthy = [n for n in names if supervisor.processes[n].health == "healthy"]
-        console.print(f"[green]tooloo: {len(healthy)}/{len(names)} healthy in {time.monotonic() - started:.2f}s; "
+        ready = [n for n in names if supervisor.processes[n].ready]
+        console.print(f"[green]tooloo: {len(ready)}/{len(names)} ready in {time.monotonic() - started:.2f}s; "
                       f"Ctrl-C stops everything[/]")
 
     async def main() -> None:
@@ -218,8 +282,9 @@ def down(loaded: LoadedConfig, names: list[str], console: Console) -> int:
         console.print("nothing is running")
         return 0
     before = client.call("GET", "/states")["services"]
-    grace = loaded.config.supervisor.grace_period
-    result = client.call("POST", "/stop", {"services": names or None}, timeout=grace * 2 + 10)
+    grace = max([loaded.config.supervisor.grace_period, *(spec.grace_period for spec in _specs(loaded))])
+    waves = len(_specs(loaded))  # at worst, one grace period per dependency level
+    result = client.call("POST", "/stop", {"services": names or None}, timeout=grace * waves + 10)
     for name in result["stopped"]:
         console.print(f"stopped {name} (pid {before[name]['pid'] or '-'}, port {before[name]['port']})")
     if not result["stopped"]:
@@ -233,26 +298,41 @@ def down(loaded: LoadedConfig, names: list[str], console: Console) -> int:
     return 0
 
 
+def _specs(loaded: LoadedConfig) -> list[Any]:
+    """The specs, when the configuration makes them (a lenient `down` may have only defaults)."""
+    try:
+        return list(stack_of(loaded).specs.values())
+    except ToolooError:
+        return []
+
+
 def status(loaded: LoadedConfig, console: Console) -> int:
     document = status_document(loaded)
     if document["supervisor"] is None:
         console.print("[dim]no supervisor runs: every service is stopped[/]")
-    Printer(console, list(loaded.services)).status_table(document)
+    Printer(console, list(document["services"])).status_table(document)
     return 0
 
 
 def restart(loaded: LoadedConfig, names: list[str], console: Console) -> int:
+    stack = stack_of(loaded)
     client = connect(StatePaths.of(loaded))
     if client is None:
         raise ToolooError("nothing is running; start the stack with `tooloo up`")
-    client.call("POST", "/restart", {"services": names, **handover(loaded, os.environ)},
-                timeout=loaded.config.supervisor.grace_period * 2 + 10)
-    return _wait_healthy(client, loaded, names, console, Printer(console, names))
+    _check_environment(stack, replica_names(stack, names))
+    grace = max(spec.grace_period for spec in stack.specs.values())
+    result = client.call("POST", "/restart", {"services": names, **handover(loaded, os.environ)},
+                         timeout=grace * len(stack.specs) + 10)
+    restarted = result["restarted"]
+    return _wait_healthy(client, loaded, restarted, console, Printer(console, restarted))
 
 
 def logs(loaded: LoadedConfig, name: str | None, console: Console, lines: int = 20, follow: bool = False) -> int:
     paths = StatePaths.of(loaded)
-    names = [name] if name else list(loaded.services)
+    try:
+        names = replica_names(stack_of(loaded), [name] if name else [])
+    except ToolooError:  # a lenient load: the defaults' services, or the one asked for
+        names = [name] if name else list(loaded.services)
     printer = Printer(console, names)
     for service in names:
         for line in tail(paths.log(service), lines):

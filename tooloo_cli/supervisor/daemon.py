@@ -20,8 +20,9 @@ import sys
 import time
 from typing import Any
 
-from tooloo_cli.config import LoadedConfig
+from tooloo_cli.config import Config, LoadedConfig
 from tooloo_cli.errors import ToolooError
+from tooloo_cli.stack import stack_of
 from tooloo_cli.supervisor.control import ControlClient
 from tooloo_cli.supervisor.environment import handover, scrubbed
 from tooloo_cli.supervisor.lock import is_held
@@ -107,5 +108,10 @@ def status_document(loaded: LoadedConfig) -> dict[str, Any]:
     client = connect(StatePaths.of(loaded))
     if client is not None:
         return client.call("GET", "/status")
+    try:
+        stack = stack_of(loaded)
+    except ToolooError:  # a configuration the specs cannot be made of: the built-in services alone
+        stack = stack_of(LoadedConfig(Config.defaults(), loaded.source, loaded.base_dir))
     return {"ok": True, "supervisor": None,
-            "services": {name: stopped_status(name, settings.port) for name, settings in loaded.services.items()}}
+            "services": {replica.name: stopped_status(spec, replica)
+                         for spec in stack.specs.values() for replica in spec.replicas}}

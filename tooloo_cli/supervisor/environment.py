@@ -1,7 +1,7 @@
 """What each service's process finds in its environment, and what a command hands the supervisor.
 
     handed = handover(loaded, os.environ)     # the CLI: {"config": "/srv/tooloo.toml", "environment": {...}}
-    env = service_environment(loaded, "budget", os.environ, handed["environment"])
+    env = service_environment(stack.specs["budget"], os.environ, handed["environment"])
 
 Contract:
 
@@ -11,9 +11,12 @@ Contract:
   applies to what that command starts, and nothing sticks from an earlier `up`.
 - The detached supervisor runs with neither TOOLOO_* settings nor secrets in its own
   environment (`scrubbed`); secrets reach it only in the handover, over a pipe.
-- A service gets the scrubbed environment, the handed TOOLOO_* settings (its own reading
-  of the configuration must agree with the supervisor's) and only the secrets it needs
-  (`secret_variables`: budget gets the provider's API key; the other seven never see it).
+- A service gets only what it needs, not the supervisor's environment: the basics a
+  program expects (PATH, HOME, the locale, TMPDIR, the Python path: `PASSED_ON`), the
+  handed TOOLOO_* settings when it is one of tooloo's own (its reading of the
+  configuration must agree with the supervisor's), its own `env_file` and `env`, and its
+  secrets (`secret_variables`: budget gets the provider's API key, with the proxy and CA
+  settings its calls out need; no other service ever sees them).
 """
 
 from __future__ import annotations
@@ -23,6 +26,14 @@ from typing import Any
 
 from tooloo_cli.config import LoadedConfig, secret_variables
 from tooloo_cli.config.loader import ENV_CONFIG, ENV_PREFIX
+from tooloo_cli.stack import ServiceSpec
+
+# What every service's process finds of the supervisor's environment (and LC_* besides).
+PASSED_ON = frozenset({"PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TERM",
+                       "PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV"})
+# What a service that calls a remote API also gets: how to reach it from here, and whom to trust.
+NETWORK = frozenset({"HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "http_proxy", "https_proxy",
+                     "all_proxy", "no_proxy", "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE"})
 
 
 def _settings(environ: Mapping[str, str]) -> dict[str, str]:
@@ -48,11 +59,13 @@ def handover(loaded: LoadedConfig, environ: Mapping[str, str]) -> dict[str, Any]
     return {"config": str(loaded.source) if loaded.source is not None else None, "environment": handed}
 
 
-def service_environment(loaded: LoadedConfig, name: str, base: Mapping[str, str],
-                        handed: Mapping[str, str]) -> dict[str, str]:
-    """The environment of service `name`'s process (see the module's contract)."""
-    environment = scrubbed(base, loaded)
-    environment.update(_settings(handed))
-    environment.update({secret: handed[secret] for secret in secret_variables(loaded.services[name])
-                        if secret in handed})
+def service_environment(spec: ServiceSpec, base: Mapping[str, str], handed: Mapping[str, str]) -> dict[str, str]:
+    """The environment of a replica of `spec` (see the module's contract)."""
+    environment = {key: value for key, value in base.items() if key in PASSED_ON or key.startswith("LC_")}
+    if spec.builtin:
+        environment.update(_settings(handed))
+    if spec.secrets:
+        environment.update({key: value for key, value in base.items() if key in NETWORK})
+        environment.update({secret: handed[secret] for secret in spec.secrets if secret in handed})
+    environment.update(spec.environment())
     return environment

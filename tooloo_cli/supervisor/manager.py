@@ -1,7 +1,14 @@
-"""The supervisor: the services' processes and the control API over them.
+"""The supervisor: the services' replicas and the control API over them.
 
     supervisor = Supervisor(load_config(), handed=handover(loaded, os.environ)["environment"])
     asyncio.run(supervisor.run(["web", "budget"]))     # until `down` leaves nothing, or SIGTERM
+
+What runs is the stack model's (`tooloo_cli.stack`): one ManagedProcess per replica of
+each ServiceSpec. Services start in dependency order: each waits, in state `waiting`,
+until every replica of what it `depends_on` is ready (a dependency that fails fails it,
+saying so), and whatever a started service depends on is started with it, as docker
+compose does. Stops go the other way: dependents first, then what they depend on.
+Names in the API are service names (all their replicas) or replica names (`budget.2`).
 
 It runs detached (`tooloo up` launches `python -m tooloo_cli.supervisor`) or attached
 (`tooloo up --foreground`, where `on_output` prints each service's lines). Either way it
@@ -9,8 +16,8 @@ owns `.tooloo/supervisor.pid` and `.tooloo/supervisor.sock`, and removes both on
 It samples the CPU and memory of every service's process tree each second.
 
 Control API (JSON):
-    GET  /status                         the supervisor and every service, with CPU and memory
-    GET  /states                         every service's state only (cheap, for polling)
+    GET  /status                         the supervisor and every replica, with CPU and memory
+    GET  /states                         every replica's state only (cheap, for polling)
     POST /start    {"services": [...], "config"?, "environment"?}   starts those not running
     POST /stop     {"services": [...]}   stops them (all when omitted); exits when none is left
     POST /restart  {"services": [...], "config"?, "environment"?}
@@ -32,11 +39,12 @@ from typing import Any
 
 from tooloo_cli.config import ConfigError, LoadedConfig, load_config
 from tooloo_cli.errors import ToolooError, UsageError
+from tooloo_cli.stack import ServiceSpec, Stack, stack_of
 from tooloo_cli.supervisor.api import ControlServer
 from tooloo_cli.supervisor.environment import scrubbed
 from tooloo_cli.supervisor.lock import FileLock
 from tooloo_cli.supervisor.paths import StatePaths, write_private
-from tooloo_cli.supervisor.process import ManagedProcess, OutputSink
+from tooloo_cli.supervisor.process import Gate, ManagedProcess, OutputSink
 from tooloo_cli.supervisor.usage import USAGE_INTERVAL
 
 logger = logging.getLogger("tooloo.supervisor")
@@ -46,11 +54,14 @@ class Supervisor:
     def __init__(self, loaded: LoadedConfig, on_output: OutputSink | None = None, detached: bool = True,
                  handed: dict[str, str] | None = None) -> None:
         self.loaded = loaded
+        self.stack = stack_of(loaded)
         self.handed = dict(handed or {})  # the launching command's settings and secrets
         self.paths = StatePaths.of(loaded)
         self.paths.ensure()
         self.detached = detached
-        self.processes = {name: ManagedProcess(name, loaded, self.paths, on_output) for name in loaded.services}
+        self.on_output = on_output
+        self.processes: dict[str, ManagedProcess] = {}
+        self._adopt(self.stack)
         self.started = time.monotonic()
         self._done = asyncio.Event()
         self._lock = FileLock(self.paths.supervisor_lock)
@@ -80,18 +91,13 @@ class Supervisor:
         sampler = loop.create_task(self._sample_usage(), name="usage-sampler")
         try:
             await self._control.start()
-            for name in names:
-                self.processes[name].start(self.loaded, self.handed)
+            self._start_replicas(self._resolve(names), self.stack, self.handed)
             if on_ready is not None:
                 on_ready()
             await self._done.wait()
         finally:
             sampler.cancel()
-            outcomes = await asyncio.gather(*(process.stop() for process in self.processes.values()),
-                                            return_exceptions=True)
-            for name, outcome in zip(self.processes, outcomes):
-                if isinstance(outcome, BaseException):
-                    logger.error("stopping %s failed: %r", name, outcome)
+            await self._stop_in_order(list(self.processes))
             await self._control.close()
             for process in self.processes.values():
                 process.close()
@@ -105,10 +111,23 @@ class Supervisor:
                     process.sample_usage()
             await asyncio.sleep(USAGE_INTERVAL)
 
-    def _launch(self, payload: dict[str, Any]) -> tuple[LoadedConfig, dict[str, str]]:
-        """The configuration and environment a start asks for: read afresh when it brings them."""
+    def _adopt(self, stack: Stack) -> None:
+        """A ManagedProcess for every replica of `stack` (new ones for replicas it did not have)."""
+        limits = (self.loaded.config.supervisor.log_max_bytes, self.loaded.config.supervisor.log_backups)
+        for spec in stack.specs.values():
+            for replica in spec.replicas:
+                if replica.name not in self.processes:
+                    self.processes[replica.name] = ManagedProcess(spec, replica, self.paths, self.on_output, limits)
+        # A replica the configuration no longer has is forgotten once it is not running.
+        wanted = {replica.name for replica in stack.replicas()}
+        for name in [name for name, process in self.processes.items()
+                     if name not in wanted and not process.active and process.pid is None]:
+            self.processes.pop(name).close()
+
+    def _launch(self, payload: dict[str, Any]) -> tuple[Stack, dict[str, str]]:
+        """The stack and environment a start asks for: the configuration read afresh when it brings one."""
         if "environment" not in payload:
-            return self.loaded, self.handed
+            return self.stack, self.handed
         config, handed = payload.get("config"), payload["environment"]
         if (config is not None and not isinstance(config, str)) or not isinstance(handed, dict) \
                 or not all(isinstance(k, str) and isinstance(v, str) for k, v in handed.items()):
@@ -116,22 +135,77 @@ class Supervisor:
         try:
             loaded = load_config(config, env={**scrubbed(os.environ, self.loaded), **handed},
                                  cwd=self.loaded.base_dir)
+            stack = stack_of(loaded)
         except ConfigError as exc:
             raise UsageError(f"the configuration cannot be used: {exc}") from None
         if loaded.state_path() != self.paths.root:
             raise UsageError(f"that configuration keeps its state in {loaded.state_path()}, "
                              f"not in this supervisor's {self.paths.root}")
-        self.loaded, self.handed = loaded, dict(handed)
-        return loaded, self.handed
+        self.loaded, self.stack, self.handed = loaded, stack, dict(handed)
+        self._adopt(stack)
+        return stack, self.handed
+
+    def _resolve(self, names: list[str]) -> list[str]:
+        """Replica names for service or replica `names` (every replica when empty)."""
+        if not names:
+            return list(self.processes)
+        resolved: list[str] = []
+        for name in names:
+            spec = self.stack.specs.get(name)
+            resolved += [replica.name for replica in spec.replicas] if spec is not None else [name]
+        return list(dict.fromkeys(resolved))
 
     def _names(self, payload: dict[str, Any]) -> list[str]:
-        names = payload.get("services") or list(self.processes)
+        names = payload.get("services") or []
         if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
             raise UsageError("services must be a list of service names")
-        unknown = [name for name in names if name not in self.processes]
+        unknown = [name for name in names if name not in self.stack.specs and name not in self.processes]
         if unknown:
             raise UsageError(f"unknown service(s): {', '.join(unknown)}")
         return names
+
+    def _start_replicas(self, replicas: list[str], stack: Stack, handed: dict[str, str]) -> list[str]:
+        """Starts `replicas` and every replica their services depend on; the ones it started."""
+        services = stack.with_dependencies(list(dict.fromkeys(self.processes[name].spec.name for name in replicas)))
+        chosen = set(replicas)
+        asked_services = {self.processes[name].spec.name for name in replicas}
+        started = []
+        for service in services:
+            spec = stack.specs[service]
+            for replica in spec.replicas:
+                process = self.processes[replica.name]
+                # Of a service asked for, the replicas asked for; of a dependency, every replica.
+                if process.active or (service in asked_services and replica.name not in chosen):
+                    continue
+                process.start(spec, replica, handed, self._gate(spec) if spec.depends_on else None)
+                started.append(replica.name)
+        return started
+
+    def _gate(self, spec: ServiceSpec) -> Gate:
+        """Waits until every replica of each of `spec`'s dependencies is ready; why not, if one will not be."""
+        async def dependencies_ready() -> str | None:
+            for dependency in spec.depends_on:
+                for replica in self.stack.specs[dependency].replicas:
+                    reason = await self.processes[replica.name].wait_ready()
+                    if reason is not None:
+                        return f"its dependency {replica.name} {reason}"
+            return None
+
+        return dependencies_ready
+
+    async def _stop_in_order(self, replicas: list[str]) -> None:
+        """Stops `replicas`: dependents first, then what they depend on, each wave at once."""
+        by_service: dict[str, list[str]] = {}
+        for name in replicas:
+            by_service.setdefault(self.processes[name].spec.name, []).append(name)
+        known = [service for service in by_service if service in self.stack.specs]
+        waves = self.stack.stop_waves(known) + [[service for service in by_service if service not in known]]
+        for wave in waves:
+            names = [name for service in wave for name in by_service[service]]
+            outcomes = await asyncio.gather(*(self.processes[name].stop() for name in names), return_exceptions=True)
+            for name, outcome in zip(names, outcomes):
+                if isinstance(outcome, BaseException):
+                    logger.error("stopping %s failed: %r", name, outcome)
 
     # -- the control API ------------------------------------------------------------------
 
@@ -162,19 +236,17 @@ class Supervisor:
     async def _start(self, payload: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         if refusal := self._refuse_while_leaving():
             return refusal
-        names = self._names(payload)
-        loaded, handed = self._launch(payload)
-        started = [name for name in names if not self.processes[name].active]
-        for name in started:
-            self.processes[name].start(loaded, handed)
-        return 200, {"ok": True, "started": started, "alreadyRunning": [n for n in names if n not in started]}
+        stack, handed = self._launch(payload)
+        asked = self._resolve(self._names(payload))
+        started = self._start_replicas(asked, stack, handed)
+        return 200, {"ok": True, "started": started, "alreadyRunning": [n for n in asked if n not in started]}
 
     async def _stop(self, payload: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        names = self._names(payload)
-        # A failed service is stopped too: `down` leaves it `stopped`, as users of pm2 expect.
+        names = self._resolve(self._names(payload))
+        # A failed or exited replica is stopped too: `down` leaves it `stopped`, as users of pm2 expect.
         running = [name for name in names if self.processes[name].pid is not None or self.processes[name].active
-                   or self.processes[name].state == "failed"]
-        await asyncio.gather(*(self.processes[name].stop() for name in running))
+                   or self.processes[name].state in ("failed", "exited")]
+        await self._stop_in_order(running)
         remaining = [name for name, process in self.processes.items() if process.active]
         if not remaining:
             asyncio.get_running_loop().call_later(0.01, self._done.set)  # once this answer is out
@@ -184,9 +256,8 @@ class Supervisor:
     async def _restart(self, payload: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         if refusal := self._refuse_while_leaving():
             return refusal
-        names = self._names(payload)
-        loaded, handed = self._launch(payload)  # before anything stops: a bad configuration changes nothing
-        await asyncio.gather(*(self.processes[name].stop() for name in names))
-        for name in names:
-            self.processes[name].start(loaded, handed)
-        return 200, {"ok": True, "restarted": names}
+        stack, handed = self._launch(payload)  # before anything stops: a bad configuration changes nothing
+        asked = self._resolve(self._names(payload))
+        await self._stop_in_order(asked)
+        self._start_replicas(asked, stack, handed)
+        return 200, {"ok": True, "restarted": asked}

@@ -18,8 +18,8 @@ from rich.text import Text
 from tooloo_cli.units import duration, megabytes
 
 COLOURS = ("cyan", "magenta", "green", "yellow", "blue", "bright_red", "bright_cyan", "bright_magenta")
-STATE_STYLES = {"running": "green", "starting": "yellow", "backoff": "yellow", "stopping": "yellow",
-                "stopped": "dim", "failed": "bold red"}
+STATE_STYLES = {"running": "green", "waiting": "yellow", "starting": "yellow", "backoff": "yellow",
+                "stopping": "yellow", "stopped": "dim", "exited": "dim", "failed": "bold red"}
 
 
 class Printer:
@@ -53,11 +53,13 @@ class Printer:
                 continue
             state = service["state"]
             health = {"healthy": " [green]✓[/]", "unhealthy": " [red]✗ unhealthy[/]"}.get(service.get("health"), "")
+            if service.get("health") == "healthy" and not service.get("ready", True):
+                health = " [yellow]✓ not ready[/]"
             table.add_row(
                 name,
                 f"[{STATE_STYLES.get(state, 'white')}]{state}[/]{health}",
                 str(service["pid"] or "-"),
-                str(service["port"]),
+                str(service["port"] or "-"),
                 duration(service.get("uptime")),
                 str(service.get("restarts", 0)),
                 "-" if service.get("lastExitCode") is None else str(service["lastExitCode"]),
@@ -83,10 +85,12 @@ class Printer:
         for name in names:
             service = document["services"][name]
             state, health = service["state"], service.get("health")
-            if state == "running" and health == "healthy":
+            if state == "running" and health == "healthy" and service.get("ready", True):
                 mark = f"[green]✓ healthy[/] [dim]in {service.get('startupSeconds') or 0:.2f}s[/]"
             elif state == "failed":
                 mark = "[red]✗ failed[/]"
+            elif state == "running":
+                mark = "[yellow]… not ready yet[/]"
             else:
                 mark = f"[yellow]… {state}[/]"
             table.add_row(Text(name, style=self.colours.get(name, "white")), mark)

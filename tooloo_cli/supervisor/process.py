@@ -1,23 +1,24 @@
-"""One supervised service: spawn, health, restart policy, stop.
+"""One supervised replica: spawn, probes, restarts, stop; its output to its log.
 
-    process = ManagedProcess("budget", loaded, paths)
-    process.start(loaded, handed)      # runs until stopped, restarting on unexpected exits
-    await process.stop()               # SIGTERM to its process group, SIGKILL after the grace period
-    process.status()                   # state, pid, restarts, health, CPU and RSS of its tree
+    process = ManagedProcess(spec, spec.replicas[0], paths)
+    process.start(spec, replica, handed)   # runs until stopped, restarting as its policy says
+    await process.stop()                   # SIGTERM to its process group, SIGKILL after the grace period
+    process.status()                       # state, pid, restarts, health, readiness, CPU and RSS of its tree
 
-Each service is `tooloo serve NAME` (run as `python -m tooloo_cli.services NAME`) in a
-session of its own, so a signal reaches its whole group, and dies with the supervisor
-(PR_SET_PDEATHSIG). Each start takes the configuration and the environment handed over
-by the command that asked for it (see environment.py); restarts after a crash reuse them.
-An unexpected exit restarts it after an exponential backoff (0.1 s doubling to 10 s, back
-to 0.1 s once it has been healthy for 30 s). It is marked `failed` instead of spinning
-when it exits too often within the crash-loop window, or when that many attempts in a
-row never became healthy, and at once when it exits with code 2: a service says so when
-it refuses to start on its configuration or data, which a restart would not change (its
-last `tooloo serve:` line becomes the reason). Health is probed every 50 ms until the
-first answer, then calmly; several failed probes in a row restart the process.
-The last warning a service logged (a `WARNING tooloo…` line: a database moved aside, a
-cache on a full disk) is kept for `tooloo status`.
+Each replica runs its spec's command line (a built-in service is `python -m
+tooloo_cli.services NAME`) in a session of its own, so a signal reaches its whole group,
+and dies with the supervisor (PR_SET_PDEATHSIG). Each start takes the spec and the
+environment handed over by the command that asked for it (see environment.py); restarts
+after a crash reuse them. When its exit is to be restarted, and after how long, is the
+restart policy's (restart.py); the probes are the spec's (probes.py): liveness every 50 ms
+until the first pass, within the startup timeout, then calmly, several failures in a row
+restarting the process; readiness likewise, without restarts (a replica that is alive but
+not ready is left to recover). Before it spawns, a replica waits on the gate it was given
+(its dependencies being ready), in state `waiting`.
+
+A built-in service's last `tooloo serve:` line is the reason shown when it refuses to
+start, and its last warning (a `WARNING tooloo…` line: a database moved aside, a cache on
+a full disk) is kept for `tooloo status`.
 """
 
 from __future__ import annotations
@@ -27,27 +28,27 @@ import ctypes
 import logging
 import os
 import signal
-import sys
 import time
-from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from functools import cache
 from typing import Any
 
-from tooloo_cli.config import LoadedConfig
+from tooloo_cli.config import ConfigError
 from tooloo_cli.ports import describe_holder, is_free, port_holder
+from tooloo_cli.stack import Replica, ServiceSpec, probe_host
 from tooloo_cli.supervisor.environment import service_environment
 from tooloo_cli.supervisor.logs import RotatingLog
 from tooloo_cli.supervisor.paths import StatePaths
+from tooloo_cli.supervisor.probes import check
+from tooloo_cli.supervisor.restart import RestartTracker, describe_exit
 from tooloo_cli.supervisor.usage import TreeUsage
 
 logger = logging.getLogger("tooloo.supervisor")
 
 OutputSink = Callable[[str, bytes], None]
+Gate = Callable[[], Awaitable[str | None]]  # None once it may start, else why it must not
 FIRST_PROBE_INTERVAL = 0.05
-PROBE_TIMEOUT = 1.0
 PR_SET_PDEATHSIG = 1
-REFUSED_TO_START = 2  # the exit code of a service that must not be restarted as things are
 _LAST_WORDS = b"tooloo serve: "  # how a service states why it exits
 _WARNINGS = (b"WARNING tooloo", b"ERROR tooloo")  # how a service's own warnings begin (serve.LOG_FORMAT)
 
@@ -70,48 +71,33 @@ def _die_with_parent(parent: int) -> Callable[[], None]:
     return hook
 
 
-async def probe_health(host: str, port: int, timeout: float = PROBE_TIMEOUT) -> bool:
-    """Whether GET /health answers 200 (a raw request: the supervisor carries no HTTP client)."""
-    try:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
-    except (OSError, asyncio.TimeoutError):
-        return False
-    try:
-        writer.write(b"GET /health HTTP/1.1\r\nHost: supervisor\r\nConnection: close\r\n\r\n")
-        status_line = await asyncio.wait_for(reader.readline(), timeout)
-        return status_line.split(b" ", 2)[1:2] == [b"200"]
-    except (OSError, asyncio.TimeoutError):
-        return False
-    finally:
-        writer.close()
-
-
-def stopped_status(name: str, port: int) -> dict[str, Any]:
-    """What status shows of a service no supervisor runs."""
-    return {"name": name, "state": "stopped", "health": "unknown", "pid": None, "port": port, "uptime": None,
-            "restarts": 0, "lastExitCode": None, "error": None, "lastWarning": None, "cpuPercent": None,
-            "rssBytes": None, "startupSeconds": None}
+def stopped_status(spec: ServiceSpec, replica: Replica) -> dict[str, Any]:
+    """What status shows of a replica no supervisor runs."""
+    return {"name": replica.name, "service": spec.name, "replica": replica.index, "state": "stopped",
+            "health": "unknown", "ready": False, "pid": None, "port": replica.port, "uptime": None, "restarts": 0,
+            "lastExitCode": None, "error": None, "lastWarning": None, "cpuPercent": None, "rssBytes": None,
+            "startupSeconds": None, "observable": spec.builtin, "probes": {}}
 
 
 class ManagedProcess:
-    def __init__(self, name: str, loaded: LoadedConfig, paths: StatePaths,
-                 on_output: OutputSink | None = None) -> None:
-        self.name = name
+    def __init__(self, spec: ServiceSpec, replica: Replica, paths: StatePaths,
+                 on_output: OutputSink | None = None, log_limits: tuple[int, int] = (10 * 1024 * 1024, 3)) -> None:
+        self.name = replica.name
         self.paths = paths
+        self.spec, self.replica = spec, replica
         self.handed: dict[str, str] = {}
-        self._configure(loaded)
         self.on_output = on_output
-        self.state = "stopped"  # starting, running, backoff, stopping, stopped, failed
+        self.tracker = RestartTracker(spec.restart)
+        self.state = "stopped"  # waiting, starting, running, backoff, stopping, stopped, exited, failed
         self.health = "unknown"  # healthy, unhealthy, unknown
+        self.ready = False
+        self.probes: dict[str, dict[str, Any]] = {}  # liveness/readiness → the last result
         self.pid: int | None = None
-        self.restarts = 0
         self.last_exit_code: int | None = None
         self.error: str | None = None
         self.last_failure: str | None = None  # kept after a stop, unlike `error`
         self.started_at: float | None = None  # monotonic, of the current process
         self.healthy_at: float | None = None
-        self._exits: deque[float] = deque()
-        self._attempts_never_healthy = 0
         self._wanted = False
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -121,39 +107,49 @@ class ManagedProcess:
         self.last_warning: str | None = None
         self._partial = b""
         self._log_failed = False
-        self._log = RotatingLog(paths.log(name), self.settings.log_max_bytes, self.settings.log_backups)
-
-    def _configure(self, loaded: LoadedConfig) -> None:
-        self.loaded = loaded
-        self.settings = loaded.config.supervisor
-        self.host = loaded.config.stack.host
-        self.port = loaded.services[self.name].port
+        self._log = RotatingLog(paths.log(self.name), *log_limits)  # (max bytes, backups)
 
     @property
     def active(self) -> bool:
-        """Wanted running (starting, running or waiting to restart)."""
+        """Wanted running (waiting, starting, running or waiting to restart)."""
         return self._task is not None and not self._task.done()
 
-    def start(self, loaded: LoadedConfig | None = None, handed: dict[str, str] | None = None) -> None:
-        """Starts supervising, from `loaded` and the `handed` environment when given (else the last ones)."""
+    @property
+    def restarts(self) -> int:
+        return self.tracker.restarts
+
+    @property
+    def host(self) -> str:
+        return probe_host(self.spec.bind)
+
+    @property
+    def port(self) -> int | None:
+        return self.replica.port
+
+    def start(self, spec: ServiceSpec | None = None, replica: Replica | None = None,
+              handed: dict[str, str] | None = None, gate: Gate | None = None) -> None:
+        """Starts supervising, from `spec` and the `handed` environment when given (else the last ones).
+
+        `gate` is awaited before the first spawn (the dependencies' readiness).
+        """
         if self.active:
             return
-        if loaded is not None:
-            self._configure(loaded)
+        if spec is not None:
+            self.spec = spec
+            self.replica = replica or spec.replica(self.name)
         if handed is not None:
             self.handed = dict(handed)
+        self.tracker.begin(self.spec.restart)
         self._wanted = True
         self._stopping.clear()
-        self._exits.clear()
-        self._attempts_never_healthy = 0
         self.error = self.last_failure = self.last_warning = None
-        self.state = "starting"  # at once: a poll right after the start must not read "stopped"
-        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"supervise-{self.name}")
+        self.state = "waiting" if gate is not None else "starting"  # at once: a poll must not read "stopped"
+        self._task = asyncio.get_running_loop().create_task(self._run(gate), name=f"supervise-{self.name}")
 
     async def stop(self) -> None:
-        """Stops the service wherever it is: starting, running or waiting to restart."""
+        """Stops the replica wherever it is: waiting, starting, running or waiting to restart."""
         self._wanted = False
-        self._stopping.set()  # wakes a backoff pause at once
+        self._stopping.set()  # wakes a gate or a backoff pause at once
         process = self._process
         if process is not None and process.returncode is None:
             self.state = "stopping"
@@ -165,72 +161,91 @@ class ManagedProcess:
         self.error = None
         await self._wait_port_free()
 
+    async def wait_ready(self) -> str | None:
+        """None once this replica is ready; why not, once it will not be (failed, exited, stopped)."""
+        while not self.ready:
+            if self.state == "failed":
+                return f"failed: {self.error}"
+            if not self.active:
+                return "is not running" if self.state != "exited" else f"exited ({describe_exit(self.last_exit_code)})"
+            await asyncio.sleep(FIRST_PROBE_INTERVAL)
+        return None
+
     def close(self) -> None:
         self._log.close()
 
     # -- the supervision loop -----------------------------------------------------------
 
-    async def _run(self) -> None:
-        backoff = self.settings.backoff_initial
-        first = True
-        while self._wanted:
-            holder = port_holder(self.host, self.port)
-            if holder is not None:
-                self._fail(f"port {self.port} is taken by {describe_holder(holder)}")
-                return
-            if not first:
-                self.restarts += 1
-            first = False
-            code = await self._run_once()
+    async def _run(self, gate: Gate | None) -> None:
+        if gate is not None:
+            refusal = await self._unless_stopped(gate())
             if not self._wanted:
                 return
-            if code == REFUSED_TO_START:
-                self._fail(self.last_words or f"it refused to start (exit code {code}); see `tooloo logs {self.name}`")
+            if refusal is not None:
+                self._fail(f"not started: {refusal}")
                 return
-            now = time.monotonic()
-            if self.healthy_at is not None and now - self.healthy_at >= self.settings.backoff_reset_after:
-                backoff = self.settings.backoff_initial  # it had settled: start the backoff afresh
-            self._attempts_never_healthy = 0 if self.healthy_at is not None else self._attempts_never_healthy + 1
-            self._exits.append(now)
-            while self._exits and now - self._exits[0] > self.settings.crash_loop_window:
-                self._exits.popleft()
-            if len(self._exits) >= self.settings.crash_loop_limit:
-                self._fail(f"crash loop: exited {len(self._exits)} times within "
-                           f"{self.settings.crash_loop_window:g} s (last exit code {code})")
+        while self._wanted:
+            if self.port is not None and (holder := port_holder(self.host, self.port)) is not None:
+                self._fail(f"port {self.port} is taken by {describe_holder(holder)}")
                 return
-            if self._attempts_never_healthy >= self.settings.crash_loop_limit:
-                self._fail(f"never became healthy in {self._attempts_never_healthy} attempts "
-                           f"(last exit code {code})")
+            try:
+                environment = service_environment(self.spec, os.environ, self.handed)
+            except ConfigError as exc:  # its env_file went missing since the command checked it
+                self._fail(str(exc))
+                return
+            code = await self._run_once(environment)
+            if not self._wanted:
+                return
+            verdict = self.tracker.exited(code, self.last_words if self.spec.builtin else None)
+            if verdict.failure is not None:
+                self._fail(verdict.failure)
+                return
+            if not verdict.restart:
+                self.state = "exited"
+                self._wanted = False
+                self._emit(f"tooloo supervisor: {self.name} exited ({describe_exit(code)}); its restart policy "
+                           f"is {self.spec.restart.restart!r}, so it stays stopped\n".encode())
                 return
             self.state = "backoff"
-            await self._pause(backoff)
-            backoff = min(backoff * 2, self.settings.backoff_max)
+            await self._unless_stopped(asyncio.sleep(verdict.delay))
 
-    async def _run_once(self) -> int:
-        """Spawns the service and returns its exit code once it has exited, whatever happened meanwhile."""
-        process = await self._spawn()
+    async def _unless_stopped(self, waited: Awaitable[Any]) -> Any:
+        """What `waited` gives, or None as soon as a stop comes in meanwhile."""
+        task = asyncio.ensure_future(waited)
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait([task, stopping], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            return None
+        return task.result()
+
+    async def _run_once(self, environment: dict[str, str]) -> int | None:
+        """Spawns the replica and returns its exit code once it has exited, whatever happened meanwhile."""
+        try:
+            process = await self._spawn(environment)
+        except OSError as exc:  # a command of the user's own that cannot be run: say so, then back off
+            self._emit(f"tooloo supervisor: {self.name} could not be started: {exc.strerror or exc}\n".encode())
+            return None
         if not self._wanted:  # stopped while it was being spawned: nobody else will end it
             await self._terminate(process)
         loop = asyncio.get_running_loop()
-        health = loop.create_task(self._watch_health(process))
+        probes = loop.create_task(self._watch(process))
         pump = loop.create_task(self._pump(process))
         try:
             return await process.wait()
         finally:
-            health.cancel()
-            await asyncio.gather(pump, health, return_exceptions=True)
+            probes.cancel()
+            await asyncio.gather(pump, probes, return_exceptions=True)
             _signal_group(process.pid, signal.SIGKILL)  # whatever it left behind in its group
             self.last_exit_code = process.returncode
             self._process = None
             self.pid = None
             self.health = "unknown"
-
-    async def _pause(self, seconds: float) -> None:
-        """Sleeps `seconds`, or less when a stop comes in meanwhile."""
-        try:
-            await asyncio.wait_for(self._stopping.wait(), seconds)
-        except asyncio.TimeoutError:
-            pass
+            self.ready = False
 
     def _fail(self, reason: str) -> None:
         self.state = "failed"
@@ -238,20 +253,15 @@ class ManagedProcess:
         self._wanted = False
         self._emit(f"tooloo supervisor: {self.name} failed: {reason}\n".encode())
 
-    async def _spawn(self) -> asyncio.subprocess.Process:
-        # `tooloo serve NAME` without the CLI layer (see tooloo_cli/services/__main__.py).
-        command = [sys.executable, "-m", "tooloo_cli.services"]
-        if self.loaded.source is not None:
-            command += ["--config", str(self.loaded.source)]
-        command.append(self.name)
+    async def _spawn(self, environment: dict[str, str]) -> asyncio.subprocess.Process:
         self.state = "starting"
         self.healthy_at = None
         self.last_words = None
+        self.tracker.spawned()
         process = await asyncio.create_subprocess_exec(
-            *command, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT, cwd=self.loaded.base_dir, start_new_session=True,
-            preexec_fn=_die_with_parent(os.getpid()),
-            env=service_environment(self.loaded, self.name, os.environ, self.handed),
+            *self.spec.argv(self.replica), stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT, cwd=self.spec.cwd, start_new_session=True,
+            preexec_fn=_die_with_parent(os.getpid()), env=environment,
         )
         self._process = process
         self.pid = process.pid
@@ -293,32 +303,53 @@ class ManagedProcess:
                 logger.error("%s: output stopped: %s", self.name, exc)
                 self.on_output = None
 
-    async def _watch_health(self, process: asyncio.subprocess.Process) -> None:
-        """Fast probes until the first answer (or the startup timeout), then calm liveness probes."""
-        deadline = time.monotonic() + self.settings.startup_timeout
-        while not await probe_health(self.host, self.port):
+    async def _probe(self, which: str, process: asyncio.subprocess.Process) -> str | None:
+        """Asks the liveness or readiness probe once, and keeps what it said for `status`."""
+        probe = self.spec.liveness if which == "liveness" else self.spec.readiness
+        started = time.perf_counter()
+        reason = await check(probe, self.host, self.port) if process.returncode is None else "the process exited"
+        self.probes[which] = {"probe": probe.describe(), "ok": reason is None, "reason": reason,
+                              "latencyMs": round((time.perf_counter() - started) * 1000, 2), "at": time.time()}
+        return reason
+
+    async def _watch(self, process: asyncio.subprocess.Process) -> None:
+        """Fast probes until alive and ready (within the startup timeout), then calm ones."""
+        deadline = time.monotonic() + self.spec.startup_timeout
+        while await self._probe("liveness", process) is not None:
             if time.monotonic() > deadline:
-                self._emit(f"tooloo supervisor: {self.name} not healthy after "
-                           f"{self.settings.startup_timeout:g} s; restarting it\n".encode())
+                self._emit(f"tooloo supervisor: {self.name} not alive after {self.spec.startup_timeout:g} s "
+                           f"({self.probes['liveness']['reason']}); restarting it\n".encode())
                 await self._terminate(process)
                 return
             await asyncio.sleep(FIRST_PROBE_INTERVAL)
         self.health = "healthy"
         self.healthy_at = time.monotonic()
+        self.tracker.healthy()
         self.sample_usage()  # memory at once; CPU from the supervisor's next sample on
         if self.state == "starting":
             self.state = "running"
+        said_not_ready = False
+        while await self._probe("readiness", process) is not None:
+            if time.monotonic() > deadline and not said_not_ready:
+                self._emit(f"tooloo supervisor: {self.name} is alive but not ready after "
+                           f"{self.spec.startup_timeout:g} s ({self.probes['readiness']['reason']})\n".encode())
+                said_not_ready = True
+            await asyncio.sleep(FIRST_PROBE_INTERVAL if not said_not_ready else self.spec.probe_interval)
+        self.ready = True
         misses = 0
         while True:
-            await asyncio.sleep(self.settings.health_interval)
-            if await probe_health(self.host, self.port):
+            await asyncio.sleep(self.spec.probe_interval)
+            if await self._probe("liveness", process) is None:
                 misses = 0
                 self.health = "healthy"
+                self.ready = await self._probe("readiness", process) is None
                 continue
             misses += 1
             self.health = "unhealthy"
-            if misses >= self.settings.liveness_failures:
-                self._emit(f"tooloo supervisor: {self.name} failed {misses} health probes; restarting it\n".encode())
+            self.ready = False
+            if misses >= self.spec.liveness_failures:
+                self._emit(f"tooloo supervisor: {self.name} failed {misses} liveness probes "
+                           f"({self.probes['liveness']['reason']}); restarting it\n".encode())
                 await self._terminate(process)
                 return
 
@@ -327,12 +358,14 @@ class ManagedProcess:
         group = process.pid  # a session leader: its pid is its group's id
         _signal_group(group, signal.SIGTERM)
         try:
-            await asyncio.wait_for(asyncio.shield(process.wait()), self.settings.grace_period)
+            await asyncio.wait_for(asyncio.shield(process.wait()), self.spec.grace_period)
         except asyncio.TimeoutError:
             _signal_group(group, signal.SIGKILL)
             await process.wait()
 
     async def _wait_port_free(self, timeout: float = 2.0) -> None:
+        if self.port is None:
+            return
         deadline = time.monotonic() + timeout
         while not is_free(self.host, self.port) and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
@@ -340,17 +373,20 @@ class ManagedProcess:
     # -- what status shows ----------------------------------------------------------------
 
     def sample_usage(self) -> None:
-        """Reads the CPU and memory of the service's process tree (the supervisor calls it every second)."""
+        """Reads the CPU and memory of the replica's process tree (the supervisor calls it every second)."""
         self.usage.sample(self.pid)
 
     def status(self, usage: bool = True) -> dict[str, Any]:
-        """The service's state, with the last sample of its CPU % and RSS when `usage` is asked for."""
+        """The replica's state, with the last sample of its CPU % and RSS when `usage` is asked for."""
         now = time.monotonic()
         cpu, rss = (self.usage.cpu_percent, self.usage.rss_bytes) if usage and self.pid else (None, None)
         return {
             "name": self.name,
+            "service": self.spec.name,
+            "replica": self.replica.index,
             "state": self.state,
             "health": self.health,
+            "ready": self.ready,
             "pid": self.pid,
             "port": self.port,
             "uptime": now - self.started_at if self.pid and self.started_at else None,
@@ -361,6 +397,8 @@ class ManagedProcess:
             "cpuPercent": cpu,
             "rssBytes": rss,
             "startupSeconds": self.healthy_at - self.started_at if self.healthy_at and self.started_at else None,
+            "observable": self.spec.builtin,
+            "probes": self.probes,
         }
 
 

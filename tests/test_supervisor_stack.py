@@ -1,0 +1,174 @@
+"""The supervisor on the stack model, for real: a service of one's own, dependency order, replicas."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+from conftest import Tooloo, alive
+from tooloo_cli.bench.stack import free_port
+from tooloo_cli.config import Config, command_service
+
+# A service of one's own: answers /health on its port; on start and on SIGTERM it writes
+# down whether training's /health answered at that moment.
+WATCHER = '''
+import http.server, signal, sys, threading, urllib.request
+port, training, record = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+
+def training_answers():
+    try:
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        return opener.open(training + "/health", timeout=1).status == 200
+    except OSError:
+        return False
+
+def note(event):
+    with open(record, "a") as out:
+        out.write(f"{event} training={'up' if training_answers() else 'down'}\\n")
+
+class Health(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200 if self.path == "/health" else 404)
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+
+note("started")
+print("watcher serving", flush=True)
+server = http.server.HTTPServer(("127.0.0.1", port), Health)
+def stop(*_):
+    note("stopping")
+    threading.Thread(target=server.shutdown).start()
+signal.signal(signal.SIGTERM, stop)
+server.serve_forever()
+'''
+
+
+def _with_watcher(directory: Path) -> Callable[[Config], None]:
+    script = directory / "watcher.py"
+    script.write_text(WATCHER, encoding="utf-8")
+
+    def edit(config: Config) -> None:
+        port = free_port()
+        training = f"http://127.0.0.1:{config.services['training'].port}"
+        watcher = command_service([sys.executable, str(script), str(port), training, str(directory / "record")])
+        watcher.port, watcher.health_path, watcher.depends_on = port, "/health", ["training"]
+        config.services["watcher"] = watcher
+
+    return edit
+
+
+def test_a_command_service_starts_after_its_dependency_is_ready_and_stops_before_it(
+        tooloo: Callable[..., Tooloo], tmp_path: Path) -> None:
+    t = tooloo(_with_watcher(tmp_path))
+    result = t("up", "watcher")  # its dependency comes with it
+    assert result.returncode == 0, result.stdout + result.stderr
+    services = t.status()["services"]
+    assert services["watcher"]["state"] == "running" and services["watcher"]["ready"]
+    assert services["training"]["state"] == "running" and services["web"]["state"] == "stopped"
+    assert services["watcher"]["observable"] is False and services["watcher"]["probes"]["liveness"]["ok"]
+    assert "watcher serving" in t("logs", "watcher").stdout
+    observed = t("observe", "--json", "-s", "watcher", "-s", "training")
+    assert observed.returncode == 0, observed.stdout + observed.stderr  # n/a is no failure
+    assert '"state": "n/a"' in observed.stdout
+    assert t("down").returncode == 0
+    assert (tmp_path / "record").read_text().splitlines() == ["started training=up", "stopping training=up"]
+
+
+def test_a_dependency_that_fails_fails_its_dependents_saying_why(tooloo: Callable[..., Tooloo],
+                                                                tmp_path: Path) -> None:
+    def edit(config: Config) -> None:
+        _with_watcher(tmp_path)(config)
+        config.services["training"].tracer.sampling_rate = 0.5  # type: ignore[union-attr]
+        broken = command_service([sys.executable, "-c", "import sys; sys.exit(3)"])
+        broken.restart = "no"
+        config.services["broken"] = broken
+        config.services["watcher"].depends_on = ["broken"]
+
+    t = tooloo(edit)
+    result = t("up", "watcher")
+    assert result.returncode == 1
+    services = t.status()["services"]
+    assert services["broken"]["state"] == "exited" and services["broken"]["lastExitCode"] == 3
+    assert services["watcher"]["state"] == "failed"
+    assert services["watcher"]["error"] == "not started: its dependency broken exited (exit code 3)"
+
+
+def _budget_pair(config: Config) -> None:
+    """Budget as two replicas, on two ports no other service of this stack has."""
+    import socket
+
+    taken = {settings.port for settings in config.services.values()}
+    while True:
+        port = free_port()
+        if port + 1 > 65535 or {port, port + 1} & taken:
+            continue
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port + 1)) != 0:
+                break
+    config.services["budget"].replicas, config.services["budget"].port = 2, port
+
+
+def test_two_budget_replicas_share_web_traffic_and_one_killed_costs_clients_nothing(
+        tooloo: Callable[..., Tooloo]) -> None:
+    t = tooloo(_budget_pair)
+    result = t("up", "web", "budget")
+    assert result.returncode == 0, result.stdout + result.stderr
+    services = t.status()["services"]
+    first, second = services["budget.1"], services["budget.2"]
+    assert first["port"] + 1 == second["port"] and first["pid"] != second["pid"]
+    assert (t.state / "logs" / "budget.2.log").exists()
+    web = f"http://127.0.0.1:{t.port('web')}"
+    with httpx.Client(base_url=web, trust_env=False) as client:
+        for _ in range(8):
+            assert client.get("/api/v1/budget").status_code == 200
+        breakers = client.get("/api/v1/system/observability").json()["circuitBreakers"]
+        assert breakers["budget.1"]["callCount"] == breakers["budget.2"]["callCount"] == 4  # round robin
+        statuses: Counter[int] = Counter()
+        stop = threading.Event()
+
+        def load() -> None:
+            deadline = time.monotonic() + 20
+            with httpx.Client(base_url=web, trust_env=False, timeout=10) as own:
+                for _ in range(1500):  # bounded in count and time
+                    if stop.is_set() or time.monotonic() > deadline:
+                        return
+                    statuses[own.get("/api/v1/budget").status_code] += 1
+
+        loaders = [threading.Thread(target=load) for _ in range(4)]
+        for loader in loaders:
+            loader.start()
+        time.sleep(0.5)
+        os.kill(first["pid"], signal.SIGKILL)
+        time.sleep(1.5)
+        stop.set()
+        for loader in loaders:
+            loader.join()
+    assert statuses[200] > 100 and set(statuses) == {200}, statuses
+    restarted = t.wait_for(lambda d: d["services"]["budget.1"]["ready"] and d["services"]["budget.1"]["restarts"] == 1)
+    assert restarted["services"]["budget.1"]["pid"] != first["pid"]
+    assert not alive(first["pid"])
+
+
+def test_meta_stays_ready_while_training_is_down(tooloo: Callable[..., Tooloo]) -> None:
+    t = tooloo()
+    alone = t("up", "meta")
+    assert alone.returncode == 0, alone.stdout + alone.stderr  # meta itself is fine...
+    assert "meta is ready, but cannot use training yet" in alone.stdout  # ...and `up` says what it lacks
+    both = t("up", "training")
+    assert both.returncode == 0 and "cannot use" not in both.stdout
+    assert t("down", "training").returncode == 0
+    meta = f"http://127.0.0.1:{t.port('meta')}"
+    assert httpx.get(f"{meta}/ready", trust_env=False).status_code == 200
+    deep = httpx.get(f"{meta}/dependencies", trust_env=False)
+    assert deep.status_code == 503 and deep.json()["failing"] == ["training"]
+    time.sleep(0.5)  # a few readiness probes later, the supervisor still calls it ready
+    assert t.status()["services"]["meta"]["ready"] is True
