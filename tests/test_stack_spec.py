@@ -82,6 +82,13 @@ def test_services_whose_state_lives_in_their_process_refuse_replicas(tmp_path: P
     assert f"services.{name}.replicas = 2" in message and "one process only" in message
 
 
+def test_the_default_url_is_where_the_service_listens(tmp_path: Path) -> None:
+    stack = stack_of(_load(tmp_path, '[services.training]\nport = 4101\nbind = "127.0.0.2"\n\n'
+                                     '[services.meta]\nport = 4102\nbind = "0.0.0.0"\n'))
+    assert stack.urls("training") == ("http://127.0.0.2:4101",)
+    assert stack.urls("meta") == ("http://127.0.0.1:4102",)  # a wildcard bind is dialled on loopback
+
+
 def test_an_explicit_url_is_advertised_and_moves_on_per_replica(tmp_path: Path) -> None:
     stack = stack_of(_load(tmp_path, '[services.reports]\nport = 4108\nreplicas = 2\nurl = "http://10.0.0.7:4108"\n'
                                      'bind = "0.0.0.0"\n'))
@@ -146,6 +153,8 @@ def test_a_command_service_is_declared_by_its_command(tmp_path: Path) -> None:
     ('[services.redis]\ncommand = ["x"]\nport = 6390\nreplicas = 2\n', "only for a command that listens on none"),
     ('[services.redis]\ncommand = ["x"]\nenv = {"1BAD" = "x"}\n', "not an environment variable name"),
     ('[services.redis]\ncommand = ["x"]\nrestart = "sometimes"\n', "one of always, on-failure, no"),
+    ('[services.budget]\nhealth_path = "/up"\n', "is for a service of your own"),
+    ('[services.budget]\nbackoff_initial = 20.0\n', "backoff_initial must not exceed backoff_max"),
 ])
 def test_a_command_service_that_cannot_run_is_refused(tmp_path: Path, text: str, problem: str) -> None:
     assert problem in _error(tmp_path, text)
@@ -232,7 +241,8 @@ def test_the_layers_hold_and_nothing_imports_in_a_circle() -> None:
         if module.startswith("tooloo_cli.config"):
             assert all(i.startswith(("tooloo_cli.config", "tooloo_cli.errors")) for i in imported), module
         if module.startswith("tooloo_cli.stack"):
-            assert all(i.startswith(("tooloo_cli.stack", "tooloo_cli.config")) for i in imported), module
+            assert all(i.startswith(("tooloo_cli.stack", "tooloo_cli.config", "tooloo_cli.errors"))
+                       for i in imported), module
         if module.startswith("tooloo_cli.services"):
             assert not any(i.startswith("tooloo_cli.supervisor") for i in imported), module
         if module.startswith("tooloo_cli.supervisor"):

@@ -93,6 +93,16 @@ def test_the_policy_decides_which_exits_run_again(restart: str, code: int, again
     assert verdict.restart is again and verdict.failure is None
 
 
+@pytest.mark.parametrize(("restart", "again"), [("always", True), ("on-failure", True), ("no", False)])
+def test_a_process_the_supervisor_ended_for_failed_probes_is_a_failure_whatever_its_code(
+        restart: str, again: bool) -> None:
+    tracker, clock = _tracker(restart)
+    tracker.spawned()
+    clock.ms += 1000
+    verdict = tracker.exited(0, ended=True)  # a clean exit on the SIGTERM it was sent
+    assert verdict.restart is again and verdict.failure is None
+
+
 def test_beginning_again_forgets_past_exits() -> None:
     tracker, clock = _tracker(crash_loop_limit=2)
     assert _crash(tracker, clock, 10).restart

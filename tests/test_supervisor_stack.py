@@ -102,8 +102,8 @@ def test_a_dependency_that_fails_fails_its_dependents_saying_why(tooloo: Callabl
     assert services["watcher"]["error"] == "not started: its dependency broken exited (exit code 3)"
 
 
-def _budget_pair(config: Config) -> None:
-    """Budget as two replicas, on two ports no other service of this stack has."""
+def _budget_with_room(config: Config) -> None:
+    """Budget on a port whose next one is free too, and no other service's: room for a second replica."""
     import socket
 
     taken = {settings.port for settings in config.services.values()}
@@ -114,7 +114,16 @@ def _budget_pair(config: Config) -> None:
         with socket.socket() as probe:
             if probe.connect_ex(("127.0.0.1", port + 1)) != 0:
                 break
-    config.services["budget"].replicas, config.services["budget"].port = 2, port
+    config.services["budget"].port = port
+
+
+def _budget_pair(config: Config) -> None:
+    """Budget as two replicas, behind a gateway whose limit is out of the way."""
+    _budget_with_room(config)
+    config.services["budget"].replicas = 2
+    limiter = config.services["web"].rate_limiter
+    assert limiter is not None
+    limiter.capacity = 1_000_000  # the load below measures the replicas, not the gateway's limit
 
 
 def test_two_budget_replicas_share_web_traffic_and_one_killed_costs_clients_nothing(
@@ -172,3 +181,45 @@ def test_meta_stays_ready_while_training_is_down(tooloo: Callable[..., Tooloo]) 
     assert deep.status_code == 503 and deep.json()["failing"] == ["training"]
     time.sleep(0.5)  # a few readiness probes later, the supervisor still calls it ready
     assert t.status()["services"]["meta"]["ready"] is True
+
+
+def test_a_command_that_cannot_be_run_fails_at_once_saying_why(tooloo: Callable[..., Tooloo]) -> None:
+    def edit(config: Config) -> None:
+        config.services["ghost"] = command_service(["/nonexistent/program", "--flag"])
+
+    t = tooloo(edit)
+    result = t("up", "ghost")
+    assert result.returncode == 1
+    ghost = t.status()["services"]["ghost"]
+    assert ghost["state"] == "failed" and ghost["restarts"] == 0
+    assert ghost["error"].startswith("cannot run /nonexistent/program in ") and "No such file" in ghost["error"]
+
+
+def test_a_change_of_replicas_applies_on_restart_and_leaves_nothing_behind(tooloo: Callable[..., Tooloo]) -> None:
+    t = tooloo(_budget_with_room)
+    assert t("up", "budget").returncode == 0
+    single = t.status()["services"]["budget"]["pid"]
+    port = t.port("budget")
+    text = t.config.read_text().replace(f"[services.budget]\nport = {port}\nreplicas = 1\n",
+                                        f"[services.budget]\nport = {port}\nreplicas = 2\n")
+    assert "replicas = 2" in text
+    t.config.write_text(text)
+    result = t("restart", "budget")
+    assert result.returncode == 0, result.stdout + result.stderr
+    services = t.status()["services"]
+    assert "budget" not in services and services["budget.1"]["ready"] and services["budget.2"]["ready"]
+    assert not alive(single)
+    assert httpx.get(f"http://127.0.0.1:{port + 1}/health", trust_env=False).json()["port"] == port + 1
+
+
+def test_down_and_logs_reach_a_command_service_when_the_file_breaks(tooloo: Callable[..., Tooloo],
+                                                                   tmp_path: Path) -> None:
+    t = tooloo(_with_watcher(tmp_path))
+    assert t("up", "watcher").returncode == 0
+    t.config.write_text(t.config.read_text() + "\n[broken\n")
+    logs = t("logs")
+    assert logs.returncode == 0 and "warning" in logs.stderr
+    assert any(line.startswith("watcher ") and line.endswith("| watcher serving") for line in logs.stdout.splitlines())
+    down = t("down", "watcher")
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert "stopped watcher" in down.stdout

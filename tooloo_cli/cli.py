@@ -68,9 +68,13 @@ def _load(ctx: typer.Context):  # -> LoadedConfig, imported lazily
 
 
 def _checked_if_possible(loaded, names: list[str]) -> list[str]:  # loaded: LoadedConfig
-    """`names` checked against the stack, unless the configuration is too broken to say (a lenient load)."""
+    """`names` checked against the stack, unless the configuration is too broken to say: a lenient
+    load knows only the built-in services, and the running stack may have others (the supervisor,
+    which does know them, answers for an unknown one)."""
     from tooloo_cli.config import ConfigError
 
+    if loaded.lenient:
+        return names
     try:
         return _check_names(loaded, names)
     except ConfigError:

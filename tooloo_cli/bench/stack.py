@@ -25,6 +25,7 @@ from pathlib import Path
 from tooloo_cli.config import Config, LoadedConfig, config_to_toml, load_config
 from tooloo_cli.errors import ToolooError
 from tooloo_cli.stack import Replica, ServiceSpec, probe_host, stack_of
+from tooloo_cli.supervisor.environment import service_environment
 from tooloo_cli.supervisor.probes import check
 
 
@@ -95,7 +96,7 @@ class EphemeralStack:
                 with open(self.log(replica.name), "ab") as log:
                     self.processes[replica.name] = subprocess.Popen(
                         spec.argv(replica), stdout=log, stderr=subprocess.STDOUT, cwd=spec.cwd,
-                        env={**base, **spec.environment(), **(env or {})}, start_new_session=True)
+                        env=service_environment(spec, base, env or {}), start_new_session=True)
                 started.append((spec, replica))
         deadline = time.monotonic() + self.startup_timeout
         for spec, replica in started:

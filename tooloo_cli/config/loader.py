@@ -49,6 +49,7 @@ class LoadedConfig:
     source: Path | None = None  # the file read, None for built-in defaults
     base_dir: Path = field(default_factory=Path.cwd)  # relative paths resolve against it
     overrides: list[str] = field(default_factory=list)  # environment variables applied
+    lenient: bool = False  # the file could not be used: these are the defaults (load_config_leniently)
 
     @property
     def services(self) -> dict[str, Any]:
@@ -198,6 +199,8 @@ def _new_service(name: str, table: Any, origin: _FileOrigin | _EnvOrigin) -> Any
         raise ConfigError(f"{where}: {name!r} cannot name a service: use lower-case letters, digits, '-' and '_' "
                           "(at most 40, starting with a letter)")
     return command_service([])
+
+
 @functools.cache
 def _hints(cls: type) -> dict[str, Any]:
     """A settings class's field types, evaluated once (the annotations are strings)."""
@@ -329,6 +332,18 @@ def _check_consistency(config: Config, origin: _FileOrigin | None, overrides: di
             _check_command_service(name, service, where)
         elif service.port == 0:
             raise ConfigError(f"{where([*key, 'port'])}: services.{name}.port must be a port (1-65535)")
+        else:
+            for own in ("cwd", "health_path", "ready_path"):
+                if getattr(service, own) is not None:
+                    raise ConfigError(f"{where([*key, own])}: services.{name}.{own} is for a service of your own "
+                                      f"(a `command`); {name} is tooloo's, with its own /health and /ready")
+        initial = service.backoff_initial or config.supervisor.backoff_initial
+        longest = service.backoff_max or config.supervisor.backoff_max
+        overridden = service.backoff_initial is not None or service.backoff_max is not None
+        if overridden and initial > longest:  # [supervisor]'s own pair is checked below
+            raise ConfigError(f"{where([*key, 'backoff_initial'], [*key, 'backoff_max'])}: services.{name} would "
+                              f"back off {initial:g} s at first but {longest:g} s at most; backoff_initial must not "
+                              "exceed backoff_max")
         if service.port == 0:
             continue
         if service.port + service.replicas - 1 > 65535:
@@ -413,7 +428,7 @@ def _check_reachability(name: str, service: Any, where: Callable[..., str]) -> N
     if service.url is not None:
         problem = _url_problem(service.url)
         if problem is None and service.port == 0:
-            problem = "is set, but the service has no port (services.{name}.port)"
+            problem = f"is set, but the service has no port (services.{name}.port)"
         if problem:
             raise ConfigError(f"{where([*key, 'url'])}: services.{name}.url {service.url!r} {problem}")
     for variable in service.env or {}:
@@ -534,7 +549,7 @@ def load_config_leniently(path: str | os.PathLike[str] | None = None, *, env: Ma
         if source is None:
             raise
         problem = str(exc)
-    loaded = LoadedConfig(Config.defaults(), source, source.parent.resolve())
+    loaded = LoadedConfig(Config.defaults(), source, source.parent.resolve(), lenient=True)
     env = os.environ if env is None else env
     state_dir = env.get(f"{ENV_PREFIX}STACK__STATE_DIR") or _state_dir_of(source)
     if state_dir is not None:

@@ -31,10 +31,12 @@ from urllib.parse import urlsplit, urlunsplit
 
 from tooloo_cli.config import SERVICE_MODULES, ConfigError, LoadedConfig, secret_variables
 from tooloo_cli.config.schema import SUPERVISOR_OVERRIDES
+from tooloo_cli.errors import UsageError
 from tooloo_cli.stack.topology import ROLES, callees
 
-# How a built-in service exits when it must not be restarted as things are (see services/serve.py).
-REFUSED_TO_START = 2
+# How a built-in service exits when it must not be restarted as things are: `tooloo serve` turns
+# the UsageError of a service that cannot start (a corrupt ledger, say) into its exit code.
+REFUSED_TO_START = UsageError.exit_code
 
 
 @dataclass(frozen=True)
@@ -178,7 +180,8 @@ def _spec(loaded: LoadedConfig, name: str, settings: Any) -> ServiceSpec:
                           f"process only: {role.single_process}")
     bind = settings.bind or config.stack.host
     port = settings.port or None
-    url = settings.url or (_url(config.stack.host, port) if port is not None else None)
+    # Siblings dial where it listens: its own bind address (a wildcard one on loopback), else stack.host.
+    url = settings.url or (_url(probe_host(bind), port) if port is not None else None)
     replicas = tuple(
         Replica(name, index, name if settings.replicas == 1 else f"{name}.{index}",
                 None if port is None else port + index - 1,

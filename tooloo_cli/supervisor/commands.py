@@ -141,7 +141,7 @@ def _wait_healthy(client: ControlClient, loaded: LoadedConfig, names: list[str],
     specs = _specs(loaded)
     # A chain of dependencies starts one link after another: each may take its whole startup timeout.
     startup = max((spec.startup_timeout for spec in specs), default=loaded.config.supervisor.startup_timeout)
-    links = len(stack_of(loaded).stop_waves(list(stack_of(loaded).specs))) if specs else 1
+    links = len(stack_of(loaded).stop_waves([spec.name for spec in specs])) if specs else 1
     deadline = time.monotonic() + startup * links + 5
     started = time.monotonic()
     try:
@@ -333,6 +333,14 @@ def logs(loaded: LoadedConfig, name: str | None, console: Console, lines: int = 
         names = replica_names(stack_of(loaded), [name] if name else [])
     except ToolooError:  # a lenient load: the defaults' services, or the one asked for
         names = [name] if name else list(loaded.services)
+    # And whatever else has a log here: replicas and services of a configuration since changed.
+    logged = sorted(path.name[:-len(".log")] for path in (paths.root / "logs").glob("*.log")
+                    if path != paths.supervisor_log)
+    if name:
+        names += [other for other in logged if other.startswith(f"{name}.") and other not in names]
+    else:
+        names += [other for other in logged if other not in names]
+    names = [n for n in names if paths.log(n).exists()] or names
     printer = Printer(console, names)
     for service in names:
         for line in tail(paths.log(service), lines):

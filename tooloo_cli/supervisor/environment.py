@@ -37,8 +37,10 @@ NETWORK = frozenset({"HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "http
 
 
 def _settings(environ: Mapping[str, str]) -> dict[str, str]:
-    """The TOOLOO_* settings in `environ`; TOOLOO_CONFIG is handed over as the file's path instead."""
-    return {key: value for key, value in environ.items() if key.startswith(ENV_PREFIX) and key != ENV_CONFIG}
+    """The TOOLOO_<SECTION>__<KEY> settings in `environ` (a secret named TOOLOO_SOMETHING is none of them);
+    TOOLOO_CONFIG is handed over as the file's path instead."""
+    return {key: value for key, value in environ.items()
+            if key.startswith(ENV_PREFIX) and "__" in key and key != ENV_CONFIG}
 
 
 def _secrets(loaded: LoadedConfig) -> set[str]:

@@ -123,6 +123,8 @@ class Supervisor:
         for name in [name for name, process in self.processes.items()
                      if name not in wanted and not process.active and process.pid is None]:
             self.processes.pop(name).close()
+        order = {name: index for index, name in enumerate(replica.name for replica in stack.replicas())}
+        self.processes = dict(sorted(self.processes.items(), key=lambda item: order.get(item[0], len(order))))
 
     def _launch(self, payload: dict[str, Any]) -> tuple[Stack, dict[str, str]]:
         """The stack and environment a start asks for: the configuration read afresh when it brings one."""
@@ -151,8 +153,8 @@ class Supervisor:
             return list(self.processes)
         resolved: list[str] = []
         for name in names:
-            spec = self.stack.specs.get(name)
-            resolved += [replica.name for replica in spec.replicas] if spec is not None else [name]
+            # A service means its replicas now, and any it had before a change of `replicas` still runs.
+            resolved += [n for n, process in self.processes.items() if process.spec.name == name] or [name]
         return list(dict.fromkeys(resolved))
 
     def _names(self, payload: dict[str, Any]) -> list[str]:
@@ -177,15 +179,16 @@ class Supervisor:
                 # Of a service asked for, the replicas asked for; of a dependency, every replica.
                 if process.active or (service in asked_services and replica.name not in chosen):
                     continue
-                process.start(spec, replica, handed, self._gate(spec) if spec.depends_on else None)
+                process.start(spec, replica, handed, self._gate(spec, stack) if spec.depends_on else None)
                 started.append(replica.name)
         return started
 
-    def _gate(self, spec: ServiceSpec) -> Gate:
-        """Waits until every replica of each of `spec`'s dependencies is ready; why not, if one will not be."""
+    def _gate(self, spec: ServiceSpec, stack: Stack) -> Gate:
+        """Waits until every replica of each of `spec`'s dependencies in `stack` (the one it was started
+        from) is ready; why not, if one will not be."""
         async def dependencies_ready() -> str | None:
             for dependency in spec.depends_on:
-                for replica in self.stack.specs[dependency].replicas:
+                for replica in stack.specs[dependency].replicas:
                     reason = await self.processes[replica.name].wait_ready()
                     if reason is not None:
                         return f"its dependency {replica.name} {reason}"
@@ -259,5 +262,7 @@ class Supervisor:
         stack, handed = self._launch(payload)  # before anything stops: a bad configuration changes nothing
         asked = self._resolve(self._names(payload))
         await self._stop_in_order(asked)
+        self._adopt(stack)  # forgets the replicas the configuration no longer has, now stopped
+        asked = [name for name in asked if name in self.processes]
         self._start_replicas(asked, stack, handed)
         return 200, {"ok": True, "restarted": asked}

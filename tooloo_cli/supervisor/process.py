@@ -105,6 +105,7 @@ class ManagedProcess:
         self.usage = TreeUsage()
         self.last_words: str | None = None  # the last `tooloo serve:` line of the current process
         self.last_warning: str | None = None
+        self._ended_for: str | None = None  # why the supervisor ended the current process, if it did
         self._partial = b""
         self._log_failed = False
         self._log = RotatingLog(paths.log(self.name), *log_limits)  # (max bytes, backups)
@@ -193,18 +194,24 @@ class ManagedProcess:
             except ConfigError as exc:  # its env_file went missing since the command checked it
                 self._fail(str(exc))
                 return
-            code = await self._run_once(environment)
+            try:
+                code = await self._run_once(environment)
+            except OSError as exc:  # a command of the user's own that cannot be run: no retry will change that
+                self._fail(f"cannot run {self.spec.argv(self.replica)[0]} in {self.spec.cwd}: {exc.strerror or exc}")
+                return
             if not self._wanted:
                 return
-            verdict = self.tracker.exited(code, self.last_words if self.spec.builtin else None)
+            ended = self._ended_for  # the supervisor ended it (its probes failed): a failure, whatever the code
+            verdict = self.tracker.exited(code, self.last_words if self.spec.builtin else None, ended is not None)
             if verdict.failure is not None:
                 self._fail(verdict.failure)
                 return
             if not verdict.restart:
                 self.state = "exited"
                 self._wanted = False
-                self._emit(f"tooloo supervisor: {self.name} exited ({describe_exit(code)}); its restart policy "
-                           f"is {self.spec.restart.restart!r}, so it stays stopped\n".encode())
+                how = f"was ended ({ended})" if ended else f"exited ({describe_exit(code)})"
+                self._emit(f"tooloo supervisor: {self.name} {how}; its restart policy is "
+                           f"{self.spec.restart.restart!r}, so it stays stopped\n".encode())
                 return
             self.state = "backoff"
             await self._unless_stopped(asyncio.sleep(verdict.delay))
@@ -224,12 +231,11 @@ class ManagedProcess:
         return task.result()
 
     async def _run_once(self, environment: dict[str, str]) -> int | None:
-        """Spawns the replica and returns its exit code once it has exited, whatever happened meanwhile."""
-        try:
-            process = await self._spawn(environment)
-        except OSError as exc:  # a command of the user's own that cannot be run: say so, then back off
-            self._emit(f"tooloo supervisor: {self.name} could not be started: {exc.strerror or exc}\n".encode())
-            return None
+        """Spawns the replica and returns its exit code once it has exited, whatever happened meanwhile.
+
+        OSError when its command cannot be run at all (no such program, no such directory).
+        """
+        process = await self._spawn(environment)
         if not self._wanted:  # stopped while it was being spawned: nobody else will end it
             await self._terminate(process)
         loop = asyncio.get_running_loop()
@@ -257,6 +263,7 @@ class ManagedProcess:
         self.state = "starting"
         self.healthy_at = None
         self.last_words = None
+        self._ended_for = None
         self.tracker.spawned()
         process = await asyncio.create_subprocess_exec(
             *self.spec.argv(self.replica), stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
@@ -317,9 +324,8 @@ class ManagedProcess:
         deadline = time.monotonic() + self.spec.startup_timeout
         while await self._probe("liveness", process) is not None:
             if time.monotonic() > deadline:
-                self._emit(f"tooloo supervisor: {self.name} not alive after {self.spec.startup_timeout:g} s "
-                           f"({self.probes['liveness']['reason']}); restarting it\n".encode())
-                await self._terminate(process)
+                await self._end(process, f"not alive after {self.spec.startup_timeout:g} s "
+                                         f"({self.probes['liveness']['reason']})")
                 return
             await asyncio.sleep(FIRST_PROBE_INTERVAL)
         self.health = "healthy"
@@ -328,14 +334,13 @@ class ManagedProcess:
         self.sample_usage()  # memory at once; CPU from the supervisor's next sample on
         if self.state == "starting":
             self.state = "running"
-        said_not_ready = False
-        while await self._probe("readiness", process) is not None:
-            if time.monotonic() > deadline and not said_not_ready:
-                self._emit(f"tooloo supervisor: {self.name} is alive but not ready after "
-                           f"{self.spec.startup_timeout:g} s ({self.probes['readiness']['reason']})\n".encode())
-                said_not_ready = True
-            await asyncio.sleep(FIRST_PROBE_INTERVAL if not said_not_ready else self.spec.probe_interval)
-        self.ready = True
+        while not self.ready and time.monotonic() <= deadline:
+            self.ready = await self._probe("readiness", process) is None
+            if not self.ready:
+                await asyncio.sleep(FIRST_PROBE_INTERVAL)
+        if not self.ready:  # left to recover, probed calmly below (liveness too: a hang is still ended)
+            self._emit(f"tooloo supervisor: {self.name} is alive but not ready after "
+                       f"{self.spec.startup_timeout:g} s ({self.probes['readiness']['reason']})\n".encode())
         misses = 0
         while True:
             await asyncio.sleep(self.spec.probe_interval)
@@ -348,10 +353,14 @@ class ManagedProcess:
             self.health = "unhealthy"
             self.ready = False
             if misses >= self.spec.liveness_failures:
-                self._emit(f"tooloo supervisor: {self.name} failed {misses} liveness probes "
-                           f"({self.probes['liveness']['reason']}); restarting it\n".encode())
-                await self._terminate(process)
+                await self._end(process, f"failed {misses} liveness probes ({self.probes['liveness']['reason']})")
                 return
+
+    async def _end(self, process: asyncio.subprocess.Process, reason: str) -> None:
+        """Ends a process whose probes failed; its restart policy then decides what comes next."""
+        self._ended_for = reason
+        self._emit(f"tooloo supervisor: {self.name} {reason}; ending it\n".encode())
+        await self._terminate(process)
 
     async def _terminate(self, process: asyncio.subprocess.Process) -> None:
         """SIGTERM to the process group, SIGKILL after the grace period; returns once it has exited."""

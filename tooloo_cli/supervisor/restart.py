@@ -74,12 +74,13 @@ class RestartTracker:
         if self._healthy_at is None:
             self._healthy_at = self.clock()
 
-    def exited(self, code: int | None, last_words: str | None = None) -> Verdict:
+    def exited(self, code: int | None, last_words: str | None = None, ended: bool = False) -> Verdict:
+        """What follows an exit with `code`; `ended`: the supervisor ended it, its probes having failed."""
         policy, now = self.policy, self.clock()
-        how = describe_exit(code)
-        if policy.refusal_exit_code is not None and code == policy.refusal_exit_code:
+        how = "ended after failed probes" if ended else describe_exit(code)
+        if not ended and policy.refusal_exit_code is not None and code == policy.refusal_exit_code:
             return Verdict(False, failure=last_words or f"it refused to start ({how}); see its log")
-        if policy.restart == "no" or (policy.restart == "on-failure" and code == 0):
+        if policy.restart == "no" or (policy.restart == "on-failure" and code == 0 and not ended):
             return Verdict(False)
         if self._healthy_at is not None and now - self._healthy_at >= policy.backoff_reset_after:
             self._backoff = policy.backoff_initial  # it had settled: start the backoff afresh
