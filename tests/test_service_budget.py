@@ -288,3 +288,28 @@ def test_a_corrupt_ledger_is_never_replaced(tmp_path: Path) -> None:
     assert f"{ledger} is not a usable database" in result.stderr and ".recover" in result.stderr
     assert "Traceback" not in result.stderr
     assert ledger.read_bytes().startswith(b"this is no database")  # untouched
+
+
+def test_the_days_totals_always_agree_with_its_rows(stack_config: Callable[..., LoadedConfig]) -> None:
+    """Totals are kept as rows are written (reserved, settled, failed): GET /budget reads them, never scans
+    (how fast that is, at 300k rows, is `tooloo bench modules`' "budget day total")."""
+    def flaky(config: Config) -> None:
+        _one_usd_a_call(1_000.0)(config)
+        assert config.services["budget"].provider is not None
+        config.services["budget"].provider.failure_rate = 0.5
+
+    loaded = stack_config(flaky)
+
+    async def scenario() -> tuple[list[int], dict]:
+        async with service_client("budget", loaded) as client:
+            answers = await asyncio.gather(*(client.post("/api/v1/providers/burst", json={"prompt": f"p {i} a b"})
+                                             for i in range(24)))
+            return [a.status_code for a in answers], (await client.get("/api/v1/budget")).json()
+
+    statuses, budget = asyncio.run(scenario())
+    assert set(statuses) == {200, 502}  # some settled, some failed
+    with sqlite3.connect(loaded.state_path("budget.db")) as db:
+        calls, usd = db.execute("SELECT count(*), coalesce(sum(usd), 0) FROM spend "
+                                "WHERE day = ? AND status != 'failed'", (budget["day"],)).fetchone()
+    assert budget["calls"] == calls == statuses.count(200)
+    assert budget["spentUsd"] == round(usd, 6) > 0

@@ -15,6 +15,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
+from typing import Any
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,7 @@ TARGET_US = {
     "rate-limit check": 1.0,
     "span start+end": 2.0,
     "breaker overhead": 1.0,
+    "budget day total (300k-row ledger)": 2000.0,
 }
 
 
@@ -181,6 +183,39 @@ def _singleflight(n: int) -> list[float]:
     return [run(rounds())]
 
 
+def _day_total(rows: int, n: int) -> Callable[[], list[float]]:
+    """Reading today's spend from a ledger of `rows` rows of today, as `GET /api/v1/budget` does.
+
+    The ledger is made once (with its totals kept by triggers, as budget writes it) and read `n`
+    times a run: the figure is what a read costs once the day is busy, not what building it does.
+    """
+    import sqlite3
+
+    from tooloo_cli.services.budget import _create_and_sum, _spend_by_provider
+
+    made: dict[str, Any] = {}
+
+    def case() -> list[float]:
+        if not made:
+            made["dir"] = tempfile.TemporaryDirectory(prefix="tooloo-bench-ledger-")
+            db = sqlite3.connect(Path(made["dir"].name) / "budget.db", isolation_level=None)
+            _create_and_sum(db, "2026-01-01")
+            db.execute("BEGIN")
+            db.executemany("INSERT INTO spend (day, provider, model, tokens, usd, criticality, at, status) "
+                           "VALUES ('2026-01-01', 'simulated', 'm', 20, 0.00004, 'normal', 0, 'settled')",
+                           ((),) * rows)
+            db.execute("COMMIT")
+            made["db"] = db
+        samples = []
+        for _ in range(n):
+            started = time.perf_counter_ns()
+            _spend_by_provider(made["db"], "2026-01-01")
+            samples.append((time.perf_counter_ns() - started) / 1000)
+        return samples
+
+    return case
+
+
 def run_module_benchmarks(runs: int = 5, scale: float = 1.0) -> list[BenchResult]:
     """Every module benchmark, `runs` times each; `scale` shrinks the operation counts."""
 
@@ -201,6 +236,7 @@ def run_module_benchmarks(runs: int = 5, scale: float = 1.0) -> list[BenchResult
             ("breaker call (with timeout)", lambda: _breaker(ops(50_000), 10.0)),
             ("breaker overhead", lambda: _breaker_overhead(ops(100_000))),
             ("singleflight (per caller)", lambda: _singleflight(ops(50_000))),
+            ("budget day total (300k-row ledger)", _day_total(ops(300_000), ops(200))),
         ]
         results = []
         for name, case in cases:

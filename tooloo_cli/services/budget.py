@@ -76,6 +76,22 @@ _SCHEMA = (
     "CREATE INDEX IF NOT EXISTS spend_day ON spend (day)",
     "CREATE TABLE IF NOT EXISTS ledger_probe (id INTEGER PRIMARY KEY, at REAL NOT NULL)",
 )
+# Each day's totals per provider, kept by triggers in the very transaction that writes a row, so
+# that reading the day's spend never scans the day's rows (300k of them took ~190 ms) and can
+# never disagree with them. A failed row counts for nothing; a settled one replaces its reservation.
+_TOTALS_TABLE = ("CREATE TABLE spend_totals (day TEXT NOT NULL, provider TEXT NOT NULL, calls INTEGER NOT NULL, "
+                 "usd REAL NOT NULL, tokens INTEGER NOT NULL, PRIMARY KEY (day, provider)) WITHOUT ROWID")
+_ADD_TO_TOTALS = ("INSERT INTO spend_totals SELECT NEW.day, NEW.provider, 1, NEW.usd, NEW.tokens "
+                  "WHERE NEW.status != 'failed' ON CONFLICT (day, provider) DO UPDATE SET calls = calls + 1, "
+                  "usd = usd + excluded.usd, tokens = tokens + excluded.tokens;")
+_TAKE_FROM_TOTALS = ("UPDATE spend_totals SET calls = calls - 1, usd = usd - OLD.usd, tokens = tokens - OLD.tokens "
+                     "WHERE OLD.status != 'failed' AND day = OLD.day AND provider = OLD.provider;")
+_TOTALS_TRIGGERS = (
+    f"CREATE TRIGGER IF NOT EXISTS spend_totals_insert AFTER INSERT ON spend BEGIN {_ADD_TO_TOTALS} END",
+    f"CREATE TRIGGER IF NOT EXISTS spend_totals_update AFTER UPDATE ON spend BEGIN {_TAKE_FROM_TOTALS} "
+    f"{_ADD_TO_TOTALS} END",
+    f"CREATE TRIGGER IF NOT EXISTS spend_totals_delete AFTER DELETE ON spend BEGIN {_TAKE_FROM_TOTALS} END",
+)
 # reserved: asked, outcome not known yet (a crash leaves it so: its worst case stays counted);
 # settled: the real cost; failed: the provider refused or failed, nothing spent;
 # unknown: the call timed out, so it may have been charged: its worst case stays counted.
@@ -184,12 +200,25 @@ class Ledger:
 
 
 def _create_and_sum(db: Any, day: str) -> float:
-    for statement in _SCHEMA:
-        db.execute(statement)
-    columns = {row[1] for row in db.execute("PRAGMA table_info(spend)")}
-    if "status" not in columns:  # a ledger from before reservations: every row in it is settled
-        db.execute("ALTER TABLE spend ADD COLUMN status TEXT NOT NULL DEFAULT 'settled'")
-    (spent,) = db.execute("SELECT coalesce(sum(usd), 0) FROM spend WHERE day = ?", (day,)).fetchone()
+    # One transaction, taken for writing at once: two replicas opening one ledger migrate it once.
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        for statement in _SCHEMA:
+            db.execute(statement)
+        columns = {row[1] for row in db.execute("PRAGMA table_info(spend)")}
+        if "status" not in columns:  # a ledger from before reservations: every row in it is settled
+            db.execute("ALTER TABLE spend ADD COLUMN status TEXT NOT NULL DEFAULT 'settled'")
+        if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'spend_totals'").fetchone() is None:
+            db.execute(_TOTALS_TABLE)  # a ledger from before day totals: summed once, here
+            db.execute("INSERT INTO spend_totals SELECT day, provider, count(*), sum(usd), sum(tokens) FROM spend "
+                       "WHERE status != 'failed' GROUP BY day, provider")
+        for trigger in _TOTALS_TRIGGERS:
+            db.execute(trigger)
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    (spent,) = db.execute("SELECT coalesce(sum(usd), 0) FROM spend_totals WHERE day = ?", (day,)).fetchone()
     return float(spent)
 
 
@@ -199,8 +228,9 @@ def _probe_write(db: Any) -> None:
 
 
 def _spend_by_provider(db: Any, day: str) -> list[tuple[str, int, float, int]]:
-    return db.execute("SELECT provider, count(*), coalesce(sum(usd), 0), coalesce(sum(tokens), 0) "
-                      "FROM spend WHERE day = ? AND status != 'failed' GROUP BY provider", (day,)).fetchall()
+    """The day's totals per provider (kept by the triggers: a lookup, not a scan of the day's rows)."""
+    return db.execute("SELECT provider, calls, usd, tokens FROM spend_totals WHERE day = ? AND calls > 0 "
+                      "ORDER BY provider", (day,)).fetchall()
 
 
 def create(service: Service) -> ASGIApp:

@@ -11,7 +11,8 @@ cap). `X-Forwarded-For` is left to the services, which believe it only from
 
 A service that cannot start for a reason a restart will not cure (a corrupt ledger, say)
 exits 2 with one line saying what to do; the supervisor then marks it failed at once.
-SIGTERM or Ctrl-C drains in-flight requests, runs the service's shutdown (optimizer
+The access log is written in batches (access_log.py: every 4 KB or 50 ms), flushed at
+shutdown. SIGTERM or Ctrl-C drains in-flight requests, runs the service's shutdown (optimizer
 flushed, pool and cache closed) and exits 0: uvicorn re-raises the signal it caught once
 it has shut down, so a handler of ours must be in place for that re-raise to land on.
 """
@@ -49,6 +50,7 @@ def serve(name: str, loaded: LoadedConfig, port: int | None = None) -> int:
     import uvicorn
 
     from tooloo_cli.services import create_app
+    from tooloo_cli.services.access_log import BatchedLog
     from tooloo_cli.services.protocol import ConnectionLimits, guarded_protocol
 
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, stream=sys.stderr)
@@ -56,9 +58,8 @@ def serve(name: str, loaded: LoadedConfig, port: int | None = None) -> int:
     port = settings.port if port is None else port  # a replica is told its port
     stack = loaded.config.stack
     host = settings.bind or stack.host
-    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # one access-log line at a time
     listener = listen(host, port)  # first: a taken port is refused before any file is touched
-    app = create_app(name, loaded, port=port)
+    app = create_app(name, loaded, BatchedLog(sys.stdout), port=port)
     connections = descriptor_room(stack.max_connections)
     if connections < stack.max_connections:
         logging.getLogger(f"tooloo.services.{name}").warning(

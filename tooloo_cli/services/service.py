@@ -213,6 +213,8 @@ class Service:
                 steps.append(("closing the sibling client", self._upstream.close))
             if self.cache is not None:
                 steps.append(("closing the cache", self.cache.close))
+            # The last requests' lines, before the process ends (serve's access log is batched).
+            steps.append(("flushing the access log", self.access_log.flush))
             for what, step in steps:
                 try:
                     outcome = step()
