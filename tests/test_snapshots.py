@@ -33,7 +33,7 @@ from tooloo_cli.resilience import (
 from tooloo_cli.resilience import tracer as tracer_module
 
 LIMITER_KEYS = ["rateLimit", "refillRate", "totalRequests", "allowedRequests", "deniedRequests", "allowRate",
-                "activeBuckets", "maxClients", "evictions", "buckets"]
+                "activeBuckets", "maxClients", "evictions", "overflowed", "buckets"]
 CACHE_KEYS = ["hits", "misses", "hitRate", "memoryHits", "diskHits", "writes", "evictions", "expirations",
               "memoryItems", "maxMemoryItems", "diskItems", "diskBytes", "ttlSeconds", "persistent", "diskError",
               "diskErrors", "recoveries", "undecodable"]
@@ -104,15 +104,18 @@ def test_an_inconsistent_histogram_is_refused(bounds: tuple[float, ...], counts:
 def test_limiter_stats_are_the_rendering_of_its_snapshot() -> None:
     clock = ManualClock(0.0)
     limiter = RateLimiter(2, 0.001, max_clients=3, clock=clock)
-    for client in ("b", "c", "a", "a", "a", "d"):  # a is denied once; d evicts b, the least recently used
+    for client in ("b", "c", "a", "a", "a"):  # a is denied once
         clock.advance(0.001)
+        limiter.try_acquire(client)
+    clock.advance(1000.0)  # b and c have refilled; a too, but it is used again first
+    for client in ("a", "d"):  # d takes the place of b, the first bucket found full
         limiter.try_acquire(client)
     snapshot = limiter.snapshot()
     assert isinstance(snapshot, LimiterSnapshot)
     assert limiter.stats() == snapshot.to_dict() and list(limiter.stats()) == LIMITER_KEYS
-    assert (snapshot.allowed, snapshot.denied, snapshot.total) == (5, 1, 6)
-    assert snapshot.allow_rate == pytest.approx(5 / 6)
-    assert (snapshot.evictions, snapshot.active_buckets, snapshot.max_clients) == (1, 3, 3)
+    assert (snapshot.allowed, snapshot.denied, snapshot.total) == (6, 1, 7)
+    assert snapshot.allow_rate == pytest.approx(6 / 7)
+    assert (snapshot.evictions, snapshot.active_buckets, snapshot.max_clients, snapshot.overflowed) == (1, 3, 3, 0)
     assert snapshot.capacity == 2 and snapshot.refill_rate == 0.001
     assert [b.client for b in snapshot.busiest][:1] == ["a"] and snapshot.busiest[0].denied == 1
     assert limiter.snapshot(top=1).busiest == snapshot.busiest[:1] and limiter.snapshot(top=0).busiest == ()

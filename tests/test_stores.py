@@ -369,6 +369,10 @@ class Delegating:
     def evictions(self) -> int:
         return self.inner.evictions
 
+    @property
+    def overflowed(self) -> int:
+        return self.inner.overflowed
+
     def take(self, *args: Any) -> float:
         self.takes += 1
         return self.inner.take(*args)
@@ -425,3 +429,12 @@ def test_property_the_inlined_fast_path_decides_as_the_store_protocol_does(
     fast_stats, slow_stats = fast.stats(top=100), slow.stats(top=100)
     assert fast_stats["buckets"].keys() == slow_stats["buckets"].keys()
     assert fast_stats == slow_stats
+
+
+def test_the_expiry_sweep_reads_only_what_is_due(tmp_path: Path) -> None:
+    path = tmp_path / "swept.db"
+    store = SQLiteCacheStore(path)
+    store.close()
+    with sqlite3.connect(path) as db:
+        plan = " ".join(row[-1] for row in db.execute("EXPLAIN QUERY PLAN DELETE FROM cache WHERE expires <= 1.0"))
+    assert "cache_expires" in plan and "SCAN" not in plan

@@ -71,6 +71,6 @@ def test_memory_stays_bounded_however_many_clients_appear() -> None:
     for i in range(50_000):
         limiter.try_acquire(f"10.{i // 65536}.{i // 256 % 256}.{i % 256}")
     stats = limiter.stats()
-    assert stats["activeBuckets"] <= 1000
-    assert stats["evictions"] >= 49_000
+    assert stats["activeBuckets"] <= 1001  # max_clients, and the bucket newcomers share when it is full
+    assert stats["evictions"] + stats["overflowed"] >= 49_000  # every newcomer past the bound: one or the other
     assert stats["totalRequests"] == 50_000

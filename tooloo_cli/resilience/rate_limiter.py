@@ -13,10 +13,11 @@ long as it does the refill-and-take step of `take` atomically.
     limiter.snapshot().denied                                # counters, typed; stats() is their JSON
 
 Buckets refill lazily from a monotonic clock when they are touched, so there is no timer
-thread or task. MemoryBucketStore stays bounded in count and in bytes: past `max_clients`
-buckets, the least recently used tenth are evicted in one pass (cheaper per request than
-keeping an exact LRU order), and a client id longer than MAX_KEY_LENGTH characters is kept
-as its digest (`bucket_key`), so no caller can grow a bucket with a long id.
+thread or task. MemoryBucketStore stays bounded in count and in bytes, and the limit never
+fails open: past `max_clients` buckets, room is made only from buckets that have refilled
+to capacity (up to a tenth in one pass), and while none has, newcomers share one overflow
+bucket; a client id longer than MAX_KEY_LENGTH characters is kept as its digest
+(`bucket_key`), so no caller can grow a bucket with a long id.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import heapq
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -64,6 +66,8 @@ class BucketStore(Protocol):
     """The most buckets the store keeps (it evicts or expires the rest)."""
     evictions: int
     """Buckets dropped to stay within `max_clients`, since the store was made."""
+    overflowed: int
+    """Requests of clients it had no room for (they were limited together), since it was made."""
 
     def take(self, client: str, tokens: int, now: float, capacity: int, refill_rate: float,
              max_debt: float = 0.0) -> float:
@@ -103,15 +107,28 @@ class _Bucket:
         self.denied = 0
 
 
+OVERFLOW = "~overflow"  # no client id has a "~": the bucket newcomers share while the table is full
+
+
 class MemoryBucketStore:
-    """Buckets in a dict of this process, at most `max_clients` of them."""
+    """Buckets in a dict of this process, at most `max_clients` of them (and the overflow bucket).
+
+    Room is made by dropping buckets that have refilled to capacity: they carry no
+    information (a new bucket would hold the same), so no client gains by being forgotten.
+    When every bucket is still limiting its client, a newcomer is not given a fresh full
+    bucket (that would let a flood of new ids fail the limit open): newcomers share one
+    overflow bucket until room is made, and `overflowed` counts their requests. While that
+    bucket exists (it goes, like any, once refilled), a new bucket starts at its level.
+    """
 
     def __init__(self, max_clients: int = 10_000) -> None:
         if max_clients < 1:
             raise ValueError(f"max_clients must be at least 1, got {max_clients}")
         self.max_clients = max_clients
         self.evictions = 0
+        self.overflowed = 0
         self._buckets: dict[str, _Bucket] = {}
+        self._next_full = 0.0  # no bucket is full before then (see _evict)
 
     def take(self, client: str, tokens: int, now: float, capacity: int, refill_rate: float,
              max_debt: float = 0.0) -> float:
@@ -137,9 +154,18 @@ class MemoryBucketStore:
         key = bucket_key(client)
         if key is not client and key in self._buckets:
             return self.take(key, tokens, now, capacity, refill_rate, max_debt)
-        if len(self._buckets) >= self.max_clients:
-            self._evict()
+        if len(self._buckets) >= self.max_clients + (OVERFLOW in self._buckets) \
+                and not self._evict(now, capacity, refill_rate):
+            self.overflowed += 1
+            if OVERFLOW in self._buckets:
+                return self.take(OVERFLOW, tokens, now, capacity, refill_rate, max_debt)
+            key = OVERFLOW
         available = float(capacity)
+        shared = self._buckets.get(OVERFLOW)
+        if shared is not None and key is not OVERFLOW:
+            # A newcomer may have been one of the crowd that shared the overflow bucket: it starts
+            # where that bucket stands, so leaving the crowd hands nobody a fresh allowance.
+            available = min(shared.tokens + (now - shared.updated) * refill_rate, available)
         bucket = self._buckets[key] = _Bucket(available, now)
         if available - tokens >= -max_debt:
             bucket.tokens = available - tokens
@@ -147,13 +173,34 @@ class MemoryBucketStore:
             bucket.denied += 1
         return available
 
-    def _evict(self) -> None:
-        """Drops the least recently used tenth of the buckets (at least one)."""
+    def _evict(self, now: float, capacity: int, refill_rate: float) -> int:
+        """Drops up to a tenth of the buckets, the ones refilled to capacity; how many it dropped.
+
+        A scan that finds none notes when the first bucket will be full again, and none runs
+        before then: a flood of newcomers costs one scan per refill, not one per request.
+        """
+        if now < self._next_full:
+            return 0
         count = max(self.max_clients // 10, 1)
-        stale = heapq.nsmallest(count, self._buckets.items(), key=lambda item: item[1].updated)
-        for client, _ in stale:
+        full: list[str] = []
+        next_full = math.inf
+        for client, bucket in self._buckets.items():
+            # Full again once its deficit has refilled: at updated + deficit / rate.
+            refilled_at = bucket.updated + (capacity - bucket.tokens) / refill_rate
+            if refilled_at > now:
+                next_full = min(next_full, refilled_at)
+            elif client == OVERFLOW:  # the crowd is gone: no bucket to start newcomers from
+                full.append(client)
+            else:
+                full.append(client)
+                if len(full) - (OVERFLOW in full) == count:
+                    break
+        for client in full:
             del self._buckets[client]
-        self.evictions += len(stale)
+        dropped = len(full) - (OVERFLOW in full)
+        self.evictions += dropped
+        self._next_full = next_full if not dropped else 0.0
+        return dropped
 
     def give_back(self, client: str, tokens: int, capacity: int) -> None:
         bucket = self._buckets.get(bucket_key(client))
@@ -206,8 +253,9 @@ class LimiterSnapshot:
     """A RateLimiter's settings and counters at one moment; `stats()` is its JSON.
 
     `allowed` and `denied` count requests since the limiter was made, `evictions` buckets
-    dropped by the store since it was made; `active_buckets` is a gauge, and `busiest`
-    the most limited buckets (most denials first).
+    dropped by the store since it was made, `overflowed` requests of newcomers that met a
+    full table (they share one bucket); `active_buckets` is a gauge, and `busiest` the most
+    limited buckets (most denials first).
     """
 
     capacity: int
@@ -218,6 +266,7 @@ class LimiterSnapshot:
     evictions: int
     active_buckets: int
     busiest: tuple[BucketState, ...]
+    overflowed: int = 0
 
     @property
     def total(self) -> int:
@@ -239,6 +288,7 @@ class LimiterSnapshot:
             "activeBuckets": self.active_buckets,
             "maxClients": self.max_clients,
             "evictions": self.evictions,
+            "overflowed": self.overflowed,
             "buckets": {b.client: {"tokens": b.tokens, "denied": b.denied} for b in self.busiest},
         }
 
@@ -372,7 +422,7 @@ class RateLimiter:
         return LimiterSnapshot(
             capacity=self.capacity, refill_rate=self.refill_rate, max_clients=store.max_clients,
             allowed=self._allowed, denied=self._denied, evictions=store.evictions,
-            active_buckets=len(store), busiest=tuple(busiest),
+            active_buckets=len(store), busiest=tuple(busiest), overflowed=store.overflowed,
         )
 
     def stats(self, top: int = 10) -> dict[str, Any]:
