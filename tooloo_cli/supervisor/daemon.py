@@ -22,13 +22,12 @@ from typing import Any
 
 from tooloo_cli.config import Config, LoadedConfig
 from tooloo_cli.errors import ToolooError
-from tooloo_cli.stack import stack_of
+from tooloo_cli.stack import Replica, ServiceSpec, stack_of
 from tooloo_cli.supervisor.control import ControlClient
 from tooloo_cli.supervisor.environment import handover, scrubbed
 from tooloo_cli.supervisor.lock import is_held
 from tooloo_cli.supervisor.logs import tail
 from tooloo_cli.supervisor.paths import StatePaths
-from tooloo_cli.supervisor.process import stopped_status
 
 LAUNCH_TIMEOUT = 10.0
 SUPERVISOR_MODULE = "tooloo_cli.supervisor"
@@ -115,3 +114,14 @@ def status_document(loaded: LoadedConfig) -> dict[str, Any]:
     return {"ok": True, "supervisor": None,
             "services": {replica.name: stopped_status(spec, replica)
                          for spec in stack.specs.values() for replica in spec.replicas}}
+
+
+def stopped_status(spec: ServiceSpec, replica: Replica) -> dict[str, Any]:
+    """What status shows of a replica no supervisor runs (the keys of ManagedProcess.status()).
+
+    Here, not in process.py: `tooloo status` must not pay for asyncio to say that nothing runs.
+    """
+    return {"name": replica.name, "service": spec.name, "replica": replica.index, "state": "stopped",
+            "health": "unknown", "ready": False, "pid": None, "port": replica.port, "uptime": None, "restarts": 0,
+            "lastExitCode": None, "error": None, "lastWarning": None, "cpuPercent": None, "rssBytes": None,
+            "startupSeconds": None, "observable": spec.builtin, "probes": {}}

@@ -71,14 +71,6 @@ def _die_with_parent(parent: int) -> Callable[[], None]:
     return hook
 
 
-def stopped_status(spec: ServiceSpec, replica: Replica) -> dict[str, Any]:
-    """What status shows of a replica no supervisor runs."""
-    return {"name": replica.name, "service": spec.name, "replica": replica.index, "state": "stopped",
-            "health": "unknown", "ready": False, "pid": None, "port": replica.port, "uptime": None, "restarts": 0,
-            "lastExitCode": None, "error": None, "lastWarning": None, "cpuPercent": None, "rssBytes": None,
-            "startupSeconds": None, "observable": spec.builtin, "probes": {}}
-
-
 class ManagedProcess:
     def __init__(self, spec: ServiceSpec, replica: Replica, paths: StatePaths,
                  on_output: OutputSink | None = None, log_limits: tuple[int, int] = (10 * 1024 * 1024, 3)) -> None:
