@@ -30,11 +30,13 @@ def test_bench_http_measures_every_scenario_and_stops_its_stack(tmp_path: Path) 
     document = _bench(tmp_path, "http")
     names = {scenario["name"] for scenario in document["scenarios"]}
     assert {"training /ready (bare)", "training /api/v1/training/status (traced)", "web → training (proxied)",
+            "training status, direct (50 connections)", "web → training status (50 connections)",
             "burst cache hit", "burst cache miss", "training status, sampling 0.0",
             "training status, sampling 1.0"} == names
     assert all(s["requests"] > 0 and s["errors"] == 0 for s in document["scenarios"])
     figures = document["figures"]
     assert 0 < figures["middlewareShare"] and 0 < figures["burstHitShare"] < 1 and figures["stackPssMb"] > 0
+    assert 0 < figures["proxiedShare"] < 1.5 and figures["proxiedP99Ratio"] > 0
     _no_stray_services(tmp_path)
 
 

@@ -308,4 +308,4 @@ def test_breaker_errors_and_system_status_are_short_for_remote_callers(stack_con
     local_breaker, local_status = in_process("web", stack_config(), scenario)
     remote_breaker, remote_status = in_process("web", stack_config(), scenario, client_address="198.51.100.4")
     assert ":" in local_breaker["lastError"] and "http://" in local_status["error"]
-    assert remote_breaker["lastError"] == "ConnectError" and remote_status["error"] == "unavailable"
+    assert remote_breaker["lastError"] == "ConnectFailed" and remote_status["error"] == "unavailable"

@@ -54,6 +54,13 @@ def figures(document: dict[str, Any]) -> dict[str, Figure]:
             found.append(Figure(f"http: {scenario['name']} p99", scenario["p99_ms"], "ms", True))
         targets = http["targets"]
         figure = http["figures"]
+        if "proxiedShare" in figure:  # a file saved before the gateway figures has none
+            found += [
+                Figure("http: gateway keeps of direct req/s", figure["proxiedShare"] * 100, "%", False,
+                       targets["proxiedShare"] * 100),
+                Figure("http: gateway p99 over direct p99", figure["proxiedP99Ratio"], "×", True,
+                       targets["proxiedP99Ratio"]),
+            ]
         found += [
             Figure("http: middleware keeps of bare req/s", figure["middlewareShare"] * 100, "%", False,
                    targets["middlewareShare"] * 100),

@@ -26,11 +26,19 @@ from tooloo_cli.bench.stack import EphemeralStack
 from tooloo_cli.config import BUILTIN_SERVICES, Config
 
 TARGETS = {
+    "proxiedShare": 0.40,  # the gateway keeps ≥ 40 % of the direct route's throughput at 50 connections
+    "proxiedP99Ratio": 3.0,  # ... with a p99 ≤ 3 × the direct route's
     "middlewareShare": 0.85,  # a traced /api route keeps ≥ 85 % of a bare route's throughput
     "burstHitShare": 0.40,  # a burst cache hit takes ≤ 40 % of a miss's latency
     "samplingCost": 0.03,  # tracing at sampling 1.0 costs ≤ 3 % throughput against 0.0
     "stackPssMb": 250.0,  # the eight services together
 }
+
+
+# The same route asked directly and through the gateway (tracing, limit, breaker, access log on).
+GATEWAY_CONNECTIONS = 50
+DIRECT = f"training status, direct ({GATEWAY_CONNECTIONS} connections)"
+PROXIED = f"web → training status ({GATEWAY_CONNECTIONS} connections)"
 
 
 @dataclass
@@ -120,6 +128,10 @@ def run_http_benchmarks(seconds: float = 2.0, rounds: int = 3, connections: int 
                     ("training /api/v1/training/status (traced)", training, get("/api/v1/training/status")),
                     ("web → training (proxied)", web, get("/api/v1/training/status"))]
             measured = run(_alternate(runs, rounds, seconds, connections))
+            note("the gateway against the direct route, at 50 connections")
+            status = get("/api/v1/training/status")
+            measured.update(run(_alternate([(DIRECT, training, status), (PROXIED, web, status)], rounds, seconds,
+                                           GATEWAY_CONNECTIONS)))
             note("budget burst: cache hit and miss")
             hit = post_json("/api/v1/providers/burst", lambda: b'{"prompt": "bench: always the same"}')
             counter = itertools.count()
@@ -158,6 +170,9 @@ def _sampling_scenarios(directory: Path, seconds: float, rounds: int, connection
 
 def _derive(results: HttpResults) -> None:
     """The figures the targets speak of, from the scenarios."""
+    direct, proxied = results.scenario(DIRECT), results.scenario(PROXIED)
+    results.figures["proxiedShare"] = proxied.requests_per_s / direct.requests_per_s if direct.requests_per_s else 0.0
+    results.figures["proxiedP99Ratio"] = proxied.p99_ms / direct.p99_ms if direct.p99_ms else 0.0
     bare = results.scenario("training /ready (bare)").requests_per_s
     middleware = results.scenario("training /api/v1/training/status (traced)").requests_per_s
     results.figures["middlewareShare"] = middleware / bare if bare else 0.0

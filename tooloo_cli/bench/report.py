@@ -67,6 +67,10 @@ def print_http_table(results: HttpResults, *, quick: bool = False, console: Cons
     console.print(table)
     figures = results.figures
     lines = [
+        ("the gateway keeps", f"{figures['proxiedShare']:.1%} of the direct route's req/s (50 connections)",
+         f"≥ {TARGETS['proxiedShare']:.0%}", figures["proxiedShare"] >= TARGETS["proxiedShare"]),
+        ("its p99 is", f"{figures['proxiedP99Ratio']:.1f}× the direct route's",
+         f"≤ {TARGETS['proxiedP99Ratio']:.0f}×", figures["proxiedP99Ratio"] <= TARGETS["proxiedP99Ratio"]),
         ("a traced route keeps", f"{figures['middlewareShare']:.1%} of the bare route's req/s",
          f"≥ {TARGETS['middlewareShare']:.0%}", figures["middlewareShare"] >= TARGETS["middlewareShare"]),
         ("burst cache hit takes", f"{figures['burstHitShare']:.1%} of a miss's p50 latency",

@@ -1,4 +1,4 @@
-"""Calls from one service to its siblings: one pooled httpx client, a breaker per replica.
+"""Calls from one service to its siblings: one keep-alive client (wire.py), a breaker per replica.
 
     upstream = Upstream({"training": (("training", "http://127.0.0.1:3001"),)}, timeout=5.0,
                         tracer=tracer, breaker=breakers.get)
@@ -27,23 +27,31 @@ client can open a breaker for everyone with a few malformed requests.
 
 from __future__ import annotations
 
+import json as jsonlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
-
-from tooloo_cli._httpx import httpx
+from urllib.parse import urlsplit
 
 from tooloo_cli.resilience import CallTimeoutError, CircuitBreaker, CircuitOpenError, Tracer
 from tooloo_cli.services.http import ApiError, RequestDefect
+from tooloo_cli.services.wire import (
+    BadRequest,
+    ConnectFailed,
+    ConnectionBroken,
+    Response,
+    ResponseTimeout,
+    WireClient,
+    WireError,
+)
 
 _DEPENDENCY_FAILURES = (502, 503, 504)
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS"})
-_NEVER_SENT = (httpx.ConnectError, httpx.ConnectTimeout)  # safe to try elsewhere, whatever the method
 
 
 class UpstreamStatusError(Exception):
     """A sibling answered 5xx: a breaker failure that still carries the response."""
 
-    def __init__(self, target: str, response: httpx.Response) -> None:
+    def __init__(self, target: str, response: Response) -> None:
         super().__init__(f"{target} answered {response.status_code}")
         self.response = response
 
@@ -52,33 +60,35 @@ class UpstreamError(ApiError):
     """A sibling could not answer; `status` is what to tell our own client (502, 503, 504)."""
 
 
+def _address(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    return parts.hostname or "127.0.0.1", parts.port or 80
+
+
 class Upstream:
     def __init__(self, replicas: Mapping[str, Sequence[tuple[str, str]]], *, timeout: float, tracer: Tracer,
                  breaker: Callable[[str], CircuitBreaker]) -> None:
         self.replicas = {target: tuple(pairs) for target, pairs in replicas.items()}
+        self.timeout = timeout
         self.tracer = tracer
         self.breaker = breaker
         self._turn = dict.fromkeys(self.replicas, 0)
-        # trust_env=False: sibling calls go straight to them whatever HTTP_PROXY says. Siblings
-        # speak plain http, so no TLS context is built (verify=False saves ~50 ms of CA bundle).
-        self.client = httpx.AsyncClient(
-            timeout=timeout,
-            limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
-            trust_env=False,
-            verify=False,
-        )
+        self._addresses = {url: _address(url) for pairs in self.replicas.values() for _, url in pairs}
+        self.client = WireClient()
 
     async def close(self) -> None:
-        await self.client.aclose()
+        await self.client.close()
 
     async def probe(self, url: str, timeout: float = 1.0) -> tuple[dict[str, Any], str | None]:
-        """The JSON document at `url` and None, or {} and why it did not answer 200.
+        """The JSON document at `url` (a sibling's base URL and a path) and None, or {} and why not 200.
 
         Asked directly, not through a breaker: a health or readiness probe must not trip one.
         """
+        parts = urlsplit(url)
         try:
-            response = await self.client.get(url, timeout=timeout)
-        except httpx.HTTPError as exc:
+            response = await self.client.request(parts.hostname or "127.0.0.1", parts.port or 80, "GET",
+                                                 (parts.path or "/").encode(), [], b"", timeout)
+        except WireError as exc:
             return {}, f"no answer from {url}: {type(exc).__name__}"
         if response.status_code != 200:
             return {}, f"{url} answered {response.status_code}"
@@ -93,29 +103,16 @@ class Upstream:
         states = {self.breaker(name).state for name, _ in self.replicas[target]}
         return states.pop() if len(states) == 1 else "partial"
 
-    def _build(self, base: str, target: str, method: str, path: str | bytes, headers: Any = None,
-               **options: Any) -> httpx.Request:
-        """The request to send; RequestDefect when it cannot be built from what was asked.
-
-        `path` may be the raw bytes a client sent (path and query, still percent-encoded),
-        which the gateway passes on untouched; `headers` may be raw (name, value) byte pairs.
-        """
-        try:
-            url = httpx.URL(base)
-            url = url.copy_with(raw_path=path) if isinstance(path, bytes) else url.join(path)
-            pairs = list(headers.items() if isinstance(headers, dict) else headers or ())
-            return self.client.build_request(method, url, headers=pairs, **options)
-        except (httpx.InvalidURL, ValueError, TypeError) as exc:  # UnicodeError is a ValueError
-            raise RequestDefect(f"the request cannot be passed on to {target}: {exc}") from None
-
-    async def _send(self, target: str, request: httpx.Request) -> httpx.Response:
-        with self.tracer.span(f"{request.method} {target}{request.url.path}") as span:
+    async def _send(self, target: str, base: str, method: str, path: bytes, headers: list[tuple[bytes, bytes]],
+                    body: bytes) -> Response:
+        host, port = self._addresses[base]
+        with self.tracer.span(f"{method} {target}{path.split(b'?', 1)[0].decode('latin-1')}") as span:
             traceparent = Tracer.current_traceparent()  # this span's: the sibling's trace hangs under it
             if traceparent is not None:
-                request.headers["traceparent"] = traceparent
+                headers = [*headers, (b"traceparent", traceparent.encode())]
             try:
-                response = await self.client.send(request)
-            except httpx.LocalProtocolError as exc:  # h11 refused what we were asked to send
+                response = await self.client.request(host, port, method, path, headers, body, self.timeout)
+            except BadRequest as exc:  # what we were asked to send would be misread
                 raise RequestDefect(f"the request cannot be passed on to {target}: {exc}") from None
             span.set("status", response.status_code)
         if response.status_code >= 500 and response.status_code not in _DEPENDENCY_FAILURES:
@@ -131,29 +128,41 @@ class Upstream:
         self._turn[target] = (turn + 1) % len(replicas)
         return replicas[turn:] + replicas[:turn]
 
-    async def request(self, target: str, method: str, path: str | bytes, **options: Any) -> httpx.Response:
+    async def request(self, target: str, method: str, path: str | bytes, *, headers: Any = None,
+                      content: bytes = b"", json: Any = None) -> Response:
         """The sibling's response (5xx included, for a gateway to pass on), through its replica's breaker.
 
+        `path` may be the raw bytes a client sent (path and query, still percent-encoded),
+        which the gateway passes on untouched; `headers` are (name, value) byte pairs or a dict.
         Raises UpstreamError 503 when every replica's breaker is open, 504 on a timeout and
         502 when no replica can be reached; ApiError 400 when the request cannot be sent.
         """
+        try:
+            raw_path = path if isinstance(path, bytes) else path.encode("ascii")
+            pairs = [(_bytes(name), _bytes(value))
+                     for name, value in (headers.items() if isinstance(headers, dict) else headers or ())]
+        except (UnicodeError, TypeError) as exc:
+            raise ApiError(400, f"the request cannot be passed on to {target}: {exc}") from None
+        body = content
+        if json is not None:
+            body = jsonlib.dumps(json).encode()
+            pairs.append((b"content-type", b"application/json"))
         failure: Exception | None = None
         replica = target
         for replica, base in self._rotation(target):
             try:
-                request = self._build(base, target, method, path, **options)
-                return await self.breaker(replica).call(self._send, target, request)
+                return await self.breaker(replica).call(self._send, target, base, method, raw_path, pairs, body)
             except RequestDefect as exc:
                 raise ApiError(400, str(exc)) from None
             except UpstreamStatusError as exc:
                 return exc.response
-            except (CircuitOpenError, *_NEVER_SENT) as exc:
-                failure = exc  # this replica is out: the next one may answer
-            except httpx.TransportError as exc:
-                if method not in _IDEMPOTENT:
+            except (CircuitOpenError, ConnectFailed) as exc:
+                failure = exc  # this replica is out, and nothing was sent to it: the next one may answer
+            except ConnectionBroken as exc:
+                if method not in _IDEMPOTENT:  # it may have been acted on: never sent twice
                     raise self._error(target, replica, exc) from None
                 failure = exc
-            except (CallTimeoutError, httpx.HTTPError) as exc:
+            except (CallTimeoutError, WireError) as exc:
                 raise self._error(target, replica, exc) from None
         assert failure is not None
         raise self._error(target, replica, failure) from None
@@ -162,9 +171,9 @@ class Upstream:
         """What our own client is told when `target` (last tried at `replica`) could not answer."""
         if isinstance(exc, CircuitOpenError):
             return UpstreamError(503, str(exc), breaker=replica, retryAfter=exc.retry_after)
-        if isinstance(exc, (CallTimeoutError, httpx.TimeoutException)):
+        if isinstance(exc, (CallTimeoutError, ResponseTimeout)):
             return UpstreamError(504, f"{target} did not answer in time", breaker=replica)
-        if isinstance(exc, httpx.TransportError):
+        if isinstance(exc, (ConnectFailed, ConnectionBroken)):
             return UpstreamError(502, f"{target} is unreachable: {type(exc).__name__}", breaker=replica)
         return UpstreamError(502, f"{target} could not be asked: {type(exc).__name__}", breaker=replica)
 
@@ -185,3 +194,7 @@ class Upstream:
         document.pop("ok", None)
         document.pop("traceId", None)
         return document
+
+
+def _bytes(value: str | bytes) -> bytes:
+    return value if isinstance(value, bytes) else value.encode("latin-1")

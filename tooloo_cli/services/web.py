@@ -56,8 +56,8 @@ def create(service: Service) -> ASGIApp:
         upstream = await service.upstream.request(target, request.method, raw_target, content=body, headers=headers)
         response = Response(upstream.content, upstream.status_code)
         # Raw bytes both ways: a header is passed on exactly as the upstream wrote it.
-        response.raw_headers += [(name.lower(), value) for name, value in upstream.headers.raw
-                                 if name.lower() not in _DROPPED_RESPONSE]
+        response.raw_headers += [(name, value) for name, value in upstream.raw_headers
+                                 if name not in _DROPPED_RESPONSE]
         return response
 
     async def system_status(request: Request) -> Response:
