@@ -58,3 +58,19 @@ def test_a_service_logs_every_request_and_loses_none_on_sigterm(tmp_path: Path) 
     logged = [line.split()[-1] for line in stack.log("training").read_text().splitlines()
               if line.startswith("GET /api/v1/training/status")]
     assert logged == [first] + [f"{index:032x}" for index in range(1, 201)]
+
+
+def test_a_timer_left_on_a_finished_loop_does_not_hold_the_next_loops_lines() -> None:
+    out = io.StringIO()
+    log = BatchedLog(out, max_delay=0.05)
+
+    async def write_and_leave() -> None:
+        log.write("GET /first 200 1.0ms -\n")  # its timer is on this loop, which ends before it fires
+
+    async def write_and_wait() -> None:
+        log.write("GET /second 200 1.0ms -\n")
+        await asyncio.sleep(0.2)
+
+    asyncio.run(write_and_leave())
+    asyncio.run(write_and_wait())
+    assert out.getvalue() == "GET /first 200 1.0ms -\nGET /second 200 1.0ms -\n"

@@ -185,3 +185,57 @@ def test_framing_headers_of_the_caller_are_not_sent() -> None:
     head = seen[0].lower()
     assert status == 204 and head.count(b"content-length") == 1 and b"content-length: 3" in head
     assert b"transfer-encoding" not in head and b"evil" not in head and seen[0].endswith(b"abc")
+
+
+def test_a_post_is_never_sent_twice_even_on_a_reused_connection_that_broke() -> None:
+    received: list[bytes] = []
+
+    async def acts_then_dies(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")  # the first, answered; kept alive
+        await writer.drain()
+        received.append(await _read_request(reader))  # the second is acted on, then the peer goes away
+        writer.transport.abort()
+
+    async def scenario(client: WireClient, port: int) -> None:
+        await client.request("127.0.0.1", port, "POST", b"/charge", [], b"1", timeout=2)
+        with pytest.raises(ConnectionBroken):
+            await client.request("127.0.0.1", port, "POST", b"/charge", [], b"2", timeout=2)
+
+    _, connections = _run(acts_then_dies, scenario)
+    assert len(received) == 1 and len(connections) == 1  # no second attempt, on any connection
+
+
+def test_an_interim_answer_is_skipped_and_a_close_delimited_one_read_to_its_end() -> None:
+    async def unusual(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nX-Final: 1\r\nConnection: close\r\n\r\n"
+                     b"until the end")
+        await writer.drain()
+
+    async def scenario(client: WireClient, port: int) -> tuple[int, bytes, bytes | None]:
+        response = await client.request("127.0.0.1", port, "GET", b"/", [], b"", timeout=2)
+        return response.status_code, response.content, response.header(b"x-final")
+
+    assert _run(unusual, scenario)[0] == (200, b"until the end", b"1")
+
+
+def test_a_timeout_leaves_no_exception_unretrieved() -> None:
+    unretrieved: list[dict] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        await asyncio.sleep(1)
+
+    async def scenario(client: WireClient, port: int) -> None:
+        asyncio.get_running_loop().set_exception_handler(lambda loop, context: unretrieved.append(context))
+        for _ in range(3):
+            with pytest.raises(ResponseTimeout):
+                await client.request("127.0.0.1", port, "GET", b"/", [], b"", timeout=0.05)
+        import gc
+
+        gc.collect()
+        await asyncio.sleep(0.05)
+
+    _run(silent, scenario)
+    assert not [c for c in unretrieved if "never retrieved" in c.get("message", "")], unretrieved

@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import heapq
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -176,31 +175,36 @@ class MemoryBucketStore:
     def _evict(self, now: float, capacity: int, refill_rate: float) -> int:
         """Drops up to a tenth of the buckets, the ones refilled to capacity; how many it dropped.
 
-        A scan that finds none notes when the first bucket will be full again, and none runs
-        before then: a flood of newcomers costs one scan per refill, not one per request.
+        A scan that frees less than a tenth notes when enough buckets will be full to free the
+        rest, and none runs before then: a flood of newcomers costs a scan per batch of room,
+        not one per request (the newcomers meanwhile share the overflow bucket).
         """
         if now < self._next_full:
             return 0
         count = max(self.max_clients // 10, 1)
         full: list[str] = []
-        next_full = math.inf
+        pending: list[float] = []  # when each bucket not yet full will be
+        crowd_gone = False
         for client, bucket in self._buckets.items():
             # Full again once its deficit has refilled: at updated + deficit / rate.
             refilled_at = bucket.updated + (capacity - bucket.tokens) / refill_rate
             if refilled_at > now:
-                next_full = min(next_full, refilled_at)
+                pending.append(refilled_at)
             elif client == OVERFLOW:  # the crowd is gone: no bucket to start newcomers from
-                full.append(client)
+                crowd_gone = True
             else:
                 full.append(client)
-                if len(full) - (OVERFLOW in full) == count:
+                if len(full) == count:
                     break
         for client in full:
             del self._buckets[client]
-        dropped = len(full) - (OVERFLOW in full)
-        self.evictions += dropped
-        self._next_full = next_full if not dropped else 0.0
-        return dropped
+        if crowd_gone:
+            del self._buckets[OVERFLOW]
+        self.evictions += len(full)
+        short = count - len(full)
+        self._next_full = heapq.nsmallest(short, pending)[-1] if short and len(pending) >= short else \
+            (max(pending) if short and pending else 0.0)
+        return len(full)
 
     def give_back(self, client: str, tokens: int, capacity: int) -> None:
         bucket = self._buckets.get(bucket_key(client))

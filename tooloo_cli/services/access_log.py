@@ -29,6 +29,7 @@ class BatchedLog:
         self._lines: list[str] = []
         self._size = 0
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_loop: asyncio.AbstractEventLoop | None = None
         atexit.register(self.flush)
 
     def write(self, line: str) -> None:
@@ -36,11 +37,14 @@ class BatchedLog:
         self._size += len(line)
         if self._size >= self.max_bytes:
             self.flush()
-        elif self._timer is None:
-            try:
-                self._timer = asyncio.get_running_loop().call_later(self.max_delay, self.flush)
-            except RuntimeError:  # no loop runs (a line written at start-up or exit): now, then
-                self.flush()
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop runs (a line written at start-up or exit): now, then
+            self.flush()
+            return
+        if self._timer is None or self._timer_loop is not loop:  # none set, or set on a loop now gone
+            self._timer, self._timer_loop = loop.call_later(self.max_delay, self.flush), loop
 
     def flush(self) -> None:
         if self._timer is not None:

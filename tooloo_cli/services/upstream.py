@@ -11,7 +11,7 @@ guarding a replica (named as the replica: `budget`, or `budget.2` of several).
 
 A target with several replicas is called round robin. A replica that is down is skipped:
 its breaker, once open, refuses at once, and a call that never reached it (refused,
-connect timeout), or an idempotent call (GET, HEAD, OPTIONS) whose connection broke, is
+connect timeout), or an idempotent call (GET, HEAD, OPTIONS, PUT, DELETE) whose connection broke, is
 tried on the next replica, so one replica dying under load costs its clients nothing.
 
 Every call carries the current `traceparent` and runs inside a span. A timeout, a refused
@@ -35,6 +35,7 @@ from urllib.parse import urlsplit
 from tooloo_cli.resilience import CallTimeoutError, CircuitBreaker, CircuitOpenError, Tracer
 from tooloo_cli.services.http import ApiError, RequestDefect
 from tooloo_cli.services.wire import (
+    IDEMPOTENT,
     BadRequest,
     ConnectFailed,
     ConnectionBroken,
@@ -45,7 +46,6 @@ from tooloo_cli.services.wire import (
 )
 
 _DEPENDENCY_FAILURES = (502, 503, 504)
-_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 class UpstreamStatusError(Exception):
@@ -159,7 +159,7 @@ class Upstream:
             except (CircuitOpenError, ConnectFailed) as exc:
                 failure = exc  # this replica is out, and nothing was sent to it: the next one may answer
             except ConnectionBroken as exc:
-                if method not in _IDEMPOTENT:  # it may have been acted on: never sent twice
+                if method not in IDEMPOTENT:  # it may have been acted on: never sent twice
                     raise self._error(target, replica, exc) from None
                 failure = exc
             except (CallTimeoutError, WireError) as exc:

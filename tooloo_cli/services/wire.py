@@ -13,10 +13,14 @@ the little the calls between tooloo's own services need, and no more:
 - one pool of idle connections per host and port (at most `max_idle` each); a connection
   is reused only when the answer said it may be (`Connection: close`, HTTP/1.0 and a HEAD
   answer end it), and never after a timeout, a cancellation or a protocol error;
-- a pooled connection the server closed meanwhile is noticed (nothing came back on it)
-  and the request is sent once more on a fresh one: it cannot have been acted on;
-- bodies by Content-Length or chunked (httptools decodes both); a request body always
-  goes with its Content-Length;
+- a pooled connection the server had closed is noticed and not used; one that breaks
+  before anything comes back is tried once more on a fresh connection, for an
+  idempotent method only (a POST may have been acted on before the peer went away);
+- at most `max_connections` at once to one host and port (others wait, within their
+  deadline), of which `max_idle` are kept for reuse;
+- bodies by Content-Length, chunked (httptools decodes both) or, without either, up to
+  the peer's close; 1xx interim answers are skipped; a request body always goes with its
+  Content-Length;
 - one deadline for the whole exchange (connect, send, answer): `ConnectFailed` when the
   peer was never reached (safe to send elsewhere), `ResponseTimeout` when it did not
   answer in time, `ConnectionBroken` when it closed or broke mid-answer, `BadResponse`
@@ -39,6 +43,7 @@ _FORBIDDEN_IN_VALUE = re.compile(rb"[\x00\r\n]")
 _FORBIDDEN_IN_TARGET = re.compile(rb"[\x00-\x20\x7f]")
 # Framing is ours to write: the caller's own would let it desynchronise the connection.
 _OURS = frozenset({b"host", b"content-length", b"transfer-encoding", b"connection", b"keep-alive", b"upgrade"})
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 
 
 class WireError(Exception):
@@ -93,6 +98,7 @@ class _Connection(asyncio.Protocol):
         self._status = 0
         self._heard = False  # anything at all came back for the current request
         self._head_only = False
+        self._headers_done = False
         self.reusable = False
 
     # -- asyncio.Protocol ------------------------------------------------------------------
@@ -112,18 +118,28 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        if self._answer is not None and not self._answer.done():
-            self._give(ConnectionBroken("the connection closed before the whole answer came"
-                                        if self._heard else "the connection closed before any answer came"))
+        if self._answer is None or self._answer.done():
+            return
+        framed = any(name in (b"content-length", b"transfer-encoding") for name, _ in self._headers)
+        if self._headers_done and not framed and exc is None:  # an answer that ends where the connection does
+            self._complete()
+            return
+        self._give(ConnectionBroken("the connection closed before the whole answer came"
+                                    if self._heard else "the connection closed before any answer came"))
 
     # -- httptools callbacks -------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        if self._answer is None or self._answer.done():  # a second answer to one request: not to be trusted
+            self._give(BadResponse("the peer answered more than it was asked"))
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
         self._status = self._parser.get_status_code()
-        if self._head_only:  # a HEAD answer has no body, whatever its Content-Length says
+        self._headers_done = 100 > self._status or self._status >= 200
+        if self._head_only and self._headers_done:  # a HEAD answer has no body, whatever its Content-Length says
             self.reusable = False
             self._complete()
 
@@ -131,6 +147,9 @@ class _Connection(asyncio.Protocol):
         self._body.append(body)
 
     def on_message_complete(self) -> None:
+        if 100 <= self._status < 200:  # an interim answer (100 Continue): the real one follows
+            self._headers, self._body = [], []
+            return
         if not self._head_only:
             self.reusable = self._parser.should_keep_alive()
             self._complete()
@@ -140,6 +159,7 @@ class _Connection(asyncio.Protocol):
     def _complete(self) -> None:
         if self._answer is not None and not self._answer.done():
             self._answer.set_result(Response(self._status, self._headers, b"".join(self._body)))
+            self._headers, self._body = [], []  # the answer's own now: nothing after it may touch them
 
     def _give(self, error: WireError) -> None:
         self.reusable = False
@@ -155,11 +175,13 @@ class _Connection(asyncio.Protocol):
         assert self.transport is not None
         self._answer = asyncio.get_running_loop().create_future()
         self._headers, self._body, self._status, self._heard = [], [], 0, False
-        self._head_only, self.reusable = head_only, False
+        self._head_only, self.reusable, self._headers_done = head_only, False, False
         self._parser = httptools.HttpResponseParser(self)
         self.transport.write(request)
         try:
-            return await asyncio.wait_for(asyncio.shield(self._answer), timeout)
+            # Not shielded: a timeout or a cancellation cancels the answer, so that the close below
+            # finds it done and leaves no exception unretrieved.
+            return await asyncio.wait_for(self._answer, timeout)
         except asyncio.TimeoutError:
             self.close()
             raise ResponseTimeout(f"no answer within {timeout:g} s") from None
@@ -199,9 +221,13 @@ def encode_request(method: str, host: str, port: int, target: bytes,
 
 
 class WireClient:
-    def __init__(self, max_idle: int = 20) -> None:
-        self.max_idle = max_idle  # idle connections kept per host and port
+    def __init__(self, max_connections: int = 100, max_idle: int = 20) -> None:
+        self.max_connections = max_connections  # at once, per host and port
+        self.max_idle = max_idle  # of those, kept for reuse
         self._idle: defaultdict[tuple[str, int], list[_Connection]] = defaultdict(list)
+        self._slots: defaultdict[tuple[str, int], asyncio.Semaphore] = defaultdict(
+            lambda: asyncio.Semaphore(self.max_connections))
+        self._closed = False
 
     async def request(self, host: str, port: int, method: str, target: bytes, headers: list[tuple[bytes, bytes]],
                       body: bytes, timeout: float) -> Response:
@@ -209,6 +235,19 @@ class WireClient:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         request = encode_request(method, host, port, target, headers, body)
+        slot = self._slots[(host, port)]
+        try:
+            await asyncio.wait_for(slot.acquire(), max(timeout, 0.001))
+        except asyncio.TimeoutError:
+            raise ConnectFailed(f"all {self.max_connections} connections to {host}:{port} stayed busy for "
+                                f"{timeout:g} s") from None
+        try:
+            return await self._exchange(host, port, method, request, deadline)
+        finally:
+            slot.release()
+
+    async def _exchange(self, host: str, port: int, method: str, request: bytes, deadline: float) -> Response:
+        loop = asyncio.get_running_loop()
         head_only = method == "HEAD"
         connection, reused = self._idle_connection(host, port), True
         if connection is None:
@@ -216,13 +255,17 @@ class WireClient:
         try:
             response = await connection.exchange(request, head_only, max(deadline - loop.time(), 0.001))
         except ConnectionBroken:
-            if not reused or connection.heard:
+            if not reused or connection.heard or method not in IDEMPOTENT:
                 raise
-            # A pooled connection the server had closed meanwhile: the request reached nobody.
-            connection = await self._connect(host, port, deadline - loop.time())
+            # A pooled connection that broke before any answer, for a request that may be repeated.
+            try:
+                connection = await self._connect(host, port, deadline - loop.time())
+            except ConnectFailed as exc:  # the request went out once: it must not be called unsent
+                raise ConnectionBroken(f"the connection broke, and no new one could be made: {exc}") from None
             response = await connection.exchange(request, head_only, max(deadline - loop.time(), 0.001))
-        if connection.reusable and not connection.closed and len(self._idle[(host, port)]) < self.max_idle:
-            self._idle[(host, port)].append(connection)
+        idle = self._idle[(host, port)]
+        if connection.reusable and not connection.closed and not self._closed and len(idle) < self.max_idle:
+            idle.append(connection)
         else:
             connection.close()
         return response
@@ -247,6 +290,7 @@ class WireClient:
         return connection
 
     async def close(self) -> None:
+        self._closed = True  # what is in flight now closes its connection when done
         for connections in self._idle.values():
             for connection in connections:
                 connection.close()
