@@ -172,7 +172,7 @@ def _check_names(loaded, names: list[str], option: str = "NAMES") -> list[str]: 
     from tooloo_cli.stack import stack_of
 
     stack = stack_of(loaded)
-    known = [*stack.specs, *(r.name for r in stack.replicas() if r.name not in stack.specs)]
+    known = stack.names()
     for name in names:
         if name not in known:
             close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
@@ -187,8 +187,7 @@ def _complete_service(incomplete: str) -> list[str]:
         from tooloo_cli.config import load_config
         from tooloo_cli.stack import stack_of
 
-        stack = stack_of(load_config())
-        known = [*stack.specs, *(r.name for r in stack.replicas() if r.name not in stack.specs)]
+        known = stack_of(load_config()).names()
     except Exception:  # completion must never fail at the prompt
         from tooloo_cli.config.schema import BUILTIN_SERVICES
 

@@ -70,34 +70,25 @@ class EphemeralStack:
 
     def url(self, name: str) -> str:
         """Where service (or replica) `name` is reached: its first replica's URL."""
-        spec, replica = self._find(name)
+        replica = stack_of(self.loaded).replicas([name])[0]
         assert replica.url is not None, f"{name} has no URL"
         return replica.url
 
     def log(self, name: str) -> Path:
         return self.directory / f"{name}.log"
 
-    def _find(self, name: str) -> tuple[ServiceSpec, Replica]:
-        stack = stack_of(self.loaded)
-        if name in stack.specs:
-            return stack.specs[name], stack.specs[name].replicas[0]
-        replica = next(r for r in stack.replicas() if r.name == name)
-        return stack.specs[replica.service], replica
-
     def start(self, *names: str, env: dict[str, str] | None = None) -> None:
         """Starts the services (or replicas) and returns once each answers its liveness probe."""
         base = clean_env()
         stack = stack_of(self.loaded)
         started: list[tuple[ServiceSpec, Replica]] = []
-        for spec in stack.specs.values():
-            for replica in spec.replicas:
-                if spec.name not in names and replica.name not in names:
-                    continue
-                with open(self.log(replica.name), "ab") as log:
-                    self.processes[replica.name] = subprocess.Popen(
-                        spec.argv(replica), stdout=log, stderr=subprocess.STDOUT, cwd=spec.cwd,
-                        env=service_environment(spec, base, env or {}), start_new_session=True)
-                started.append((spec, replica))
+        for replica in stack.replicas(list(names)):
+            spec = stack.specs[replica.service]
+            with open(self.log(replica.name), "ab") as log:
+                self.processes[replica.name] = subprocess.Popen(
+                    spec.argv(replica), stdout=log, stderr=subprocess.STDOUT, cwd=spec.cwd,
+                    env=service_environment(spec, base, env or {}), start_new_session=True)
+            started.append((spec, replica))
         deadline = time.monotonic() + self.startup_timeout
         for spec, replica in started:
             while not self._alive(spec, replica):

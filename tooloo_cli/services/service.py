@@ -169,7 +169,7 @@ class Service:
 
     @property
     def upstream(self) -> Upstream:
-        """The pooled client to the siblings it calls (httpx is imported only by services that call out)."""
+        """The keep-alive client to the siblings it calls (made only by the services that call out)."""
         if self._upstream is None:
             from tooloo_cli.services.upstream import Upstream
 

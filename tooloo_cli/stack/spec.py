@@ -124,6 +124,10 @@ class Stack:
         return [replica for spec in self.specs.values() for replica in spec.replicas
                 if wanted is None or spec.name in wanted or replica.name in wanted]
 
+    def names(self) -> list[str]:
+        """What a command may be given: every service's name, and every replica's of a service with several."""
+        return [*self.specs, *(replica.name for replica in self.replicas() if replica.name not in self.specs)]
+
     def urls(self, name: str) -> tuple[str, ...]:
         """Where each replica of service `name` is reached."""
         return tuple(replica.url for replica in self.specs[name].replicas if replica.url is not None)

@@ -62,13 +62,12 @@ def _status(client: ControlClient) -> dict[str, Any]:
 
 def _taken_ports(stack: Stack, names: list[str]) -> list[str]:
     problems = []
-    for spec in stack.specs.values():
-        for replica in spec.replicas:
-            if replica.name not in names or replica.port is None:
-                continue
-            holder = port_holder(probe_host(spec.bind), replica.port)
-            if holder is not None:
-                problems.append(f"{replica.name}: port {replica.port} is taken by {describe_holder(holder)}")
+    for replica in stack.replicas(names):
+        if replica.port is None:
+            continue
+        holder = port_holder(probe_host(stack.specs[replica.service].bind), replica.port)
+        if holder is not None:
+            problems.append(f"{replica.name}: port {replica.port} is taken by {describe_holder(holder)}")
     return problems
 
 
@@ -79,13 +78,14 @@ def _healthy(service: dict[str, Any]) -> bool:
 
 def replica_names(stack: Stack, names: list[str], with_dependencies: bool = False) -> list[str]:
     """The replicas meant by service or replica `names` (all when empty), optionally with what they depend on."""
-    if not names:
-        return [replica.name for replica in stack.replicas()]
-    services = [name for name in names if name in stack.specs]
-    if with_dependencies:
-        services = stack.with_dependencies(services)
-    wanted = set(services) | set(names)
-    return [replica.name for replica in stack.replicas() if replica.service in wanted or replica.name in wanted]
+    if with_dependencies and names:
+        names = [*stack.with_dependencies([name for name in names if name in stack.specs]), *names]
+    return [replica.name for replica in stack.replicas(names or None)]
+
+
+def _dependency_levels(stack: Stack) -> int:
+    """How many waves a start or a stop of the whole stack takes (one per level of `depends_on`)."""
+    return len(stack.stop_waves(list(stack.specs)))
 
 
 def _check_environment(stack: Stack, names: list[str]) -> None:
@@ -130,19 +130,17 @@ def up(loaded: LoadedConfig, names: list[str], console: Console, foreground: boo
             client = launch(loaded, missing)
         elif missing:
             client.call("POST", "/start", {"services": missing, **handover(loaded, os.environ)})
-    return _wait_healthy(client, loaded, names, console, printer)
+    return _wait_healthy(client, loaded, stack, names, console, printer)
 
 
-def _wait_healthy(client: ControlClient, loaded: LoadedConfig, names: list[str], console: Console,
+def _wait_healthy(client: ControlClient, loaded: LoadedConfig, stack: Stack, names: list[str], console: Console,
                   printer: Printer) -> int:
     """Polls until every service is healthy (0), one has failed (1), or the start-up time is up (1)."""
     from rich.live import Live
 
-    specs = _specs(loaded)
     # A chain of dependencies starts one link after another: each may take its whole startup timeout.
-    startup = max((spec.startup_timeout for spec in specs), default=loaded.config.supervisor.startup_timeout)
-    links = len(stack_of(loaded).stop_waves([spec.name for spec in specs])) if specs else 1
-    deadline = time.monotonic() + startup * links + 5
+    startup = max(spec.startup_timeout for spec in stack.specs.values())
+    deadline = time.monotonic() + startup * _dependency_levels(stack) + 5
     started = time.monotonic()
     try:
         states = _states_while_starting(client)
@@ -179,20 +177,19 @@ def _wait_healthy(client: ControlClient, loaded: LoadedConfig, names: list[str],
         console.print(f"[red]not ready in time: {', '.join(slow)}[/] (see `tooloo status` and `tooloo logs`)")
         return 1
     console.print(f"[green]{len(names)} service(s) healthy and ready in {time.monotonic() - started:.2f}s[/]")
-    for name, failing in _failing_dependencies(loaded, names).items():
+    for name, failing in _failing_dependencies(stack, names).items():
         console.print(f"[yellow]{escape(name)} is ready, but cannot use {escape(', '.join(failing))} yet "
                       f"(GET /dependencies; `tooloo up` what it calls)[/]")
     return 0
 
 
-def _failing_dependencies(loaded: LoadedConfig, names: list[str]) -> dict[str, list[str]]:
+def _failing_dependencies(stack: Stack, names: list[str]) -> dict[str, list[str]]:
     """The deep check of each started replica that calls siblings: replica → what it cannot use."""
     import concurrent.futures
     import json
     import urllib.error
     import urllib.request
 
-    stack = stack_of(loaded)
     asked = [(replica.name, replica.url) for replica in stack.replicas(names)
              if stack.specs[replica.service].calls and replica.url is not None]
     direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback, whatever http_proxy says
@@ -282,9 +279,12 @@ def down(loaded: LoadedConfig, names: list[str], console: Console) -> int:
         console.print("nothing is running")
         return 0
     before = client.call("GET", "/states")["services"]
-    grace = max([loaded.config.supervisor.grace_period, *(spec.grace_period for spec in _specs(loaded))])
-    waves = len(_specs(loaded))  # at worst, one grace period per dependency level
-    result = client.call("POST", "/stop", {"services": names or None}, timeout=grace * waves + 10)
+    stack = _stack_if_possible(loaded)
+    specs = list(stack.specs.values()) if stack is not None else []
+    grace = max([loaded.config.supervisor.grace_period, *(spec.grace_period for spec in specs)])
+    waves = _dependency_levels(stack) if stack is not None else 1
+    # A grace period per wave at worst, and one to spare (SIGKILL, then the ports freed).
+    result = client.call("POST", "/stop", {"services": names or None}, timeout=grace * (waves + 1) + 10)
     for name in result["stopped"]:
         console.print(f"stopped {name} (pid {before[name]['pid'] or '-'}, port {before[name]['port']})")
     if not result["stopped"]:
@@ -298,12 +298,12 @@ def down(loaded: LoadedConfig, names: list[str], console: Console) -> int:
     return 0
 
 
-def _specs(loaded: LoadedConfig) -> list[Any]:
-    """The specs, when the configuration makes them (a lenient `down` may have only defaults)."""
+def _stack_if_possible(loaded: LoadedConfig) -> Stack | None:
+    """The stack, when the configuration makes one (what a lenient `down` or `logs` read may not)."""
     try:
-        return list(stack_of(loaded).specs.values())
+        return stack_of(loaded)
     except ToolooError:
-        return []
+        return None
 
 
 def status(loaded: LoadedConfig, console: Console) -> int:
@@ -322,16 +322,17 @@ def restart(loaded: LoadedConfig, names: list[str], console: Console) -> int:
     _check_environment(stack, replica_names(stack, names))
     grace = max(spec.grace_period for spec in stack.specs.values())
     result = client.call("POST", "/restart", {"services": names, **handover(loaded, os.environ)},
-                         timeout=grace * len(stack.specs) + 10)
+                         timeout=grace * (_dependency_levels(stack) + 1) + 10)
     restarted = result["restarted"]
-    return _wait_healthy(client, loaded, restarted, console, Printer(console, restarted))
+    return _wait_healthy(client, loaded, stack, restarted, console, Printer(console, restarted))
 
 
 def logs(loaded: LoadedConfig, name: str | None, console: Console, lines: int = 20, follow: bool = False) -> int:
     paths = StatePaths.of(loaded)
-    try:
-        names = replica_names(stack_of(loaded), [name] if name else [])
-    except ToolooError:  # a lenient load: the defaults' services, or the one asked for
+    stack = _stack_if_possible(loaded)
+    if stack is not None:
+        names = replica_names(stack, [name] if name else [])
+    else:  # a lenient load: the defaults' services, or the one asked for
         names = [name] if name else list(loaded.services)
     # And whatever else has a log here: replicas and services of a configuration since changed.
     logged = sorted(path.name[:-len(".log")] for path in (paths.root / "logs").glob("*.log")

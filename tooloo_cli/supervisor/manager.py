@@ -168,9 +168,9 @@ class Supervisor:
 
     def _start_replicas(self, replicas: list[str], stack: Stack, handed: dict[str, str]) -> list[str]:
         """Starts `replicas` and every replica their services depend on; the ones it started."""
-        services = stack.with_dependencies(list(dict.fromkeys(self.processes[name].spec.name for name in replicas)))
+        asked_services = list(dict.fromkeys(self.processes[name].spec.name for name in replicas))
+        services = stack.with_dependencies(asked_services)
         chosen = set(replicas)
-        asked_services = {self.processes[name].spec.name for name in replicas}
         started = []
         for service in services:
             spec = stack.specs[service]
