@@ -29,14 +29,16 @@ def _no_stray_services(tmp_path: Path) -> None:
 def test_bench_http_measures_every_scenario_and_stops_its_stack(tmp_path: Path) -> None:
     document = _bench(tmp_path, "http")
     names = {scenario["name"] for scenario in document["scenarios"]}
-    assert {"training /ready (bare)", "training /api/v1/training/status (traced)", "web → training (proxied)",
+    assert {"training status, bare Starlette route", "training status, the service (access log, tracing)",
             "training status, direct (50 connections)", "web → training status (50 connections)",
-            "burst cache hit", "burst cache miss", "training status, sampling 0.0",
+            "burst cache hit", "web → burst cache hit", "burst cache miss", "training status, sampling 0.0",
             "training status, sampling 1.0"} == names
     assert all(s["requests"] > 0 and s["errors"] == 0 for s in document["scenarios"])
     figures = document["figures"]
     assert 0 < figures["middlewareShare"] and 0 < figures["burstHitShare"] < 1 and figures["stackPssMb"] > 0
     assert 0 < figures["proxiedShare"] < 1.5 and figures["proxiedP99Ratio"] > 0
+    assert set(document["noise"]) == {"proxiedShare", "middlewareShare", "samplingCost"}
+    assert figures["samplingNoise"] == document["noise"]["samplingCost"] >= 0
     _no_stray_services(tmp_path)
 
 
@@ -98,3 +100,22 @@ def test_bench_with_no_suite_runs_all_three_into_one_summary(tmp_path: Path) -> 
     for figure in ("modules: cache set", "http: middleware keeps", "startup: upSeconds"):
         assert figure in result.stdout
     _no_stray_services(tmp_path)
+
+
+def test_strict_exits_1_exactly_when_a_figure_misses_its_target(tmp_path: Path) -> None:
+    result = _run(tmp_path, "modules", "--quick", "--json", "--strict")
+    entries = json.loads(result.stdout)["modules"]
+    missed = [entry["name"] for entry in entries if entry["meetsTarget"] is False]
+    missed += [f"{entry['name']}: {extra['name']}" for entry in entries for extra in entry.get("figures", ())
+               if extra["meetsTarget"] is False]
+    assert result.returncode == (1 if missed else 0), result.stderr
+    assert all(f"missed modules: {name}" in result.stderr for name in missed)
+
+
+def test_missed_targets_are_the_figures_on_the_wrong_side_of_theirs() -> None:
+    from tooloo_cli.bench.baseline import missed_targets
+
+    document = {"modules": [{"name": "fast", "usPerOp": 0.5, "targetUs": 1.0},
+                            {"name": "slow", "usPerOp": 3.0, "targetUs": 1.0},
+                            {"name": "untargeted", "usPerOp": 9.0, "targetUs": None}]}
+    assert [figure.name for figure in missed_targets(document)] == ["modules: slow"]

@@ -10,6 +10,7 @@ import logging
 import re
 import sqlite3
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from hypothesis import strategies as st
 
 from conftest import fill, small_filesystem
 from tooloo_cli.resilience import CorruptDatabaseError, PersistentCache, ResilienceError, integrity_problem
+from tooloo_cli.resilience.cache import CHECKPOINT_EVERY
 from tooloo_cli.phase6.support import ManualClock
 
 MISSING = object()
@@ -313,6 +315,55 @@ def test_path_in_a_missing_directory_is_created(tmp_path: Path, clock: ManualClo
         cache.set("k", 1)
         assert cache.stats()["persistent"] is True
     assert path.exists()
+
+
+def _wait_for(condition: Any, seconds: float = 10.0) -> bool:
+    """Polls `condition` until it holds or `seconds` pass (the checkpoint thread's pace is the OS's)."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def test_the_log_is_checkpointed_into_the_file_while_the_cache_is_open(db_path: Path, clock: ManualClock) -> None:
+    cache = open_cache(db_path, clock)
+    empty = db_path.stat().st_size
+    for i in range(2 * CHECKPOINT_EVERY):
+        cache.set(f"k{i}", {"text": "x" * 100})
+    # Nothing closed it: the store's own thread copied the log into the database file.
+    assert _wait_for(lambda: db_path.stat().st_size > empty)
+    assert cache.get("k0") == {"text": "x" * 100}
+    cache.close()
+    wal = Path(f"{db_path}-wal")
+    assert not wal.exists() or wal.stat().st_size == 0  # and close still leaves no log behind
+    with sqlite3.connect(db_path) as reader:
+        assert reader.execute("SELECT count(*) FROM cache").fetchone()[0] == 2 * CHECKPOINT_EVERY
+
+
+def test_the_checkpoint_thread_never_recreates_a_file_that_is_gone(db_path: Path, clock: ManualClock) -> None:
+    cache = open_cache(db_path, clock)
+    db_path.unlink()  # the writer keeps its open file; nobody should make a new, empty one here
+    for i in range(2 * CHECKPOINT_EVERY):
+        cache.set(f"k{i}", i)
+    time.sleep(0.2)
+    assert not db_path.exists()
+    assert cache.get(f"k{2 * CHECKPOINT_EVERY - 1}") == 2 * CHECKPOINT_EVERY - 1
+    cache.close()
+
+
+def test_close_ends_the_checkpoint_thread(db_path: Path, clock: ManualClock) -> None:
+    def checkpointers() -> list[threading.Thread]:
+        return [thread for thread in threading.enumerate() if thread.name.startswith("checkpoint ")
+                and str(db_path) in thread.name]
+
+    cache = open_cache(db_path, clock)
+    for i in range(CHECKPOINT_EVERY):
+        cache.set(f"k{i}", i)
+    assert len(checkpointers()) == 1  # started by the first checkpoint, and only one
+    cache.close()
+    assert checkpointers() == []
 
 
 # -- memory layer (LRU) -------------------------------------------------------------------
@@ -639,3 +690,4 @@ def test_property_lru_layer_is_bounded_and_nothing_live_is_lost(max_items: int, 
             assert got == wanted if wanted is not MISSING else got is MISSING
         assert reopened.stats()["memoryItems"] <= max_items
         reopened.close()
+

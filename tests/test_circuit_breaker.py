@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
+import weakref
 from datetime import datetime
 from typing import Any
 
@@ -404,6 +406,196 @@ def test_a_probe_that_times_out_reopens_the_breaker() -> None:
         assert cb.state == "open"
 
     run(scenario())
+
+
+# -- the deadline watch: one timer per breaker, not one per call ------------------------------
+
+
+def test_among_many_concurrent_calls_only_the_slow_ones_time_out_each_at_its_deadline() -> None:
+    async def scenario() -> None:
+        cb = breaker(failure_threshold=100, call_timeout=0.05)
+        upstream = Upstream()
+        loop = asyncio.get_running_loop()
+
+        async def timed(call: Any) -> tuple[str, float]:
+            started = loop.time()
+            try:
+                await cb.call(call)
+            except CallTimeoutError:
+                return "timeout", loop.time() - started
+            return "ok", loop.time() - started
+
+        async def late_hang() -> None:  # starts after the others: its deadline is later than theirs
+            await asyncio.sleep(0.03)
+            await timed(upstream.hang)
+
+        fast = [asyncio.create_task(timed(upstream.ok)) for _ in range(20)]
+        slow = [asyncio.create_task(timed(upstream.hang)) for _ in range(3)]
+        await asyncio.sleep(0.03)
+        later = asyncio.create_task(timed(upstream.hang))
+        results = await asyncio.gather(*fast, *slow, later)
+        assert [r[0] for r in results] == ["ok"] * 20 + ["timeout"] * 4
+        assert all(0.045 <= elapsed < 0.5 for _, elapsed in results[20:])  # at the deadline, not before
+        assert upstream.cancelled == 4
+        status = cb.status()
+        assert status["timeoutCount"] == 4 and status["failureCount"] == 4 and status["successCount"] == 20
+
+    run(scenario())
+
+
+def test_the_caller_cancelled_as_the_deadline_fires_is_cancelled_not_timed_out() -> None:
+    async def scenario() -> None:
+        cb = breaker(failure_threshold=1, call_timeout=0.02)
+        outer: list[asyncio.Task[Any]] = []
+
+        async def cleans_up_slowly() -> None:
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:  # the deadline: while cleaning up, the caller goes away too
+                outer[0].cancel()
+                await asyncio.sleep(0)
+                raise
+
+        outer.append(asyncio.create_task(cb.call(cleans_up_slowly)))
+        with pytest.raises(asyncio.CancelledError):
+            await outer[0]
+        status = cb.status()
+        assert status["timeoutCount"] == 0 and status["failureCount"] == 0 and status["status"] == "closed"
+
+    run(scenario())
+
+
+def test_a_call_that_swallows_the_deadline_returns_and_leaves_its_task_uncancelled() -> None:
+    async def scenario() -> None:
+        cb = breaker(call_timeout=0.02)
+
+        async def stubborn() -> str:
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                return "late"
+            return "never"
+
+        async def caller() -> tuple[str, int]:
+            result = await cb.call(stubborn)
+            await asyncio.sleep(0.01)  # a cancellation left pending would surface here
+            task = asyncio.current_task()
+            assert task is not None
+            return result, task.cancelling()
+
+        assert await caller() == ("late", 0)
+        assert cb.status()["timeoutCount"] == 0
+
+    run(scenario())
+
+
+def test_lowering_call_timeout_applies_to_the_next_call_at_once() -> None:
+    async def scenario() -> None:
+        cb = breaker(call_timeout=30.0)
+        upstream = Upstream()
+        long_call = asyncio.create_task(cb.call(upstream.hang))  # arms the watch 30 s out
+        await settle()
+        cb.call_timeout = 0.02
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(CallTimeoutError):
+            await cb.call(upstream.hang)
+        assert asyncio.get_running_loop().time() - started < 1.0
+        assert not long_call.done()  # its own deadline is still 30 s away
+        long_call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await long_call
+
+    run(scenario())
+
+
+def test_a_task_with_a_cancel_request_pending_still_times_out_and_counts_the_failure() -> None:
+    """Clean-up code that caught a cancellation and carries on: the deadline is still the breaker's."""
+    async def scenario() -> CircuitBreaker:
+        cb = breaker(failure_threshold=1, call_timeout=0.02)
+        task = asyncio.current_task()
+        assert task is not None
+        task.cancel()
+        try:
+            await asyncio.sleep(1)
+        except asyncio.CancelledError:
+            pass  # caught, and carried on without uncancel(): cancelling() stays 1
+        with pytest.raises(CallTimeoutError):  # before the fix: CancelledError, no failure, still closed
+            await cb.call(Upstream().hang)
+        return cb
+
+    cb = run(scenario())
+    assert cb.status()["timeoutCount"] == 1 and cb.state == "open"
+
+
+def test_a_second_loop_is_refused_while_another_threads_loop_has_calls_in_flight() -> None:
+    import threading
+
+    cb = breaker(call_timeout=5.0)
+    in_flight, release = threading.Event(), threading.Event()
+
+    async def hold() -> None:
+        async def wait_for_release() -> None:
+            while not release.is_set():
+                await asyncio.sleep(0.01)
+            raise ConnectionError("released")
+
+        in_flight.set()
+        with pytest.raises(ConnectionError):
+            await cb.call(wait_for_release)
+
+    holder = threading.Thread(target=lambda: run(hold()))
+    holder.start()
+    try:
+        assert in_flight.wait(5)
+        time.sleep(0.05)  # the call is registered with its deadline
+
+        async def second() -> None:
+            with pytest.raises(RuntimeError, match="another event loop"):  # before: its deadline silently lost
+                await cb.call(Upstream().ok)
+
+        run(second())
+    finally:
+        release.set()
+        holder.join(5)
+    assert cb.status()["failureCount"] == 1
+
+
+def test_the_watch_leaves_nothing_behind_once_its_calls_are_done() -> None:
+    async def scenario() -> weakref.ref[CircuitBreaker]:
+        cb = breaker(call_timeout=0.03)
+        assert await cb.call(Upstream().ok) == "ok"
+        with pytest.raises(CallTimeoutError):
+            await cb.call(Upstream().hang)
+        watched = weakref.ref(cb)
+        del cb
+        await asyncio.sleep(0.1)  # past every deadline: the timer has fired for the last time
+        gc.collect()
+        return watched
+
+    assert run(scenario())() is None  # no timer, task or entry keeps the breaker alive
+
+
+def test_one_breaker_keeps_its_deadlines_across_event_loops_and_on_uvloop() -> None:
+    uvloop = pytest.importorskip("uvloop")
+    cb = breaker(failure_threshold=100, call_timeout=0.02)
+
+    async def one_timeout_and_one_success() -> None:
+        with pytest.raises(CallTimeoutError):
+            await cb.call(Upstream().hang)
+        assert await cb.call(Upstream().ok) == "ok"
+
+    run(one_timeout_and_one_success())
+    uvloop.run(one_timeout_and_one_success())  # the services' loop
+    run(one_timeout_and_one_success())
+    assert cb.status()["timeoutCount"] == 3 and cb.status()["successCount"] == 3
+
+
+def test_a_call_timeout_needs_a_task() -> None:
+    cb = breaker(call_timeout=1.0)
+    coroutine = cb.call(Upstream().ok)
+    with pytest.raises(RuntimeError):
+        coroutine.send(None)  # driven by hand, outside any event loop
+    coroutine.close()
 
 
 # -- ignored errors ---------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""tooloo observe: every state rendered (respx), a live poll of real services, --watch under a pty."""
+"""tooloo observe: every state rendered (canned answers on real sockets), a live poll of real services,
+--watch under a pty."""
 
 from __future__ import annotations
 
@@ -10,14 +11,16 @@ import select
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-import respx
 from rich.console import Console
 
 from tooloo_cli.bench.stack import EphemeralStack
@@ -38,19 +41,64 @@ def _document(name: str, **modules: Any) -> dict[str, Any]:
     return base | modules
 
 
-def _url(loaded: LoadedConfig, name: str) -> str:
-    return f"http://127.0.0.1:{loaded.services[name].port}/api/v1/system/observability"
+@dataclass(frozen=True)
+class Answer:
+    """What a canned service answers to GET /api/v1/system/observability."""
+
+    status: int = 200
+    body: str = ""
+    content_type: str = "application/json"
 
 
-def _render(loaded: LoadedConfig, names: list[str], routes: dict[str, Any]) -> tuple[int, str]:
+def _json(document: Any, status: int = 200) -> Answer:
+    return Answer(status, json.dumps(document))
+
+
+HANG = "hang"  # a service that takes the connection and never answers: observe times out
+
+
+@contextmanager
+def _serving(loaded: LoadedConfig, routes: dict[str, Answer | str]) -> Iterator[None]:
+    """Each named service answered by a real HTTP server on its configured port; a service not named
+    has nothing listening (connection refused). Every server is stopped on the way out."""
+    done = threading.Event()
+    servers = []
+    for name, outcome in routes.items():
+        class Handler(BaseHTTPRequestHandler):
+            answer = outcome
+
+            def do_GET(self) -> None:  # noqa: N802  (http.server's name)
+                if self.answer == HANG:
+                    done.wait(10)
+                    return
+                assert isinstance(self.answer, Answer)
+                assert self.path == "/api/v1/system/observability", self.path
+                body = self.answer.body.encode()
+                self.send_response(self.answer.status)
+                self.send_header("Content-Type", self.answer.content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:  # quiet: pytest shows what matters
+                pass
+
+        server = ThreadingHTTPServer(("127.0.0.1", loaded.services[name].port), Handler)
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+    try:
+        yield
+    finally:
+        done.set()
+        for server in servers:
+            server.shutdown()
+            server.server_close()
+
+
+def _render(loaded: LoadedConfig, names: list[str], routes: dict[str, Answer | str]) -> tuple[int, str]:
     console = Console(record=True, width=200, color_system=None)
-    with respx.mock(assert_all_called=False) as mock:
-        for name, outcome in routes.items():
-            route = mock.get(_url(loaded, name))
-            if isinstance(outcome, Exception):
-                route.mock(side_effect=outcome)
-            else:
-                route.mock(return_value=outcome)
+    with _serving(loaded, routes):
         code = observe(loaded, names, console)
     return code, console.export_text()
 
@@ -66,12 +114,12 @@ def test_every_state_is_shown_with_its_reason(stack_config: Callable[..., Loaded
         pool={"size": 2, "idle": 1, "inUse": 1, "waiting": 0, "acquired": 33, "timeouts": 0},
         queryOptimizer={"batchesExecuted": 4, "avgBatchSize": 2.5, "singleflightCalls": 12, "singleflightShared": 7})
     code, text = _render(loaded, ["web", "training", "meta", "budget", "coach", "reports"], {
-        "web": httpx.Response(200, json=_document("web")),
-        "training": httpx.ConnectError("refused"),
-        "meta": httpx.ReadTimeout("slow"),
-        "budget": httpx.Response(200, json=budget),
-        "coach": httpx.Response(200, text="<html>not json</html>"),
-        "reports": httpx.Response(500, json={"ok": False}),
+        "web": _json(_document("web")),
+        # training: nothing listens
+        "meta": HANG,
+        "budget": _json(budget),
+        "coach": Answer(200, "<html>not json</html>", "text/html"),
+        "reports": _json({"ok": False}, status=500),
     })
     assert code == 1  # one-shot observe fails when any polled service is not up
     assert re.search(r"training .* down \(connection refused\)", text)
@@ -90,9 +138,7 @@ def test_every_state_is_shown_with_its_reason(stack_config: Callable[..., Loaded
 def test_all_up_exits_0_and_json_is_the_merged_document(stack_config: Callable[..., LoadedConfig],
                                                          capsys: pytest.CaptureFixture[str]) -> None:
     loaded = stack_config()
-    with respx.mock(assert_all_called=False) as mock:
-        for name in ("web", "budget"):
-            mock.get(_url(loaded, name)).mock(return_value=httpx.Response(200, json=_document(name)))
+    with _serving(loaded, {name: _json(_document(name)) for name in ("web", "budget")}):
         code = observe(loaded, ["web", "budget"], Console(), as_json=True)
     document = json.loads(capsys.readouterr().out)
     assert code == 0 and document["up"] == 2 and document["total"] == 2
@@ -108,7 +154,7 @@ def test_a_document_with_strings_for_numbers_is_malformed() -> None:
 
 
 # Each is what a service could answer, and what the observation must say about it. NaN goes as raw
-# JSON text: response.json() accepts it, and json.dumps would print it back into --json.
+# JSON text: json.loads accepts it, and json.dumps would print it back into --json.
 BROKEN = {
     "web": (json.dumps(_document("web", uptime="x")), "uptime is not a finite number"),
     "training": (json.dumps(_document("training", tracer={**TRACER, "throughput": float("nan")})),
@@ -120,8 +166,7 @@ BROKEN = {
 
 def test_a_document_with_broken_values_is_malformed_with_its_reason(stack_config: Callable[..., LoadedConfig]) -> None:
     assert "NaN" in BROKEN["training"][0]
-    code, text = _render(stack_config(), list(BROKEN), {name: httpx.Response(200, text=body)
-                                                        for name, (body, _) in BROKEN.items()})
+    code, text = _render(stack_config(), list(BROKEN), {name: Answer(200, body) for name, (body, _) in BROKEN.items()})
     assert code == 1
     for name, (_, reason) in BROKEN.items():
         assert re.search(rf"{name} .* malformed \({re.escape(reason)}\)", text), name
@@ -131,9 +176,7 @@ def test_a_document_with_broken_values_is_malformed_with_its_reason(stack_config
 def test_json_of_broken_documents_names_the_reasons_and_never_nan(stack_config: Callable[..., LoadedConfig],
                                                                    capsys: pytest.CaptureFixture[str]) -> None:
     loaded = stack_config()
-    with respx.mock(assert_all_called=False) as mock:
-        for name, (body, _) in BROKEN.items():
-            mock.get(_url(loaded, name)).mock(return_value=httpx.Response(200, text=body))
+    with _serving(loaded, {name: Answer(200, body) for name, (body, _) in BROKEN.items()}):
         code = observe(loaded, list(BROKEN), Console(), as_json=True)
     out = capsys.readouterr().out
     assert code == 1 and "NaN" not in out
@@ -150,7 +193,7 @@ def test_the_most_limited_clients_are_the_most_denied(stack_config: Callable[...
     budget = _document("budget", rateLimiter={
         "rateLimit": 100, "refillRate": 10, "allowedRequests": 100, "deniedRequests": 18, "allowRate": 0.85,
         "activeBuckets": 5, "buckets": buckets})
-    _, text = _render(stack_config(), ["budget"], {"budget": httpx.Response(200, json=budget)})
+    _, text = _render(stack_config(), ["budget"], {"budget": _json(budget)})
     assert re.search(r"budget .* 10\.0\.0\.5 \(9\), 10\.0\.0\.3 \(5\), 10\.0\.0\.4 \(3\) *$", text, re.MULTILINE)
 
 

@@ -7,6 +7,8 @@ import datetime
 import importlib
 import io
 import re
+import subprocess
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -309,3 +311,14 @@ def test_breaker_errors_and_system_status_are_short_for_remote_callers(stack_con
     remote_breaker, remote_status = in_process("web", stack_config(), scenario, client_address="198.51.100.4")
     assert ":" in local_breaker["lastError"] and "http://" in local_status["error"]
     assert remote_breaker["lastError"] == "ConnectFailed" and remote_status["error"] == "unavailable"
+
+
+@pytest.mark.parametrize(("hard", "expected"), [(None, "1024 1888"), (1000, "136 1000")])
+def test_the_descriptor_limit_leaves_room_for_the_sibling_pools(hard: int | None, expected: str) -> None:
+    """The soft limit rises to the connection cap + the pools to siblings + headroom; short of that, fewer connections."""
+    code = ("import resource, sys; from tooloo_cli.services.serve import descriptor_room\n"
+            f"hard = {hard} or resource.getrlimit(resource.RLIMIT_NOFILE)[1]\n"
+            "resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))\n"
+            "print(descriptor_room(1024, outbound=800), resource.getrlimit(resource.RLIMIT_NOFILE)[0])")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert result.stdout.strip() == expected, result.stderr

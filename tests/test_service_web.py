@@ -239,3 +239,19 @@ def test_a_429_from_budget_through_web_carries_budgets_own_limit(gateway: Callab
     assert denied.status_code == 429 and denied.headers["x-ratelimit-limit"] == "3"
     assert denied.headers["x-ratelimit-remaining"] == "0" and int(denied.headers["retry-after"]) >= 1
     assert elsewhere.headers["x-ratelimit-limit"] == "20"  # web's own, where budget says nothing
+
+
+def test_the_proxy_passes_head_and_bodies_on_and_refuses_other_methods_as_json(
+        gateway: Callable[..., EphemeralStack]) -> None:
+    stack = gateway("segmentation")
+    with httpx.Client(base_url=stack.url("web")) as client:
+        head = client.head("/api/v1/segmentation/status")
+        posted = client.post("/api/v1/segmentation/analyze", json={"messages": [
+            {"role": "user", "content": "hello there"}]})
+        refused = client.request("OPTIONS", "/api/v1/segmentation/status")
+        too_large = client.post("/api/v1/segmentation/analyze", content=b"x" * 2_000_000)
+    assert head.status_code == 200 and head.content == b""
+    assert posted.status_code == 200 and posted.json()["ok"] is True and posted.json()["traceId"]
+    assert refused.status_code == 405 and refused.json()["ok"] is False and "GET" in refused.headers["allow"]
+    assert refused.json()["traceId"]  # refused inside the traced /api, like any answer of the gateway
+    assert too_large.status_code == 413 and too_large.json()["ok"] is False

@@ -376,3 +376,69 @@ def test_status_shows_a_database_moved_aside(tooloo: Callable[..., Tooloo]) -> N
     assert "was corrupt" in warning and "moved it to" in warning
     table = t("status")
     assert "was corrupt" in table.stdout
+
+
+# -- what `up` waits on, how it launches, what it leaves ------------------------------------------------------
+
+
+def test_up_right_after_a_down_that_found_nothing_starts(tooloo: Callable[..., Tooloo]) -> None:
+    t = tooloo()
+    assert t("down").returncode == 0  # writes the time of the down: nothing runs, so it returns at once
+    result = t("up", "training")
+    # Before: the up's start was read from btime, truncated to the second, and this down looked later.
+    assert result.returncode == 0 and "healthy" in result.stdout, result.stdout + result.stderr
+
+
+def test_states_are_answered_when_they_change_or_when_the_wait_is_over(tooloo: Callable[..., Tooloo]) -> None:
+    from tooloo_cli.supervisor.control import ControlClient
+
+    t = tooloo()
+    assert t("up", "training").returncode == 0
+    client = ControlClient(t.state / "supervisor.sock")
+    now = client.call("GET", "/states")
+    version = now["version"]
+    started = time.monotonic()
+    assert client.call("GET", f"/states?after={version - 1}&wait=5")["version"] == version  # already newer: at once
+    unchanged = client.call("GET", f"/states?after={version}&wait=0.3")
+    waited = time.monotonic() - started
+    assert unchanged["version"] == version and 0.25 < waited < 3  # nothing changed: held for the wait, no more
+    answer: dict = {}
+    waiter = threading.Thread(target=lambda: answer.update(client.call(
+        "GET", f"/states?after={version}&wait=20&settled=training,segmentation", timeout=30)))
+    waiter.start()
+    time.sleep(0.3)
+    assert not answer  # held: nothing has changed since, and segmentation is not ready
+    assert t("up", "segmentation").returncode == 0
+    waiter.join(timeout=25)
+    services = answer["services"]
+    assert services["segmentation"]["ready"] and services["training"]["ready"] and answer["version"] > version
+    for query in ("after=x&wait=1", "after=1&wait=31", "after=1&wait=-1"):
+        status, document = client.request("GET", f"/states?{query}")
+        assert status == 400 and "wait" in document["error"], query
+
+
+def _supervisors_of(config: Path) -> list[psutil.Process]:
+    return [p for p in psutil.process_iter(["cmdline"])
+            if "tooloo_cli.supervisor" in (p.info["cmdline"] or []) and str(config) in (p.info["cmdline"] or [])]
+
+
+def test_an_up_that_launches_nothing_leaves_no_standby(tooloo: Callable[..., Tooloo]) -> None:
+    t = tooloo()
+    assert t("up", "training").returncode == 0
+    (supervisor,) = _supervisors_of(t.config)
+    for args in (["up", "training"], ["up", "nosuch"]):  # already running; not a service
+        t(*args)
+        assert [p.pid for p in _supervisors_of(t.config)] == [supervisor.pid], args  # the standby was ended
+
+
+def test_the_supervisor_keeps_no_setting_and_no_secret_in_its_environment(tooloo: Callable[..., Tooloo]) -> None:
+    t = tooloo()
+    t.env |= {"OPENAI_API_KEY": "sk-x", "TOOLOO_SERVICES__TRAINING__TRACER__SAMPLING_RATE": "1.0",
+              "SOMETHING_ELSE": "private", "LC_TIME": "C"}
+    assert t("up", "training").returncode == 0
+    supervisor = _environ(t.status()["supervisor"]["pid"])
+    assert not {"OPENAI_API_KEY", "SOMETHING_ELSE"} & set(supervisor)
+    assert not any(key.startswith("TOOLOO_") for key in supervisor)
+    assert supervisor["PATH"] == t.env["PATH"] and supervisor["LC_TIME"] == "C"
+    url = f"http://127.0.0.1:{t.port('training')}/api/v1/system/observability"
+    assert httpx.get(url).json()["tracer"]["samplingRate"] == 1.0  # the setting reached the service, by the handover

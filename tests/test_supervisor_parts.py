@@ -137,3 +137,125 @@ def test_a_process_tree_is_found_through_proc(tmp_path: Path) -> None:
             os.kill(child, 9)
         parent.kill()
         parent.wait()
+
+
+def test_a_busy_tree_is_measured_as_psutil_would(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    import time
+
+    from tooloo_cli.supervisor.usage import TreeUsage, own_rss
+
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        usage = TreeUsage()
+        usage.sample(busy.pid)
+        assert usage.cpu_percent == 0.0  # a first reading counts from the next one, as psutil's
+        time.sleep(0.5)
+        usage.sample(busy.pid)
+        reference = psutil.Process(busy.pid).memory_info().rss
+        assert usage.cpu_percent is not None and usage.cpu_percent > 40
+        assert usage.rss_bytes is not None and abs(usage.rss_bytes - reference) < 2 * 1024 * 1024
+    finally:
+        busy.kill()
+        busy.wait()
+    usage.sample(busy.pid)  # gone: nothing to show
+    assert usage.cpu_percent is None and usage.rss_bytes is None
+    rss = own_rss()
+    assert rss is not None and abs(rss - psutil.Process().memory_info().rss) < 2 * 1024 * 1024
+
+
+def test_the_supervisor_is_given_only_what_it_passes_on_and_runs_on() -> None:
+    from tooloo_cli.supervisor.standby import supervisor_environment
+
+    environ = {"PATH": "/usr/bin", "HOME": "/root", "LC_ALL": "C", "PYTHONDONTWRITEBYTECODE": "1",
+               "HTTPS_PROXY": "http://proxy:3128", "LD_LIBRARY_PATH": "/opt/lib", "OPENAI_API_KEY": "sk-x",
+               "TOOLOO_SERVICES__WEB__PORT": "4000", "SSH_AUTH_SOCK": "/tmp/agent", "MY_TOKEN": "t"}
+    assert supervisor_environment(environ) == {
+        "PATH": "/usr/bin", "HOME": "/root", "LC_ALL": "C", "PYTHONDONTWRITEBYTECODE": "1",
+        "HTTPS_PROXY": "http://proxy:3128", "LD_LIBRARY_PATH": "/opt/lib"}
+
+
+def test_this_process_began_is_never_after_its_start_and_as_psutil_reads_it() -> None:
+    import time
+
+    from tooloo_cli.supervisor.commands import _this_process_began
+
+    began = _this_process_began()
+    assert began <= time.time()
+    # psutil's btime-based reading puts the start up to a second early; this one at most one tick late.
+    assert psutil.Process().create_time() - 0.02 <= began <= psutil.Process().create_time() + 1.02
+
+
+# -- what the commands print where rich would print plain text ---------------------------------------------
+
+
+def _status_document() -> dict[str, Any]:
+    def replica(name: str, **changes: Any) -> dict[str, Any]:
+        base = {"name": name, "state": "running", "health": "healthy", "ready": True, "pid": 4242, "port": 3001,
+                "uptime": 75.0, "restarts": 0, "lastExitCode": None, "error": None, "lastWarning": None,
+                "cpuPercent": 1.5, "rssBytes": 36_700_160}
+        return base | changes
+
+    return {"supervisor": {"pid": 4241, "uptime": 3600.0, "rssBytes": 20_000_000},
+            "services": {
+                "web": replica("web"),
+                "budget.1": replica("budget.1", state="failed", health="unknown", pid=None, cpuPercent=None,
+                                    rssBytes=None, lastExitCode=2, error="it [red]broke[/] \\ at [bold]once"),
+                "budget.2": replica("budget.2", ready=False, lastWarning="WARNING tooloo: a [x] moved aside"),
+                "segmentation": replica("segmentation", state="stopped", health="unknown", pid=None, uptime=None),
+                "coach": replica("coach", state="running", health="unhealthy", restarts=12),
+            }}
+
+
+def test_the_plain_status_table_is_richs_text(tmp_path: Path) -> None:
+    import io
+
+    from rich.console import Console
+
+    from tooloo_cli.supervisor.printer import PlainConsole, Printer
+
+    for document in (_status_document(), _status_document() | {"supervisor": None}):
+        names = list(document["services"])
+        for width in (120, 80):
+            rich, plain = io.StringIO(), io.StringIO()
+            Printer(Console(file=rich, width=width), names).status_table(document)
+            Printer(PlainConsole(plain, {"COLUMNS": str(width)}), names).status_table(document)
+            assert plain.getvalue() == rich.getvalue(), width
+    narrow_rich, narrow_plain = io.StringIO(), io.StringIO()  # too wide for 50 columns: rich shrinks it, for both
+    Printer(Console(file=narrow_rich, width=50), ["web"]).status_table(_status_document(), ["web"])
+    Printer(PlainConsole(narrow_plain, {"COLUMNS": "50"}), ["web"]).status_table(_status_document(), ["web"])
+    assert narrow_plain.getvalue() == narrow_rich.getvalue() and "…" in narrow_plain.getvalue()
+
+
+def test_markup_is_read_and_escaped_as_rich_does() -> None:
+    from rich.markup import escape as rich_escape
+    from rich.text import Text
+
+    from tooloo_cli.supervisor.printer import escape, plain
+
+    for text in ("plain", "[red]red[/]", "a \\[b] c", "[link=x]l[/link]", "x [1, 2] y", "\\\\[bold]b[/]", "end\\",
+                 "[/]", "a[b", "[#ff0000]hex[/]", "[@click]c[/]", "ünïcode ✓ [green]✗[/]"):
+        if text != "[/]":  # rich refuses a closing tag with nothing to close; plain() has no styles to close
+            assert plain(text) == Text.from_markup(text, emoji=False).plain, text
+        assert escape(text) == rich_escape(text), text
+        # Escaped, it reads as rich reads it: the text itself (but for rich's trailing backslash, doubled).
+        assert plain(escape(text)) == Text.from_markup(escape(text), emoji=False).plain, text
+
+
+def test_plain_text_where_rich_would_write_plain_text(tmp_path: Path) -> None:
+    import io
+
+    from rich.console import Console
+
+    from tooloo_cli.supervisor.printer import writes_plain_text
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    for stream in (io.StringIO(), Terminal()):
+        for environ in ({}, {"FORCE_COLOR": "1"}, {"FORCE_COLOR": ""}, {"TTY_COMPATIBLE": "0"},
+                        {"TTY_COMPATIBLE": "1"}, {"NO_COLOR": "1"}, {"TTY_COMPATIBLE": "0", "FORCE_COLOR": "1"}):
+            assert writes_plain_text(stream, environ) == (not Console(file=stream, _environ=environ).is_terminal), \
+                (type(stream).__name__, environ)

@@ -689,3 +689,28 @@ def test_finished_traces_with_spans_in_child_tasks_are_freed_by_reference_counti
         gc.collect()
         leaked = [obj for obj in gc.garbage if isinstance(obj, (Trace, Span))]
         assert leaked == [], f"{len(leaked)} traces/spans were only freeable by the cyclic GC"
+
+
+def test_the_tracer_makes_its_spans_and_traces_as_their_constructors_would() -> None:
+    """Tracer.span and Tracer.trace build their objects without calling the classes (a frame saved
+    per span): every field the constructor sets is set, to the same value."""
+
+    def fields(obj: object, cls: type) -> dict[str, Any]:
+        names = [name for klass in cls.__mro__ for name in getattr(klass, "__slots__", ())
+                 if name not in ("id", "start", "end", "_token", "trace", "spans")]
+        return {name: getattr(obj, name) for name in names if hasattr(obj, name)}
+
+    tracer = Tracer("t", sampling_rate=1.0)
+    trace = tracer.trace("GET /", None)
+    made = Trace(tracer, "GET /", trace.trace_id, trace.parent_id, trace.sampled)
+    assert fields(trace, Trace) == fields(made, Trace) and set(fields(made, Trace)) >= {"status", "tracer"}
+    assert trace.trace is trace and trace.spans == [] and made.spans == []
+    with trace:
+        span = tracer.span("op")
+        assert isinstance(span, Span)
+        built = Span(trace, "op", trace.id)
+        assert fields(span, Span) == fields(built, Span) and span.trace is built.trace is trace
+        with span:
+            span.set("hit", True)
+            span.set("size", 3)
+    assert trace.to_dict()["spans"][1]["attributes"] == {"hit": True, "size": 3}

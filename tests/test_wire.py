@@ -42,10 +42,11 @@ async def _read_request(reader: asyncio.StreamReader) -> bytes:
     return head + (await reader.readexactly(length) if length else b"")
 
 
-def _run(handler: Handler, scenario: Callable[[WireClient, int], Awaitable[object]]) -> tuple[object, list[int]]:
+def _run(handler: Handler, scenario: Callable[[WireClient, int], Awaitable[object]],
+         client_options: dict[str, float] | None = None) -> tuple[object, list[int]]:
     async def main() -> tuple[object, list[int]]:
         server, port, connections = await _serving(handler)
-        client = WireClient()
+        client = WireClient(**(client_options or {}))
         try:
             return await scenario(client, port), connections
         finally:
@@ -93,6 +94,40 @@ def test_chunked_answers_are_decoded_and_connection_close_is_honoured() -> None:
 
     contents, connections = _run(chunked_then_close, scenario)
     assert contents == [b"hello world"] * 3 and len(connections) == 3  # closed as asked: a new one each time
+
+
+def test_every_reusable_connection_is_kept_after_a_busy_moment() -> None:
+    async def slow_keep_alive(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                await _read_request(reader)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                return
+            await asyncio.sleep(0.02)  # long enough for the requests of a burst to overlap
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            await writer.drain()
+
+    async def scenario(client: WireClient, port: int) -> list[int]:
+        statuses = []
+        for _ in range(3):  # three bursts of 30: the second and third find the first's connections
+            answers = await asyncio.gather(*(client.request("127.0.0.1", port, "GET", b"/", [], b"", timeout=5)
+                                             for _ in range(30)))
+            statuses += [answer.status_code for answer in answers]
+        return statuses
+
+    statuses, connections = _run(slow_keep_alive, scenario)
+    assert statuses == [200] * 90 and len(connections) == 30
+
+
+def test_a_connection_idle_too_long_is_closed_rather_than_reused() -> None:
+    async def scenario(client: WireClient, port: int) -> None:
+        await client.request("127.0.0.1", port, "POST", b"/", [], b"a", timeout=2)
+        await client.request("127.0.0.1", port, "POST", b"/", [], b"b", timeout=2)  # at once: reused
+        await asyncio.sleep(0.3)  # past idle_seconds: the server may be closing it right now
+        await client.request("127.0.0.1", port, "POST", b"/", [], b"c", timeout=2)
+
+    _, connections = _run(_keep_alive, scenario, {"idle_seconds": 0.2})
+    assert len(connections) == 2
 
 
 def test_a_pooled_connection_the_server_closed_is_replaced_without_a_failure() -> None:

@@ -3,20 +3,24 @@
 Heavy imports (rich, the resilience modules, pytest) happen inside the commands, so that
 `tooloo --help` and shell completion stay fast. Exit codes: 0 ok, 1 failure, 2 usage or
 configuration error.
+
+The bodies of `up`, `down`, `status` and `observe` live in actions.py, shared with the
+fast path (fastpath.py) that runs their common invocations without typer; so does the
+handling of failures (`actions.guarded`). This module stays the one definition of the
+command line: its options, help and errors.
 """
 
 from __future__ import annotations
 
 import enum
-import errno
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, NoReturn, Optional
 
 import typer
 
-from tooloo_cli import __version__
+from tooloo_cli import __version__, actions
 from tooloo_cli.errors import ToolooError
 
 app = typer.Typer(
@@ -62,34 +66,20 @@ def main(
 
 
 def _load(ctx: typer.Context):  # -> LoadedConfig, imported lazily
-    from tooloo_cli.config import load_config
+    return actions.load(ctx.obj)
 
-    return load_config(ctx.obj)
+
+def _invalid(message: str, option: str) -> NoReturn:
+    """A usage error (exit 2) naming the option: how typer's commands refuse a name (see actions.py)."""
+    raise typer.BadParameter(message, param_hint=option)
 
 
 def _checked_if_possible(loaded, names: list[str]) -> list[str]:  # loaded: LoadedConfig
-    """`names` checked against the stack, unless the configuration is too broken to say: a lenient
-    load knows only the built-in services, and the running stack may have others (the supervisor,
-    which does know them, answers for an unknown one)."""
-    from tooloo_cli.config import ConfigError
-
-    if loaded.lenient:
-        return names
-    try:
-        return _check_names(loaded, names)
-    except ConfigError:
-        return names
+    return actions.checked_if_possible(loaded, names, _invalid)
 
 
 def _load_to_reach_the_stack(ctx: typer.Context):  # -> LoadedConfig
-    """The configuration for status, logs and down: a broken tooloo.toml must not lock anyone out."""
-    from tooloo_cli.config import load_config_leniently
-
-    loaded, problem = load_config_leniently(ctx.obj)
-    if problem is not None:
-        print(f"tooloo: warning: {problem}\ntooloo: warning: using the built-in defaults and the state directory "
-              f"{loaded.state_path()} to reach the running stack", file=sys.stderr)
-    return loaded
+    return actions.load_to_reach_the_stack(ctx.obj)
 
 
 # -- config ---------------------------------------------------------------------------
@@ -162,23 +152,12 @@ def config_validate(ctx: typer.Context) -> None:
 
 
 def _names(values: Optional[list[str]]) -> list[str]:
-    return list(dict.fromkeys(values or []))
+    return actions.distinct(values)
 
 
 def _check_names(loaded, names: list[str], option: str = "NAMES") -> list[str]:  # loaded: LoadedConfig
     """`names` when each is a service or a replica of this stack; a usage error (exit 2) with a suggestion if not."""
-    import difflib
-
-    from tooloo_cli.stack import stack_of
-
-    stack = stack_of(loaded)
-    known = stack.names()
-    for name in names:
-        if name not in known:
-            close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
-            hint = f"; did you mean {close[0]!r}?" if close else f"; the services are {', '.join(stack.specs)}"
-            raise typer.BadParameter(f"{name!r} is not a service of this stack{hint}", param_hint=option)
-    return names
+    return actions.check_names(loaded, names, _invalid, option)
 
 
 def _complete_service(incomplete: str) -> list[str]:
@@ -210,10 +189,8 @@ ServiceNames = Annotated[Optional[list[str]], typer.Argument(help="Services or r
 # -- the stack ---------------------------------------------------------------------------
 
 
-def _console():  # -> rich Console, imported lazily
-    from rich.console import Console
-
-    return Console()
+def _console():  # -> rich's Console on a terminal, else a PlainConsole (supervisor/printer.py)
+    return actions.console()
 
 
 @app.command("up", rich_help_panel="The stack")
@@ -230,10 +207,7 @@ def up(
 
     Example: [bold]tooloo up[/]   or   [bold]tooloo up web budget --foreground[/]
     """
-    from tooloo_cli.supervisor.commands import up as start
-
-    loaded = _load(ctx)
-    raise typer.Exit(start(loaded, _check_names(loaded, _names(names)), _console(), foreground))
+    raise typer.Exit(actions.up(ctx.obj, _names(names), _invalid, foreground))
 
 
 @app.command("down", rich_help_panel="The stack")
@@ -244,10 +218,7 @@ def down(ctx: typer.Context, names: ServiceNames = None) -> None:
 
     Example: [bold]tooloo down[/]   or   [bold]tooloo down budget[/]
     """
-    from tooloo_cli.supervisor.commands import down as stop
-
-    loaded = _load_to_reach_the_stack(ctx)
-    raise typer.Exit(stop(loaded, _checked_if_possible(loaded, _names(names)), _console()))
+    raise typer.Exit(actions.down(ctx.obj, _names(names), _invalid))
 
 
 @app.command("status", rich_help_panel="The stack")
@@ -259,16 +230,7 @@ def status(
 
     Example: [bold]tooloo status --json[/]
     """
-    if as_json:
-        import json
-
-        from tooloo_cli.supervisor.daemon import status_document
-
-        print(json.dumps(status_document(_load_to_reach_the_stack(ctx)), indent=2))
-        return
-    from tooloo_cli.supervisor.commands import status as show
-
-    raise typer.Exit(show(_load_to_reach_the_stack(ctx), _console()))
+    raise typer.Exit(actions.status(ctx.obj, as_json))
 
 
 @app.command("restart", rich_help_panel="The stack")
@@ -324,11 +286,8 @@ def observe(
 
     Example: [bold]tooloo observe --watch[/]   or   [bold]tooloo observe -s budget --json[/]
     """
-    from tooloo_cli.observe import observe as run_observe
-
-    loaded = _load(ctx)
-    raise typer.Exit(run_observe(loaded, _check_names(loaded, _names(services), "--service"), _console(), watch=watch,
-                                 interval=interval, as_json=as_json))
+    raise typer.Exit(actions.observe(ctx.obj, _names(services), _invalid, watch=watch, interval=interval,
+                                     as_json=as_json))
 
 
 @app.command("serve", rich_help_panel="The stack")
@@ -384,6 +343,7 @@ def bench(
                                                                       "regression.")] = None,
     threshold: Annotated[float, typer.Option("--threshold", min=0, help="How many % worse counts as a "
                                                                          "regression.")] = 15.0,
+    strict: Annotated[bool, typer.Option("--strict", help="Exit 1 when a figure misses its target.")] = False,
 ) -> None:
     """Benchmark the stack: one suite, or all three with a summary against the targets.
 
@@ -392,7 +352,8 @@ def bench(
     tracer sampling, memory). [bold]startup[/]: tooloo up to healthy, down, orphans, supervisor
     memory, command latency.
 
-    Example: [bold]tooloo bench --save base.json[/], later [bold]tooloo bench --compare base.json --threshold 20[/]
+    Example: [bold]tooloo bench --save base.json[/], later [bold]tooloo bench --compare base.json --threshold 20[/];
+    in CI on the machine the targets are for, [bold]tooloo bench --strict[/]
     """
     from tooloo_cli.bench import run_benchmarks
 
@@ -400,7 +361,7 @@ def bench(
         _check_writable(save, "--save")  # now, not after minutes of measuring
     suites = [suite.value] if suite else [s.value for s in Suite]
     raise typer.Exit(run_benchmarks(suites, as_json=as_json, quick=quick, summary_only=suite is None, save=save,
-                                    compare_with=compare, threshold=threshold))
+                                    compare_with=compare, threshold=threshold, strict=strict))
 
 
 def _check_writable(path: Path, option: str) -> None:
@@ -414,61 +375,7 @@ def _check_writable(path: Path, option: str) -> None:
         raise typer.BadParameter(f"{path} cannot be written", param_hint=option)
 
 
-def _tolerant_streams() -> None:
-    """Output that cannot encode a character (PYTHONIOENCODING=ascii, a C locale) replaces it."""
-    for stream in (sys.stdout, sys.stderr):
-        encoding = (getattr(stream, "encoding", None) or "").lower().replace("-", "")
-        if encoding != "utf8" and hasattr(stream, "reconfigure"):
-            stream.reconfigure(errors="replace")
-
-
-_OUTPUT_ERRORS = (errno.ENOSPC, errno.EIO, errno.EPIPE, errno.EBADF)
-
-
-def _output_failed(exc: OSError | None = None) -> bool:
-    """Whether standard output can no longer be written (a full disk, a closed pipe).
-
-    `exc` is the error a command raised, if any: one without a file name, of the kinds a
-    write to a full or vanished output gives, was raised writing the output. If so,
-    stdout is pointed at /dev/null, so the interpreter's own flush at exit stays silent.
-    """
-    failed = exc is not None and exc.filename is None and exc.errno in _OUTPUT_ERRORS
-    try:
-        sys.stdout.flush()
-    except OSError:
-        failed = True
-    if failed:
-        sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (lives until exit)
-    return failed
-
-
 def run() -> None:
     """Runs the app, turning every failure into one line and its exit code, never a traceback."""
-    _tolerant_streams()
-    try:
-        app(prog_name="tooloo")  # the same name (usage, completion) under `python -m tooloo_cli`
-    except SystemExit as exit_:
-        if _output_failed():
-            print("tooloo: cannot write the output", file=sys.stderr)
-            sys.exit(1)
-        raise exit_
-    except ToolooError as exc:
-        print(f"tooloo: {exc}", file=sys.stderr)
-        sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        sys.exit(130)
-    except BrokenPipeError:
-        _output_failed()
-        sys.exit(1)  # the reader went away (`tooloo logs | head`): nothing to say, nobody to say it to
-    except OSError as exc:
-        if _output_failed(exc):
-            print(f"tooloo: cannot write the output: {exc.strerror}", file=sys.stderr)
-        else:
-            where = f"{exc.filename}: " if exc.filename else ""
-            print(f"tooloo: {where}{exc.strerror or exc}", file=sys.stderr)
-        sys.exit(1)
-    except Exception as exc:
-        if os.environ.get("TOOLOO_DEBUG"):
-            raise
-        print(f"tooloo: internal error: {type(exc).__name__}: {exc} (set TOOLOO_DEBUG=1 for the traceback)", file=sys.stderr)
-        sys.exit(1)
+    # The same name (usage, completion) under `python -m tooloo_cli`.
+    actions.guarded(lambda: app(prog_name="tooloo"))

@@ -1,6 +1,7 @@
 """`tooloo bench`: benchmark suites and their report.
 
     run_benchmarks(["modules"], as_json=False)   # prints a table, returns the exit code
+    run_benchmarks(["http"], strict=True)         # 1 when a figure misses its target
 
 Figures are measurements for the closing notes and baselines, never assertions: speed
 goals belong here, not in timed unit tests.
@@ -16,8 +17,10 @@ from typing import Any
 
 
 def run_benchmarks(suites: list[str], *, as_json: bool = False, quick: bool = False, summary_only: bool = False,
-                   save: Path | None = None, compare_with: Path | None = None, threshold: float = 15.0) -> int:
-    """Runs the suites and prints one report; with a baseline, exit 1 on a regression past `threshold` %."""
+                   save: Path | None = None, compare_with: Path | None = None, threshold: float = 15.0,
+                   strict: bool = False) -> int:
+    """Runs the suites and prints one report; the exit code is 1 on a regression past `threshold` %
+    against a baseline, and (`strict`) when a figure misses its target, 0 otherwise."""
     from rich.console import Console
 
     from tooloo_cli.bench import baseline, report
@@ -60,8 +63,15 @@ def run_benchmarks(suites: list[str], *, as_json: bool = False, quick: bool = Fa
         print()
     elif summary_only:
         report.print_summary(baseline.figures(document), console=console)
-    if previous is None:
-        return 0
-    changes = baseline.compare(previous, document)
-    report.print_comparison(changes, threshold, compare_with, console=console)
-    return 1 if any(change.regressed(threshold) for change in changes) else 0
+    failed = False
+    if strict:
+        missed = baseline.missed_targets(document)
+        for figure in missed:
+            console.print(f"[red]missed[/] {figure.name}: {figure.value:,.3g} {figure.unit}, target "
+                          f"{'≤' if figure.lower_is_better else '≥'} {figure.target:g} {figure.unit}")
+        failed = bool(missed)
+    if previous is not None:
+        changes = baseline.compare(previous, document)
+        report.print_comparison(changes, threshold, compare_with, console=console)
+        failed = failed or any(change.regressed(threshold) for change in changes)
+    return 1 if failed else 0

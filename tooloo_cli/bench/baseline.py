@@ -3,6 +3,7 @@
     current = figures(document)                     # {"modules: cache set µs/op": Figure(...), ...}
     changes = compare(load(Path("baseline.json")), document, threshold=15)
     any(change.regressed for change in changes)     # what `tooloo bench --compare` exits 1 on
+    missed_targets(document)                        # what `tooloo bench --strict` exits 1 on
 
 Each figure knows which way is better, so a rise in req/s and a fall in µs/op both read
 as improvements, and the threshold is the percentage by which a figure may get worse.
@@ -47,6 +48,9 @@ def figures(document: dict[str, Any]) -> dict[str, Figure]:
     found: list[Figure] = []
     for result in document.get("modules", []):
         found.append(Figure(f"modules: {result['name']}", result["usPerOp"], "µs/op", True, result.get("targetUs")))
+        for extra in result.get("figures", ()):  # a file saved before these figures has none
+            found.append(Figure(f"modules: {result['name']}: {extra['name']}", extra["value"], extra["unit"],
+                                extra["lowerIsBetter"], extra["target"]))
     http = document.get("http")
     if http:
         for scenario in http["scenarios"]:
@@ -70,13 +74,22 @@ def figures(document: dict[str, Any]) -> dict[str, Figure]:
                    targets["samplingCost"] * 100),
             Figure("http: eight services PSS", figure["stackPssMb"], "MB", True, targets["stackPssMb"]),
         ]
+        if "samplingNoise" in figure:  # a file saved before the paired measurement has none
+            found.append(Figure("http: sampling cost's noise", figure["samplingNoise"] * 100, "%", True,
+                                targets["samplingNoise"] * 100))
     startup = document.get("startup")
     if startup:
-        units = {"upSeconds": "s", "downSeconds": "s", "orphans": "", "statusSeconds": "s", "versionSeconds": "s",
-                 "supervisorRssMb": "MB"}
+        units = {"upSeconds": "s", "downSeconds": "s", "portsFreeSeconds": "s", "orphans": "", "statusSeconds": "s",
+                 "observeSeconds": "s", "versionSeconds": "s", "supervisorRssMb": "MB", "upVsHoncho": "×",
+                 "downVsHoncho": "×", "portsFreeVsHoncho": "×"}
         for key, value in startup["figures"].items():
             found.append(Figure(f"startup: {key}", value, units.get(key, ""), True, startup["targets"].get(key)))
     return {figure.name: figure for figure in found}
+
+
+def missed_targets(document: dict[str, Any]) -> list[Figure]:
+    """The figures that miss their target (what `tooloo bench --strict` exits 1 on)."""
+    return [figure for figure in figures(document).values() if figure.meets_target is False]
 
 
 def compare(baseline: dict[str, Any], current: dict[str, Any]) -> list[Change]:

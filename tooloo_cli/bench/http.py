@@ -1,19 +1,28 @@
 """`tooloo bench http`: HTTP load against a private stack that it starts on free ports and stops.
 
-    results = run_http_benchmarks(seconds=3.0)
+    results = run_http_benchmarks(seconds=2.0)
     [(r.name, r.requests_per_s, r.p50_ms) for r in results.scenarios]
+    results.figures["proxiedShare"], results.noise["proxiedShare"]
 
 The stack runs the default settings of tooloo.toml, on free ports, with its own state
 directory and the rate limits raised out of the way (a benchmark measures the path, not
-the denials): figures stay comparable from one machine and one tooloo.toml to another. The
-tracer comparison runs two extra training services, at sampling 0.0 and 1.0, measured in
-alternating rounds so that drift on a shared machine falls on both alike.
+the denials): figures stay comparable from one machine and one tooloo.toml to another.
+
+Every figure that compares two things (the gateway and the direct route, a service and
+its bare Starlette route, sampling 1.0 and 0.0) measures them in paired slices, A B B A
+..., and reports the median of the slices' ratios with its noise: the robust standard
+error of that median (1.858 × the median absolute deviation / √pairs). Drift on a shared
+machine then falls on both sides of a pair alike, and a figure says how far to trust it.
+The bare route is the service's own router served without tooloo's middleware
+(`bench/bare.py`); the sampling comparison runs two extra training services, at sampling
+0.0 and 1.0.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import math
 import statistics
 import tempfile
 from collections.abc import Callable
@@ -21,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tooloo_cli.bench import bare
 from tooloo_cli.bench.loadgen import LoadResult, RequestFactory, get, load, post_json, run
 from tooloo_cli.bench.stack import EphemeralStack
 from tooloo_cli.config import BUILTIN_SERVICES, Config
@@ -28,17 +38,21 @@ from tooloo_cli.config import BUILTIN_SERVICES, Config
 TARGETS = {
     "proxiedShare": 0.40,  # the gateway keeps ≥ 40 % of the direct route's throughput at 50 connections
     "proxiedP99Ratio": 3.0,  # ... with a p99 ≤ 3 × the direct route's
-    "middlewareShare": 0.85,  # a traced /api route keeps ≥ 85 % of a bare route's throughput
+    "middlewareShare": 0.85,  # a service's route keeps ≥ 85 % of the same route served bare
     "burstHitShare": 0.40,  # a burst cache hit takes ≤ 40 % of a miss's latency
     "samplingCost": 0.03,  # tracing at sampling 1.0 costs ≤ 3 % throughput against 0.0
+    "samplingNoise": 0.01,  # ... measured with a noise well below the 3 % it judges
     "stackPssMb": 250.0,  # the eight services together
 }
-
 
 # The same route asked directly and through the gateway (tracing, limit, breaker, access log on).
 GATEWAY_CONNECTIONS = 50
 DIRECT = f"training status, direct ({GATEWAY_CONNECTIONS} connections)"
 PROXIED = f"web → training status ({GATEWAY_CONNECTIONS} connections)"
+BARE = "training status, bare Starlette route"
+SERVICE = "training status, the service (access log, tracing)"
+UNSAMPLED, SAMPLED = "training status, sampling 0.0", "training status, sampling 1.0"
+STATUS = get("/api/v1/training/status")
 
 
 @dataclass
@@ -62,6 +76,8 @@ class Scenario:
 class HttpResults:
     scenarios: list[Scenario] = field(default_factory=list)
     figures: dict[str, float] = field(default_factory=dict)
+    noise: dict[str, float] = field(default_factory=dict)  # a paired figure's standard error
+    ratios: dict[tuple[str, str], list[float]] = field(default_factory=dict)  # (A, B) -> B/A per pair
 
     def scenario(self, name: str) -> Scenario:
         return next(s for s in self.scenarios if s.name == name)
@@ -71,6 +87,7 @@ class HttpResults:
             "suite": "http",
             "scenarios": [vars(s) for s in self.scenarios],
             "figures": self.figures,
+            "noise": self.noise,
             "targets": TARGETS,
         }
 
@@ -87,14 +104,33 @@ def _port(stack: EphemeralStack, name: str) -> int:
     return stack.loaded.services[name].port
 
 
-async def _alternate(runs: list[tuple[str, int, RequestFactory]], rounds: int, seconds: float,
+Run = tuple[str, int, RequestFactory]  # label, port, request
+
+
+async def _alternate(runs: list[Run], rounds: int, seconds: float,
                      connections: int) -> dict[str, list[LoadResult]]:
-    """Each (label, port, request) in turn, `rounds` times: drift lands on every label alike."""
+    """Each (label, port, request) in turn, `rounds` times, every other round backwards (A B B A):
+    drift lands on every label alike, and a slice of one label has a slice of the other beside it."""
     results: dict[str, list[LoadResult]] = {label: [] for label, _, _ in runs}
-    for _ in range(rounds):
-        for label, port, make in runs:
+    for round_ in range(rounds):
+        for label, port, make in (runs if round_ % 2 == 0 else runs[::-1]):
             results[label].append(await load("127.0.0.1", port, make, connections=connections, seconds=seconds))
     return results
+
+
+def _paired(measured: dict[str, list[LoadResult]], a: str, b: str) -> list[float]:
+    """B's req/s over A's, slice by slice."""
+    return [later.requests_per_s / first.requests_per_s if first.requests_per_s else 0.0
+            for first, later in zip(measured[a], measured[b])]
+
+
+def median_and_noise(ratios: list[float]) -> tuple[float, float]:
+    """The median of the ratios and its robust standard error (inf with fewer than two)."""
+    middle = statistics.median(ratios)
+    if len(ratios) < 2:
+        return middle, math.inf
+    deviation = statistics.median(abs(ratio - middle) for ratio in ratios)
+    return middle, 1.858 * deviation / math.sqrt(len(ratios))
 
 
 def _stack_pss_mb(stack: EphemeralStack, names: tuple[str, ...]) -> float:
@@ -110,75 +146,67 @@ def _stack_pss_mb(stack: EphemeralStack, names: tuple[str, ...]) -> float:
 
 def run_http_benchmarks(seconds: float = 2.0, rounds: int = 3, connections: int = 8,
                         progress: Callable[[str], None] | None = None) -> HttpResults:
-    """Starts a private stack, runs every scenario, stops the stack; the measured figures."""
+    """Starts a private stack, runs every scenario, stops the stack; the measured figures.
+
+    A comparison spends `rounds × seconds` on each side, in `4 × rounds` paired slices.
+    """
     note = progress or (lambda _: None)
     results = HttpResults()
+    slices, slice_seconds = 4 * rounds, seconds / 4
+    measured: dict[str, list[LoadResult]] = {}
+
+    def compare(a: Run, b: Run, connections: int) -> None:
+        measured.update(run(_alternate([a, b], slices, slice_seconds, connections)))
+        results.ratios[(a[0], b[0])] = _paired(measured, a[0], b[0])
+
     with tempfile.TemporaryDirectory(prefix="tooloo-bench-http-") as tmp:
         directory = Path(tmp)
-        with EphemeralStack(directory, _bench_config) as stack:
-            note("starting the eight services")
+        with EphemeralStack(directory, _bench_config) as stack, \
+                EphemeralStack(_folder(directory, "bare"), _bench_config) as bare_stack:
+            note("starting the eight services, and training's bare router")
             stack.start(*BUILTIN_SERVICES)
+            bare_stack.start("training", command=bare.command)
             results.figures["stackPssMb"] = _stack_pss_mb(stack, BUILTIN_SERVICES)
             web, budget, training = _port(stack, "web"), _port(stack, "budget"), _port(stack, "training")
-            note("a service's middleware, and the gateway's proxied route")
-            # Training's /ready has nothing to check: outside /api (no trace) but access-logged like
-            # its /api status route, a document of the same size and cost, so the two differ by the
-            # tracing middleware and nothing else.
-            runs = [("training /ready (bare)", training, get("/ready")),
-                    ("training /api/v1/training/status (traced)", training, get("/api/v1/training/status")),
-                    ("web → training (proxied)", web, get("/api/v1/training/status"))]
-            measured = run(_alternate(runs, rounds, seconds, connections))
+            note("a service's middleware, against its bare route")
+            compare((BARE, _port(bare_stack, "training"), STATUS), (SERVICE, training, STATUS), connections)
             note("the gateway against the direct route, at 50 connections")
-            status = get("/api/v1/training/status")
-            measured.update(run(_alternate([(DIRECT, training, status), (PROXIED, web, status)], rounds, seconds,
-                                           GATEWAY_CONNECTIONS)))
+            compare((DIRECT, training, STATUS), (PROXIED, web, STATUS), GATEWAY_CONNECTIONS)
             note("budget burst: cache hit and miss")
             hit = post_json("/api/v1/providers/burst", lambda: b'{"prompt": "bench: always the same"}')
             counter = itertools.count()
             miss = post_json("/api/v1/providers/burst",
                              lambda: json.dumps({"prompt": f"bench miss {next(counter)}"}).encode())
-            measured.update(run(_alternate([("burst cache hit", budget, hit), ("burst cache miss", budget, miss)],
-                                            rounds, seconds, connections)))
-            results.scenarios = [Scenario.of(label, runs_) for label, runs_ in measured.items()]
+            measured.update(run(_alternate([("burst cache hit", budget, hit), ("web → burst cache hit", web, hit),
+                                            ("burst cache miss", budget, miss)], rounds, seconds, connections)))
         note("tracer: sampling 0.0 against 1.0")
-        results.scenarios += _sampling_scenarios(directory, seconds, rounds, connections)
+        with EphemeralStack(_folder(directory, "unsampled"), _bench_config) as unsampled, \
+                EphemeralStack(_folder(directory, "sampled"), _bench_config) as sampled:
+            for rate, private in ((0.0, unsampled), (1.0, sampled)):
+                private.start("training", env={"TOOLOO_SERVICES__TRAINING__TRACER__SAMPLING_RATE": str(rate)})
+            compare((UNSAMPLED, _port(unsampled, "training"), STATUS), (SAMPLED, _port(sampled, "training"), STATUS),
+                    connections)
+    results.scenarios = [Scenario.of(label, runs) for label, runs in measured.items()]
     _derive(results)
     return results
 
 
-def _sampling_scenarios(directory: Path, seconds: float, rounds: int, connections: int) -> list[Scenario]:
-    scenarios = []
-    measured: dict[str, list[LoadResult]] = {}
-    stacks = []
-    try:
-        for rate in (0.0, 1.0):
-            folder = directory / f"sampling-{rate}"
-            folder.mkdir()
-            stack = EphemeralStack(folder, _bench_config)
-            stacks.append(stack)
-            stack.start("training", env={"TOOLOO_SERVICES__TRAINING__TRACER__SAMPLING_RATE": str(rate)})
-        runs = [(f"training status, sampling {rate}", _port(stack, "training"), get("/api/v1/training/status"))
-                for rate, stack in zip((0.0, 1.0), stacks)]
-        measured = run(_alternate(runs, rounds, seconds, connections))
-    finally:
-        for stack in stacks:
-            stack.stop_all()
-    for label, runs_ in measured.items():
-        scenarios.append(Scenario.of(label, runs_))
-    return scenarios
+def _folder(directory: Path, name: str) -> Path:
+    folder = directory / name
+    folder.mkdir()
+    return folder
 
 
 def _derive(results: HttpResults) -> None:
-    """The figures the targets speak of, from the scenarios."""
+    """The figures the targets speak of, from the scenarios and the paired slices."""
+    for figure, pair in (("proxiedShare", (DIRECT, PROXIED)), ("middlewareShare", (BARE, SERVICE)),
+                         ("samplingRatio", (UNSAMPLED, SAMPLED))):
+        results.figures[figure], results.noise[figure] = median_and_noise(results.ratios[pair])
+    ratio = results.figures.pop("samplingRatio")
+    results.figures["samplingCost"] = 1 - ratio
+    results.noise["samplingCost"] = results.figures["samplingNoise"] = results.noise.pop("samplingRatio")
     direct, proxied = results.scenario(DIRECT), results.scenario(PROXIED)
-    results.figures["proxiedShare"] = proxied.requests_per_s / direct.requests_per_s if direct.requests_per_s else 0.0
     results.figures["proxiedP99Ratio"] = proxied.p99_ms / direct.p99_ms if direct.p99_ms else 0.0
-    bare = results.scenario("training /ready (bare)").requests_per_s
-    middleware = results.scenario("training /api/v1/training/status (traced)").requests_per_s
-    results.figures["middlewareShare"] = middleware / bare if bare else 0.0
     hit = results.scenario("burst cache hit").p50_ms
     miss = results.scenario("burst cache miss").p50_ms
     results.figures["burstHitShare"] = hit / miss if miss else 0.0
-    unsampled = results.scenario("training status, sampling 0.0").requests_per_s
-    sampled = results.scenario("training status, sampling 1.0").requests_per_s
-    results.figures["samplingCost"] = 1 - sampled / unsampled if unsampled else 0.0

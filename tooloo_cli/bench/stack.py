@@ -19,7 +19,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from tooloo_cli.config import Config, LoadedConfig, config_to_toml, load_config
@@ -77,8 +77,12 @@ class EphemeralStack:
     def log(self, name: str) -> Path:
         return self.directory / f"{name}.log"
 
-    def start(self, *names: str, env: dict[str, str] | None = None) -> None:
-        """Starts the services (or replicas) and returns once each answers its liveness probe."""
+    def start(self, *names: str, env: dict[str, str] | None = None,
+              command: Callable[[ServiceSpec, Replica], Sequence[str]] | None = None) -> None:
+        """Starts the services (or replicas) and returns once each answers its liveness probe.
+
+        `command` runs a replica under another command line than its spec's (the bench's bare router).
+        """
         base = clean_env()
         stack = stack_of(self.loaded)
         started: list[tuple[ServiceSpec, Replica]] = []
@@ -86,7 +90,7 @@ class EphemeralStack:
             spec = stack.specs[replica.service]
             with open(self.log(replica.name), "ab") as log:
                 self.processes[replica.name] = subprocess.Popen(
-                    spec.argv(replica), stdout=log, stderr=subprocess.STDOUT, cwd=spec.cwd,
+                    spec.argv(replica) if command is None else command(spec, replica), stdout=log, stderr=subprocess.STDOUT, cwd=spec.cwd,
                     env=service_environment(spec, base, env or {}), start_new_session=True)
             started.append((spec, replica))
         deadline = time.monotonic() + self.startup_timeout

@@ -3,7 +3,7 @@
     exit_code = observe(load_config(), ["web", "budget"], console)             # one shot
     observe(loaded, [], console, watch=True, interval=1.0)                      # live, until Ctrl-C
 
-    poll.py        the concurrent poll (one httpx.AsyncClient, short timeouts); failure is data
+    poll.py        the concurrent poll (the loopback client, a thread a target, short timeouts); failure is data
     render.py      the tables: services, tracing, rate limiting, caches, circuit breakers, pools
     dashboard.py   --watch: redrawn in place, with throughput sparklines and recent errors
 
@@ -12,7 +12,6 @@ A one-shot observe exits 1 when any polled service is not up (for scripts and CI
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from typing import TYPE_CHECKING
@@ -25,7 +24,7 @@ if TYPE_CHECKING:
 
 def observe(loaded: LoadedConfig, names: list[str], console: Console, *, watch: bool = False,
             interval: float | None = None, timeout: float | None = None, as_json: bool = False) -> int:
-    from tooloo_cli.observe.poll import new_client, poll, targets_of
+    from tooloo_cli.observe.poll import poll, targets_of
 
     settings = loaded.config.observe
     interval = settings.interval if interval is None else interval
@@ -35,16 +34,12 @@ def observe(loaded: LoadedConfig, names: list[str], console: Console, *, watch: 
         from tooloo_cli.observe.dashboard import watch as run_dashboard
 
         try:
-            asyncio.run(run_dashboard(targets, interval, timeout, console))
+            run_dashboard(targets, interval, timeout, console)
         except KeyboardInterrupt:
             pass
         return 0
 
-    async def once() -> list:
-        async with new_client() as client:
-            return await poll(client, targets, timeout)
-
-    observations = asyncio.run(once())
+    observations = poll(targets, timeout)
     if as_json:
         print(json.dumps({"polledAt": time.time(), "up": sum(o.up for o in observations),
                           "total": sum(o.observable for o in observations),

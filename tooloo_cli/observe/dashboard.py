@@ -1,6 +1,6 @@
 """`tooloo observe --watch`: a live dashboard redrawn in place every interval.
 
-    asyncio.run(watch(targets, interval=1.0, timeout=0.5, console=Console()))   # until Ctrl-C
+    watch(targets, interval=1.0, timeout=0.5, console=Console())   # until Ctrl-C
 
 Besides the tables of a one-shot poll it shows each service's throughput over the last
 minute as a sparkline, and the most recent errors: polls that failed (once per change of
@@ -9,7 +9,6 @@ reason, not once a second) and sampled traces that ended in error.
 
 from __future__ import annotations
 
-import asyncio
 import math
 import time
 from collections import deque
@@ -22,7 +21,7 @@ from rich.segment import Segment
 from rich.table import Table
 from rich.text import Text
 
-from tooloo_cli.observe.poll import Observation, Target, new_client, poll
+from tooloo_cli.observe.poll import Observation, Target, poll
 from tooloo_cli.observe.render import new_table, tables
 
 BLOCKS = "▁▂▃▄▅▆▇█"
@@ -142,17 +141,15 @@ class FrameCache:
         return Group(*parts)
 
 
-async def watch(targets: list[Target], interval: float, timeout: float, console: Console) -> None:
+def watch(targets: list[Target], interval: float, timeout: float, console: Console) -> None:
     history = History()
     frames = FrameCache()
-    loop = asyncio.get_running_loop()
-    async with new_client() as client:
-        # The alternate screen on a terminal: redrawn in place, no scrolling, no flicker.
-        with Live(console=console, screen=console.is_terminal, auto_refresh=False,
-                  redirect_stdout=False, redirect_stderr=False) as live:
-            while True:
-                started = loop.time()
-                observations = await poll(client, targets, timeout)
-                history.add(observations)
-                live.update(frames(dashboard(observations, history, interval), console), refresh=True)
-                await asyncio.sleep(max(interval - (loop.time() - started), 0.05))
+    # The alternate screen on a terminal: redrawn in place, no scrolling, no flicker.
+    with Live(console=console, screen=console.is_terminal, auto_refresh=False,
+              redirect_stdout=False, redirect_stderr=False) as live:
+        while True:
+            started = time.monotonic()
+            observations = poll(targets, timeout)
+            history.add(observations)
+            live.update(frames(dashboard(observations, history, interval), console), refresh=True)
+            time.sleep(max(interval - (time.monotonic() - started), 0.05))

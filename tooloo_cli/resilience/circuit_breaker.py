@@ -13,13 +13,26 @@ closed → open after `failure_threshold` consecutive failures; open rejects at 
 
 A call that raises one of `excluded` counts as nothing (the request was the caller's
 fault), one of `ignore` as a success (the dependency answered); a call slower than
-`call_timeout` fails with CallTimeoutError (a TimeoutError). Both errors of the breaker
-are ResilienceErrors.
+`call_timeout` is cancelled and fails with CallTimeoutError (a TimeoutError), which
+counts as a failure. Both errors of the breaker are ResilienceErrors.
+
+The call timeout is one deadline watch per breaker, not one `asyncio.timeout` per call
+(5-7 µs a call, most of the breaker's cost as the services call it): a call in flight is
+an entry in a dict, and one timer, armed for the earliest deadline, cancels the calls
+that are due when it fires and re-arms for the next. Cancelling the caller still
+propagates as a cancellation, never as a timeout; a deadline that fires while someone
+else also cancels the task leaves it cancelled (asyncio.timeout's rule: the deadline is
+the cause only when it is the one cancel request over those the task had when the call
+began). The timer outlives the last call by at most `call_timeout` seconds, then ends
+without re-arming. A breaker is meant for one event loop at a time: a new loop starts
+afresh, and a call from a second loop while another thread's has calls in flight is a
+RuntimeError rather than their deadlines lost.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -32,6 +45,16 @@ from tooloo_cli.resilience.errors import ResilienceError
 T = TypeVar("T")
 
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
+
+# The running task of a loop: asyncio's own table (what current_task reads, behind its argument
+# parsing, in a third of the time). Should an implementation not keep it, the lookup finds
+# nothing and `_adopt_loop` asks asyncio.current_task: slower, never wrong.
+_running_task_of = getattr(asyncio.tasks, "_current_tasks", {}).get
+_monotonic = time.monotonic
+_EXPIRED = object()  # what a call's deadline entry becomes once the watch has cancelled it
+# Timers may fire this much before their deadline (uvloop's have a resolution of 1 ms): a
+# call within it of its deadline is due, so the watch never re-arms for a sliver of time.
+_TIMER_RESOLUTION = 0.001
 
 
 class CircuitOpenError(ResilienceError):
@@ -151,6 +174,18 @@ class CircuitBreaker:
         self.last_error_kind: str | None = None
         self.state_changes = 0
         self.transitions: deque[dict[str, Any]] = deque(maxlen=history)
+        # The deadline watch (see the module): the calls in flight under a timeout, by serial
+        # number, each (deadline, task) until the watch cancels it and marks it _EXPIRED.
+        self._deadlines: dict[int, Any] = {}
+        self._serial = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = math.inf
+        # Deadlines are registered in the order they fall due while call_timeout stays as it is,
+        # so the watch stops at the first one not due; a lowered call_timeout breaks the order,
+        # and the watch then reads them all until none is left.
+        self._in_order = True
+        self._last_deadline = -math.inf
 
     @property
     def state(self) -> str:
@@ -192,7 +227,7 @@ class CircuitBreaker:
         """Counts a success; a probe of the current half-open period closes the breaker."""
         self.success_count += 1
         self._consecutive_failures = 0
-        if self._current_probe(probe):
+        if probe is not None and self._current_probe(probe):
             self._move(CLOSED)
 
     def record_failure(self, error: BaseException | str, probe: int | None = None) -> None:
@@ -208,21 +243,52 @@ class CircuitBreaker:
             self._move(OPEN)
 
     async def call(self, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
-        """Awaits `fn(*args, **kwargs)` through the breaker."""
-        probe = self._admit()
+        """Awaits `fn(*args, **kwargs)` through the breaker, within `call_timeout` seconds."""
+        timeout = self.call_timeout
+        if timeout is not None:  # first: a call that cannot be watched is refused before it counts
+            loop = self._loop
+            # The task is looked up with its loop known: asking for the running loop costs a
+            # getpid(2) on Python 3.11 (half of this watch's cost).
+            task = _running_task_of(loop)
+            if task is None:  # the first call, a new loop, no task at all, or no table
+                task, loop = self._adopt_loop()
+        if self._state == CLOSED:  # `_admit`, inlined for the closed breaker: every call but a probe's
+            self.call_count += 1
+            probe = None
+        else:
+            probe = self._admit()
         try:
-            if self.call_timeout is None:
+            if timeout is None:
                 result = await fn(*args, **kwargs)
             else:
-                deadline = asyncio.timeout(self.call_timeout)
+                # The deadline watch, inlined: this is every call the services make.
+                deadline = _monotonic() + timeout  # the watch's clock (see _arm)
+                if deadline < self._last_deadline:
+                    self._in_order = False
+                self._last_deadline = deadline
+                serial = self._serial = self._serial + 1
+                deadlines = self._deadlines
+                deadlines[serial] = (deadline, task)
+                # Cancel requests the task had already: ours is the deadline only if it is the one
+                # left over them (asyncio.timeout's rule).
+                cancelling = task.cancelling()
+                if deadline < self._timer_at:  # no timer, or one armed later (call_timeout was lowered)
+                    self._arm(loop, deadline)
                 try:
-                    async with deadline:
-                        result = await fn(*args, **kwargs)
-                except TimeoutError as exc:
-                    if not deadline.expired():
-                        raise
-                    self.timeout_count += 1
-                    raise CallTimeoutError(f"{self.name}: call exceeded {self.call_timeout}s") from exc
+                    result = await fn(*args, **kwargs)
+                except asyncio.CancelledError as exc:
+                    # Ours when the watch cancelled the call and nothing else cancels the task:
+                    # any other cancel request left means the caller is going away, and that propagates.
+                    if deadlines.pop(serial, None) is _EXPIRED and task.uncancel() <= cancelling:
+                        self.timeout_count += 1
+                        raise CallTimeoutError(f"{self.name}: call exceeded {timeout}s") from exc
+                    raise
+                except BaseException:
+                    if deadlines.pop(serial, None) is _EXPIRED:
+                        task.uncancel()  # the deadline came, but the call ended its own way
+                    raise
+                if deadlines.pop(serial, None) is _EXPIRED:
+                    task.uncancel()  # the call swallowed the deadline's cancellation and returned
         except asyncio.CancelledError:
             self._give_back(probe)
             raise
@@ -236,8 +302,64 @@ class CircuitBreaker:
         except Exception as exc:
             self.record_failure(exc, probe)
             raise
-        self.record_success(probe)
+        if probe is None:  # `record_success`, inlined for a call that is not a probe
+            self.success_count += 1
+            self._consecutive_failures = 0
+        else:
+            self.record_success(probe)
         return result
+
+    # -- the deadline watch (see the module) ----------------------------------------------
+
+    def _adopt_loop(self) -> tuple[asyncio.Task[Any], asyncio.AbstractEventLoop]:
+        """The running task and its loop; a loop other than the last one's starts the watch afresh."""
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task(loop)
+        if task is None:
+            raise RuntimeError("a call through a breaker with a call_timeout must run in a task")
+        if loop is not self._loop:  # the old loop's timer and entries are not ours to keep
+            old, entries = self._loop, self._deadlines.values()
+            if old is not None and old.is_running() and any(entry is not _EXPIRED for entry in entries):
+                # Another thread's loop has calls in flight: taking over would drop their deadlines.
+                raise RuntimeError(f"breaker {self.name!r} with a call_timeout is in use on another event loop")
+            self._loop, self._timer, self._timer_at = loop, None, math.inf
+            self._deadlines.clear()
+            self._in_order, self._last_deadline = True, -math.inf
+        return task, loop
+
+    def _arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+        """Sets the timer for `when`, on the watch's clock: time.monotonic (a call to it costs
+        less than to the loop's `time`), given to the loop as a delay, whatever its own clock."""
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = loop.call_later(max(when - _monotonic(), 0.0), self._expire, loop)
+        self._timer_at = when
+
+    def _expire(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The timer: cancels every call that is due and re-arms for the earliest of the rest."""
+        if loop is not self._loop:  # a timer of a loop this breaker has left
+            return
+        self._timer, self._timer_at = None, math.inf
+        due = _monotonic() + _TIMER_RESOLUTION
+        earliest = math.inf
+        deadlines = self._deadlines
+        in_order = self._in_order
+        # Values change, keys do not, while the dict is read: cancel() only schedules.
+        for serial, entry in deadlines.items():
+            if entry is _EXPIRED:
+                continue
+            deadline, task = entry
+            if deadline <= due:
+                deadlines[serial] = _EXPIRED
+                task.cancel()
+            elif deadline < earliest:
+                earliest = deadline
+                if in_order:  # every later one falls due later still
+                    break
+        if earliest < math.inf:
+            self._arm(loop, earliest)
+        elif not in_order:  # nothing left to watch: the order holds again from the next call
+            self._in_order, self._last_deadline = True, -math.inf
 
     def _give_back(self, probe: int | None) -> None:
         """A call that decided nothing frees its probe slot for the next one."""

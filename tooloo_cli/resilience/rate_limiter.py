@@ -13,11 +13,13 @@ long as it does the refill-and-take step of `take` atomically.
     limiter.snapshot().denied                                # counters, typed; stats() is their JSON
 
 Buckets refill lazily from a monotonic clock when they are touched, so there is no timer
-thread or task. MemoryBucketStore stays bounded in count and in bytes, and the limit never
-fails open: past `max_clients` buckets, room is made only from buckets that have refilled
-to capacity (up to a tenth in one pass), and while none has, newcomers share one overflow
-bucket; a client id longer than MAX_KEY_LENGTH characters is kept as its digest
-(`bucket_key`), so no caller can grow a bucket with a long id.
+thread or task. MemoryBucketStore stays bounded in count and in bytes, and the limit neither
+fails open nor shuts out newcomers: past `max_clients` buckets, room is made from buckets
+that have refilled to capacity (up to a tenth in one pass), and while none has, from the
+oldest, whose levels live on in a fixed table that a returning client's new bucket starts
+from (see MemoryBucketStore); a client id longer than MAX_KEY_LENGTH characters is kept as
+its digest (`bucket_key`), so no caller can grow a bucket with a long id. `tooloo bench
+modules` measures it with 100k clients against 1k: the fraction allowed, and the memory.
 """
 
 from __future__ import annotations
@@ -25,10 +27,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import heapq
+import math
+import sys
 import time
+from array import array
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from itertools import islice
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 MAX_KEY_LENGTH = 64  # an IPv6 address with a zone fits
@@ -55,8 +61,9 @@ class BucketState:
 
 @runtime_checkable
 class BucketStore(Protocol):
-    """Where the buckets live. Every operation takes the policy's figures, so one store may
-    serve limiters of different capacities (under different client ids).
+    """Where the buckets live, for one policy: every operation takes the policy's figures (a
+    Redis store needs them in its script), but which bucket may be dropped to make room is
+    judged by them too, so limiters of different capacities keep stores of their own.
 
     `client` may be any length: a store keeps its keys bounded (with `bucket_key`).
     """
@@ -66,7 +73,7 @@ class BucketStore(Protocol):
     evictions: int
     """Buckets dropped to stay within `max_clients`, since the store was made."""
     overflowed: int
-    """Requests of clients it had no room for (they were limited together), since it was made."""
+    """Requests of newcomers that met a table with no refilled bucket to drop, since it was made."""
 
     def take(self, client: str, tokens: int, now: float, capacity: int, refill_rate: float,
              max_debt: float = 0.0) -> float:
@@ -106,18 +113,30 @@ class _Bucket:
         self.denied = 0
 
 
-OVERFLOW = "~overflow"  # no client id has a "~": the bucket newcomers share while the table is full
+# Cells of the table of forgotten buckets per bucket of `max_clients` (8 bytes each: 512 bytes a
+# bucket, three times what the bucket itself costs), at most MAX_FORGOTTEN_CELLS (16 MB). With
+# 10x more active clients than buckets, few clients find all three of their cells taken by a
+# client forgotten later, and a crowd is allowed within ~2 % of what a table holding every
+# client would allow (`tooloo bench modules` measures it; 32 cells: ~4 %, 16: ~12 %).
+FORGOTTEN_CELLS_PER_BUCKET = 64
+MAX_FORGOTTEN_CELLS = 1 << 21
 
 
 class MemoryBucketStore:
-    """Buckets in a dict of this process, at most `max_clients` of them (and the overflow bucket).
+    """Buckets in a dict of this process, at most `max_clients` of them.
 
     Room is made by dropping buckets that have refilled to capacity: they carry no
     information (a new bucket would hold the same), so no client gains by being forgotten.
-    When every bucket is still limiting its client, a newcomer is not given a fresh full
-    bucket (that would let a flood of new ids fail the limit open): newcomers share one
-    overflow bucket until room is made, and `overflowed` counts their requests. While that
-    bucket exists (it goes, like any, once refilled), a new bucket starts at its level.
+    When every bucket is still limiting its client, the oldest tenth are forgotten all the
+    same, but not their levels: each one's time of being full again goes into a fixed table
+    of cells (FORGOTTEN_CELLS_PER_BUCKET x `max_clients`, made the first time it is needed),
+    three cells a client chosen by its hash, each keeping the latest time of the clients in
+    it. A new bucket starts at the level the earliest of its three cells allows: never above
+    what the client's own forgotten bucket would hold now (the limit never fails open), and
+    at capacity unless the client, or the few sharing all its cells, was forgotten while
+    limited. The hash is Python's, salted per process (unless PYTHONHASHSEED is set), so no
+    crowd can be aimed at another client's cells. `overflowed` counts the requests that met
+    a table with nothing refilled to drop.
     """
 
     def __init__(self, max_clients: int = 10_000) -> None:
@@ -128,6 +147,9 @@ class MemoryBucketStore:
         self.overflowed = 0
         self._buckets: dict[str, _Bucket] = {}
         self._next_full = 0.0  # no bucket is full before then (see _evict)
+        # When each cell's forgotten buckets are all full again (monotonic seconds); None until needed.
+        self._forgotten: array[float] | None = None
+        self._cells = min(FORGOTTEN_CELLS_PER_BUCKET * max_clients, MAX_FORGOTTEN_CELLS)
 
     def take(self, client: str, tokens: int, now: float, capacity: int, refill_rate: float,
              max_debt: float = 0.0) -> float:
@@ -149,22 +171,24 @@ class MemoryBucketStore:
         return available
 
     def _take_new(self, client: str, tokens: int, now: float, capacity: int, refill_rate: float,
-                  max_debt: float) -> float:
+                  max_debt: float = 0.0) -> float:
+        """`take` for a client not found under its own id (a newcomer, or a long id kept as its digest)."""
         key = bucket_key(client)
         if key is not client and key in self._buckets:
             return self.take(key, tokens, now, capacity, refill_rate, max_debt)
-        if len(self._buckets) >= self.max_clients + (OVERFLOW in self._buckets) \
-                and not self._evict(now, capacity, refill_rate):
+        if len(self._buckets) >= self.max_clients and not self._evict(now, capacity, refill_rate):
             self.overflowed += 1
-            if OVERFLOW in self._buckets:
-                return self.take(OVERFLOW, tokens, now, capacity, refill_rate, max_debt)
-            key = OVERFLOW
+            self._forget_oldest(now, capacity, refill_rate)
         available = float(capacity)
-        shared = self._buckets.get(OVERFLOW)
-        if shared is not None and key is not OVERFLOW:
-            # A newcomer may have been one of the crowd that shared the overflow bucket: it starts
-            # where that bucket stands, so leaving the crowd hands nobody a fresh allowance.
-            available = min(shared.tokens + (now - shared.updated) * refill_rate, available)
+        forgotten = self._forgotten
+        if forgotten is not None:
+            # Each of the client's cells is at least its own time of being full again (if it was
+            # forgotten while limited): the earliest of them is the closest to it, never earlier.
+            digest, size = hash(key), self._cells
+            full_at = min(forgotten[digest % size], forgotten[(digest >> 21) % size],
+                          forgotten[(digest >> 42) % size])
+            if full_at > now:
+                available = capacity - (full_at - now) * refill_rate
         bucket = self._buckets[key] = _Bucket(available, now)
         if available - tokens >= -max_debt:
             bucket.tokens = available - tokens
@@ -177,34 +201,56 @@ class MemoryBucketStore:
 
         A scan that frees less than a tenth notes when enough buckets will be full to free the
         rest, and none runs before then: a flood of newcomers costs a scan per batch of room,
-        not one per request (the newcomers meanwhile share the overflow bucket).
+        not one per request (meanwhile room is made by `_forget_oldest`, a tenth at a time).
         """
         if now < self._next_full:
             return 0
         count = max(self.max_clients // 10, 1)
         full: list[str] = []
         pending: list[float] = []  # when each bucket not yet full will be
-        crowd_gone = False
         for client, bucket in self._buckets.items():
             # Full again once its deficit has refilled: at updated + deficit / rate.
             refilled_at = bucket.updated + (capacity - bucket.tokens) / refill_rate
             if refilled_at > now:
                 pending.append(refilled_at)
-            elif client == OVERFLOW:  # the crowd is gone: no bucket to start newcomers from
-                crowd_gone = True
             else:
                 full.append(client)
                 if len(full) == count:
                     break
         for client in full:
             del self._buckets[client]
-        if crowd_gone:
-            del self._buckets[OVERFLOW]
         self.evictions += len(full)
         short = count - len(full)
         self._next_full = heapq.nsmallest(short, pending)[-1] if short and len(pending) >= short else \
             (max(pending) if short and pending else 0.0)
         return len(full)
+
+    def _forget_oldest(self, now: float, capacity: int, refill_rate: float) -> None:
+        """Drops the oldest tenth of the buckets, keeping in the table when each will be full again."""
+        forgotten = self._forgotten
+        if forgotten is None:
+            forgotten = self._forgotten = array("d", [-math.inf]) * self._cells
+        size = self._cells
+        buckets = self._buckets
+        oldest = list(islice(buckets.items(), max(self.max_clients // 10, 1)))
+        for client, bucket in oldest:
+            del buckets[client]
+            full_at = bucket.updated + (capacity - bucket.tokens) / refill_rate
+            if full_at > now:  # a full bucket says nothing a new one would not
+                digest = hash(client)
+                # Three cells from three stretches of the hash (21 bits each: up to 2M cells).
+                for cell in (digest % size, (digest >> 21) % size, (digest >> 42) % size):
+                    if forgotten[cell] < full_at:
+                        forgotten[cell] = full_at
+        self.evictions += len(oldest)
+
+    def footprint(self) -> int:
+        """Bytes the store holds (sys.getsizeof): its table, the buckets and their ids, and the
+        table of forgotten buckets. Bounded by `max_clients`, however many clients there are."""
+        size = sys.getsizeof(self._buckets) + sys.getsizeof(self._forgotten or ())
+        for client, bucket in self._buckets.items():
+            size += sys.getsizeof(client) + sys.getsizeof(bucket)
+        return size
 
     def give_back(self, client: str, tokens: int, capacity: int) -> None:
         bucket = self._buckets.get(bucket_key(client))
@@ -212,8 +258,11 @@ class MemoryBucketStore:
             bucket.tokens = min(bucket.tokens + tokens, float(capacity))
 
     def forget(self, client: str | None = None) -> None:
+        """Drops one client's bucket (what the table of forgotten buckets holds of it stays:
+        clearing its cells would free the clients sharing them), or every bucket and that table."""
         if client is None:
             self._buckets.clear()
+            self._forgotten = None
         else:
             self._buckets.pop(bucket_key(client), None)
 
@@ -258,7 +307,8 @@ class LimiterSnapshot:
 
     `allowed` and `denied` count requests since the limiter was made, `evictions` buckets
     dropped by the store since it was made, `overflowed` requests of newcomers that met a
-    full table (they share one bucket); `active_buckets` is a gauge, and `busiest` the most
+    full table with no refilled bucket to drop (room was made from buckets still limiting,
+    whose levels the store keeps); `active_buckets` is a gauge, and `busiest` the most
     limited buckets (most denials first).
     """
 
@@ -329,6 +379,8 @@ class RateLimiter:
         # A MemoryBucketStore's `take` is inlined in `try_acquire` for a known client (a call
         # costs a tenth of the hot path); every other store, and every new client, goes through `take`.
         self._known = store._buckets if type(store) is MemoryBucketStore else _NO_BUCKETS
+        # A client not in `_known` is new to a MemoryBucketStore: its `take` would look it up again.
+        self._take_unknown = store._take_new if type(store) is MemoryBucketStore else store.take
         self._clock = clock
         # Converts the monotonic clock to epoch seconds for the X-RateLimit-Reset header
         # without a second clock read per call.
@@ -359,7 +411,7 @@ class RateLimiter:
         rate = self.refill_rate
         bucket = self._known.get(client)
         if bucket is None:
-            available = self._take(client, tokens, now, capacity, rate)
+            available = self._take_unknown(client, tokens, now, capacity, rate)
             if available >= tokens:  # taken (available - tokens >= -0.0)
                 available -= tokens
                 self._allowed += 1

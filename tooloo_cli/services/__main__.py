@@ -8,20 +8,26 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from tooloo_cli.config import BUILTIN_SERVICES, load_config
 from tooloo_cli.errors import ToolooError
 from tooloo_cli.services.serve import serve
 
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp
 
-def main() -> int:
+
+def main(served: Callable[[ASGIApp], ASGIApp] | None = None) -> int:
+    """The command line's service, served whole (or as much of it as `served` picks)."""
     parser = argparse.ArgumentParser(prog="python -m tooloo_cli.services")
     parser.add_argument("--config")
     parser.add_argument("--port", type=int)
     parser.add_argument("name", choices=BUILTIN_SERVICES)
     arguments = parser.parse_args()
     try:
-        return serve(arguments.name, load_config(arguments.config), arguments.port)
+        return serve(arguments.name, load_config(arguments.config), arguments.port, served)
     except ToolooError as exc:
         print(f"tooloo serve: {exc}", file=sys.stderr)
         return exc.exit_code

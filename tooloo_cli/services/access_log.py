@@ -38,13 +38,16 @@ class BatchedLog:
         if self._size >= self.max_bytes:
             self.flush()
             return
+        loop_of_timer = self._timer_loop
+        if self._timer is not None and loop_of_timer is not None and not loop_of_timer.is_closed():  # a flush is due
+            return
+        # Only for the first line of a batch: get_running_loop() is a getpid(2) on Python 3.11.
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # no loop runs (a line written at start-up or exit): now, then
             self.flush()
             return
-        if self._timer is None or self._timer_loop is not loop:  # none set, or set on a loop now gone
-            self._timer, self._timer_loop = loop.call_later(self.max_delay, self.flush), loop
+        self._timer, self._timer_loop = loop.call_later(self.max_delay, self.flush), loop
 
     def flush(self) -> None:
         if self._timer is not None:

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
+from starlette.types import Receive, Scope, Send
 
 from tooloo_cli.config import is_loopback
 from tooloo_cli.resilience import (
@@ -124,6 +125,20 @@ EXCEPTION_HANDLERS = {ApiError: api_error_handler, HTTPException: http_exception
                       Exception: internal_error_handler}
 
 
+async def answer_error(exc: Exception, scope: Scope, receive: Receive, send: Send) -> None:
+    """`exc` answered as Starlette's app would answer it: the handler of its nearest class above.
+
+    For a pure-ASGI endpoint outside the router (the gateway's proxy). An unexpected exception
+    is raised again, so that the access log's last line of defence logs it and answers 500.
+    """
+    handler = next((EXCEPTION_HANDLERS[kind] for kind in type(exc).__mro__
+                    if kind in EXCEPTION_HANDLERS and kind is not Exception), None)
+    if handler is None:
+        raise exc
+    response = await handler(Request(scope, receive), exc)
+    await response(scope, receive, send)
+
+
 def rate_limit_headers(decision: Decision) -> dict[str, str]:
     """The X-RateLimit-* headers of a limiter decision (reset in epoch seconds)."""
     return {name.decode(): value.decode() for name, value in rate_limit_header_bytes(decision)}
@@ -149,16 +164,29 @@ def rate_limited(decision: Decision, trace_id: str | None) -> JSONResponse:
 
 async def read_body(request: Request, limit: int) -> bytes:
     """The request body, refusing with 413 as soon as it exceeds `limit` bytes."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, f"request body over the {limit}-byte limit")
+    return await receive_body(request.scope, request.receive, limit)
+
+
+async def receive_body(scope: Mapping[str, Any], receive: Receive, limit: int) -> bytes:
+    """The body from the ASGI `receive` channel itself, with read_body's 413 (for pure-ASGI endpoints).
+
+    ClientDisconnect when the client leaves before the last chunk, as Starlette's Request says it.
+    """
+    for name, value in scope["headers"]:
+        if name == b"content-length" and value.isdigit() and int(value) > limit:
+            raise ApiError(413, f"request body over the {limit}-byte limit")
     chunks, size = [], 0
-    async for chunk in request.stream():
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise ApiError(413, f"request body over the {limit}-byte limit")
         chunks.append(chunk)
-    return b"".join(chunks)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
 
 
 @dataclass(frozen=True)

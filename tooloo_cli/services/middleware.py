@@ -1,85 +1,42 @@
-"""Pure-ASGI middleware of every service, outermost first.
+"""The middleware of every service: one pure-ASGI layer around the router.
 
-    app = AccessLogMiddleware(ApiMiddleware(router, tracer, max_body, limiter, trusted_proxies), out)
+    app = ServiceMiddleware(router, access_log, tracer, max_body, limiter, trusted_proxies, unmetered)
 
-- AccessLogMiddleware: one line per request (method, path, status, ms, traceId) and the
-  last line of defence: an exception becomes a JSON 500, never a stack trace.
-- ApiMiddleware: every request under /api is traced (`traceparent` read from the request
-  and written on the response; a 5xx marks the trace as an error) and, where the service
-  limits all of /api, rate limited per client: X-RateLimit-* headers on every limited
-  response, 429 + Retry-After on denial. A response that already carries X-RateLimit-*
-  headers (a sibling's own limit, passed on by the gateway) keeps them: they describe
-  the limit the client actually met.
+- Every request but the liveness probes of /health gets one access-log line (method, raw
+  path, status, ms, traceId), and an exception becomes a JSON 500, never a stack trace.
+- Every request under /api (but the monitoring paths in `unmetered`) is traced:
+  `traceparent` read from the request and written on the response, a 5xx marks the trace
+  as an error. Where the service limits all of /api (the gateway), it is also rate limited
+  per client: X-RateLimit-* headers on every limited response, 429 + Retry-After on denial.
+  A response that already carries X-RateLimit-* headers (a sibling's own limit, passed on
+  by the gateway) keeps them: they describe the limit the client actually met. A declared
+  body over `max_body` is refused with 413 whether or not the route would read it.
+
+Why one layer and not one per concern: on a small route what the middleware costs is most
+of what a service loses against its bare Starlette route (`tooloo bench http`), and each
+layer is another coroutine call and another send wrapper for each of a request's messages.
 """
 
 from __future__ import annotations
 
 import logging
-import time
-from typing import Any, TextIO
+from time import perf_counter
+from typing import TextIO
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tooloo_cli.resilience import RateLimiter, Tracer, format_traceparent
-from tooloo_cli.services.http import Network, client_id, error_response, rate_limit_header_bytes, rate_limited, trace_id_of
+from tooloo_cli.resilience import RateLimiter, Trace, Tracer, format_traceparent
+from tooloo_cli.services.http import Network, client_id, error_response, rate_limit_header_bytes, rate_limited
 
 logger = logging.getLogger("tooloo.services")
 
 
-def _state(scope: Scope) -> dict[str, Any]:
-    return scope.setdefault("state", {})
-
-
-def _traced(scope: Scope) -> bool:
-    return scope["type"] == "http" and (scope["path"] == "/api" or scope["path"].startswith("/api/"))
-
-
-class AccessLogMiddleware:
-    """One line per request, except the liveness probes of /health (every few seconds, forever)."""
-
-    def __init__(self, app: ASGIApp, out: TextIO) -> None:
+class ServiceMiddleware:
+    def __init__(self, app: ASGIApp, out: TextIO, tracer: Tracer, max_body: int,
+                 limiter: RateLimiter | None = None, trusted_proxies: tuple[Network, ...] = (),
+                 unmetered: frozenset[str] = frozenset()) -> None:
         self.app = app
         self.out = out
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] == "/health":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 0
-
-        async def send_and_note(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_and_note)
-        except Exception:
-            logger.exception("unhandled error in %s %s", scope["method"], scope["path"])
-            if status == 0:  # nothing sent yet: answer properly
-                status = 500
-                response = error_response(500, "internal error", trace_id_of(scope))
-                await response(scope, receive, send)
-        finally:
-            elapsed = (time.perf_counter() - started) * 1000
-            trace = trace_id_of(scope) or "-"
-            # The raw (still percent-encoded) path: a decoded one could carry a newline and forge a line.
-            path = scope.get("raw_path", b"").decode("latin-1") or repr(scope["path"])
-            self.out.write(f"{scope['method']} {path} {status} {elapsed:.1f}ms {trace}\n")
-
-
-class ApiMiddleware:
-    """Everything under /api: traced, and limited per client when a limiter is given.
-
-    One layer, one send wrapper: on a tiny route the per-request cost of the policy is
-    what the gateway's throughput is made of.
-    """
-
-    def __init__(self, app: ASGIApp, tracer: Tracer, max_body: int, limiter: RateLimiter | None = None,
-                 trusted_proxies: tuple[Network, ...] = (), unmetered: frozenset[str] = frozenset()) -> None:
-        self.app = app
         self.tracer = tracer
         self.max_body = max_body
         self.limiter = limiter
@@ -89,24 +46,20 @@ class ApiMiddleware:
         self.unmetered = unmetered
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not _traced(scope) or scope["path"] in self.unmetered:
+        if scope["type"] != "http" or scope["path"] == "/health":
             await self.app(scope, receive, send)
             return
-        incoming = None
-        declared = 0
-        for name, value in scope["headers"]:
-            if name == b"traceparent":
-                incoming = value.decode("latin-1")
-            elif name == b"content-length" and value.isdigit():
-                declared = int(value)
-        with self.tracer.trace(f"{scope['method']} {scope['path']}", incoming) as trace:
-            _state(scope)["trace_id"] = trace.trace_id
-            traceparent = (b"traceparent", format_traceparent(trace.trace_id, trace.span_id, trace.sampled).encode())
-            limit_headers: list[tuple[bytes, bytes]] = []
+        started = perf_counter()
+        status = 0
+        trace: Trace | None = None
+        traceparent: tuple[bytes, bytes] = (b"", b"")
+        limit_headers: list[tuple[bytes, bytes]] = []
 
-            async def send_with_headers(message: Message) -> None:
-                if message["type"] == "http.response.start":
-                    status = message["status"]
+        async def send_noted(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                if trace is not None:
                     if trace.sampled:
                         trace.set("status", status)
                     if status >= 500:
@@ -115,16 +68,45 @@ class ApiMiddleware:
                     if limit_headers and not any(name == b"x-ratelimit-limit" for name, _ in headers):
                         headers += limit_headers
                     message["headers"] = headers
-                await send(message)
+            await send(message)
 
-            if self.limiter is not None:
-                decision = self.limiter.try_acquire(client_id(scope, self.trusted_proxies))
-                if not decision.allowed:
-                    await rate_limited(decision, trace.trace_id)(scope, receive, send_with_headers)
-                    return
-                limit_headers = rate_limit_header_bytes(decision)
-            if declared > self.max_body:  # refused whether or not the route would read the body
-                too_large = error_response(413, f"request body over the {self.max_body}-byte limit", trace.trace_id)
-                await too_large(scope, receive, send_with_headers)
+        path = scope["path"]
+        try:
+            if not (path == "/api" or path.startswith("/api/")) or path in self.unmetered:
+                await self.app(scope, receive, send_noted)
                 return
-            await self.app(scope, receive, send_with_headers)
+            incoming = None
+            declared = 0
+            for name, value in scope["headers"]:
+                if name == b"traceparent":
+                    incoming = value.decode("latin-1")
+                elif name == b"content-length" and value.isdigit():
+                    declared = int(value)
+            with self.tracer.trace(f"{scope['method']} {path}", incoming) as trace:
+                scope.setdefault("state", {})["trace_id"] = trace.trace_id
+                traceparent = (b"traceparent",
+                               format_traceparent(trace.trace_id, trace.span_id, trace.sampled).encode())
+                if self.limiter is not None:
+                    decision = self.limiter.try_acquire(client_id(scope, self.trusted_proxies))
+                    if not decision.allowed:
+                        await rate_limited(decision, trace.trace_id)(scope, receive, send_noted)
+                        return
+                    limit_headers = rate_limit_header_bytes(decision)
+                if declared > self.max_body:  # refused whether or not the route would read the body
+                    too_large = error_response(413, f"request body over the {self.max_body}-byte limit",
+                                               trace.trace_id)
+                    await too_large(scope, receive, send_noted)
+                    return
+                await self.app(scope, receive, send_noted)
+        except Exception:
+            logger.exception("unhandled error in %s %s", scope["method"], path)
+            if status == 0:  # nothing sent yet: answer properly
+                status = 500
+                response = error_response(500, "internal error", None if trace is None else trace.trace_id)
+                await response(scope, receive, send)
+        finally:
+            elapsed = (perf_counter() - started) * 1000
+            # The raw (still percent-encoded) path: a decoded one could carry a newline and forge a line.
+            raw = scope.get("raw_path", b"").decode("latin-1") or repr(path)
+            self.out.write(f"{scope['method']} {raw} {status} {elapsed:.1f}ms "
+                           f"{'-' if trace is None else trace.trace_id}\n")

@@ -23,35 +23,49 @@ import logging
 import resource
 import signal
 import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from tooloo_cli.config import LoadedConfig
 from tooloo_cli.errors import ToolooError
 from tooloo_cli.ports import listen
 
-# Descriptors kept free beyond the connection cap: log files, databases, sibling connections.
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp
+
+# Descriptors kept free beyond the connection cap and the sibling pools: log files, databases.
 DESCRIPTOR_HEADROOM = 64
 # How services log (the supervisor recognises these lines as warnings to show in `status`).
 LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
 
 
-def descriptor_room(connections: int) -> int:
-    """How many connections the descriptor limit allows, raising the soft limit if it must."""
+def descriptor_room(connections: int, outbound: int = 0) -> int:
+    """How many connections the descriptor limit allows, raising the soft limit if it must.
+
+    `outbound` is what the service may hold open to its siblings, kept free beside the headroom.
+    """
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    needed = connections + DESCRIPTOR_HEADROOM
+    headroom = DESCRIPTOR_HEADROOM + outbound
+    needed = connections + headroom
     if soft != resource.RLIM_INFINITY and soft < needed:
         soft = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     if soft == resource.RLIM_INFINITY:
         return connections
-    return max(min(connections, soft - DESCRIPTOR_HEADROOM), 1)
+    return max(min(connections, soft - headroom), 1)
 
 
-def serve(name: str, loaded: LoadedConfig, port: int | None = None) -> int:
+def serve(name: str, loaded: LoadedConfig, port: int | None = None,
+          served: Callable[[ASGIApp], ASGIApp] | None = None) -> int:
+    """Serves service `name` until SIGTERM; `served` picks what of its app is served (the bench's
+    bare router: `tooloo_cli.bench.bare`), the whole app by default."""
     import uvicorn
 
     from tooloo_cli.services import create_app
     from tooloo_cli.services.access_log import BatchedLog
     from tooloo_cli.services.protocol import ConnectionLimits, guarded_protocol
+    from tooloo_cli.services.wire import MAX_CONNECTIONS
+    from tooloo_cli.stack import stack_of
 
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, stream=sys.stderr)
     settings = loaded.services[name]
@@ -60,7 +74,11 @@ def serve(name: str, loaded: LoadedConfig, port: int | None = None) -> int:
     host = settings.bind or stack.host
     listener = listen(host, port)  # first: a taken port is refused before any file is touched
     app = create_app(name, loaded, BatchedLog(sys.stdout), port=port)
-    connections = descriptor_room(stack.max_connections)
+    if served is not None:
+        app = served(app)
+    topology = stack_of(loaded)
+    sibling_replicas = len(topology.replicas(list(topology.specs[name].calls)))
+    connections = descriptor_room(stack.max_connections, outbound=MAX_CONNECTIONS * sibling_replicas)
     if connections < stack.max_connections:
         logging.getLogger(f"tooloo.services.{name}").warning(
             "the descriptor limit allows %d connections, not stack.max_connections = %d",

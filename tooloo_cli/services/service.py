@@ -62,7 +62,8 @@ from tooloo_cli.resilience import (
     sqlite_is_healthy,
 )
 from tooloo_cli.services.http import EXCEPTION_HANDLERS, RequestDefect, asked_locally, parse_networks
-from tooloo_cli.services.middleware import AccessLogMiddleware, ApiMiddleware
+from tooloo_cli.services.middleware import ServiceMiddleware
+from tooloo_cli.services.routing import IndexedRouter
 from tooloo_cli.services.stores import make_cache, make_limiter
 from tooloo_cli.stack import stack_of
 
@@ -307,11 +308,14 @@ class Service:
         return failures
 
 
-def build_app(service: Service, routes: list[BaseRoute], *, limit_api: bool = False) -> ASGIApp:
+def build_app(service: Service, routes: list[BaseRoute], *, limit_api: bool = False,
+              in_front: Callable[[ASGIApp], ASGIApp] | None = None) -> ASGIApp:
     """The service's ASGI app: shared endpoints, its own routes, error handlers, middleware.
 
     `limit_api` puts the service's rate limiter in front of all of /api (the gateway);
-    otherwise a service applies its limiter where its routes choose.
+    otherwise a service applies its limiter where its routes choose. `in_front` wraps the
+    router in a pure-ASGI layer of the service's own, inside the tracing, limiting and
+    access-log middleware (the gateway's proxy, which answers what it passes on itself).
     """
 
     async def health(request: Request) -> Response:
@@ -335,19 +339,22 @@ def build_app(service: Service, routes: list[BaseRoute], *, limit_api: bool = Fa
         observability_route(service, OBSERVABILITY_PATH),
     ]
     all_routes = shared + routes
-    app: ASGIApp = Starlette(routes=all_routes, exception_handlers=EXCEPTION_HANDLERS, lifespan=service.lifespan)
+    starlette = Starlette(routes=all_routes, exception_handlers=EXCEPTION_HANDLERS, lifespan=service.lifespan)
+    starlette.router = IndexedRouter(all_routes, lifespan=service.lifespan)  # Starlette's, with an index in front
+    app: ASGIApp = starlette
+    if in_front is not None:
+        app = in_front(app)
     if limit_api and service.limiter is None:
         raise RuntimeError(f"the {service.name} service limits /api but has no rate limiter settings")
-    app = ApiMiddleware(app, service.tracer, service.stack.max_body_bytes,
-                        service.limiter if limit_api else None, service.trusted_proxies,
-                        frozenset(service.unmetered_paths))
-    return AccessLogMiddleware(app, service.access_log)
+    return ServiceMiddleware(app, service.access_log, service.tracer, service.stack.max_body_bytes,
+                             service.limiter if limit_api else None, service.trusted_proxies,
+                             frozenset(service.unmetered_paths))
 
 
 def observability_route(service: Service, path: str) -> Route:
     """The observability document at `path` (budget serves it at a second path too).
 
-    Whatever path it is served at, it is left out of the request metrics (see ApiMiddleware).
+    Whatever path it is served at, it is left out of the request metrics (see ServiceMiddleware).
     """
 
     async def observability(request: Request) -> Response:

@@ -9,8 +9,9 @@
     api.py        the control API's server: JSON over HTTP on a Unix socket
     control.py    its client, for the CLI
     daemon.py     finding, launching and clearing up after the detached supervisor
+    standby.py    a supervisor started before `up` has read its configuration, and its environment
     commands.py   up, down, status, restart, logs as the CLI runs them
-    printer.py    prefixed log lines, the status table, start-up progress
+    printer.py    prefixed log lines, the status table, start-up progress; plain text without rich
     logs.py, paths.py, usage.py, lock.py   log rotation and tail, state paths, CPU and memory of a
                   process tree, the supervisor's lock (port preflight: tooloo_cli/ports.py)
 

@@ -4,23 +4,39 @@
 the TOOLOO_* settings and secrets of the command) to its stdin, so that its own
 environment holds none of them. Without `--handover`, its own environment is the handover.
 
+Or `tooloo up` starts it as a standby (`--standby`, see standby.py) before it has read
+its configuration, and writes its orders to stdin once it has:
+
+    {"config": "/srv/tooloo.toml" | null, "cwd": "/srv", "log": "/srv/.tooloo/logs/supervisor.log",
+     "services": ["web", ...], "environment": {...the handover's...}}
+
+It imports everything first, then reads them; empty input means nothing to run (exit 0).
+
 It bypasses the CLI (typer, rich) because it lives as long as the stack does, and every
 megabyte of its resident memory is paid for that whole time.
 """
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import json
-import logging
-import os
 import sys
 
-from tooloo_cli.config import load_config
-from tooloo_cli.errors import ToolooError
-from tooloo_cli.supervisor.environment import handover
-from tooloo_cli.supervisor.manager import Supervisor
+# asyncio imports ssl (~10 ms) for the TLS transports the supervisor never makes (its probes
+# and control socket are plain): a None in sys.modules makes that import fail, and asyncio
+# goes without, as it does on a Python built without ssl. The services are processes of
+# their own, untouched by this.
+sys.modules.setdefault("ssl", None)  # type: ignore[arg-type]
+
+import argparse  # noqa: E402  (after the line above, by design)
+import asyncio  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import os  # noqa: E402
+from typing import Any  # noqa: E402
+
+from tooloo_cli.config import load_config  # noqa: E402
+from tooloo_cli.errors import ToolooError  # noqa: E402
+from tooloo_cli.supervisor.environment import handover  # noqa: E402
+from tooloo_cli.supervisor.manager import Supervisor  # noqa: E402
 
 
 def _read_handover() -> dict[str, str]:
@@ -34,15 +50,59 @@ def _read_handover() -> dict[str, str]:
     return environment
 
 
+def _read_orders() -> dict[str, Any] | None:
+    """A standby's orders from stdin (None: nothing to run); ToolooError when they cannot be followed."""
+    text = sys.stdin.read()
+    if not text.strip():
+        return None
+    try:
+        orders = json.loads(text)
+    except ValueError:
+        raise ToolooError("the orders on stdin are not JSON") from None
+    if not isinstance(orders, dict) or not isinstance(orders.get("cwd"), str) \
+            or not isinstance(orders.get("log"), str) or not isinstance(orders.get("services"), list) \
+            or not isinstance(orders.get("environment"), dict) \
+            or not isinstance(orders.get("config"), (str, type(None))) \
+            or not all(isinstance(v, str) for v in orders["environment"].values()):
+        raise ToolooError("the orders on stdin lack a cwd, a log, services or an environment of strings")
+    return orders
+
+
+def _log_to(path: str) -> None:
+    """Standard output and error to the supervisor's log from now on (a standby's went nowhere)."""
+    log = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+            os.dup2(log, stream.fileno())
+    finally:
+        os.close(log)
+
+
 def main() -> int:
-    parser = argparse.ArgumentParser(prog="python -m tooloo_cli.supervisor")
+    # A help formatter of a set width: the default one imports shutil (and bz2, lzma: ~4 ms) to ask the
+    # terminal's, for a process that has no terminal.
+    parser = argparse.ArgumentParser(prog="python -m tooloo_cli.supervisor",
+                                     formatter_class=lambda prog: argparse.HelpFormatter(prog, width=100))
     parser.add_argument("--config")
     parser.add_argument("--handover", action="store_true", help="read the command's settings and secrets from stdin")
+    parser.add_argument("--standby", action="store_true", help="wait for orders on stdin (see standby.py)")
     parser.add_argument("services", nargs="*")
     arguments = parser.parse_args()
+    orders: dict[str, Any] | None = None
+    if arguments.standby:
+        try:
+            orders = _read_orders()
+            if orders is None:
+                return 0
+            _log_to(orders["log"])
+            os.chdir(orders["cwd"])
+        except (ToolooError, OSError):  # nowhere to say it: the command sees no socket, and launches again
+            return 1
+        arguments.config, arguments.services = orders["config"], [str(name) for name in orders["services"]]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        handed = _read_handover() if arguments.handover else None
+        handed = orders["environment"] if orders is not None else _read_handover() if arguments.handover else None
         if handed is None:
             loaded = load_config(arguments.config)
             handed = handover(loaded, os.environ)["environment"]
@@ -57,4 +117,10 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    # Everything is stopped, closed and removed by now (Supervisor.run's finally): the interpreter's
+    # teardown would only keep the process around, and `tooloo down` waits for it to be gone.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -5,6 +5,8 @@
 
 A few dozen lines of asyncio rather than a web framework: the daemon lives as long as the
 stack and stays light. One request per connection; bodies are JSON objects of at most 1 MiB.
+A handler gets the body's object, or for a GET the query's parameters (`?after=7&wait=2` →
+{"after": "7", "wait": "2"}, as strings).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl
 
 from tooloo_cli.errors import ToolooError
 
@@ -31,6 +34,7 @@ class ControlServer:
         self.path = path
         self.routes = routes
         self._server: asyncio.AbstractServer | None = None
+        self._answering: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         self.path.unlink(missing_ok=True)
@@ -41,13 +45,24 @@ class ControlServer:
             os.umask(previous)
         os.chmod(self.path, 0o600)
 
-    async def close(self) -> None:
+    async def close(self, grace: float = 1.0) -> None:
+        """Stops listening, lets the answers being written finish (`grace` seconds at most: the one to the
+        `down` that asked for this close, say), and removes the socket."""
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
+        answering = [task for task in self._answering if task is not asyncio.current_task()]
+        if answering:
+            _, late = await asyncio.wait(answering, timeout=grace)
+            for task in late:
+                task.cancel()
         self.path.unlink(missing_ok=True)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._answering.add(task)
+            task.add_done_callback(self._answering.discard)
         try:
             status, document = await self._answer(reader)
             body = json.dumps(document).encode()
@@ -78,14 +93,14 @@ class ControlServer:
         if length > MAX_BODY:
             return 413, {"ok": False, "error": "request body too large"}
         body = await reader.readexactly(length) if length else b""
-        path = target.split("?", 1)[0]
+        path, _, query = target.partition("?")
         handler = self.routes.get((method, path))
         if handler is None:
             known = any(route_path == path for _, route_path in self.routes)
             return (405, {"ok": False, "error": "method not allowed"}) if known else \
                 (404, {"ok": False, "error": f"no such endpoint: {path}"})
         try:
-            payload = json.loads(body) if body else {}
+            payload = json.loads(body) if body else dict(parse_qsl(query)) if method == "GET" else {}
         except ValueError:
             return 400, {"ok": False, "error": "malformed JSON"}
         if not isinstance(payload, dict):

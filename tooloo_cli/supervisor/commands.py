@@ -21,30 +21,34 @@ the supervisor the configuration as it is now (see environment.py).
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-from rich.markup import escape
+from urllib.parse import quote
 
 from tooloo_cli.config import LoadedConfig
 from tooloo_cli.errors import ToolooError
 from tooloo_cli.stack import Stack, probe_host, stack_of
 from tooloo_cli.supervisor.control import ControlClient, SupervisorUnavailable
-from tooloo_cli.supervisor.daemon import LAUNCH_TIMEOUT, connect, launch, status_document
+from tooloo_cli.supervisor.daemon import LAUNCH_TIMEOUT, connect, launch, recorded_pid, status_document
 from tooloo_cli.supervisor.environment import handover
 from tooloo_cli.supervisor.lock import FileLock
 from tooloo_cli.supervisor.logs import tail
 from tooloo_cli.supervisor.paths import StatePaths, write_private
 from tooloo_cli.ports import describe_holder, port_holder
-from tooloo_cli.supervisor.printer import Printer
+from tooloo_cli.supervisor.printer import PlainConsole, Printer
+from tooloo_cli.supervisor.printer import escape as _escape
+from tooloo_cli.supervisor.standby import Standby
 
 if TYPE_CHECKING:
     from rich.console import Console
 
 ACTIVE = ("waiting", "starting", "running", "backoff")
-POLL = 0.05
+POLL = 0.05  # between two looks at a supervisor too old to be waited on (no version in /states)
+STATES_WAIT = 2.0  # seconds one GET /states?after=… may be held while `up` waits for a change
 LAUNCH_LOCK_WAIT = LAUNCH_TIMEOUT + 5  # a launch holds the lock at most LAUNCH_TIMEOUT
 
 
@@ -95,13 +99,24 @@ def _check_environment(stack: Stack, names: list[str]) -> None:
             spec.environment()
 
 
-def up(loaded: LoadedConfig, names: list[str], console: Console, foreground: bool = False) -> int:
+def up(loaded: LoadedConfig, names: list[str], console: Console | PlainConsole, foreground: bool = False,
+       standby: Standby | None = None) -> int:
+    """Starts `names` and what they depend on; with a `standby` (standby.py), that is the supervisor
+    launched, if one must be, and it is ended if not."""
+    try:
+        return _up(loaded, names, console, foreground, standby)
+    finally:
+        if standby is not None:
+            standby.cancel()  # unless it was told what to run: it must not linger
+
+
+def _up(loaded: LoadedConfig, names: list[str], console: Console | PlainConsole, foreground: bool,
+        standby: Standby | None) -> int:
     paths = StatePaths.of(loaded)
     paths.ensure()
     stack = stack_of(loaded)
     names = replica_names(stack, names, with_dependencies=True)
     _check_environment(stack, names)
-    printer = Printer(console, names)
     # One `up` at a time decides whether to launch: two at once must not start two supervisors.
     lock = _launch_lock(paths)
     with lock:
@@ -115,37 +130,66 @@ def up(loaded: LoadedConfig, names: list[str], console: Console, foreground: boo
         current = client.call("GET", "/states")["services"] if client else {}
         if current and all(name in current and _healthy(current[name]) for name in names):
             console.print("everything asked for is already running")
-            printer.status_table(_status(client), names)  # type: ignore[arg-type]
+            Printer(console, names).status_table(_status(client), names)  # type: ignore[arg-type]
             return 0
         missing = [name for name in names if current.get(name, {}).get("state") not in ACTIVE]
         problems = _taken_ports(stack, missing)
         if problems:
             for problem in problems:
-                console.print(f"[red]tooloo up: {escape(problem)}[/]")
+                console.print(f"[red]tooloo up: {_escape(problem)}[/]")
             console.print("nothing was started; stop that process or change the port in tooloo.toml")
             return 1
         if foreground:
             return _run_foreground(loaded, missing, console, on_ready=lock.release)
         if client is None:
-            client = launch(loaded, missing)
+            client = launch(loaded, missing, standby)
         elif missing:
             client.call("POST", "/start", {"services": missing, **handover(loaded, os.environ)})
-    return _wait_healthy(client, loaded, stack, names, console, printer)
+    return _wait_healthy(client, loaded, stack, names, console)
 
 
-def _wait_healthy(client: ControlClient, loaded: LoadedConfig, stack: Stack, names: list[str], console: Console,
-                  printer: Printer) -> int:
-    """Polls until every service is healthy (0), one has failed (1), or the start-up time is up (1)."""
-    from rich.live import Live
+class _Progress:
+    """The start-up progress, redrawn in place while `up` waits: on a terminal only, and only when
+    a state changed (a transient display that nobody sees, or a redraw of what is already shown,
+    is CPU taken from the services starting beside it)."""
 
+    def __init__(self, console: Console | PlainConsole, printer: Printer, names: list[str]) -> None:
+        self.printer, self.names = printer, names
+        self.live = None
+        if console.is_terminal:
+            from rich.live import Live
+
+            self.live = Live(console=console, transient=True, auto_refresh=False, redirect_stdout=False)
+
+    def __enter__(self) -> _Progress:
+        if self.live is not None:
+            self.live.__enter__()
+        return self
+
+    def show(self, states: dict[str, Any]) -> None:
+        if self.live is not None:
+            self.live.update(self.printer.progress_table(states, self.names), refresh=True)
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.live is not None:
+            self.live.__exit__(None, None, None)
+
+
+def _wait_healthy(client: ControlClient, loaded: LoadedConfig, stack: Stack, names: list[str],
+                  console: Console | PlainConsole) -> int:
+    """Waits until every service is healthy (0), one has failed (1), or the start-up time is up (1).
+
+    Each GET /states is answered when something changed (or after STATES_WAIT), so this wakes
+    when a service does, and is idle in between.
+    """
     # A chain of dependencies starts one link after another: each may take its whole startup timeout.
     startup = max(spec.startup_timeout for spec in stack.specs.values())
     deadline = time.monotonic() + startup * _dependency_levels(stack) + 5
     started = time.monotonic()
+    printer = Printer(console, names)
     try:
         states = _states_while_starting(client)
-        with Live(printer.progress_table(states, names), console=console, transient=True,
-                  auto_refresh=False, redirect_stdout=False) as live:
+        with _Progress(console, printer, names) as progress:
             while True:
                 services = states["services"]
                 failed = [name for name in names if services[name]["state"] in ("failed", "exited")]
@@ -154,21 +198,24 @@ def _wait_healthy(client: ControlClient, loaded: LoadedConfig, stack: Stack, nam
                     raise StoppedWhileStarting("stopped while it was starting (by `tooloo down`?)")
                 if failed or ready or time.monotonic() > deadline:
                     break
-                time.sleep(POLL)
-                states = _states_while_starting(client)
-                live.update(printer.progress_table(states, names), refresh=True)
+                progress.show(states)
+                # Without a progress to draw, one answer once all is settled, not one at every change.
+                states = _states_while_starting(client, states.get("version"), deadline - time.monotonic(),
+                                                settled=None if progress.live is not None else names)
     except KeyboardInterrupt:
         console.print("interrupted: the supervisor keeps starting the stack in the background; "
                       "`tooloo status` to see it, `tooloo down` to stop it")
         return 130
     except StoppedWhileStarting as exc:
-        console.print(f"[red]tooloo up: what it started was {escape(str(exc))}[/]")
+        console.print(f"[red]tooloo up: what it started was {_escape(str(exc))}[/]")
         return 1
+    # The deep check's requests go out now, and are collected after the table: it is what `up` waits on last.
+    deep = _DeepCheck(stack, names) if ready and not failed else None
     printer.status_table(_status(client), names)
     if failed:
         for name in failed:
-            console.print(f"[red]{escape(name)} {services[name]['state']}: "
-                          f"{escape(services[name]['error'] or 'it exited')}[/]; its last lines:")
+            console.print(f"[red]{_escape(name)} {services[name]['state']}: "
+                          f"{_escape(services[name]['error'] or 'it exited')}[/]; its last lines:")
             for line in tail(StatePaths.of(loaded).log(name), 10):
                 printer.line(name, line)
         return 1
@@ -177,51 +224,105 @@ def _wait_healthy(client: ControlClient, loaded: LoadedConfig, stack: Stack, nam
         console.print(f"[red]not ready in time: {', '.join(slow)}[/] (see `tooloo status` and `tooloo logs`)")
         return 1
     console.print(f"[green]{len(names)} service(s) healthy and ready in {time.monotonic() - started:.2f}s[/]")
-    for name, failing in _failing_dependencies(stack, names).items():
-        console.print(f"[yellow]{escape(name)} is ready, but cannot use {escape(', '.join(failing))} yet "
+    assert deep is not None
+    for name, failing in deep.result().items():
+        console.print(f"[yellow]{_escape(name)} is ready, but cannot use {_escape(', '.join(failing))} yet "
                       f"(GET /dependencies; `tooloo up` what it calls)[/]")
     return 0
 
 
 def _failing_dependencies(stack: Stack, names: list[str]) -> dict[str, list[str]]:
-    """The deep check of each started replica that calls siblings: replica → what it cannot use."""
-    import concurrent.futures
-    import json
-    import urllib.error
-    import urllib.request
+    """The deep check of each started replica that calls siblings: replica → what it cannot use.
+
+    GET {url}/dependencies, all at once: an http:// url through the loopback client (no proxy,
+    whatever http_proxy says), any other through urllib, as before it.
+    """
+    from urllib.parse import urlsplit
+
+    from tooloo_cli.loopback import LoopbackError, gather, request
 
     asked = [(replica.name, replica.url) for replica in stack.replicas(names)
              if stack.specs[replica.service].calls and replica.url is not None]
-    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback, whatever http_proxy says
+
+    def answer_of(url: str) -> tuple[int, bytes] | None:
+        parts = urlsplit(url)
+        try:
+            if parts.scheme == "http" and parts.hostname:
+                answer = request((parts.hostname, parts.port or 80), "GET", f"{parts.path.rstrip('/')}/dependencies",
+                                 timeout=2.0)
+                return answer.status, answer.body
+            return _urllib_get(f"{url}/dependencies", timeout=2.0)
+        except (LoopbackError, OSError, ValueError):
+            return None  # the check itself could not be made: `up` has already seen it ready
 
     def failing(url: str) -> list[str]:
+        answer = answer_of(url)
+        if answer is None or answer[0] == 200:
+            return []  # 200: everything it calls answers
         try:
-            with direct.open(f"{url}/dependencies", timeout=2.0):
-                return []  # 200: everything it calls answers
-        except urllib.error.HTTPError as refused:
-            try:
-                return list(json.loads(refused.read()).get("failing", [])) or ["its dependencies"]
-            except ValueError:
-                return ["its dependencies"]
-        except OSError:
-            return []  # the check itself could not be made: `up` has already seen it ready
+            return list(json.loads(answer[1]).get("failing", [])) or ["its dependencies"]
+        except (ValueError, AttributeError, TypeError):
+            return ["its dependencies"]
 
-    if not asked:
-        return {}
-    with concurrent.futures.ThreadPoolExecutor(max_workers=len(asked)) as pool:
-        found = dict(zip((name for name, _ in asked), pool.map(failing, (url for _, url in asked))))
-    return {name: unusable for name, unusable in found.items() if unusable}
+    found = gather([lambda url=url: failing(url) for _, url in asked])  # type: ignore[misc]
+    return {name: unusable for (name, _), unusable in zip(asked, found) if unusable}
 
 
-def _states_while_starting(client: ControlClient) -> dict[str, Any]:
+class _DeepCheck:
+    """_failing_dependencies, asked in a thread of its own from the moment it is made."""
+
+    def __init__(self, stack: Stack, names: list[str]) -> None:
+        import threading
+
+        self._found: dict[str, list[str]] = {}
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(stack, names), daemon=True)
+        self._thread.start()
+
+    def _run(self, stack: Stack, names: list[str]) -> None:
+        try:
+            self._found = _failing_dependencies(stack, names)
+        except BaseException as exc:  # raised again in the caller's thread, by result()
+            self._error = exc
+
+    def result(self) -> dict[str, list[str]]:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._found
+
+
+def _urllib_get(url: str, timeout: float) -> tuple[int, bytes]:
+    """(status, body) of GET `url` through urllib, proxies ignored (an https:// service url, say)."""
+    import urllib.error
+    import urllib.request
+
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
-        return client.call("GET", "/states")
+        with direct.open(url, timeout=timeout) as answer:
+            return answer.status, answer.read()
+    except urllib.error.HTTPError as refused:
+        return refused.code, refused.read()
+
+
+def _states_while_starting(client: ControlClient, after: int | None = None, left: float = 0.0,
+                           settled: list[str] | None = None) -> dict[str, Any]:
+    """The states now, or (`after` a version) once they changed since, within `left` seconds at most;
+    with `settled`, once those replicas are all ready or one has failed, exited or stopped."""
+    try:
+        if after is None:
+            if left > 0:  # a supervisor from before /states had versions: look again in a moment
+                time.sleep(POLL)
+            return client.call("GET", "/states")
+        wait = min(max(left, 0.0), STATES_WAIT)
+        query = f"after={after}&wait={wait:.3f}" + (f"&settled={quote(','.join(settled))}" if settled else "")
+        return client.call("GET", f"/states?{query}", timeout=wait + 5)
     except SupervisorUnavailable:
         raise StoppedWhileStarting("stopped while it was starting: its supervisor is gone "
                                    "(by `tooloo down`?)") from None
 
 
-def _run_foreground(loaded: LoadedConfig, names: list[str], console: Console,
+def _run_foreground(loaded: LoadedConfig, names: list[str], console: Console | PlainConsole,
                     on_ready: Callable[[], None]) -> int:
     """The supervisor in this process, its services' lines printed; exit 1 if any of them failed.
 
@@ -258,16 +359,34 @@ def _run_foreground(loaded: LoadedConfig, names: list[str], console: Console,
 
 
 def _down_requested_since_this_began(paths: StatePaths) -> bool:
-    import psutil
-
     try:
         requested = float(paths.down_requested.read_text())
     except (OSError, ValueError):
         return False
-    return requested > psutil.Process().create_time()
+    return requested > _this_process_began()
 
 
-def down(loaded: LoadedConfig, names: list[str], console: Console) -> int:
+def _this_process_began() -> float:
+    """When this process began, in wall-clock seconds, rounded up to the kernel's tick (10 ms).
+
+    From /proc/self/stat's start time, which counts from boot on CLOCK_BOOTTIME. psutil's
+    create_time() adds it to /proc/stat's btime, a whole second, which puts the start up to
+    a second early: a `tooloo down` that had finished just before this `up` was started then
+    read as one issued since, and `down; up` started nothing. Rounded up, a down that came
+    before is never taken for one that came after; one in this process's first tick (the
+    interpreter's start, before anything was done) may be taken for one that came before.
+    """
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rpartition(")")[2].split()[19])  # field 22, starttime
+        since_boot = time.clock_gettime(time.CLOCK_BOOTTIME)
+        return time.time() - since_boot + (ticks + 1) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, AttributeError):  # no /proc (or not Linux's), no CLOCK_BOOTTIME
+        import psutil
+
+        return psutil.Process().create_time()
+
+
+def down(loaded: LoadedConfig, names: list[str], console: Console | PlainConsole) -> int:
     paths = StatePaths.of(loaded)
     paths.ensure()
     # A launch in progress is waited for, then stopped: `down` must win over an `up` it raced.
@@ -279,6 +398,15 @@ def down(loaded: LoadedConfig, names: list[str], console: Console) -> int:
         console.print("nothing is running")
         return 0
     before = client.call("GET", "/states")["services"]
+    supervisor = _Exit(recorded_pid(paths))  # taken hold of while it surely runs: no other process has its pid
+    try:
+        return _stop(client, loaded, names, console, before, paths, supervisor)
+    finally:
+        supervisor.close()
+
+
+def _stop(client: ControlClient, loaded: LoadedConfig, names: list[str], console: Console | PlainConsole,
+          before: dict[str, Any], paths: StatePaths, supervisor: _Exit) -> int:
     stack = _stack_if_possible(loaded)
     specs = list(stack.specs.values()) if stack is not None else []
     grace = max([loaded.config.supervisor.grace_period, *(spec.grace_period for spec in specs)])
@@ -292,10 +420,50 @@ def down(loaded: LoadedConfig, names: list[str], console: Console) -> int:
     if result["supervisorExits"]:
         deadline = time.monotonic() + 5
         while paths.pid_file.exists() and time.monotonic() < deadline:
-            time.sleep(0.01)
-        console.print("supervisor stopped" if not paths.pid_file.exists()
+            time.sleep(0.005)
+        # Its pid file goes first, its process last: `down` promises that no process is left.
+        gone = not paths.pid_file.exists() and supervisor.wait(deadline - time.monotonic())
+        console.print("supervisor stopped" if gone
                       else "the supervisor is still shutting down (`tooloo status` shows when it is gone)")
     return 0
+
+
+class _Exit:
+    """The end of one process, waited for by a pidfd (Linux 5.3+): it names that process and no later one
+    given the same pid. Without one, the pid is looked at every 5 ms."""
+
+    def __init__(self, pid: int | None) -> None:
+        self.pid, self.fd = pid, None
+        if pid is not None and hasattr(os, "pidfd_open"):
+            try:
+                self.fd = os.pidfd_open(pid)
+            except OSError:  # already gone, or not allowed: looked at by its pid instead
+                self.fd = None
+
+    def wait(self, timeout: float) -> bool:
+        """Whether it has exited within `timeout` seconds (True when there was no process to wait for)."""
+        if self.pid is None:
+            return True
+        if self.fd is not None:
+            import select
+
+            return bool(select.select([self.fd], [], [], max(timeout, 0))[0])
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                os.kill(self.pid, 0)
+            except ProcessLookupError:
+                return True
+            except PermissionError:  # another user's: not ours to wait for
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.005)
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
 
 
 def _stack_if_possible(loaded: LoadedConfig) -> Stack | None:
@@ -306,7 +474,7 @@ def _stack_if_possible(loaded: LoadedConfig) -> Stack | None:
         return None
 
 
-def status(loaded: LoadedConfig, console: Console) -> int:
+def status(loaded: LoadedConfig, console: Console | PlainConsole) -> int:
     document = status_document(loaded)
     if document["supervisor"] is None:
         console.print("[dim]no supervisor runs: every service is stopped[/]")
@@ -314,7 +482,7 @@ def status(loaded: LoadedConfig, console: Console) -> int:
     return 0
 
 
-def restart(loaded: LoadedConfig, names: list[str], console: Console) -> int:
+def restart(loaded: LoadedConfig, names: list[str], console: Console | PlainConsole) -> int:
     stack = stack_of(loaded)
     client = connect(StatePaths.of(loaded))
     if client is None:
@@ -324,10 +492,11 @@ def restart(loaded: LoadedConfig, names: list[str], console: Console) -> int:
     result = client.call("POST", "/restart", {"services": names, **handover(loaded, os.environ)},
                          timeout=grace * (_dependency_levels(stack) + 1) + 10)
     restarted = result["restarted"]
-    return _wait_healthy(client, loaded, stack, restarted, console, Printer(console, restarted))
+    return _wait_healthy(client, loaded, stack, restarted, console)
 
 
-def logs(loaded: LoadedConfig, name: str | None, console: Console, lines: int = 20, follow: bool = False) -> int:
+def logs(loaded: LoadedConfig, name: str | None, console: Console | PlainConsole, lines: int = 20,
+         follow: bool = False) -> int:
     paths = StatePaths.of(loaded)
     stack = _stack_if_possible(loaded)
     if stack is not None:

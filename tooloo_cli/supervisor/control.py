@@ -2,17 +2,16 @@
 
     client = ControlClient(paths.socket)
     document = client.call("GET", "/status")
+    states = client.call("GET", "/states?after=7&wait=2")   # once something changed since version 7
 
-It is the standard library's http.client and nothing else: a CLI command pays neither
-httpx nor asyncio to ask, and `tooloo status` has to answer in well under 150 ms. The
-server side is `api.py`, in the supervisor.
+It is `tooloo_cli.loopback` (a socket and httptools) and nothing else: a CLI command pays
+neither httpx, nor http.client's email and ssl imports, nor asyncio to ask, and `tooloo
+status` has to answer in well under 150 ms. The server side is `api.py`, in the supervisor.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -23,17 +22,6 @@ class SupervisorUnavailable(ToolooError):
     """No supervisor answers on the socket."""
 
 
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: Path, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self.socket_path = path
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(self.timeout)
-        self.sock.connect(str(self.socket_path))
-
-
 class ControlClient:
     def __init__(self, path: Path, timeout: float = 5.0) -> None:
         self.path = path
@@ -41,20 +29,28 @@ class ControlClient:
 
     def request(self, method: str, path: str, body: dict[str, Any] | None = None,
                 timeout: float | None = None) -> tuple[int, dict[str, Any]]:
-        connection = _UnixConnection(self.path, self.timeout if timeout is None else timeout)
+        # Imported here: `up` asks nothing before it has launched the supervisor, and should not wait for this.
+        from tooloo_cli.loopback import BadAnswer, TimedOut, Unreachable
+        from tooloo_cli.loopback import request as loopback_request
+
+        payload = json.dumps(body).encode() if body is not None else None
+        headers = {"Content-Type": "application/json"} if payload is not None else None
         try:
-            payload = json.dumps(body).encode() if body is not None else None
-            headers = {"Content-Type": "application/json"} if payload is not None else {}
-            connection.request(method, path, body=payload, headers=headers)
-            response = connection.getresponse()
-            return response.status, json.loads(response.read() or b"{}")
-        except (FileNotFoundError, ConnectionRefusedError, ConnectionResetError,
-                http.client.RemoteDisconnected) as exc:
+            answer = loopback_request(self.path, method, path, payload, headers=headers,
+                                      timeout=self.timeout if timeout is None else timeout)
+        except (Unreachable, ConnectionError) as exc:
             raise SupervisorUnavailable(f"no supervisor answers on {self.path}") from exc
-        except (TimeoutError, socket.timeout) as exc:
+        except TimedOut as exc:
             raise SupervisorUnavailable(f"the supervisor on {self.path} did not answer in time") from exc
-        finally:
-            connection.close()
+        except BadAnswer as exc:
+            raise ToolooError(f"the supervisor's answer could not be read ({exc}); see its log beside "
+                              f"{self.path}") from None
+        try:
+            document = json.loads(answer.body or b"{}")
+        except ValueError:
+            raise ToolooError(f"the supervisor on {self.path} answered {method} {path} with something that is "
+                              f"not JSON; see its log beside the socket") from None
+        return answer.status, document if isinstance(document, dict) else {}
 
     def call(self, method: str, path: str, body: dict[str, Any] | None = None,
              timeout: float | None = None) -> dict[str, Any]:

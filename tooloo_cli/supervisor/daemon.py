@@ -2,9 +2,11 @@
 
     client = connect(paths)              # a ControlClient, or None when no supervisor runs
     client = launch(loaded, ["web"])     # starts `python -m tooloo_cli.supervisor web` in its own session
+    client = launch(loaded, ["web"], standby)   # or tells a standby (standby.py) to run them
 
-The supervisor is launched with an environment scrubbed of TOOLOO_* settings and secrets;
-the command's own (its handover, see environment.py) go to it over a pipe.
+The supervisor runs with only what it passes on to its services and what its interpreter
+reads (`standby.supervisor_environment`): no TOOLOO_* setting, no secret. The command's
+own (its handover, see environment.py) go to it over a pipe.
 
 Whether a supervisor is alive is the kernel's answer, not a pid's: the supervisor holds
 an exclusive lock on `supervisor.lock` for its whole life. A pid file and socket without
@@ -15,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import time
 from typing import Any
@@ -24,13 +25,13 @@ from tooloo_cli.config import Config, LoadedConfig
 from tooloo_cli.errors import ToolooError
 from tooloo_cli.stack import Replica, ServiceSpec, stack_of
 from tooloo_cli.supervisor.control import ControlClient
-from tooloo_cli.supervisor.environment import handover, scrubbed
+from tooloo_cli.supervisor.environment import handover
 from tooloo_cli.supervisor.lock import is_held
 from tooloo_cli.supervisor.logs import tail
 from tooloo_cli.supervisor.paths import StatePaths
+from tooloo_cli.supervisor.standby import SUPERVISOR_MODULE, Standby, supervisor_environment
 
 LAUNCH_TIMEOUT = 10.0
-SUPERVISOR_MODULE = "tooloo_cli.supervisor"
 
 
 def connect(paths: StatePaths) -> ControlClient | None:
@@ -46,14 +47,15 @@ def connect(paths: StatePaths) -> ControlClient | None:
             if client.answers():
                 return client
             time.sleep(0.05)
-        pid = _recorded_pid(paths)
+        pid = recorded_pid(paths)
         raise ToolooError(f"the supervisor{f' (pid {pid})' if pid else ''} runs but does not answer on "
                           f"{paths.socket}; stop it{f' with `kill {pid}`' if pid else ''} and run the command again")
     clear_stale(paths)
     return None
 
 
-def _recorded_pid(paths: StatePaths) -> int | None:
+def recorded_pid(paths: StatePaths) -> int | None:
+    """The pid in the supervisor's pid file, if it holds one."""
     try:
         return int(paths.pid_file.read_text().strip())
     except (OSError, ValueError):
@@ -66,10 +68,41 @@ def clear_stale(paths: StatePaths) -> None:
         leftover.unlink(missing_ok=True)
 
 
-def launch(loaded: LoadedConfig, names: list[str]) -> ControlClient:
-    """Starts the detached supervisor with `names` and returns once its socket answers."""
+def launch(loaded: LoadedConfig, names: list[str], standby: Standby | None = None) -> ControlClient:
+    """Starts the detached supervisor with `names` and returns once its socket answers.
+
+    With a `standby` (started before the configuration was read), it is the one told to run
+    them; if it has died meanwhile, one is launched the ordinary way.
+    """
     paths = StatePaths.of(loaded)
     paths.ensure()
+    handed = handover(loaded, os.environ)
+    process = None
+    if standby is not None:
+        process = standby.go({"config": handed["config"], "cwd": str(loaded.base_dir),
+                              "log": str(paths.supervisor_log), "services": names,
+                              "environment": handed["environment"]})
+    if process is None:
+        process = _launch_now(loaded, paths, names, handed)
+    client = ControlClient(paths.socket)
+    deadline = time.monotonic() + LAUNCH_TIMEOUT
+    while time.monotonic() < deadline:
+        if paths.socket.exists() and client.answers():
+            return client
+        if process.poll() is not None:
+            break
+        time.sleep(0.002)  # a stat a look: cheap, and `up` learns of the socket when it appears
+    if process.poll() is None:  # it started but never answered: do not leave it behind
+        process.terminate()
+        process.wait(timeout=LAUNCH_TIMEOUT)
+    last = "\n".join(tail(paths.supervisor_log, 15))
+    raise ToolooError(f"the supervisor did not start; {paths.supervisor_log} ends with:\n{last}")
+
+
+def _launch_now(loaded: LoadedConfig, paths: StatePaths, names: list[str], handed: dict[str, Any]) -> Any:
+    """`python -m tooloo_cli.supervisor --handover NAME...`, its output to its log, the handover on its stdin."""
+    import subprocess  # here: status and down never launch, and need not import it
+
     command = [sys.executable, "-m", SUPERVISOR_MODULE, "--handover"]
     if loaded.source is not None:
         command += ["--config", str(loaded.source)]
@@ -78,28 +111,16 @@ def launch(loaded: LoadedConfig, names: list[str]) -> ControlClient:
     try:
         process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT,
                                    cwd=loaded.base_dir, start_new_session=True,
-                                   env=scrubbed(os.environ, loaded))
+                                   env=supervisor_environment(os.environ))
     finally:
         os.close(log)
     assert process.stdin is not None
     try:
-        process.stdin.write(json.dumps(handover(loaded, os.environ)).encode())
+        process.stdin.write(json.dumps(handed).encode())
         process.stdin.close()
     except BrokenPipeError:
-        pass  # it died at once: its log says why (below)
-    client = ControlClient(paths.socket)
-    deadline = time.monotonic() + LAUNCH_TIMEOUT
-    while time.monotonic() < deadline:
-        if paths.socket.exists() and client.answers():
-            return client
-        if process.poll() is not None:
-            break
-        time.sleep(0.01)
-    if process.poll() is None:  # it started but never answered: do not leave it behind
-        process.terminate()
-        process.wait(timeout=LAUNCH_TIMEOUT)
-    last = "\n".join(tail(paths.supervisor_log, 15))
-    raise ToolooError(f"the supervisor did not start; {paths.supervisor_log} ends with:\n{last}")
+        pass  # it died at once: its log says why (see launch)
+    return process
 
 
 def status_document(loaded: LoadedConfig) -> dict[str, Any]:

@@ -10,7 +10,9 @@ Contract:
   configuration as it is *now*: a port changed in tooloo.toml or a TOOLOO_* override
   applies to what that command starts, and nothing sticks from an earlier `up`.
 - The detached supervisor runs with neither TOOLOO_* settings nor secrets in its own
-  environment (`scrubbed`); secrets reach it only in the handover, over a pipe.
+  environment: only what it passes on and what its interpreter reads
+  (`standby.supervisor_environment`); secrets reach it only in the handover, over a pipe.
+  `scrubbed` is the command's environment without either, as a configuration is read.
 - A service gets only what it needs, not the supervisor's environment: the basics a
   program expects (PATH, HOME, the locale, TMPDIR, the Python path: `PASSED_ON`), the
   handed TOOLOO_* settings when it is one of tooloo's own (its reading of the
@@ -27,13 +29,9 @@ from typing import Any
 from tooloo_cli.config import LoadedConfig, secret_variables
 from tooloo_cli.config.loader import ENV_CONFIG, ENV_PREFIX
 from tooloo_cli.stack import ServiceSpec
+from tooloo_cli.supervisor.standby import NETWORK, PASSED_ON  # there: the standby starts before the configuration
 
-# What every service's process finds of the supervisor's environment (and LC_* besides).
-PASSED_ON = frozenset({"PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TERM",
-                       "PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV"})
-# What a service that calls a remote API also gets: how to reach it from here, and whom to trust.
-NETWORK = frozenset({"HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "http_proxy", "https_proxy",
-                     "all_proxy", "no_proxy", "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE"})
+__all__ = ["NETWORK", "PASSED_ON", "handover", "scrubbed", "service_environment"]
 
 
 def _settings(environ: Mapping[str, str]) -> dict[str, str]:

@@ -17,7 +17,11 @@ It samples the CPU and memory of every service's process tree each second.
 
 Control API (JSON):
     GET  /status                         the supervisor and every replica, with CPU and memory
-    GET  /states                         every replica's state only (cheap, for polling)
+    GET  /states                         every replica's state only (cheap), and its `version`
+    GET  /states?after=V&wait=S          the same, once the version has passed V (at most S seconds
+                                         later, S ≤ 30): a command waiting on a start is answered when
+                                         a state, health or readiness changes, without polling
+         [&settled=a,b]                  ...and those replicas are all ready, or one failed or stopped
     POST /start    {"services": [...], "config"?, "environment"?}   starts those not running
     POST /stop     {"services": [...]}   stops them (all when omitted); exits when none is left
     POST /restart  {"services": [...], "config"?, "environment"?}
@@ -45,9 +49,11 @@ from tooloo_cli.supervisor.environment import scrubbed
 from tooloo_cli.supervisor.lock import FileLock
 from tooloo_cli.supervisor.paths import StatePaths, write_private
 from tooloo_cli.supervisor.process import Gate, ManagedProcess, OutputSink
-from tooloo_cli.supervisor.usage import USAGE_INTERVAL
+from tooloo_cli.supervisor.usage import USAGE_INTERVAL, own_rss
 
 logger = logging.getLogger("tooloo.supervisor")
+
+MAX_STATES_WAIT = 30.0  # seconds a GET /states may be held open waiting for a change
 
 
 class Supervisor:
@@ -61,6 +67,8 @@ class Supervisor:
         self.detached = detached
         self.on_output = on_output
         self.processes: dict[str, ManagedProcess] = {}
+        self.version = 0  # of the replicas' states: one more at every change (see /states)
+        self._change = asyncio.Event()  # set, and replaced, at every change
         self._adopt(self.stack)
         self.started = time.monotonic()
         self._done = asyncio.Event()
@@ -104,6 +112,12 @@ class Supervisor:
             self.paths.pid_file.unlink(missing_ok=True)
             self._lock.release()
 
+    def _changed(self) -> None:
+        """A replica's state, health or readiness changed: wakes whoever waits in GET /states."""
+        self.version += 1
+        self._change.set()
+        self._change = asyncio.Event()
+
     async def _sample_usage(self) -> None:
         while True:
             for process in self.processes.values():
@@ -117,7 +131,8 @@ class Supervisor:
         for spec in stack.specs.values():
             for replica in spec.replicas:
                 if replica.name not in self.processes:
-                    self.processes[replica.name] = ManagedProcess(spec, replica, self.paths, self.on_output, limits)
+                    self.processes[replica.name] = ManagedProcess(spec, replica, self.paths, self.on_output, limits,
+                                                                  on_change=self._changed)
         # A replica the configuration no longer has is forgotten once it is not running.
         wanted = {replica.name for replica in stack.replicas()}
         for name in [name for name, process in self.processes.items()
@@ -213,13 +228,10 @@ class Supervisor:
     # -- the control API ------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
-        import psutil
-
-        me = psutil.Process()
         return {
             "ok": True,
             "supervisor": {"pid": os.getpid(), "uptime": time.monotonic() - self.started,
-                           "rssBytes": me.memory_info().rss, "socket": str(self.paths.socket),
+                           "rssBytes": own_rss(), "socket": str(self.paths.socket),
                            "config": str(self.loaded.source) if self.loaded.source else None},
             "services": {name: process.status() for name, process in self.processes.items()},
         }
@@ -228,8 +240,39 @@ class Supervisor:
         return 200, self.status()
 
     async def _states(self, payload: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        """States without CPU and memory: cheap enough to poll every 50 ms while `up` waits."""
-        return 200, {"ok": True, "services": {name: p.status(usage=False) for name, p in self.processes.items()}}
+        """States without CPU and memory; with `after` (a version) and `wait` (seconds), held until the
+        version has passed `after` or the wait is over, whichever comes first. With `settled` too (replica
+        names, comma-separated), held until those have settled: each ready, or one failed, exited or
+        stopped (what `tooloo up` waits for, when it has no progress to draw: one answer, not one a change).
+        """
+        if "after" in payload:
+            try:
+                after, wait = int(payload["after"]), float(payload.get("wait", 0))
+            except (TypeError, ValueError):
+                raise UsageError("after must be a whole number and wait a number of seconds") from None
+            if not 0 <= wait <= MAX_STATES_WAIT:
+                raise UsageError(f"wait must be between 0 and {MAX_STATES_WAIT:g} seconds")
+            settled = [name for name in str(payload.get("settled", "")).split(",") if name]
+            deadline = asyncio.get_running_loop().time() + wait
+            while not self._done.is_set() and (self.version <= after or not self._settled(settled)):
+                left = deadline - asyncio.get_running_loop().time()
+                if left <= 0:
+                    break
+                try:
+                    await asyncio.wait_for(self._change.wait(), left)
+                except asyncio.TimeoutError:
+                    break
+        return 200, {"ok": True, "version": self.version,
+                     "services": {name: p.status(usage=False) for name, p in self.processes.items()}}
+
+    def _settled(self, names: list[str]) -> bool:
+        """Whether each of `names` is alive and ready, or one of them has failed, exited or stopped
+        (an unknown name counts as settled: the asker will find it missing)."""
+        processes = [self.processes.get(name) for name in names]
+        if any(process is None or process.state in ("failed", "exited", "stopped") for process in processes):
+            return True
+        return all(process.state == "running" and process.health == "healthy" and process.ready
+                   for process in processes if process is not None)
 
     def _refuse_while_leaving(self) -> tuple[int, dict[str, Any]] | None:
         if self._done.is_set():
@@ -252,7 +295,8 @@ class Supervisor:
         await self._stop_in_order(running)
         remaining = [name for name, process in self.processes.items() if process.active]
         if not remaining:
-            asyncio.get_running_loop().call_later(0.01, self._done.set)  # once this answer is out
+            # The supervisor then shuts down; its control server lets this answer finish first.
+            asyncio.get_running_loop().call_soon(self._done.set)
         return 200, {"ok": True, "stopped": running, "notRunning": [n for n in names if n not in running],
                      "supervisorExits": not remaining}
 

@@ -11,10 +11,13 @@ and dies with the supervisor (PR_SET_PDEATHSIG). Each start takes the spec and t
 environment handed over by the command that asked for it (see environment.py); restarts
 after a crash reuse them. When its exit is to be restarted, and after how long, is the
 restart policy's (restart.py); the probes are the spec's (probes.py): liveness every 50 ms
-until the first pass, within the startup timeout, then calmly, several failures in a row
-restarting the process; readiness likewise, without restarts (a replica that is alive but
-not ready is left to recover). Before it spawns, a replica waits on the gate it was given
-(its dependencies being ready), in state `waiting`.
+(and at once when the replica writes something: a service says `listening` when it has
+bound its port) until the first pass, within the startup timeout, then calmly, several
+failures in a row restarting the process; readiness likewise, without restarts (a replica
+that is alive but not ready is left to recover). Each change of state, health or
+readiness is announced (`on_change`): the supervisor answers whoever waits on it. Before
+it spawns, a replica waits on the gate it was given (its dependencies being ready), in
+state `waiting`.
 
 A built-in service's last `tooloo serve:` line is the reason shown when it refuses to
 start, and its last warning (a `WARNING tooloo…` line: a database moved aside, a cache on
@@ -73,16 +76,18 @@ def _die_with_parent(parent: int) -> Callable[[], None]:
 
 class ManagedProcess:
     def __init__(self, spec: ServiceSpec, replica: Replica, paths: StatePaths,
-                 on_output: OutputSink | None = None, log_limits: tuple[int, int] = (10 * 1024 * 1024, 3)) -> None:
+                 on_output: OutputSink | None = None, log_limits: tuple[int, int] = (10 * 1024 * 1024, 3),
+                 on_change: Callable[[], None] | None = None) -> None:
         self.name = replica.name
         self.paths = paths
         self.spec, self.replica = spec, replica
         self.handed: dict[str, str] = {}
         self.on_output = on_output
+        self.on_change = on_change  # called whenever state, health or readiness changes
         self.tracker = RestartTracker(spec.restart)
-        self.state = "stopped"  # waiting, starting, running, backoff, stopping, stopped, exited, failed
-        self.health = "unknown"  # healthy, unhealthy, unknown
-        self.ready = False
+        self._state = "stopped"  # waiting, starting, running, backoff, stopping, stopped, exited, failed
+        self._health = "unknown"  # healthy, unhealthy, unknown
+        self._ready = False
         self.probes: dict[str, dict[str, Any]] = {}  # liveness/readiness → the last result
         self.pid: int | None = None
         self.last_exit_code: int | None = None
@@ -99,8 +104,46 @@ class ManagedProcess:
         self.last_warning: str | None = None
         self._ended_for: str | None = None  # why the supervisor ended the current process, if it did
         self._partial = b""
+        self._output = asyncio.Event()  # set by each chunk of output: a hint to probe now, not in 50 ms
         self._log_failed = False
         self._log = RotatingLog(paths.log(self.name), *log_limits)  # (max bytes, backups)
+
+    # What `tooloo up` waits on: each change is announced (on_change), so that a waiting command is
+    # answered when it happens instead of polling for it.
+
+    @property
+    def state(self) -> str:
+        return self._state
+
+    @state.setter
+    def state(self, value: str) -> None:
+        if value != self._state:
+            self._state = value
+            self._changed()
+
+    @property
+    def health(self) -> str:
+        return self._health
+
+    @health.setter
+    def health(self, value: str) -> None:
+        if value != self._health:
+            self._health = value
+            self._changed()
+
+    @property
+    def ready(self) -> bool:
+        return self._ready
+
+    @ready.setter
+    def ready(self, value: bool) -> None:
+        if value != self._ready:
+            self._ready = value
+            self._changed()
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
 
     @property
     def active(self) -> bool:
@@ -272,6 +315,7 @@ class ManagedProcess:
         while chunk := await process.stdout.read(65_536):
             self._note(chunk)
             self._emit(chunk)
+            self._output.set()
         self._partial = b""
 
     def _note(self, chunk: bytes) -> None:
@@ -319,7 +363,7 @@ class ManagedProcess:
                 await self._end(process, f"not alive after {self.spec.startup_timeout:g} s "
                                          f"({self.probes['liveness']['reason']})")
                 return
-            await asyncio.sleep(FIRST_PROBE_INTERVAL)
+            await self._pause_or_output(FIRST_PROBE_INTERVAL)
         self.health = "healthy"
         self.healthy_at = time.monotonic()
         self.tracker.healthy()
@@ -329,7 +373,7 @@ class ManagedProcess:
         while not self.ready and time.monotonic() <= deadline:
             self.ready = await self._probe("readiness", process) is None
             if not self.ready:
-                await asyncio.sleep(FIRST_PROBE_INTERVAL)
+                await self._pause_or_output(FIRST_PROBE_INTERVAL)
         if not self.ready:  # left to recover, probed calmly below (liveness too: a hang is still ended)
             self._emit(f"tooloo supervisor: {self.name} is alive but not ready after "
                        f"{self.spec.startup_timeout:g} s ({self.probes['readiness']['reason']})\n".encode())
@@ -347,6 +391,20 @@ class ManagedProcess:
             if misses >= self.spec.liveness_failures:
                 await self._end(process, f"failed {misses} liveness probes ({self.probes['liveness']['reason']})")
                 return
+
+    async def _pause_or_output(self, seconds: float) -> None:
+        """Waits `seconds`, or less if the process writes something first.
+
+        A service says `listening` the moment its socket is bound: probed then, it is found
+        alive as soon as it answers, not up to an interval later (the probe's connection
+        waits in the backlog until the service serves). Output arriving faster than probes
+        can be answered costs no more than the probes themselves: each waits for its answer.
+        """
+        self._output.clear()
+        try:
+            await asyncio.wait_for(self._output.wait(), seconds)
+        except asyncio.TimeoutError:
+            pass
 
     async def _end(self, process: asyncio.subprocess.Process, reason: str) -> None:
         """Ends a process whose probes failed; its restart policy then decides what comes next."""

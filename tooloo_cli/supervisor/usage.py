@@ -3,18 +3,26 @@
     usage = TreeUsage()
     usage.sample(pid)              # every USAGE_INTERVAL seconds
     usage.cpu_percent, usage.rss_bytes
+    own_rss()                      # the supervisor's own resident memory
 
 A CPU percentage is a rate: it needs two readings some time apart. Sampling on a clock,
 not when someone asks, is what makes `tooloo status` (which asks once) show the CPU a
 busy service really uses, instead of the ~0 % of the milliseconds between two requests.
 
-The tree is found through /proc/PID/task/PID/children (one small read per process), so a
+The tree is found through /proc/PID/task/PID/children (one small read per process), and
+each member's CPU time and resident memory are read from /proc/PID/stat and statm: a
 sample of eight services costs a fraction of a millisecond instead of a scan of every
-process on the machine.
+process on the machine, and the supervisor never imports psutil (~25 ms of processor and
+~2 MB of its memory, spent while the services it has just spawned need both). The
+figures are psutil's: CPU % is the tree's user and system time over the wall time since
+the last sample, not divided by the number of processors; the first reading of a member
+counts from the next sample. Where /proc is not Linux's, psutil does the reading.
 """
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -35,18 +43,71 @@ def process_tree(pid: int) -> list[int]:
     return tree
 
 
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def _read(pid: int) -> tuple[int, float, int]:
+    """(start time, CPU seconds, resident bytes) of `pid` from /proc; OSError or ValueError if it cannot be read.
+
+    The start time (clock ticks after boot) tells a process from a later one given the same pid.
+    """
+    with open(f"/proc/{pid}/stat", "rb") as stat:
+        fields = stat.read().rpartition(b")")[2].split()  # the name may hold spaces and parentheses
+    with open(f"/proc/{pid}/statm", "rb") as statm:
+        resident = int(statm.read().split()[1])
+    # Fields 14 and 15 (utime, stime) and 22 (starttime), counted from 3 after the name.
+    return int(fields[19]), (int(fields[11]) + int(fields[12])) / _TICKS, resident * _PAGE
+
+
+def own_rss() -> int | None:
+    """This process's resident memory in bytes (None if it cannot be read)."""
+    try:
+        return _read(os.getpid())[2]
+    except (OSError, ValueError, IndexError):
+        try:
+            import psutil
+
+            return psutil.Process().memory_info().rss
+        except Exception:  # no psutil reading either: status shows "-"
+            return None
+
+
 class TreeUsage:
     """The last sample of one process tree: CPU % over the last interval and resident memory."""
 
     def __init__(self) -> None:
         self.cpu_percent: float | None = None
         self.rss_bytes: int | None = None
-        self._members: dict[int, Any] = {}  # pid -> psutil.Process, kept so each has a previous reading
+        self._previous: dict[int, tuple[int, float, float]] = {}  # pid -> (start, CPU s, when) at the last sample
+        self._members: dict[int, Any] = {}  # pid -> psutil.Process, where /proc cannot be read
 
     def sample(self, pid: int | None) -> None:
         if pid is None:
             self.clear()
             return
+        if not Path("/proc/self/stat").exists():
+            self._sample_with_psutil(pid)
+            return
+        now = time.monotonic()
+        cpu, rss, seen = 0.0, 0, {}
+        for member in process_tree(pid):
+            try:
+                started, seconds, resident = _read(member)
+            except (OSError, ValueError, IndexError):  # it exited since its parent listed it
+                continue
+            previous = self._previous.get(member)
+            if previous is not None and previous[0] == started and now > previous[2]:
+                cpu += max(seconds - previous[1], 0.0) / (now - previous[2]) * 100
+            seen[member] = (started, seconds, now)
+            rss += resident
+        if not seen:
+            self.clear()
+            return
+        self._previous = seen
+        self.cpu_percent, self.rss_bytes = cpu, rss
+
+    def _sample_with_psutil(self, pid: int) -> None:
         import psutil
 
         try:
@@ -61,5 +122,6 @@ class TreeUsage:
         self.cpu_percent, self.rss_bytes = cpu, rss
 
     def clear(self) -> None:
+        self._previous.clear()
         self._members.clear()
         self.cpu_percent = self.rss_bytes = None
