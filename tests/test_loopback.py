@@ -137,6 +137,10 @@ def test_failures_each_say_what_happened(tmp_path: Path) -> None:
     with _server(_answer(b"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n" + b"x" * 5000)) as server:
         with pytest.raises(BadAnswer, match="larger than 1,000 bytes"):
             request(server.address, "GET", "/", timeout=2, limit=1000)
+    switching = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+    with _server(_answer(switching)) as server:  # before the fix: a raw HttpParserUpgrade
+        with pytest.raises(BadAnswer, match="101 Switching Protocols"):
+            request(server.address, "GET", "/", timeout=2)
 
 
 def test_what_would_split_a_request_is_refused_before_anything_is_sent() -> None:

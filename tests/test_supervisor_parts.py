@@ -139,6 +139,33 @@ def test_a_process_tree_is_found_through_proc(tmp_path: Path) -> None:
         parent.wait()
 
 
+def test_a_child_forked_by_a_thread_other_than_the_main_one_is_in_the_tree() -> None:
+    """/proc/PID/task/PID/children lists the main thread's children only (a Go program forks from any)."""
+    import subprocess
+    import sys
+
+    from tooloo_cli.supervisor.usage import process_tree
+
+    code = ("import subprocess, sys, threading, time\n"
+            "def fork():\n"
+            "    c = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)'])\n"
+            "    print(c.pid, flush=True)\n"
+            "    c.wait()\n"
+            "threading.Thread(target=fork, daemon=True).start()\n"
+            "time.sleep(30)")
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    child = None
+    try:
+        assert parent.stdout is not None
+        child = int(parent.stdout.readline())
+        assert process_tree(parent.pid) == [parent.pid, child]  # before the fix: [parent.pid]
+    finally:
+        if child is not None:
+            os.kill(child, 9)
+        parent.kill()
+        parent.wait()
+
+
 def test_a_busy_tree_is_measured_as_psutil_would(tmp_path: Path) -> None:
     import subprocess
     import sys

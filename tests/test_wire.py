@@ -165,6 +165,7 @@ def test_a_head_answer_ends_at_its_headers() -> None:
     (None, ResponseTimeout),  # says nothing
     (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhalf", ConnectionBroken),  # closes mid-body
     (b"SSH-2.0-OpenSSH\r\n\r\n", BadResponse),
+    (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n", BadResponse),
 ])
 def test_what_is_no_whole_answer_is_named(answer: bytes | None, error: type[Exception]) -> None:
     async def misbehave(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

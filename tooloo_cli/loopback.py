@@ -203,6 +203,8 @@ def request(address: Address, method: str, target: str, body: bytes | None = Non
             if not heard:
                 raise Unreachable(f"{where} closed the connection without answering") from exc
             raise BadAnswer(f"{where} broke the connection mid-answer") from exc
+        except httptools.HttpParserUpgrade:  # not an HttpParserError: a 101 ends HTTP on this connection
+            raise BadAnswer(f"{where} answered 101 Switching Protocols to {method} {target}") from None
         except httptools.HttpParserError as exc:
             if isinstance(exc.__context__, BadAnswer):  # raised by a callback of ours (too large)
                 raise BadAnswer(f"{where}: {exc.__context__}") from None

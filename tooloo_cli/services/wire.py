@@ -118,6 +118,8 @@ class _Connection(asyncio.Protocol):
             return
         try:
             self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:  # not an HttpParserError: a 101 ends HTTP on this connection
+            self._give(BadResponse("the answer is 101 Switching Protocols, not an HTTP/1.1 answer"))
         except httptools.HttpParserError as exc:
             self._give(BadResponse(f"the answer is not HTTP/1.1: {exc}"))
 

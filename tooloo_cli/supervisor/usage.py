@@ -35,11 +35,13 @@ def process_tree(pid: int) -> list[int]:
     while pending:
         current = pending.pop()
         tree.append(current)
-        try:
-            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
-        except OSError:
-            continue
-        pending.extend(int(child) for child in children)
+        # Each thread's own children: a child forked by a thread other than the main one (a Go
+        # program, a Python worker thread) is listed under that thread only.
+        for children in Path(f"/proc/{current}/task").glob("*/children"):
+            try:
+                pending.extend(int(child) for child in children.read_text().split())
+            except OSError:  # the thread or the process ended meanwhile
+                continue
     return tree
 
 
