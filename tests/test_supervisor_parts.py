@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -164,6 +165,29 @@ def test_a_child_forked_by_a_thread_other_than_the_main_one_is_in_the_tree() -> 
             os.kill(child, 9)
         parent.kill()
         parent.wait()
+
+
+def test_samples_close_together_never_read_as_more_cores_than_a_process_uses() -> None:
+    """CPU time comes in 10 ms ticks: before the fix, samples 1 ms apart read 0 % or 1000 % (seen: 313 %)."""
+    import subprocess
+    import sys
+
+    from tooloo_cli.supervisor.usage import TreeUsage
+
+    busy = subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 30\nwhile time.time() < end: pass"])
+    try:
+        usage = TreeUsage()
+        usage.sample(busy.pid)
+        time.sleep(0.6)
+        readings = []
+        for _ in range(50):
+            usage.sample(busy.pid)
+            readings.append(usage.cpu_percent)
+            time.sleep(0.001)
+        assert all(reading is not None and reading <= 110 for reading in readings), readings
+    finally:
+        busy.kill()
+        busy.wait()
 
 
 def test_a_busy_tree_is_measured_as_psutil_would(tmp_path: Path) -> None:

@@ -27,6 +27,9 @@ from pathlib import Path
 from typing import Any
 
 USAGE_INTERVAL = 1.0
+# CPU time is counted in clock ticks (10 ms): over a shorter interval than this, one tick more or
+# less reads as a process using several cores. A sample sooner updates the memory, not the CPU.
+MIN_CPU_INTERVAL = 0.5
 
 
 def process_tree(pid: int) -> list[int]:
@@ -93,21 +96,30 @@ class TreeUsage:
             return
         now = time.monotonic()
         cpu, rss, seen = 0.0, 0, {}
+        too_soon = False
         for member in process_tree(pid):
             try:
                 started, seconds, resident = _read(member)
             except (OSError, ValueError, IndexError):  # it exited since its parent listed it
                 continue
             previous = self._previous.get(member)
-            if previous is not None and previous[0] == started and now > previous[2]:
-                cpu += max(seconds - previous[1], 0.0) / (now - previous[2]) * 100
-            seen[member] = (started, seconds, now)
+            if previous is not None and previous[0] == started:
+                if now - previous[2] < MIN_CPU_INTERVAL:
+                    too_soon = True
+                    seen[member] = previous  # the reading it will be measured against, kept
+                else:
+                    cpu += max(seconds - previous[1], 0.0) / (now - previous[2]) * 100
+                    seen[member] = (started, seconds, now)
+            else:
+                seen[member] = (started, seconds, now)
             rss += resident
         if not seen:
             self.clear()
             return
         self._previous = seen
-        self.cpu_percent, self.rss_bytes = cpu, rss
+        self.rss_bytes = rss
+        if not too_soon:
+            self.cpu_percent = cpu
 
     def _sample_with_psutil(self, pid: int) -> None:
         import psutil
