@@ -277,7 +277,15 @@ def test_watch_redraws_a_live_dashboard_under_a_terminal(tmp_path: Path) -> None
                 if select.select([controller], [], [], 0.2)[0]:
                     screen += os.read(controller, 65536)
             process.send_signal(signal.SIGINT)
-            process.wait(timeout=10)
+            # Read on while it leaves: a terminal nobody reads fills, and its last frame would block.
+            deadline = time.monotonic() + 10
+            while process.poll() is None and time.monotonic() < deadline:
+                if select.select([controller], [], [], 0.1)[0]:
+                    try:
+                        screen += os.read(controller, 65536)
+                    except OSError:  # the terminal closed with the process
+                        break
+            process.wait(timeout=5)
         finally:
             if process.poll() is None:
                 process.kill()
