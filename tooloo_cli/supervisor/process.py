@@ -34,7 +34,7 @@ import signal
 import time
 from collections.abc import Awaitable, Callable
 from functools import cache
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from tooloo_cli.config import ConfigError
 from tooloo_cli.ports import describe_holder, is_free, port_holder
@@ -74,6 +74,24 @@ def _die_with_parent(parent: int) -> Callable[[], None]:
     return hook
 
 
+V = TypeVar("V")
+
+
+class _Announced(Generic[V]):
+    """An attribute of a ManagedProcess kept in `_NAME`, whose every change calls its `_changed()`."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.slot = f"_{name}"
+
+    def __get__(self, process: ManagedProcess, owner: type | None = None) -> V:
+        return getattr(process, self.slot)
+
+    def __set__(self, process: ManagedProcess, value: V) -> None:
+        if value != getattr(process, self.slot):
+            setattr(process, self.slot, value)
+            process._changed()
+
+
 class ManagedProcess:
     def __init__(self, spec: ServiceSpec, replica: Replica, paths: StatePaths,
                  on_output: OutputSink | None = None, log_limits: tuple[int, int] = (10 * 1024 * 1024, 3),
@@ -110,36 +128,9 @@ class ManagedProcess:
 
     # What `tooloo up` waits on: each change is announced (on_change), so that a waiting command is
     # answered when it happens instead of polling for it.
-
-    @property
-    def state(self) -> str:
-        return self._state
-
-    @state.setter
-    def state(self, value: str) -> None:
-        if value != self._state:
-            self._state = value
-            self._changed()
-
-    @property
-    def health(self) -> str:
-        return self._health
-
-    @health.setter
-    def health(self, value: str) -> None:
-        if value != self._health:
-            self._health = value
-            self._changed()
-
-    @property
-    def ready(self) -> bool:
-        return self._ready
-
-    @ready.setter
-    def ready(self, value: bool) -> None:
-        if value != self._ready:
-            self._ready = value
-            self._changed()
+    state = _Announced[str]()
+    health = _Announced[str]()
+    ready = _Announced[bool]()
 
     def _changed(self) -> None:
         if self.on_change is not None:
