@@ -143,6 +143,54 @@ def test_failures_each_say_what_happened(tmp_path: Path) -> None:
             request(server.address, "GET", "/", timeout=2)
 
 
+def test_a_request_the_peer_does_not_read_is_cut_at_the_one_deadline() -> None:
+    """A connection that takes its time and a body nobody reads share one deadline (once each had it all)."""
+    with socket.socket() as listener:  # accepts (the kernel does), never reads: the send blocks once buffers fill
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        started = time.monotonic()
+        with pytest.raises(TimedOut, match="within 0.5 s"):
+            request(listener.getsockname(), "POST", "/", b"x" * 64 * 1024 * 1024, timeout=0.5)
+        assert time.monotonic() - started < 0.8
+
+
+def test_a_unix_socket_whose_backlog_is_full_is_waited_for_then_timed_out(tmp_path: Path) -> None:
+    """A supervisor too busy to accept: its socket's backlog fills, and a connect says EAGAIN at once
+    (once a raw BlockingIOError); that is waited out until the deadline, like a TCP connect."""
+    path = tmp_path / "busy.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        listener.bind(str(path))
+        listener.listen(0)
+        waiting = []
+        try:
+            for _ in range(64):  # fill the backlog: a connect that would wait fails at once
+                client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                client.setblocking(False)
+                try:
+                    client.connect(str(path))
+                except BlockingIOError:
+                    client.close()
+                    break
+                waiting.append(client)
+            started = time.monotonic()
+            with pytest.raises(TimedOut, match=r"no connection to .*busy.sock within 0.3 s"):
+                request(path, "GET", "/status", timeout=0.3)
+            assert 0.25 < time.monotonic() - started < 0.8
+        finally:
+            for client in waiting:
+                client.close()
+
+
+def test_a_connection_reset_while_connecting_is_unreachable(tmp_path: Path) -> None:
+    """A Unix socket whose listener is gone but whose file remains refuses; one closed mid-handshake resets."""
+    path = tmp_path / "stale.sock"
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(str(path))
+    stale.close()  # the file stays, nobody listens: what a killed supervisor leaves
+    with pytest.raises(Unreachable, match="nothing listens"):
+        request(path, "GET", "/status", timeout=1)
+
+
 def test_what_would_split_a_request_is_refused_before_anything_is_sent() -> None:
     with _server(_answer(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")) as server:
         for method, target, headers in (("GET", "/a b", {}), ("GET", "/a\r\nX: 1", {}),

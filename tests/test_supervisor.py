@@ -442,3 +442,25 @@ def test_the_supervisor_keeps_no_setting_and_no_secret_in_its_environment(tooloo
     assert supervisor["PATH"] == t.env["PATH"] and supervisor["LC_TIME"] == "C"
     url = f"http://127.0.0.1:{t.port('training')}/api/v1/system/observability"
     assert httpx.get(url).json()["tracer"]["samplingRate"] == 1.0  # the setting reached the service, by the handover
+
+
+def test_a_standby_that_dies_before_it_can_say_why_is_replaced_by_an_ordinary_launch(
+        tooloo: Callable[..., Tooloo]) -> None:
+    """A standby writes nowhere until it has its orders' log: dead before that, it leaves no word, and
+    `up` once failed with an empty log. One launched the ordinary way then runs the stack, or says why."""
+    from tooloo_cli.supervisor.daemon import launch
+    from tooloo_cli.supervisor.standby import Standby
+
+    t = tooloo()
+    doomed = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read(); sys.exit(3)"],
+                              stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        client = launch(t.loaded, ["training"], Standby(doomed))
+        t.remember()
+        assert doomed.wait(timeout=10) == 3
+        assert client.call("GET", "/states")["services"]["training"]["state"] in ("starting", "running")
+    finally:
+        if doomed.poll() is None:
+            doomed.kill()
+            doomed.wait()
+    assert t("down").returncode == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -13,9 +14,10 @@ from pathlib import Path
 
 import httpx
 
-from conftest import Tooloo, alive
+from conftest import Tooloo, alive, wait_gone
 from tooloo_cli.bench.stack import free_port
 from tooloo_cli.config import Config, command_service
+from tooloo_cli.ports import is_free
 
 # A service of one's own: answers /health on its port; on start and on SIGTERM it writes
 # down whether training's /health answered at that moment.
@@ -223,3 +225,72 @@ def test_down_and_logs_reach_a_command_service_when_the_file_breaks(tooloo: Call
     down = t("down", "watcher")
     assert down.returncode == 0, down.stdout + down.stderr
     assert "stopped watcher" in down.stdout
+
+
+# A service of one's own that answers /health and ignores SIGTERM: only the grace period's SIGKILL ends it.
+STUBBORN = '''
+import http.server, signal, sys
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+class Health(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+
+print("stubborn serving", flush=True)
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), Health).serve_forever()
+'''
+
+
+def _with_stubborn(directory: Path) -> Callable[[Config], None]:
+    script = directory / "stubborn.py"
+    script.write_text(STUBBORN, encoding="utf-8")
+
+    def edit(config: Config) -> None:
+        port = free_port()
+        stubborn = command_service([sys.executable, str(script), str(port)])
+        stubborn.port, stubborn.health_path = port, "/health"
+        config.services["stubborn"] = stubborn
+
+    return edit
+
+
+def test_a_command_of_ones_own_dies_with_a_killed_supervisor(tooloo: Callable[..., Tooloo], tmp_path: Path) -> None:
+    t = tooloo(_with_stubborn(tmp_path))
+    assert t("up", "stubborn", "training").returncode == 0
+    document = t.status()
+    pids = [document["services"][name]["pid"] for name in ("stubborn", "training")]
+    os.kill(document["supervisor"]["pid"], signal.SIGKILL)
+    assert wait_gone(pids) == []  # the command by its preexec hook, the service by arming it itself
+
+
+def test_a_service_whose_supervisor_is_gone_exits_before_serving(tmp_path: Path) -> None:
+    port = free_port()
+    environment = os.environ | {"TOOLOO_SUPERVISOR_PID": str(os.getpid() + 1_000_000)}  # not its parent
+    started = subprocess.run([sys.executable, "-m", "tooloo_cli.services", "--port", str(port), "training"],
+                             capture_output=True, text=True, timeout=30, env=environment, cwd=tmp_path)
+    assert started.returncode == 1
+    assert is_free("127.0.0.1", port)
+
+
+def test_states_are_held_for_a_change_while_the_supervisor_waits_out_a_grace_period(
+        tooloo: Callable[..., Tooloo], tmp_path: Path) -> None:
+    """`up` waiting on /states must not spin while the supervisor stops (once it was answered at once)."""
+    from tooloo_cli.supervisor.control import ControlClient
+
+    t = tooloo(_with_stubborn(tmp_path))
+    assert t("up", "stubborn").returncode == 0
+    supervisor = t.status()["supervisor"]["pid"]
+    client = ControlClient(t.state / "supervisor.sock")
+    os.kill(supervisor, signal.SIGTERM)  # the stubborn one ignores its SIGTERM: 3 s of grace
+    deadline = time.monotonic() + 5
+    while (states := client.call("GET", "/states"))["services"]["stubborn"]["state"] != "stopping":
+        assert time.monotonic() < deadline, states
+        time.sleep(0.02)
+    asked = time.monotonic()
+    held = client.call("GET", f"/states?after={states['version']}&wait=1", timeout=5)
+    assert time.monotonic() - asked >= 0.9, held  # nothing changed meanwhile: held for the whole wait
+    assert held["services"]["stubborn"]["state"] == "stopping"
+    assert wait_gone([supervisor], timeout=10) == []

@@ -21,7 +21,8 @@ It does what these exchanges need, and no more:
 - the answer is read by Content-Length, chunked, or up to the close when it has neither
   (httptools decides); interim 1xx answers are skipped; a HEAD answer, a 204 and a 304
   have no body; a body beyond `limit` bytes is refused, not buffered;
-- one deadline for the whole exchange (connect, send, answer);
+- one deadline for the whole exchange (connect, send, answer); a Unix socket whose backlog
+  is full (a supervisor too busy to accept) is tried again until then, as TCP would wait;
 - no proxy (these are loopback addresses, whatever http_proxy says), no TLS, no redirects.
 
 Failures are `LoopbackError`s with a reason a person can read: `Unreachable` (nothing
@@ -133,16 +134,37 @@ def _describe(address: Address) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def _connect(address: Address, timeout: float) -> socket.socket:
+# How often a connect to a Unix socket whose backlog is full is tried again.
+_BUSY_RETRY = 0.005
+
+
+def _left(deadline: float) -> float:
+    return max(deadline - time.monotonic(), 0.001)
+
+
+def _connect_unix(path: Path, deadline: float) -> socket.socket:
+    """A Unix socket's connect with a timeout fails at once (EAGAIN) while the listener's backlog is
+    full, where a TCP connect would wait: waited out here, until the deadline (then TimeoutError)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        while True:
+            sock.settimeout(_left(deadline))
+            try:
+                sock.connect(str(path))
+                return sock
+            except BlockingIOError:
+                if time.monotonic() + _BUSY_RETRY >= deadline:
+                    raise TimeoutError from None
+                time.sleep(_BUSY_RETRY)
+    except BaseException:
+        sock.close()
+        raise
+
+
+def _connect(address: Address, deadline: float) -> socket.socket:
     if isinstance(address, Path):
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.settimeout(timeout)
-            sock.connect(str(address))
-        except BaseException:
-            sock.close()
-            raise
-        return sock
+        return _connect_unix(address, deadline)
+    timeout = _left(deadline)
     host, port = address
     try:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -178,20 +200,23 @@ def request(address: Address, method: str, target: str, body: bytes | None = Non
     deadline = time.monotonic() + timeout
     where = _describe(address)
     try:
-        sock = _connect(address, timeout)
+        sock = _connect(address, deadline)
     except (FileNotFoundError, ConnectionRefusedError) as exc:
         raise Unreachable(f"nothing listens on {where}" if not isinstance(exc, FileNotFoundError)
                           else f"no socket at {where}") from None
     except (TimeoutError, socket.timeout):
         raise TimedOut(f"no connection to {where} within {timeout:g} s") from None
+    except (ConnectionResetError, ConnectionAbortedError):  # the listener went away as it was reached
+        raise Unreachable(f"{where} closed the connection without answering") from None
     with sock:
         parse = _Parse(limit, head_only=method == "HEAD")
         parse.parser = httptools.HttpResponseParser(parse)
         heard = False
         try:
+            sock.settimeout(_left(deadline))  # what the connect left of the deadline, not a timeout of its own
             sock.sendall(payload)
             while not parse.complete:
-                sock.settimeout(max(deadline - time.monotonic(), 0.001))
+                sock.settimeout(_left(deadline))
                 chunk = sock.recv(_READ)
                 if not chunk:
                     break

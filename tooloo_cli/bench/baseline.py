@@ -70,7 +70,7 @@ def figures(document: dict[str, Any]) -> dict[str, Figure]:
                    targets["middlewareShare"] * 100),
             Figure("http: burst hit latency of a miss", figure["burstHitShare"] * 100, "%", True,
                    targets["burstHitShare"] * 100),
-            Figure("http: sampling 1.0 throughput cost", figure["samplingCost"] * 100, "%", True,
+            Figure("http: sampling 1.0 capacity cost", figure["samplingCost"] * 100, "%", True,
                    targets["samplingCost"] * 100),
             Figure("http: eight services PSS", figure["stackPssMb"], "MB", True, targets["stackPssMb"]),
         ]

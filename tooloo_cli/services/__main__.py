@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from tooloo_cli.config import BUILTIN_SERVICES, load_config
 from tooloo_cli.errors import ToolooError
+from tooloo_cli.parent import armed_from_environment
 from tooloo_cli.services.serve import serve
 
 if TYPE_CHECKING:
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
 
 def main(served: Callable[[ASGIApp], ASGIApp] | None = None) -> int:
     """The command line's service, served whole (or as much of it as `served` picks)."""
+    armed_from_environment()  # dies with the supervisor that spawned it, if one did (tooloo_cli/parent.py)
     parser = argparse.ArgumentParser(prog="python -m tooloo_cli.services")
     parser.add_argument("--config")
     parser.add_argument("--port", type=int)

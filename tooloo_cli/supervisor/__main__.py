@@ -97,7 +97,7 @@ def main() -> int:
                 return 0
             _log_to(orders["log"])
             os.chdir(orders["cwd"])
-        except (ToolooError, OSError):  # nowhere to say it: the command sees no socket, and launches again
+        except (ToolooError, OSError):  # nowhere to say it: the command sees it exit, and launches one that can
             return 1
         arguments.config, arguments.services = orders["config"], [str(name) for name in orders["services"]]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -125,6 +125,8 @@ def _up(loaded: LoadedConfig, names: list[str], console: Console | PlainConsole,
                           "nothing was started[/]")
             return 1
         client = connect(paths)
+        if client is not None and standby is not None:
+            standby.cancel()  # one runs already: the standby ends now, not after this `up` has waited
         if foreground and client is not None:
             raise ToolooError("a supervisor already runs for this stack; `tooloo down` first to run in the foreground")
         current = client.call("GET", "/states")["services"] if client else {}

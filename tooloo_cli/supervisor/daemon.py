@@ -19,7 +19,8 @@ import json
 import os
 import sys
 import time
-from typing import Any
+from pathlib import Path
+from typing import Any, NoReturn
 
 from tooloo_cli.config import Config, LoadedConfig
 from tooloo_cli.errors import ToolooError
@@ -72,26 +73,50 @@ def launch(loaded: LoadedConfig, names: list[str], standby: Standby | None = Non
     """Starts the detached supervisor with `names` and returns once its socket answers.
 
     With a `standby` (started before the configuration was read), it is the one told to run
-    them; if it has died meanwhile, one is launched the ordinary way.
+    them; if it has died meanwhile, or dies before it could say why, one is launched the ordinary way.
     """
     paths = StatePaths.of(loaded)
     paths.ensure()
     handed = handover(loaded, os.environ)
-    process = None
     if standby is not None:
+        logged = _size(paths.supervisor_log)
         process = standby.go({"config": handed["config"], "cwd": str(loaded.base_dir),
                               "log": str(paths.supervisor_log), "services": names,
                               "environment": handed["environment"]})
-    if process is None:
-        process = _launch_now(loaded, paths, names, handed)
+        if process is not None:
+            client = _answering(paths, process)
+            if client is not None:
+                return client
+            if process.poll() is None or _size(paths.supervisor_log) != logged:  # it hangs, or it said why
+                _failed(paths, process)
+            # It died before it had its log to say why (it writes nowhere until told its log):
+            # one launched the ordinary way has its output in the log from its first byte.
+    process = _launch_now(loaded, paths, names, handed)
+    return _answering(paths, process) or _failed(paths, process)
+
+
+def _size(path: Path) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
+
+
+def _answering(paths: StatePaths, process: Any) -> ControlClient | None:
+    """The client once the supervisor's socket answers; None if `process` exits first, or it does not in time."""
     client = ControlClient(paths.socket)
     deadline = time.monotonic() + LAUNCH_TIMEOUT
     while time.monotonic() < deadline:
         if paths.socket.exists() and client.answers():
             return client
         if process.poll() is not None:
-            break
+            return None
         time.sleep(0.002)  # a stat a look: cheap, and `up` learns of the socket when it appears
+    return None
+
+
+def _failed(paths: StatePaths, process: Any) -> NoReturn:
+    """A supervisor that did not answer: ended if it still runs; ToolooError with its log's end."""
     if process.poll() is None:  # it started but never answered: do not leave it behind
         process.terminate()
         process.wait(timeout=LAUNCH_TIMEOUT)

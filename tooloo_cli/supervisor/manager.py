@@ -22,6 +22,8 @@ Control API (JSON):
                                          later, S ≤ 30): a command waiting on a start is answered when
                                          a state, health or readiness changes, without polling
          [&settled=a,b]                  ...and those replicas are all ready, or one failed or stopped
+                                         (held while the supervisor stops as well; answered at once
+                                         when it has stopped everything and is leaving)
     POST /start    {"services": [...], "config"?, "environment"?}   starts those not running
     POST /stop     {"services": [...]}   stops them (all when omitted); exits when none is left
     POST /restart  {"services": [...], "config"?, "environment"?}
@@ -71,7 +73,8 @@ class Supervisor:
         self._change = asyncio.Event()  # set, and replaced, at every change
         self._adopt(self.stack)
         self.started = time.monotonic()
-        self._done = asyncio.Event()
+        self._done = asyncio.Event()  # set when it is to stop: it then stops every replica, and leaves
+        self._final = False  # every replica stopped, the control socket about to close: GET /states waits no more
         self._lock = FileLock(self.paths.supervisor_lock)
         self._control = ControlServer(self.paths.socket, {
             ("GET", "/status"): self._status,
@@ -106,6 +109,8 @@ class Supervisor:
         finally:
             sampler.cancel()
             await self._stop_in_order(list(self.processes))
+            self._final = True
+            self._changed()  # whoever still waits in GET /states gets these last states, before the socket closes
             await self._control.close()
             for process in self.processes.values():
                 process.close()
@@ -254,7 +259,9 @@ class Supervisor:
                 raise UsageError(f"wait must be between 0 and {MAX_STATES_WAIT:g} seconds")
             settled = [name for name in str(payload.get("settled", "")).split(",") if name]
             deadline = asyncio.get_running_loop().time() + wait
-            while not self._done.is_set() and (self.version <= after or not self._settled(settled)):
+            # Held while the supervisor stops too: the replicas' stopping and stopped are changes like any,
+            # and answered at once meanwhile, a caller waiting for a change would ask again and again.
+            while not self._final and (self.version <= after or not self._settled(settled)):
                 left = deadline - asyncio.get_running_loop().time()
                 if left <= 0:
                     break

@@ -7,7 +7,7 @@
 
 Each replica runs its spec's command line (a built-in service is `python -m
 tooloo_cli.services NAME`) in a session of its own, so a signal reaches its whole group,
-and dies with the supervisor (PR_SET_PDEATHSIG). Each start takes the spec and the
+and dies with the supervisor (PR_SET_PDEATHSIG, see tooloo_cli/parent.py). Each start takes the spec and the
 environment handed over by the command that asked for it (see environment.py); restarts
 after a crash reuse them. When its exit is to be restarted, and after how long, is the
 restart policy's (restart.py); the probes are the spec's (probes.py): liveness every 50 ms
@@ -27,16 +27,15 @@ a full disk) is kept for `tooloo status`.
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import logging
 import os
 import signal
 import time
 from collections.abc import Awaitable, Callable
-from functools import cache
 from typing import Any, Generic, TypeVar
 
 from tooloo_cli.config import ConfigError
+from tooloo_cli.parent import PARENT_VARIABLE, death_hook
 from tooloo_cli.ports import describe_holder, is_free, port_holder
 from tooloo_cli.stack import Replica, ServiceSpec, probe_host
 from tooloo_cli.supervisor.environment import service_environment
@@ -51,27 +50,8 @@ logger = logging.getLogger("tooloo.supervisor")
 OutputSink = Callable[[str, bytes], None]
 Gate = Callable[[], Awaitable[str | None]]  # None once it may start, else why it must not
 FIRST_PROBE_INTERVAL = 0.05
-PR_SET_PDEATHSIG = 1
 _LAST_WORDS = b"tooloo serve: "  # how a service states why it exits
 _WARNINGS = (b"WARNING tooloo", b"ERROR tooloo")  # how a service's own warnings begin (serve.LOG_FORMAT)
-
-
-@cache
-def _prctl() -> Callable[..., int]:
-    """libc's prctl, looked up once in the supervisor: never inside a freshly forked child."""
-    return ctypes.CDLL(None, use_errno=True).prctl
-
-
-def _die_with_parent(parent: int) -> Callable[[], None]:
-    """A preexec hook: the child gets SIGKILL when its parent dies, even by kill -9."""
-    prctl = _prctl()
-
-    def hook() -> None:
-        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        if os.getppid() != parent:  # the parent died before the hook ran
-            os._exit(1)
-
-    return hook
 
 
 V = TypeVar("V")
@@ -291,10 +271,16 @@ class ManagedProcess:
         self.last_words = None
         self._ended_for = None
         self.tracker.spawned()
+        # It dies with the supervisor, even by kill -9 (see tooloo_cli/parent.py): one of tooloo's own
+        # services arms that itself, told who its supervisor is, and is spawned without a preexec hook
+        # (which costs each spawn a fork of the supervisor and Python in the child); any other command
+        # gets the hook.
+        if self.spec.builtin:
+            environment = {**environment, PARENT_VARIABLE: str(os.getpid())}
         process = await asyncio.create_subprocess_exec(
             *self.spec.argv(self.replica), stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT, cwd=self.spec.cwd, start_new_session=True,
-            preexec_fn=_die_with_parent(os.getpid()), env=environment,
+            preexec_fn=None if self.spec.builtin else death_hook(os.getpid()), env=environment,
         )
         self._process = process
         self.pid = process.pid
