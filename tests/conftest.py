@@ -1,5 +1,5 @@
 """Fixtures shared by the project's tests: a stack configuration on free ports, in-process clients,
-the real `tooloo` command against a private stack, and a small real filesystem.
+the real `tooloo` command against a private stack, a small real filesystem, and a real redis-server.
 
     loaded = stack_config()                      # every service on a free port, state in tmp_path
     async with service_client("budget", loaded) as client:
@@ -7,6 +7,7 @@ the real `tooloo` command against a private stack, and a small real filesystem.
     t = tooloo()                                 # `tooloo` on a private configuration; everything it
     t("up", "budget")                            # started is stopped by its pid at the end
     with small_filesystem(tmp_path / "disk", "1m") as disk: ...   # a tmpfs: a disk that really fills
+    def test_x(redis_server): redis_server.url                  # "unix:///tmp/…/redis.sock", the test's own
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import httpx
 import psutil
@@ -30,6 +32,7 @@ import pytest
 
 from tooloo_cli.bench.stack import write_ephemeral_config
 from tooloo_cli.config import Config, LoadedConfig, load_config
+from tooloo_cli.bench.redis_server import RedisServer
 
 
 def write_stack_config(directory: Path, edit: Callable[[Config], None] | None = None) -> Path:
@@ -240,13 +243,17 @@ def tooloo(tmp_path: Path) -> Iterator[Callable[..., Tooloo]]:
 # -- what only root may do -----------------------------------------------------------------------
 
 
+def unavailable(message: str) -> NoReturn:
+    """Skips the test, or fails it under CI=true, where the machine is ours and must have everything."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
 def need_root(what: str) -> None:
-    """Skips (fails under CI=true, where the machine is ours) unless this process is root."""
+    """Skips (fails under CI=true) unless this process is root."""
     if os.geteuid() != 0 or shutil.which("mount") is None:
-        message = f"{what} needs root (and mount)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable(f"{what} needs root (and mount)")
 
 
 @contextmanager
@@ -277,3 +284,20 @@ def fill(directory: Path) -> Path:
         pass
     os.close(descriptor)
     return filler
+
+
+# -- a real redis-server ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A RedisServer for this test alone, answering PING, ended (SIGCONT, SIGKILL, waited for) after it.
+    Without redis-server on PATH the test is skipped, or fails under CI=true."""
+    if shutil.which("redis-server") is None:
+        unavailable("the Redis tests need redis-server on PATH: run scripts/setup as root "
+                    "(it installs Debian's redis-server with apt-get), or install it yourself")
+    # Not tmp_path: a Unix socket path must fit in 107 bytes, and a long test name alone exceeds that.
+    with tempfile.TemporaryDirectory(prefix="tooloo-redis-") as directory:
+        server = RedisServer(Path(directory))
+        yield server
+        server.end()

@@ -10,7 +10,15 @@ import pytest
 from rich.console import Console
 
 from tooloo_cli.bench import report
-from tooloo_cli.bench.modules import CROWD, TARGET_US, BenchResult, ModuleFigure, run_module_benchmarks
+from conftest import unavailable
+from tooloo_cli.bench.modules import (
+    CROWD,
+    TARGET_US,
+    BenchResult,
+    ModuleFigure,
+    run_module_benchmarks,
+    shared_unavailable,
+)
 
 
 @pytest.fixture(scope="module")
@@ -27,6 +35,16 @@ def test_every_module_figure_is_measured_in_quick_mode(quick: list[BenchResult])
     assert len(set(names)) == len(names)
     assert all(result.us_per_op > 0 and result.samples >= 1 for result in quick)
     assert set(TARGET_US) <= set(names)  # no target without its figure
+
+
+def test_the_shared_figures_are_measured_against_the_local_ones(quick: list[BenchResult]) -> None:
+    """With redis-server and redis-py here (CI: scripts/setup), the shared check and get, each with its ratio."""
+    if shared_unavailable() is not None:
+        unavailable(f"the shared (Redis) benchmarks: {shared_unavailable()}")
+    found = {result.name: result for result in quick}
+    for name in ("rate-limit check (shared, Redis)", "cache get (shared, Redis, not in memory)"):
+        (ratio,) = found[name].figures
+        assert found[name].us_per_op > 0 and ratio.unit == "×" and ratio.value > 1  # a round trip costs more
 
 
 def test_the_crowd_figures_hold_the_limit_in_bounded_memory(quick: list[BenchResult]) -> None:

@@ -54,7 +54,8 @@ def test_status_before_anything_ran(stack_config: StackConfig) -> None:
 
     status = run_coach(stack_config(), scenario)
     assert status == {"ok": True, "active": False, "intervalMs": 2000.0, "roundsDriven": 0, "failures": 0,
-                      "lastRound": None, "lastError": None, "breaker": "closed", "traceId": status["traceId"]}
+                      "lastRound": None, "lastError": None, "breaker": "closed", "leader": None, "leaderSince": None,
+                      "traceId": status["traceId"]}
 
 
 def test_the_training_breaker_is_listed_before_the_first_round(stack_config: StackConfig) -> None:

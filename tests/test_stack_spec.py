@@ -80,6 +80,14 @@ def test_replica_ports_must_not_run_into_another_service(tmp_path: Path) -> None
 def test_services_whose_state_lives_in_their_process_refuse_replicas(tmp_path: Path, name: str) -> None:
     message = _error(tmp_path, f"[services.{name}]\nport = 5000\nreplicas = 2\n")
     assert f"services.{name}.replicas = 2" in message and "one process only" in message
+    assert ("redis_url" in message) == (name == "coach")  # the remedy is named only where there is one
+
+
+def test_coach_runs_as_several_replicas_given_redis_and_the_others_still_do_not(tmp_path: Path) -> None:
+    redis = '[stack]\nredis_url = "unix:///run/redis.sock"\n\n'
+    stack = stack_of(_load(tmp_path, redis + "[services.coach]\nport = 5000\nreplicas = 2\n"))
+    assert [r.name for r in stack.specs["coach"].replicas] == ["coach.1", "coach.2"]
+    assert "one process only" in _error(tmp_path, redis + "[services.training]\nport = 5000\nreplicas = 2\n")
 
 
 def test_the_default_url_is_where_the_service_listens(tmp_path: Path) -> None:

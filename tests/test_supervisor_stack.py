@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 
 from conftest import Tooloo, alive, wait_gone
-from tooloo_cli.bench.stack import free_port
+from tooloo_cli.bench.stack import free_port, room_for_replicas
 from tooloo_cli.config import Config, command_service
 from tooloo_cli.ports import is_free
 
@@ -106,17 +106,8 @@ def test_a_dependency_that_fails_fails_its_dependents_saying_why(tooloo: Callabl
 
 def _budget_with_room(config: Config) -> None:
     """Budget on a port whose next one is free too, and no other service's: room for a second replica."""
-    import socket
-
-    taken = {settings.port for settings in config.services.values()}
-    while True:
-        port = free_port()
-        if port + 1 > 65535 or {port, port + 1} & taken:
-            continue
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port + 1)) != 0:
-                break
-    config.services["budget"].port = port
+    room_for_replicas(config, "budget", 2)
+    config.services["budget"].replicas = 1  # one until a test asks for two
 
 
 def _budget_pair(config: Config) -> None:

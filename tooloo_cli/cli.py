@@ -95,16 +95,18 @@ def config_show(
     Example: [bold]TOOLOO_SERVICES__WEB__PORT=8000 tooloo config show --json[/]
     """
     from tooloo_cli.config import config_to_json, config_to_toml
+    from tooloo_cli.config.loader import shown
 
     loaded = _load(ctx)
+    config = shown(loaded.config)  # a password in redis_url is never printed
     if as_json:
-        print(config_to_json(loaded.config))
+        print(config_to_json(config))
         return
     origin = str(loaded.source) if loaded.source else "built-in defaults (no tooloo.toml found)"
     print(f"# source: {origin}")
     if loaded.overrides:
         print(f"# overridden by: {', '.join(loaded.overrides)}")
-    print(config_to_toml(loaded.config), end="")
+    print(config_to_toml(config), end="")
 
 
 @config_app.command("init")

@@ -21,6 +21,9 @@ processor, from /proc/PID/task/*/schedstat, in nanoseconds). A saturated service
 throughput is the inverse of that; measured at the same moments on the same processor,
 the two meet the same neighbours, so a few per cent can be told from the noise
 (throughput slices one after the other measured ±4-9 % on these machines; this ±0.5-1 %).
+With redis-server on PATH and redis-py installed, web and two budget replicas sharing their
+limits, cache and spend in a redis-server of the bench's own (`sharedBurstShare`) are
+compared with the single-process stack on the same cached burst call, in paired slices.
 """
 
 from __future__ import annotations
@@ -40,7 +43,8 @@ from typing import Any
 
 from tooloo_cli.bench import bare
 from tooloo_cli.bench.loadgen import LoadResult, RequestFactory, get, load, post_json, run
-from tooloo_cli.bench.stack import EphemeralStack
+from tooloo_cli.bench.modules import shared_unavailable
+from tooloo_cli.bench.stack import EphemeralStack, room_for_replicas
 from tooloo_cli.config import BUILTIN_SERVICES, Config
 
 TARGETS = {
@@ -60,6 +64,8 @@ PROXIED = f"web → training status ({GATEWAY_CONNECTIONS} connections)"
 BARE = "training status, bare Starlette route"
 SERVICE = "training status, the service (access log, tracing)"
 UNSAMPLED, SAMPLED = "training status, sampling 0.0", "training status, sampling 1.0"
+PROXIED_HIT = "web → burst cache hit"
+SHARED_HIT = "web → burst cache hit (2 budget replicas, Redis)"
 STATUS = get("/api/v1/training/status")
 
 
@@ -85,6 +91,7 @@ class HttpResults:
     scenarios: list[Scenario] = field(default_factory=list)
     figures: dict[str, float] = field(default_factory=dict)
     noise: dict[str, float] = field(default_factory=dict)  # a paired figure's standard error
+    missing: dict[str, str] = field(default_factory=dict)  # a figure left out -> why
     ratios: dict[tuple[str, str], list[float]] = field(default_factory=dict)  # (A, B) -> B/A per pair
 
     def scenario(self, name: str) -> Scenario:
@@ -96,6 +103,7 @@ class HttpResults:
             "scenarios": [vars(s) for s in self.scenarios],
             "figures": self.figures,
             "noise": self.noise,
+            "missing": self.missing,
             "targets": TARGETS,
         }
 
@@ -244,6 +252,12 @@ def run_http_benchmarks(seconds: float = 2.0, rounds: int = 3, connections: int 
                              lambda: json.dumps({"prompt": f"bench miss {next(counter)}"}).encode())
             measured.update(run(_alternate([("burst cache hit", budget, hit), ("web → burst cache hit", web, hit),
                                             ("burst cache miss", budget, miss)], rounds, seconds, connections)))
+            if (why := shared_unavailable()) is None:
+                note("budget burst through web: two replicas over Redis, against one on its own")
+                with _shared_stack(directory) as shared:
+                    compare((PROXIED_HIT, web, hit), (SHARED_HIT, _port(shared, "web"), hit), connections)
+            else:
+                results.missing["sharedBurstShare"] = why
         note("tracer: sampling 0.0 against 1.0, side by side on one processor")
         with EphemeralStack(_folder(directory, "unsampled"), _bench_config) as unsampled, \
                 EphemeralStack(_folder(directory, "sampled"), _bench_config) as sampled:
@@ -261,6 +275,26 @@ def run_http_benchmarks(seconds: float = 2.0, rounds: int = 3, connections: int 
     return results
 
 
+@contextmanager
+def _shared_stack(directory: Path) -> Iterator[EphemeralStack]:
+    """web and two budget replicas sharing limits, cache and spend in a redis-server of the bench's own."""
+    from tooloo_cli.bench.redis_server import RedisServer
+
+    with tempfile.TemporaryDirectory(prefix="tooloo-redis-") as short:  # a socket path is ≤ 107 bytes
+        server = RedisServer(Path(short))
+        try:
+            def edit(config: Config) -> None:
+                _bench_config(config)
+                room_for_replicas(config, "budget", 2)
+                config.stack.redis_url = server.url
+
+            with EphemeralStack(_folder(directory, "redis"), edit) as stack:
+                stack.start("web", "budget")
+                yield stack
+        finally:
+            server.end()
+
+
 def _folder(directory: Path, name: str) -> Path:
     folder = directory / name
     folder.mkdir()
@@ -270,8 +304,9 @@ def _folder(directory: Path, name: str) -> Path:
 def _derive(results: HttpResults) -> None:
     """The figures the targets speak of, from the scenarios and the paired slices."""
     for figure, pair in (("proxiedShare", (DIRECT, PROXIED)), ("middlewareShare", (BARE, SERVICE)),
-                         ("samplingRatio", (UNSAMPLED, SAMPLED))):
-        results.figures[figure], results.noise[figure] = median_and_noise(results.ratios[pair])
+                         ("samplingRatio", (UNSAMPLED, SAMPLED)), ("sharedBurstShare", (PROXIED_HIT, SHARED_HIT))):
+        if pair in results.ratios:
+            results.figures[figure], results.noise[figure] = median_and_noise(results.ratios[pair])
     ratio = results.figures.pop("samplingRatio")
     results.figures["samplingCost"] = 1 - ratio
     results.noise["samplingCost"] = results.figures["samplingNoise"] = results.noise.pop("samplingRatio")

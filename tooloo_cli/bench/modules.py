@@ -34,6 +34,11 @@ with its unit, its direction and its target. What each one measures:
   await of the same coroutine; "(no call_timeout)" for comparison.
 - singleflight: per caller, with 100 concurrent identical calls sharing one execution.
 - budget day total: reading today's spend from a 300k-row ledger, as `GET /api/v1/budget`.
+- shared (Redis): with redis-server on PATH and redis-py installed, a redis-server of the
+  bench's own on a Unix socket: a rate-limit check over it (`await limiter.check`, the
+  Lua bucket: one round trip) and a cache get that memory does not hold (`await
+  cache.aget`, a GET), each with its ratio to the local one measured in the same run
+  (the in-process check, the SQLite disk hit). Without either they are left out, saying why.
 """
 
 from __future__ import annotations
@@ -199,6 +204,51 @@ def _cache_gets(path: Path, memory_items: int, n: int) -> list[float]:
         for key in sequence:
             get(key)
         return _mean_us(started, len(sequence))
+
+
+# -- shared state (Redis) ------------------------------------------------------------------
+
+
+def shared_unavailable() -> str | None:
+    """Why the Redis benchmarks cannot run here, or None."""
+    import importlib.util
+    import shutil
+
+    if shutil.which("redis-server") is None:
+        return "redis-server is not on PATH (scripts/setup installs Debian's, as root)"
+    if importlib.util.find_spec("redis") is None:
+        return "redis-py is not installed (pip install 'tooloo[redis]')"
+    return None
+
+
+def _shared(url: str, n: int, what: str) -> list[float]:
+    """`n` shared rate-limit checks ("check") or cache gets that memory misses ("get"), one after another."""
+    from tooloo_cli.bench.loadgen import run
+    from tooloo_cli.services.shared import RedisBucketStore, RedisCacheStore, RedisLink
+
+    async def timed() -> list[float]:
+        link = RedisLink(url, timeout=1.0)
+        try:
+            if what == "check":
+                check = RateLimiter(1_000_000_000, 1_000_000.0, store=RedisBucketStore(link, "bench")).check
+                await check("10.0.0.7")  # the script loaded, the connection made: not in the timing
+                started = time.perf_counter_ns()
+                for _ in range(n):
+                    await check("10.0.0.7")
+                return _mean_us(started, n)
+            cache = PersistentCache(store=RedisCacheStore(link, "bench"), ttl=60, max_memory_items=1)
+            keys = [f"key-{i}" for i in range(256)]
+            for key in keys:
+                await cache.aset(key, {"text": "cached " * 20, "tokens": 20})
+            sequence = keys * (n // len(keys) + 1)
+            started = time.perf_counter_ns()
+            for key in sequence:
+                await cache.aget(key)
+            return _mean_us(started, len(sequence))
+        finally:
+            await link.close()
+
+    return run(timed())
 
 
 # -- the rate limiter ---------------------------------------------------------------------
@@ -422,4 +472,25 @@ def run_module_benchmarks(runs: int = 5, scale: float = 1.0) -> list[BenchResult
             results.append(BenchResult(name, statistics.median(samples), len(samples)))
             if name == "rate-limit check":
                 results.append(_crowd(scale))  # deterministic but for the hash: one run says it
+        if shared_unavailable() is None:
+            results += _shared_results(results, runs, ops(5_000))
     return results
+
+
+def _shared_results(local: list[BenchResult], runs: int, n: int) -> list[BenchResult]:
+    """The shared check and get, each with its ratio to the local one of `local` (this run's)."""
+    from tooloo_cli.bench.redis_server import RedisServer
+
+    against = {result.name: result.us_per_op for result in local}
+    found = []
+    with tempfile.TemporaryDirectory(prefix="tooloo-redis-") as directory:  # short: a socket path is ≤ 107 B
+        server = RedisServer(Path(directory))
+        try:
+            for name, what, base in (("rate-limit check (shared, Redis)", "check", "rate-limit check"),
+                                     ("cache get (shared, Redis, not in memory)", "get", "cache get (disk hit)")):
+                us = statistics.median(sample for _ in range(runs) for sample in _shared(server.url, n, what))
+                ratio = ModuleFigure(f"× the local one ({base})", us / against[base], "×")
+                found.append(BenchResult(name, us, runs, (ratio,)))
+        finally:
+            server.end()
+    return found

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from tooloo_cli.bench.baseline import Change, Figure
 from tooloo_cli.bench.http import TARGETS, HttpResults
-from tooloo_cli.bench.modules import BenchResult
+from tooloo_cli.bench.modules import BenchResult, shared_unavailable
 from tooloo_cli.bench.startup import TARGETS as STARTUP_TARGETS
 from tooloo_cli.bench.startup import StartupResults
 
@@ -54,11 +54,14 @@ def print_module_table(results: list[BenchResult], *, runs: int, quick: bool = F
         "  overhead = that minus a bare await. traced request: a trace as ServiceMiddleware opens it and 8 child\n"
         "  spans of one attribute, per request. rate-limit check (crowd): one run, 100k clients (10x\n"
         "  max_clients) in turn, 4 rounds, each asking twice its refill, on a one-tick-a-request clock;\n"
-        "  against 1k clients asking alike (all fit) in the figures below."
+        "  against 1k clients asking alike (all fit) in the figures below. shared (Redis): over a\n"
+        "  redis-server of the bench's own on a Unix socket, one awaited round trip each, one after another."
         if not quick else
         f"µs/op: the median of {runs} runs, each the mean of a timed batch (quick: batches and the crowd"
         " scaled down 20x)."
     )
+    if (why := shared_unavailable()) is not None:
+        console.print(f"[yellow]shared (Redis) benchmarks left out: {why}[/]")
     extra = [(result, figure) for result in results for figure in result.figures]
     if not extra:
         return
@@ -77,12 +80,13 @@ def print_module_table(results: list[BenchResult], *, runs: int, quick: bool = F
         ok = figure.meets_target
         figures.add_row(result.name, figure.name, f"{measured(figure.value)} {figure.unit}",
                         "" if figure.target is None else f"{sign} {figure.target:,g} {figure.unit}",
-                        "" if ok is None else _verdict(ok))
+                        _verdict(ok))
     console.print(figures)
 
 
-def _verdict(ok: bool) -> str:
-    return "[green]✓[/]" if ok else "[red]✗[/]"
+def _verdict(ok: bool | None) -> str:
+    """✓ or ✗ against a target; nothing for a figure that has none."""
+    return "" if ok is None else "[green]✓[/]" if ok else "[red]✗[/]"
 
 
 def print_http_table(results: HttpResults, *, quick: bool = False, console: Console | None = None) -> None:
@@ -117,6 +121,11 @@ def print_http_table(results: HttpResults, *, quick: bool = False, console: Cons
         ("the eight services use", f"{figures['stackPssMb']:.0f} MB PSS",
          f"≤ {TARGETS['stackPssMb']:.0f} MB", figures["stackPssMb"] <= TARGETS["stackPssMb"]),
     ]
+    if "sharedBurstShare" in figures:  # the price of one limit, one cache and one spend for the replicas
+        lines.append(("two budget replicas over Redis keep",
+                      f"{share('sharedBurstShare')} of one's web → burst cache hit req/s", "", None))
+    for figure, why in results.missing.items():
+        lines.append((figure, f"left out: {why}", "", None))
     summary = Table(show_header=True, title="figures", title_justify="left")
     for column in ("figure", "measured", "target", ""):
         summary.add_column(column)

@@ -41,6 +41,29 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def room_for_replicas(config: Config, name: str, replicas: int) -> None:
+    """Service `name` as `replicas` replicas, on free ports `port` … `port + replicas - 1` that no other
+    service of `config` has (a service's replicas listen on consecutive ports)."""
+    taken = {settings.port for other, settings in config.services.items() if other != name}
+    while True:
+        port = free_port()
+        wanted = set(range(port, port + replicas))
+        if port + replicas - 1 > 65535 or wanted & taken:
+            continue
+        if all(_free(candidate) for candidate in wanted - {port}):
+            break
+    config.services[name].port, config.services[name].replicas = port, replicas
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def write_ephemeral_config(directory: Path, edit: Callable[[Config], None] | None = None) -> Path:
     """A tooloo.toml in `directory` with every service on its own free port (then `edit` applied)."""
     config = Config.defaults()

@@ -400,6 +400,55 @@ def _check_consistency(config: Config, origin: _FileOrigin | None, overrides: di
                 f"{where(['stack', 'trusted_proxies'])}: stack.trusted_proxies has {proxy!r}, "
                 "which is not an IP address or network"
             ) from None
+    if config.stack.redis_url and (problem := redis_url_problem(config.stack.redis_url)):
+        # Never the URL itself in the message: it may hold the server's password.
+        raise ConfigError(f"{where(['stack', 'redis_url'])}: stack.redis_url {problem}")
+
+
+def redacted_url(url: str) -> str:
+    """`url` with its password (user info, or a `password=` query) replaced by ***: for showing."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        netloc = parts.netloc
+        if parts.password is not None:
+            netloc = f"{parts.username or ''}:***@{netloc.rpartition('@')[2]}"
+        query = "&".join(f"{pair.partition('=')[0]}=***" if pair.partition("=")[0] == "password" else pair
+                         for pair in parts.query.split("&")) if parts.query else ""
+        return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
+    except ValueError:
+        return "***"  # not a URL: nothing of it is shown
+
+
+def shown(config: Config) -> Config:
+    """`config` as `tooloo config show` prints it: the Redis URL without its password."""
+    if not config.stack.redis_url:
+        return config
+    return dataclasses.replace(config, stack=dataclasses.replace(config.stack,
+                                                                 redis_url=redacted_url(config.stack.redis_url)))
+
+
+def redis_url_problem(url: str) -> str | None:
+    """Why `url` is not a Redis URL tooloo can use, or None (said without repeating the URL)."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return "is not a URL (redis://host:6379/0, rediss://…, or unix:///path/redis.sock)"
+    if parts.scheme in ("redis", "rediss"):
+        if not parts.hostname:
+            return "names no host (redis://host:6379/0)"
+        if port == 0:
+            return "has port 0"
+        if parts.path.strip("/") and not parts.path.strip("/").isdigit():
+            return "has a path that is not a database number (redis://host:6379/0)"
+        return None
+    if parts.scheme == "unix":
+        return None if parts.path else "names no socket path (unix:///path/redis.sock)"
+    return f"has the scheme {parts.scheme!r}: use redis://, rediss:// or unix://"
 
 
 def _check_command_service(name: str, service: Any, where: Callable[..., str]) -> None:

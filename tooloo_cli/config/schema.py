@@ -166,6 +166,13 @@ class StackSettings:
     read_timeout: float = setting(10.0, gt=0, le=300)
     max_connections: int = setting(1024, ge=16, le=MANY)
     upstream_timeout: float = setting(5.0, gt=0, le=HOUR)
+    # Redis, shared by every replica and service (empty: each process keeps its own state):
+    # redis://[:password@]host:port/db, rediss://… (TLS), or unix:///path/to/redis.sock.
+    redis_url: str = setting("")
+    # What a limit does while Redis cannot be reached: "local" (a bucket of this process, at its share
+    # of the limit: capacity and refill ÷ the service's replicas) or "deny" (429 until Redis is back).
+    redis_fallback: str = setting("local", choices=("local", "deny"))
+    redis_timeout: float = setting(0.05, gt=0, le=60)  # seconds, to connect and for each command
 
 
 @dataclass

@@ -114,6 +114,25 @@ def limits_table(observations: list[Observation]) -> Table:
     return table
 
 
+def _clipped(text: str, width: int) -> str:
+    """`text` in at most `width` characters: a long cell would squeeze every other column to nothing."""
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
+def shared_table(observations: list[Observation]) -> Table:
+    """The link to Redis of each service that shares its state there ([stack] redis_url)."""
+    table = new_table("Shared state (Redis)", "service", "state", "fallback", "by fallback", "error")
+    for o in observations:
+        redis = o.module("redis")
+        if not isinstance(redis, dict):
+            continue
+        shared = redis.get("state") == "shared"
+        table.add_row(o.name, Text("shared", style="green") if shared else Text("fallback", style="bold red"),
+                      str(redis.get("fallback", "?")), f"{_number(redis.get('fallbackCalls')):,.0f}",
+                      _clipped(str(redis.get("error") or "-"), 30))
+    return table
+
+
 def caches_table(observations: list[Observation]) -> Table:
     table = new_table("Caches", "service", "hits", "misses", "hit rate", "memory", "disk", "disk bytes")
     for o in observations:
@@ -166,8 +185,8 @@ def pools_lines(observations: list[Observation]) -> Text:
 def tables(observations: list[Observation]) -> list[RenderableType]:
     """Every table with something in it, in reading order."""
     found: list[RenderableType] = [services_table(observations)]
-    for table in (tracing_table(observations), limits_table(observations), caches_table(observations),
-                  breakers_table(observations)):
+    for table in (tracing_table(observations), limits_table(observations), shared_table(observations),
+                  caches_table(observations), breakers_table(observations)):
         if table.row_count:
             found.append(table)
     pools = pools_lines(observations)

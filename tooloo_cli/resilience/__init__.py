@@ -21,6 +21,7 @@ from tooloo_cli.resilience.cache import (
     Encoded,
     MemoryCacheStore,
     PersistentCache,
+    SharedCacheStore,
     SQLiteCacheStore,
     StoreStats,
 )
@@ -45,6 +46,7 @@ from tooloo_cli.resilience.rate_limiter import (
     LimiterSnapshot,
     MemoryBucketStore,
     RateLimiter,
+    SharedBucketStore,
     bucket_key,
 )
 from tooloo_cli.resilience.singleflight import SingleFlight
@@ -86,6 +88,8 @@ __all__ = [
     "PoolTimeoutError",
     "QueryOptimizer",
     "RateLimiter",
+    "SharedBucketStore",
+    "SharedCacheStore",
     "ResilienceError",
     "SQLiteBatchExecutor",
     "SQLiteCacheStore",

@@ -14,6 +14,7 @@ store, promoting what they find.
     cache.snapshot().memory_hits       # 1; stats() is the snapshot's JSON
     PersistentCache(store=SQLiteCacheStore(path, retry_after=1.0))   # a store of the caller's choice
     PersistentCache(None)              # memory only: nothing survives a restart
+    await PersistentCache(store=redis_store).aget("prompt:hello")   # over a SharedCacheStore (Redis)
 
 A CacheStore keeps entries `(value, expires)` under string keys, `expires` in epoch
 seconds (stored entries must survive a restart). It may hand back an entry that has
@@ -117,6 +118,21 @@ class CacheStore(Protocol[V]):
     def close(self) -> None: ...
 
     def stats(self) -> StoreStats: ...
+
+
+@runtime_checkable
+class SharedCacheStore(CacheStore[V], Protocol):
+    """A CacheStore many processes reach over the network (Redis, say). Its lookups and writes are
+    awaited round trips (`fetch`, `put`: what PersistentCache's `aget` and `aset` use); like any
+    store it never raises for its own failures (it answers "nothing found", and says why in
+    `shared_state`). Its sync `get` finds nothing (the memory layer answers alone) and its sync
+    writes are sent in the background."""
+
+    async def fetch(self, key: str) -> tuple[V, float] | None: ...
+
+    async def put(self, key: str, value: V, expires: float) -> None: ...
+
+    def shared_state(self) -> dict[str, Any]: ...
 
 
 class MemoryCacheStore:
@@ -514,6 +530,8 @@ class PersistentCache:
         if store is None and path is not None:
             store = SQLiteCacheStore(path, retry_after=5.0 if retry_after is None else retry_after)
         self._shared = store
+        # A store over the network is asked in `aget` and written in `aset`, awaited (see SharedCacheStore).
+        self._remote = store if isinstance(store, SharedCacheStore) else None
         self.path = store.path if isinstance(store, SQLiteCacheStore) else None
         self.misses = self.memory_hits = self.disk_hits = 0
         self.writes = self.expirations = self.undecodable = 0
@@ -522,6 +540,11 @@ class PersistentCache:
     def store(self) -> CacheStore[Encoded] | None:
         """The shared store under the memory layer (None: memory only)."""
         return self._shared
+
+    @property
+    def remote(self) -> bool:
+        """Whether the shared store is reached over the network: use `aget` and `aset`."""
+        return self._remote is not None
 
     @property
     def hits(self) -> int:
@@ -558,7 +581,12 @@ class PersistentCache:
 
     def _get_shared(self, key: str) -> Any:
         assert self._shared is not None
-        found = self._shared.get(key)
+        return self._admit(key, self._shared.get(key))
+
+    def _admit(self, key: str, found: tuple[Encoded, float] | None) -> Any:
+        """What the shared store found under `key`, decoded and kept in memory; _MISSING when it
+        found nothing, or something expired or undecodable (deleted then)."""
+        assert self._shared is not None
         if found is None:
             return _MISSING
         encoded, expires = found
@@ -579,16 +607,48 @@ class PersistentCache:
 
     def _expire(self, key: str) -> None:
         self._memory.delete(key)
-        if self._shared is not None:
+        # A shared store over the network expires its entries itself; a delete from here could
+        # remove what another replica has just written under the key (or one this clock thinks old).
+        if self._shared is not None and self._remote is None:
             self._shared.delete(key)
         self.expirations += 1
 
-    def set(self, key: str, value: Any, ttl: float | None = None) -> None:
-        """Stores `value` (JSON-serialisable) for `ttl` seconds, in the shared store before returning."""
+    async def aget(self, key: str, default: Any = None) -> Any:
+        """`get`; over a SharedCacheStore, what memory does not hold is asked of the store (one round trip)."""
+        remote = self._remote
+        entry = self._entries.get(key)
+        if remote is None or (entry is not None and entry[1] > self._clock()):
+            return self.get(key, default)  # memory answers: a hit (or, over a local store, everything)
+        if entry is not None:  # expired here, but another replica may have written it afresh: asked below
+            self._expire(key)
+        value = self._admit(key, await remote.fetch(key))
+        if value is _MISSING:
+            self.misses += 1
+            return default
+        return value
+
+    async def aset(self, key: str, value: Any, ttl: float | None = None) -> None:
+        """`set`; over a SharedCacheStore, written there (one round trip) before returning."""
+        remote = self._remote
+        if remote is None:
+            self.set(key, value, ttl)
+            return
+        expires = self._expiry(ttl)
+        encoded = self._encode(value)
+        self._memory.set(key, value, expires)
+        self.writes += 1
+        await remote.put(key, encoded, expires)
+
+    def _expiry(self, ttl: float | None) -> float:
         ttl = self.ttl if ttl is None else ttl
         if not 0 < ttl < math.inf:  # NaN fails this too
             raise ValueError(f"ttl must be a finite number > 0, got {ttl}")
-        expires = self._clock() + ttl
+        return self._clock() + ttl
+
+    def set(self, key: str, value: Any, ttl: float | None = None) -> None:
+        """Stores `value` (JSON-serialisable) for `ttl` seconds, in the shared store before returning
+        (a SharedCacheStore's write is sent in the background: `aset` waits for it)."""
+        expires = self._expiry(ttl)
         if self._shared is not None:
             self._shared.set(key, self._encode(value), expires)
         else:

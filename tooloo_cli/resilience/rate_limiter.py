@@ -3,14 +3,16 @@
 The policy (RateLimiter) decides: `capacity` tokens per client, refilled at
 `refill_rate` tokens/s, one Decision per request with what the response headers need.
 Where the buckets live is a BucketStore's business: MemoryBucketStore keeps them in this
-process (the default); a shared store (Redis, say) can keep them for many processes, as
-long as it does the refill-and-take step of `take` atomically.
+process (the default). A SharedBucketStore keeps them for many processes (Redis, say): its
+refill-and-take is one atomic round trip, awaited, so a limiter over one is asked with
+`await limiter.check(client)` (which is `try_acquire` over any other store).
 
     limiter = RateLimiter(capacity=100, refill_rate=10)      # over a MemoryBucketStore
     decision = limiter.try_acquire("10.0.0.7")
     if not decision.allowed:
         reply_429(retry_after=decision.retry_after)
     limiter.snapshot().denied                                # counters, typed; stats() is their JSON
+    decision = await RateLimiter(100, 10, store=shared).check("10.0.0.7")   # one round trip to `shared`
 
 Buckets refill lazily from a monotonic clock when they are touched, so there is no timer
 thread or task. MemoryBucketStore stays bounded in count and in bytes, and the limit neither
@@ -282,6 +284,22 @@ class MemoryBucketStore:
 # -- the policy ----------------------------------------------------------------------
 
 
+@runtime_checkable
+class SharedBucketStore(BucketStore, Protocol):
+    """A BucketStore many processes share. `take_shared` is its `take` as one awaited round trip, on
+    the store's own clock (the processes' clocks need not agree); it never raises for the store's own
+    failures: it answers from its fallback (a local bucket, or none: nothing available) and says so
+    in `shared_state`."""
+
+    async def take_shared(self, client: str, tokens: int, capacity: int, refill_rate: float) -> float:
+        """As `take` with no debt: the tokens `client`'s bucket held, taken if at least `tokens`."""
+        ...
+
+    def shared_state(self) -> dict[str, Any]:
+        """Whether the shared state is in use now, and if not, what answers instead and why."""
+        ...
+
+
 class Decision(NamedTuple):
     """The answer to one acquire: allowed or not, and what the response headers need.
 
@@ -381,6 +399,7 @@ class RateLimiter:
         self._known = store._buckets if type(store) is MemoryBucketStore else _NO_BUCKETS
         # A client not in `_known` is new to a MemoryBucketStore: its `take` would look it up again.
         self._take_unknown = store._take_new if type(store) is MemoryBucketStore else store.take
+        self._shared = store if isinstance(store, SharedBucketStore) else None
         self._clock = clock
         # Converts the monotonic clock to epoch seconds for the X-RateLimit-Reset header
         # without a second clock read per call.
@@ -396,6 +415,11 @@ class RateLimiter:
     def max_clients(self) -> int:
         return self._store.max_clients
 
+    @property
+    def shared(self) -> bool:
+        """Whether the buckets are shared with other processes: ask with `await check(...)`."""
+        return self._shared is not None
+
     def _check_request(self, tokens: int) -> None:
         if tokens < 1:
             raise ValueError(f"tokens must be at least 1, got {tokens}")
@@ -407,34 +431,49 @@ class RateLimiter:
         if tokens != 1:
             self._check_request(tokens)
         now = self._clock()
-        capacity = self.capacity
-        rate = self.refill_rate
         bucket = self._known.get(client)
         if bucket is None:
-            available = self._take_unknown(client, tokens, now, capacity, rate)
-            if available >= tokens:  # taken (available - tokens >= -0.0)
-                available -= tokens
-                self._allowed += 1
-                return _decision((True, int(available), capacity, 0.0,
-                                  now + self._epoch_offset + (capacity - available) / rate))
-        else:  # MemoryBucketStore.take, inlined
-            available = bucket.tokens + (now - bucket.updated) * rate
-            if available > capacity:
-                available = capacity
-            bucket.updated = now
-            if available >= tokens:
-                available -= tokens
-                bucket.tokens = available
-                self._allowed += 1
-                return _decision((True, int(available), capacity, 0.0,
-                                  now + self._epoch_offset + (capacity - available) / rate))
+            return self._decided(self._take_unknown(client, tokens, now, self.capacity, self.refill_rate),
+                                 tokens, now)
+        # MemoryBucketStore.take, inlined: the hot path of every request under /api.
+        capacity = self.capacity
+        rate = self.refill_rate
+        available = bucket.tokens + (now - bucket.updated) * rate
+        if available > capacity:
+            available = capacity
+        bucket.updated = now
+        if available >= tokens:
+            available -= tokens
             bucket.tokens = available
-            bucket.denied += 1
+            self._allowed += 1
+            return _decision((True, int(available), capacity, 0.0,
+                              now + self._epoch_offset + (capacity - available) / rate))
+        bucket.tokens = available
+        bucket.denied += 1
+        return self._decided(available, tokens, now)
+
+    async def check(self, client: str, tokens: int = 1) -> Decision:
+        """`try_acquire`, through the shared store's one round trip when it is shared (see the module)."""
+        shared = self._shared
+        if shared is None:
+            return self.try_acquire(client, tokens)
+        if tokens != 1:
+            self._check_request(tokens)
+        available = await shared.take_shared(client, tokens, self.capacity, self.refill_rate)
+        return self._decided(available, tokens, self._clock())
+
+    def _decided(self, available: float, tokens: int, now: float) -> Decision:
+        """The answer for a bucket that held `available` tokens at `now`: allowed (and taken, by the
+        store) when that is at least `tokens`."""
+        capacity, rate = self.capacity, self.refill_rate
+        if available >= tokens:  # taken (available - tokens >= -0.0)
+            available -= tokens
+            self._allowed += 1
+            return _decision((True, int(available), capacity, 0.0,
+                              now + self._epoch_offset + (capacity - available) / rate))
         self._denied += 1
-        return _decision((
-            False, max(int(available), 0), capacity, (tokens - available) / rate,
-            now + self._epoch_offset + (capacity - available) / rate,
-        ))
+        return _decision((False, max(int(available), 0), capacity, (tokens - available) / rate,
+                          now + self._epoch_offset + (capacity - available) / rate))
 
     async def acquire(self, client: str, tokens: int = 1, max_wait: float = 0.0) -> Decision:
         """Like `try_acquire`, but waits when the tokens arrive within `max_wait` seconds.

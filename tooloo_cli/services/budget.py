@@ -23,10 +23,16 @@ Concurrent calls share their commits (the optimizer's batches); none is deferred
 its answer. A corrupt ledger is never replaced: budget refuses to start, saying how to
 recover it. /ready is the ledger's: an open provider breaker shows in /dependencies.
 
-Replicas share the ledger file (SQLite's locking keeps the rows whole), but each checks
-the daily budget against what it has counted itself (and what the file held when it
-started), and each has its own rate limit and memory cache: until spend is kept in a
-shared store, N replicas may together spend up to N × `daily_budget_usd`.
+Replicas share the ledger file (SQLite's locking keeps the rows whole). Without Redis,
+each checks the daily budget against what it has counted itself (and what the file held
+when it started), and has its own rate limit and cache: N replicas may together spend up
+to N × `daily_budget_usd`. With [stack] redis_url, the day's spend is one counter in
+Redis (services/shared.py): each reservation is checked and counted there in one atomic
+step, so the budget stops every replica at the same total, across restarts (a counter
+Redis lost starts again from the ledger's total); the burst limit and the cache are the
+replicas' together too. While Redis is away, a replica counts alone (redis_fallback =
+"local": what it spent meanwhile is added to the counter when Redis answers again) or
+makes no provider call (503, "deny").
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ import secrets
 import time
 from dataclasses import dataclass
 from datetime import date
-from typing import Any
+from typing import Any, NoReturn
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -59,6 +65,7 @@ from tooloo_cli.services.http import (
 from tooloo_cli.config.schema import ProviderSettings
 from tooloo_cli.services.provider import ProviderError, ProviderRejected, make_provider
 from tooloo_cli.services.service import Service, build_app, observability_route
+from tooloo_cli.services.shared import RedisSpend, RedisUnavailable
 
 logger = logging.getLogger("tooloo.services.budget")
 
@@ -119,6 +126,15 @@ class Ledger:
         self.day = date.today().isoformat()
         self.spent_today = 0.0  # settled and reserved, so concurrent calls see each other at once
         self.write_error: str | None = None  # why the last write failed, until one succeeds
+        # With Redis ([stack] redis_url), the day's spend is every replica's (services/shared.py);
+        # `spent_today` is then the last total Redis said plus what this replica counted alone since.
+        self.shared: RedisSpend | None = None
+        self.fallback = service.stack.redis_fallback
+        # Rows whose cost changed while Redis was away: row -> (its cost now, what Redis's total holds of
+        # it if Redis has no such row), set there when it answers again (idempotent: see RedisSpend).
+        self.unsynced: dict[int, tuple[float, float]] = {}
+        if service.redis is not None:
+            self.shared = RedisSpend(service.redis, provider)
 
     async def open(self) -> None:
         self.spent_today = await self.pool.run(_create_and_sum, self.day)
@@ -127,25 +143,29 @@ class Ledger:
         today = date.today().isoformat()
         if today != self.day:
             self.day, self.spent_today = today, 0.0
+            self.unsynced.clear()  # yesterday's rows: the ledger has them
 
     def cost(self, tokens: int) -> float:
         return tokens / 1000 * self.settings.usd_per_1k_tokens
 
     async def reserve(self, model: str, tokens: int, criticality: str) -> Reservation:
-        """Counts and commits a call's worst case; ApiError 402 past the budget, 503 when it cannot be written."""
+        """Counts and commits a call's worst case; ApiError 402 past the budget, 503 when it cannot be written
+        (or, with Redis away and redis_fallback = "deny", counted)."""
         self._roll_over()
         usd = self.cost(tokens)
         limit = self.settings.daily_budget_usd
-        if self.spent_today + usd > limit:
-            raise ApiError(402, f"the daily budget of {limit} USD is spent (a call may cost up to {usd:.6f} USD, "
-                                f"{max(limit - self.spent_today, 0.0):.6f} USD remain)")
-        self.spent_today += usd  # before any await: a concurrent call sees this reservation
         reservation = Reservation(secrets.randbits(63), self.day, usd)
+        if not await self._reserved_shared(reservation, limit):
+            if self.spent_today + usd > limit:
+                self._refuse(usd, limit)
+            self.spent_today += usd  # before any await: a concurrent call sees this reservation
+            if self.shared is not None:
+                self.unsynced[reservation.row] = (usd, 0.0)
         try:
             await self.optimizer.execute(_RESERVE, (reservation.row, self.day, self.provider, model, tokens, usd,
                                                     criticality, time.time()))
         except Exception as exc:
-            self._adjust(reservation, -usd)
+            await self._set(reservation, 0.0, usd)
             self.write_error = str(exc)
             logger.error("the spend ledger cannot be written (%s); refusing the call before it is made", exc)
             raise ApiError(503, "the spend ledger cannot be written, so no provider call was made; retry later",
@@ -153,32 +173,96 @@ class Ledger:
         self.write_error = None
         return reservation
 
+    def _refuse(self, usd: float, limit: float) -> NoReturn:
+        raise ApiError(402, f"the daily budget of {limit} USD is spent (a call may cost up to {usd:.6f} USD, "
+                            f"{max(limit - self.spent_today, 0.0):.6f} USD remain)")
+
+    async def _reserved_shared(self, reservation: Reservation, limit: float) -> bool:
+        """Reserves the call in Redis for every replica (402 when it does not fit); False when there is no
+        Redis to count in, or it is away and the fallback is "local" (this replica counts alone meanwhile)."""
+        if self.shared is None:
+            return False
+        day, usd = reservation.day, reservation.usd
+        try:
+            await self._sync()
+            reserved, total = await self.shared.reserve(day, reservation.row, usd, limit)
+            if reserved is None:  # the day is not counted there (a first call, a Redis that lost it)
+                await self.shared.seed(day, await self._ledger_total(day))
+                reserved, total = await self.shared.reserve(day, reservation.row, usd, limit)
+        except RedisUnavailable:
+            if self.fallback == "deny":
+                # It may have been reserved all the same (an answer too late): given back once Redis answers.
+                self.unsynced[reservation.row] = (0.0, 0.0)
+                raise ApiError(503, "the day's spend is counted in Redis, which cannot be reached, so no provider "
+                                    "call was made; retry later", headers={"Retry-After": "1"}, retryAfter=1) from None
+            return False
+        if day == self.day:
+            self.spent_today = total
+        if not reserved:
+            self._refuse(usd, limit)
+        return True
+
+    async def _ledger_total(self, day: str) -> float:
+        """Where Redis starts counting `day`: what the ledger holds of it for this provider (every replica's
+        rows on this host), or what this replica counts, if more (its last rows may wait in the
+        optimizer's batch: not flushed here, as a call in flight, which flush would wait for, asks)."""
+        committed = await self.pool.run(_provider_total, day, self.provider)
+        return max(committed, self.spent_today if day == self.day else 0.0)
+
+    async def _sync(self) -> None:
+        """Sets in Redis what changed here while it was away (RedisUnavailable while it still is)."""
+        assert self.shared is not None
+        for row, (usd, counted) in list(self.unsynced.items()):
+            await self.shared.set(self.day, row, usd, counted)
+            if self.unsynced.get(row) == (usd, counted):  # unless it changed again meanwhile
+                del self.unsynced[row]
+
     async def settle(self, reservation: Reservation, model: str, tokens: int, usd: float) -> None:
         """Commits the real cost in place of the reservation (kept, and counted, if this fails)."""
-        self._adjust(reservation, usd - reservation.usd)
-        await self._write(reservation, (model, tokens, usd, "settled", reservation.row), usd - reservation.usd)
+        await self._set(reservation, usd, reservation.usd)
+        await self._write(reservation, (model, tokens, usd, "settled", reservation.row), usd)
 
     async def release(self, reservation: Reservation, timed_out: bool) -> None:
         """A failed call: nothing spent, unless it timed out (it may have been charged: the worst case stays)."""
         if timed_out:
-            await self._write(reservation, (self.provider, 0, reservation.usd, "unknown", reservation.row), 0.0)
+            await self._write(reservation, (self.provider, 0, reservation.usd, "unknown", reservation.row),
+                              reservation.usd)
             return
-        self._adjust(reservation, -reservation.usd)
-        await self._write(reservation, (self.provider, 0, 0.0, "failed", reservation.row), -reservation.usd)
+        await self._set(reservation, 0.0, reservation.usd)
+        await self._write(reservation, (self.provider, 0, 0.0, "failed", reservation.row), 0.0)
 
-    async def _write(self, reservation: Reservation, row: tuple[Any, ...], change: float) -> None:
+    async def _write(self, reservation: Reservation, row: tuple[Any, ...], cost: float) -> None:
+        """Commits `row` (the call's `cost` now); if that fails, the reserved worst case is what counts."""
         try:
             await self.optimizer.execute(_SETTLE, row)
         except Exception as exc:
             # The reservation is committed: its worst case stays counted, which is safe.
             self.write_error = str(exc)
-            self._adjust(reservation, -change)
+            await self._set(reservation, reservation.usd, cost)
             logger.error("ledger row %d could not be settled (%s); its reserved %.6f USD stays counted",
                          reservation.row, exc, reservation.usd)
 
-    def _adjust(self, reservation: Reservation, change: float) -> None:
-        if reservation.day == self.day:
-            self.spent_today = max(self.spent_today + change, 0.0)
+    async def _set(self, reservation: Reservation, usd: float, before: float) -> None:
+        """The call of `reservation` costs `usd` now, `before` until now: counted here, and in Redis (or
+        once it answers: set then, as an absolute value, so a change sent twice counts once)."""
+        if reservation.day != self.day or usd == before:
+            return
+        self.spent_today = max(self.spent_today + usd - before, 0.0)
+        if self.shared is None:
+            return
+        # What Redis's total holds of the row if it has no such row: its reservation, unless it was
+        # reserved while Redis was away (then nothing; if Redis lost the day and started it again from
+        # the ledger meanwhile, the row is counted twice: too much, the safe side of a budget).
+        pending = self.unsynced.get(reservation.row)
+        counted = pending[1] if pending is not None else reservation.usd
+        try:
+            await self._sync()
+            total = await self.shared.set(self.day, reservation.row, usd, counted)
+        except RedisUnavailable:
+            self.unsynced[reservation.row] = (usd, counted)
+            return
+        if total is not None and reservation.day == self.day:
+            self.spent_today = total
 
     async def check_writable(self) -> None:
         """For /ready: raises while the last write failed and a probe write fails too (a full disk)."""
@@ -227,6 +311,12 @@ def _probe_write(db: Any) -> None:
     db.execute("INSERT OR REPLACE INTO ledger_probe (id, at) VALUES (1, ?)", (time.time(),))
 
 
+def _provider_total(db: Any, day: str, provider: str) -> float:
+    (spent,) = db.execute("SELECT coalesce(sum(usd), 0) FROM spend_totals WHERE day = ? AND provider = ?",
+                          (day, provider)).fetchone()
+    return float(spent)
+
+
 def _spend_by_provider(db: Any, day: str) -> list[tuple[str, int, float, int]]:
     """The day's totals per provider (kept by the triggers: a lookup, not a scan of the day's rows)."""
     return db.execute("SELECT provider, calls, usd, tokens FROM spend_totals WHERE day = ? AND calls > 0 "
@@ -262,7 +352,7 @@ def create(service: Service) -> ASGIApp:
             await ledger.release(reservation, timed_out=exc.status == 504)
             raise
         answer = {"text": completion.text, "model": completion.model, "tokens": completion.tokens}
-        cache.set(key, answer, ttl)
+        await cache.aset(key, answer, ttl)
         await ledger.settle(reservation, completion.model, completion.tokens, ledger.cost(completion.tokens))
         return answer
 
@@ -276,7 +366,7 @@ def create(service: Service) -> ASGIApp:
             raise ApiError(422, f"field 'prompt' must hold 1 to {MAX_PROMPT_CHARS} characters", field="prompt")
         key = "burst:" + hashlib.sha256(prompt.encode()).hexdigest()
         with tracer.span("cache-lookup") as span:
-            cached = cache.get(key)
+            cached = await cache.aget(key)
             span.set("hit", cached is not None)
         if cached is not None:
             return {"cached": True, **cached}
@@ -288,7 +378,7 @@ def create(service: Service) -> ASGIApp:
     async def burst(request: Request) -> Response:
         # The token is taken before the body is even read: a flood of bad requests is limited too,
         # and every answer after this point, errors included, carries the limiter's headers.
-        decision = limiter.try_acquire(client_id(request.scope, service.trusted_proxies))
+        decision = await limiter.check(client_id(request.scope, service.trusted_proxies))
         if not decision.allowed:
             return rate_limited(decision, trace_id_of(request.scope))
         headers = rate_limit_headers(decision)

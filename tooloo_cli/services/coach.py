@@ -15,6 +15,19 @@ and remembered in `lastError`; the loop keeps going. Shutdown stops the loop fir
 One boost runs at a time, so a client cannot multiply the calls to training by sending
 boosts side by side. /ready stays 200 while training is down (the coach itself is fine);
 /dependencies is the check that names training.
+
+With [stack] redis_url set, coach may run as several replicas, and only one drives the
+loop: the holder of the lease `tooloo:lease:coach` (services/leadership.py). Each replica
+keeps its own active flag and interval, and answers start, stop, boost and status itself.
+Only an active loop seeks the lease: a replica that was never started (one the supervisor
+has just restarted, say) cannot take it from one that would drive rounds. A standby's
+loop waits, and drives rounds once it takes the lease over: within about LEASE_SECONDS
+(3 s) of the leader's death, at once when the leader is stopped or shut down. So start
+the loop on every replica that should stand by, and stop it on each (through the
+gateway a request reaches one replica only). A boost is a request, not the loop, and is
+played by whichever replica receives it. The status says `"leader": true | false` and
+`"leaderSince"` (epoch seconds), both null without Redis; the observability document
+has the lease under "leadership".
 """
 
 from __future__ import annotations
@@ -29,6 +42,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from tooloo_cli.services.http import ApiError, Field, ok, read_json
+from tooloo_cli.services.leadership import Lease
 from tooloo_cli.services.service import Service, build_app
 from tooloo_cli.services.upstream import UpstreamError
 from tooloo_cli.stack import callees
@@ -42,8 +56,9 @@ DEFAULT_BOOST_ROUNDS = 5
 class Coach:
     """The loop's state and the rounds it has driven."""
 
-    def __init__(self, service: Service) -> None:
+    def __init__(self, service: Service, lease: Lease | None = None) -> None:
         self.service = service
+        self.lease = lease  # None: the only replica, always driving; else held by the loop, driving while it leads
         self.interval_ms = DEFAULT_INTERVAL_MS
         self.rounds_driven = 0
         self.failures = 0
@@ -51,6 +66,7 @@ class Coach:
         self.last_error: str | None = None
         self._task: asyncio.Task[None] | None = None
         self._boosting = asyncio.Lock()
+        self._leasing = asyncio.Lock()
 
     @property
     def active(self) -> bool:
@@ -85,7 +101,23 @@ class Coach:
         return [result for result in played if result is not None]
 
     async def _loop(self) -> None:
-        while True:
+        if self.lease is None:
+            await self._drive()
+            return
+        # One loop at a time holds the lease: one started while the last still hands it over waits for that.
+        async with self._leasing:
+            await self.lease.start()
+            try:
+                await self._drive()
+            finally:  # stopped, or shut down: an active standby takes over at once
+                await self.lease.stop()
+
+    async def _drive(self) -> None:
+        # Until `stop` forgets the loop, not only until it is cancelled: the lease's commands go through
+        # Python 3.11's asyncio.wait_for (redis-py's), which can lose a cancellation.
+        while self._task is asyncio.current_task():
+            if self.lease is not None:
+                await self.lease.wait_leading()  # a standby waits here, active, until it takes over
             await self.drive_round()
             await asyncio.sleep(self.interval_ms / 1000)
 
@@ -110,16 +142,26 @@ class Coach:
     def status(self) -> dict[str, Any]:
         return {"active": self.active, "intervalMs": self.interval_ms, "roundsDriven": self.rounds_driven,
                 "failures": self.failures, "lastRound": self.last_round, "lastError": self.last_error,
-                "breaker": self.service.upstream.breaker_state(TRAINING)}
+                "breaker": self.service.upstream.breaker_state(TRAINING),
+                "leader": None if self.lease is None else self.lease.is_leader,
+                "leaderSince": None if self.lease is None else self.lease.leader_since}
+
+
+def _lease(service: Service) -> Lease | None:
+    """The replicas' lease on the loop when [stack] redis_url is set (see the module), else None."""
+    return None if service.redis is None else Lease(service.redis, service.name)
 
 
 def create(service: Service) -> ASGIApp:
-    coach = Coach(service)
+    lease = _lease(service)
+    coach = Coach(service, lease)
 
     async def stop_on_shutdown() -> None:
         await coach.stop()
 
-    service.on_shutdown(stop_on_shutdown)
+    service.on_shutdown(stop_on_shutdown)  # the loop releases its lease as it ends
+    if lease is not None:
+        service.extra_observability("leadership", lease.state)
     max_body = service.stack.max_body_bytes
 
     async def status(request: Request) -> Response:

@@ -40,6 +40,7 @@ class ServiceMiddleware:
         self.tracer = tracer
         self.max_body = max_body
         self.limiter = limiter
+        self.shared_limit = limiter is not None and limiter.shared
         self.trusted_proxies = trusted_proxies
         # Monitoring paths (the observability documents): polling them every second must not
         # show up as traffic in the very metrics it reads, nor spend the clients' tokens.
@@ -87,7 +88,10 @@ class ServiceMiddleware:
                 traceparent = (b"traceparent",
                                format_traceparent(trace.trace_id, trace.span_id, trace.sampled).encode())
                 if self.limiter is not None:
-                    decision = self.limiter.try_acquire(client_id(scope, self.trusted_proxies))
+                    client = client_id(scope, self.trusted_proxies)
+                    # Over Redis, a round trip (services/shared.py); else the in-process hot path.
+                    decision = await self.limiter.check(client) if self.shared_limit else \
+                        self.limiter.try_acquire(client)
                     if not decision.allowed:
                         await rate_limited(decision, trace.trace_id)(scope, receive, send_noted)
                         return

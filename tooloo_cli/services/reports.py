@@ -82,11 +82,11 @@ def create(service: Service) -> ASGIApp:
                 "insights": analyze(sections, errors),
             }
         if not errors:  # a partial report is not kept: recovery shows at once, and open breakers keep it cheap
-            cache.set(CACHE_KEY, report)
+            await cache.aset(CACHE_KEY, report)
         return report
 
     async def comprehensive(request: Request) -> Response:
-        cached = cache.get(CACHE_KEY)
+        cached = await cache.aget(CACHE_KEY)
         if cached is not None:
             return ok({"cached": True, **cached}, request)
         report = await flight.do(CACHE_KEY, build_report)  # readers arriving together share one fan-out

@@ -65,9 +65,10 @@ from tooloo_cli.services.http import EXCEPTION_HANDLERS, RequestDefect, asked_lo
 from tooloo_cli.services.middleware import ServiceMiddleware
 from tooloo_cli.services.routing import IndexedRouter
 from tooloo_cli.services.stores import make_cache, make_limiter
-from tooloo_cli.stack import stack_of
+from tooloo_cli.stack import DEGRADED_HEADER, ROLES, stack_of
 
 if TYPE_CHECKING:
+    from tooloo_cli.services.shared import RedisLink
     from tooloo_cli.services.upstream import Upstream
 
 Hook = Callable[[], Awaitable[None]]
@@ -97,9 +98,11 @@ class Service:
         self.trusted_proxies = parse_networks(self.stack.trusted_proxies)
         self.tracer = Tracer(name, settings.tracer.sampling_rate, max_traces=settings.tracer.max_traces,
                              latency_window=settings.tracer.latency_window)
-        self.limiter = None if settings.rate_limiter is None else make_limiter(settings.rate_limiter)
-        self.cache = None if settings.cache is None else make_cache(settings.cache,
-                                                                    loaded.state_path(settings.cache.file))
+        self.redis = self._redis_link()
+        self.limiter = None if settings.rate_limiter is None else make_limiter(
+            settings.rate_limiter, name, self.redis, replicas=len(self.spec.replicas))
+        self.cache = None if settings.cache is None else make_cache(
+            settings.cache, loaded.state_path(settings.cache.file), self.redis, name)
         pool = settings.pool
         self.database = None if pool is None else loaded.state_path(pool.database)
         # What to do with a corrupt database at start: "move-aside" (start afresh) or "refuse".
@@ -121,15 +124,32 @@ class Service:
         self._startup: list[Hook] = []
         self._shutdown: list[Hook] = []
         self._ready_checks: dict[str, Hook] = {}
+        self._extra_observability: dict[str, Callable[[bool], Any]] = {}
         if self.pool is not None:
             self.ready_check("database", self._check_database)
-        if self.cache is not None:
+        if self.cache is not None and not self.cache.remote:  # Redis away is a fallback, not unreadiness
             self.ready_check("cache", self._check_cache)
         if self.spec.calls and settings.breaker is None:
             raise RuntimeError(f"the {name} service calls {', '.join(self.spec.calls)} and needs its breaker settings")
         for called in self.spec.calls:  # listed in the observability document from the start
             for replica in self.topology.specs[called].replicas:
                 self.breaker(replica.name)
+
+    def _redis_link(self) -> RedisLink | None:
+        """The process's link to Redis when [stack] redis_url is set and it has something to share there (a
+        limit, a cache, a lease: services/shared.py, leadership.py), else None: a service with nothing to
+        share pays nothing for redis-py."""
+        role = ROLES.get(self.name)
+        leads = role is not None and role.scales_with_redis
+        if not self.stack.redis_url or (self.settings.rate_limiter is None and self.settings.cache is None
+                                        and not leads):
+            return None
+        try:
+            from tooloo_cli.services.shared import RedisLink
+        except ImportError as exc:  # redis-py is an extra: this installation lacks it
+            raise ServiceCannotStart(f"{self.name}: [stack] redis_url is set, but redis-py cannot be imported "
+                                     f"({exc}); pip install 'tooloo[redis]', or empty redis_url") from None
+        return RedisLink(self.stack.redis_url, timeout=self.stack.redis_timeout, fallback=self.stack.redis_fallback)
 
     def _connect_database(self) -> Any:
         assert self.database is not None
@@ -187,6 +207,10 @@ class Service:
     def on_shutdown(self, hook: Hook) -> None:
         self._shutdown.append(hook)
 
+    def extra_observability(self, name: str, section: Callable[[bool], Any]) -> None:
+        """Adds `name` to the observability document: `section(detail)`, each time it is served."""
+        self._extra_observability[name] = section
+
     def ready_check(self, name: str, check: Hook) -> None:
         """`check` raises when the dependency `name` is not usable; /ready then answers 503."""
         self._ready_checks[name] = check
@@ -214,6 +238,8 @@ class Service:
                 steps.append(("closing the sibling client", self._upstream.close))
             if self.cache is not None:
                 steps.append(("closing the cache", self.cache.close))
+            if self.redis is not None:
+                steps.append(("closing the link to Redis", self.redis.close))
             # The last requests' lines, before the process ends (serve's access log is batched).
             steps.append(("flushing the access log", self.access_log.flush))
             for what, step in steps:
@@ -262,7 +288,33 @@ class Service:
             if self.settings.breaker is not None else None,
             "pool": self.pool.stats() if self.pool else None,
             "queryOptimizer": self.optimizer.stats() if self.optimizer else None,
+            "redis": self.redis_state(detail),
+            **{name: section(detail) for name, section in self._extra_observability.items()},
         }
+
+    def degraded_header(self, detail: bool = True) -> dict[str, str] | None:
+        """What /ready says besides 200 while Redis is away (the supervisor shows it in `tooloo status`);
+        without `detail`, neither the server nor the error."""
+        if self.redis is None:
+            return None
+        state = self.redis.state()
+        if state["state"] == "shared":
+            return None
+        if not detail:
+            return {DEGRADED_HEADER: f"Redis cannot be used; what it shares falls back ({state['fallback']})"}
+        # A header value: printable ASCII only, whatever the error's text holds.
+        reason = "".join(char if " " <= char <= "~" else "?" for char in str(state["error"] or "its breaker is open"))
+        return {DEGRADED_HEADER: f"Redis at {state['server']} cannot be used ({reason[:200]}); "
+                                 f"what it shares falls back ({state['fallback']})"}
+
+    def redis_state(self, detail: bool = True) -> dict[str, Any] | None:
+        """The link to Redis's state (services/shared.py), None without one; without `detail`, no error text."""
+        if self.redis is None:
+            return None
+        state = self.redis.state()
+        if not detail and state["error"] is not None:
+            state["error"] = UNAVAILABLE
+        return state
 
     async def probe_callees(self, path: str, detail: bool = True) -> dict[str, list[dict[str, Any]]]:
         """Each replica of each sibling it calls, asked `path` directly: status, latency, error, document."""
@@ -324,9 +376,12 @@ def build_app(service: Service, routes: list[BaseRoute], *, limit_api: bool = Fa
     async def ready(request: Request) -> Response:
         failures = await service.ready(detail=asked_locally(request.scope))
         failing = {name: reason for name, reason in failures.items() if reason is not None}
+        # Ready either way while Redis is away (the fallback answers), but saying so.
+        shared = {"redis": service.redis_state(asked_locally(request.scope))} if service.redis is not None else {}
         if failing:
-            return JSONResponse({"ok": False, "service": service.name, "failing": failing}, 503)
-        return JSONResponse({"ok": True, "service": service.name, "checks": sorted(failures)})
+            return JSONResponse({"ok": False, "service": service.name, "failing": failing, **shared}, 503)
+        return JSONResponse({"ok": True, "service": service.name, "checks": sorted(failures), **shared},
+                            headers=service.degraded_header(asked_locally(request.scope)))
 
     async def dependencies(request: Request) -> Response:
         document = await service.dependencies(detail=asked_locally(request.scope))

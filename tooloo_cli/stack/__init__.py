@@ -12,12 +12,23 @@ It sits on the configuration and below everything that runs or shows services: t
 supervisor, the services, observe, bench and the exporters all read it.
 """
 
-from tooloo_cli.stack.spec import Probe, Replica, RestartPolicy, ServiceSpec, Stack, probe_host, read_env_file, stack_of
+from tooloo_cli.stack.spec import (
+    DEGRADED_HEADER,
+    Probe,
+    Replica,
+    RestartPolicy,
+    ServiceSpec,
+    Stack,
+    probe_host,
+    read_env_file,
+    stack_of,
+)
 from tooloo_cli.stack.topology import ROLES, ROUTES, Role, callees, owner_of, report_sections
 
 __all__ = [
     "ROLES",
     "ROUTES",
+    "DEGRADED_HEADER",
     "Probe",
     "Replica",
     "RestartPolicy",

@@ -16,8 +16,8 @@ a path, by a TCP connect when it gives only a port, and is alive while its proce
 A service with `replicas = N` runs N processes on `port`, `port + 1`, …; one replica is
 named as its service, several as `budget.1`, `budget.2`, … (their logs `budget.1.log`…).
 Deriving a spec raises ConfigError (exit 2) for what the configuration alone cannot say
-is wrong: a service that cannot run as several processes asked for replicas, an
-`env_file` that cannot be read.
+is wrong: a service that cannot run as several processes asked for replicas (coach can,
+given [stack] redis_url: its replicas elect a leader), an `env_file` that cannot be read.
 """
 
 from __future__ import annotations
@@ -37,6 +37,10 @@ from tooloo_cli.stack.topology import ROLES, callees
 # How a built-in service exits when it must not be restarted as things are: `tooloo serve` turns
 # the UsageError of a service that cannot start (a corrupt ledger, say) into its exit code.
 REFUSED_TO_START = UsageError.exit_code
+
+# The header a service that passes its readiness probe but runs degraded (Redis away: a fallback
+# answers) says why in; the supervisor's probe reads it for `tooloo status`.
+DEGRADED_HEADER = "X-Tooloo-Degraded"
 
 
 @dataclass(frozen=True)
@@ -178,10 +182,13 @@ def _spec(loaded: LoadedConfig, name: str, settings: Any) -> ServiceSpec:
     config = loaded.config
     builtin = name in SERVICE_MODULES
     role = ROLES.get(name)
-    if role is not None and role.single_process and settings.replicas > 1:
+    if (role is not None and role.single_process and settings.replicas > 1
+            and not (role.scales_with_redis and config.stack.redis_url)):
         where = loaded.source or "configuration"
+        remedy = ("; set [stack] redis_url to run it as several (one leads, the others stand by)"
+                  if role.scales_with_redis else "")
         raise ConfigError(f"{where}: services.{name}.replicas = {settings.replicas}, but {name} runs as one "
-                          f"process only: {role.single_process}")
+                          f"process only: {role.single_process}{remedy}")
     bind = settings.bind or config.stack.host
     port = settings.port or None
     # Siblings dial where it listens: its own bind address (a wildcard one on loopback), else stack.host.

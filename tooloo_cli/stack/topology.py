@@ -1,5 +1,6 @@
 """Who does what in the stack: which /api routes each built-in service owns, what the
-report fans out to, who calls whom, and who must run as a single process.
+report fans out to, who calls whom, and who must run as a single process (or, given
+Redis, may run as several of which one leads: services/leadership.py).
 
     owner_of("/api/v1/budget")          # "budget"
     report_sections()                   # {"training": "/api/v1/training/overview", ...}
@@ -22,6 +23,7 @@ class Role:
     report: str | None = None  # the path the comprehensive report fetches for its section
     calls: tuple[str, ...] = ()  # the siblings it calls, beyond those derived below
     single_process: str | None = None  # why it cannot run as several replicas, if it cannot
+    scales_with_redis: bool = False  # ... unless [stack] redis_url is set: one leads, the others stand by
     routes_everything: bool = False  # the gateway: calls every service that owns a route
     reports_everything: bool = False  # reports: calls every service that has a section
 
@@ -33,7 +35,7 @@ ROLES: dict[str, Role] = {
     "meta": Role(routes=("/api/v4/meta-learning/",), report="/api/v4/meta-learning/insights", calls=("training",)),
     "budget": Role(routes=("/api/v1/providers/", "/api/v1/budget"), report="/api/v1/budget"),
     "coach": Role(routes=("/api/v1/auto-coach/",), report="/api/v1/auto-coach/status", calls=("training",),
-                  single_process="two coaches' loops would drive training twice"),
+                  single_process="two coaches' loops would drive training twice", scales_with_redis=True),
     "segmentation": Role(routes=("/api/v1/segmentation/",), report="/api/v1/segmentation/status"),
     "reports": Role(routes=("/api/v1/reports/",), reports_everything=True),
     "capabilities": Role(routes=("/api/v1/capabilities/",), report="/api/v1/capabilities/status",

@@ -199,6 +199,9 @@ class Printer:
                 self.console.print(f"[red]{escape(name)}: {escape(service['error'])}[/]")
             if service.get("lastWarning"):
                 self.console.print(f"[yellow]{escape(name)}: {escape(service['lastWarning'])}[/]")
+            degraded = ((service.get("probes") or {}).get("readiness") or {}).get("degraded")
+            if degraded and service.get("state") == "running":
+                self.console.print(f"[yellow]{escape(name)}: degraded: {escape(degraded)}[/]")
         supervisor = document.get("supervisor")
         if supervisor:
             self.console.print(f"[dim]supervisor pid {supervisor['pid']}, up {duration(supervisor['uptime'])}, "

@@ -5,42 +5,64 @@
     reason = await check(Probe("process"), None, None)                 # the caller knows it runs
 
 An HTTP probe is one raw request (`GET path`, `Connection: close`) that passes on a 200:
-the supervisor carries no HTTP client. Every failure comes back as a short reason.
+the supervisor carries no HTTP client. Every failure comes back as a short reason. A
+service that passes but runs degraded says why in a DEGRADED_HEADER of its answer (one of
+tooloo's own whose Redis is away answers from a fallback): `probe` hands that back too.
+
+    reason, degraded = await probe(Probe("http", "/ready"), "127.0.0.1", 3003)
 """
 
 from __future__ import annotations
 
 import asyncio
 
-from tooloo_cli.stack import Probe
+from tooloo_cli.stack import DEGRADED_HEADER, Probe
 
 PROBE_TIMEOUT = 1.0
+_DEGRADED = DEGRADED_HEADER.lower().encode() + b":"
 
 
 async def check(probe: Probe, host: str | None, port: int | None, timeout: float = PROBE_TIMEOUT) -> str | None:
     """None when `probe` passes against host:port, else why it did not."""
+    return (await probe_of(probe, host, port, timeout))[0]
+
+
+async def probe_of(probe: Probe, host: str | None, port: int | None,
+                   timeout: float = PROBE_TIMEOUT) -> tuple[str | None, str | None]:
+    """(None when `probe` passes, else why not; what the service says degrades it, if anything)."""
     if probe.kind == "process":
-        return None
+        return None, None
     assert host is not None and port is not None  # an http or tcp probe comes with a port (see the spec)
     try:
         reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
     except asyncio.TimeoutError:
-        return f"no connection to {port} within {timeout:g} s"
+        return f"no connection to {port} within {timeout:g} s", None
     except OSError as exc:
-        return f"port {port}: {exc.strerror or type(exc).__name__}"
+        return f"port {port}: {exc.strerror or type(exc).__name__}", None
     try:
         if probe.kind == "tcp":
-            return None
+            return None, None
         writer.write(f"GET {probe.path} HTTP/1.1\r\nHost: supervisor\r\nConnection: close\r\n\r\n".encode())
         status_line = await asyncio.wait_for(reader.readline(), timeout)
         status = status_line.split(b" ", 2)[1:2]
-        if status == [b"200"]:
-            return None
-        return f"{probe.path} answered {status[0].decode(errors='replace')}" if status else \
-            f"{probe.path} gave no HTTP answer"
+        if status != [b"200"]:
+            return (f"{probe.path} answered {status[0].decode(errors='replace')}" if status else
+                    f"{probe.path} gave no HTTP answer"), None
+        return None, await asyncio.wait_for(_degraded(reader), timeout)
     except asyncio.TimeoutError:
-        return f"{probe.path} did not answer within {timeout:g} s"
+        return f"{probe.path} did not answer within {timeout:g} s", None
     except OSError as exc:
-        return f"{probe.path}: {exc.strerror or type(exc).__name__}"
+        return f"{probe.path}: {exc.strerror or type(exc).__name__}", None
     finally:
         writer.close()
+
+
+async def _degraded(reader: asyncio.StreamReader) -> str | None:
+    """The DEGRADED_HEADER among the headers that follow, if any (read up to the blank line)."""
+    for _ in range(100):  # a bounded head: the services send a handful of headers
+        line = await reader.readline()
+        if line in (b"\r\n", b"\n", b""):
+            return None
+        if line.lower().startswith(_DEGRADED):
+            return line[len(_DEGRADED):].strip().decode("latin-1")
+    return None

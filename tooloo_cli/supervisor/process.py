@@ -41,7 +41,7 @@ from tooloo_cli.stack import Replica, ServiceSpec, probe_host
 from tooloo_cli.supervisor.environment import service_environment
 from tooloo_cli.supervisor.logs import RotatingLog
 from tooloo_cli.supervisor.paths import StatePaths
-from tooloo_cli.supervisor.probes import check
+from tooloo_cli.supervisor.probes import probe_of
 from tooloo_cli.supervisor.restart import RestartTracker, describe_exit
 from tooloo_cli.supervisor.usage import TreeUsage
 
@@ -327,8 +327,10 @@ class ManagedProcess:
         """Asks the liveness or readiness probe once, and keeps what it said for `status`."""
         probe = self.spec.liveness if which == "liveness" else self.spec.readiness
         started = time.perf_counter()
-        reason = await check(probe, self.host, self.port) if process.returncode is None else "the process exited"
+        reason, degraded = await probe_of(probe, self.host, self.port) if process.returncode is None \
+            else ("the process exited", None)
         self.probes[which] = {"probe": probe.describe(), "ok": reason is None, "reason": reason,
+                              "degraded": degraded,
                               "latencyMs": round((time.perf_counter() - started) * 1000, 2), "at": time.time()}
         return reason
 
