@@ -178,6 +178,16 @@ def test_two_budget_replicas_through_web_allow_one_limit_and_survive_redis_dying
                 break
             time.sleep(0.2)
         assert observed["redis"]["state"] == "shared", observed["redis"]
+
+        redis_server.stop_answering()  # accepts connections, answers nothing
+        slowest, hung = 0.0, Counter()
+        for i in range(40):
+            started = time.monotonic()
+            hung[client.post("/api/v1/providers/burst", json={"prompt": f"h{i % 3}"}).status_code] += 1
+            slowest = max(slowest, time.monotonic() - started)
+        redis_server.resume()
+        # Each of web's and budget's round trips waits its 50 ms at most, and only until its breaker opens.
+        assert slowest < 0.5 and not [status for status in hung if status >= 500], (slowest, hung)
     assert os.environ.get("TOOLOO_STACK__REDIS_URL") is None  # nothing leaked into this process
     assert t("down").returncode == 0
 
