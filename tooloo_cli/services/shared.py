@@ -3,6 +3,8 @@
     link = RedisLink("unix:///run/redis.sock", timeout=0.05, fallback="local")   # imports redis-py
     limiter = RateLimiter(100, 10, store=RedisBucketStore(link, "web", replicas=2))
     decision = await limiter.check("10.0.0.7")      # one round trip; never raises for Redis's failures
+    cache = PersistentCache(store=RedisCacheStore(link, "budget"))      # await cache.aget / aset
+    spend = RedisSpend(link, "openai")               # budget's Ledger reserves calls through it
     link.state()                                     # {"state": "shared" | "fallback", ...}: /ready, observe
     await link.close()
 
@@ -25,6 +27,8 @@ Contract:
   client id as its digest), refilled and taken by one Lua script on Redis's own clock
   (TIME: the replicas' clocks need not agree), expiring once it would be full again, so
   N replicas together allow what one allows, and the X-RateLimit-* headers mean the same.
+- The caches (RedisCacheStore) and the day's spend (RedisSpend) are described where they
+  are defined below; coach's lease is in leadership.py.
 - The URL may hold a password: it is never shown (`state()` names the server without it).
 """
 
