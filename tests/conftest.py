@@ -20,7 +20,9 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
@@ -210,6 +212,33 @@ class Tooloo:
         for pid in self.seen:
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+@contextmanager
+def flood(base_url: str, ask: Callable[[httpx.Client, int], httpx.Response], *, count: int, seconds: float,
+          clients: int = 1) -> Iterator[Counter[int]]:
+    """`clients` keep-alive clients, each in a thread, sending `ask(client, i)` while the block runs (bounded:
+    `count` requests and `seconds` each); yields the statuses seen, joined and complete once the block ends."""
+    statuses: Counter[int] = Counter()
+    stop = threading.Event()
+
+    def load() -> None:
+        deadline = time.monotonic() + seconds
+        with httpx.Client(base_url=base_url, trust_env=False, timeout=10) as own:
+            for i in range(count):
+                if stop.is_set() or time.monotonic() > deadline:
+                    return
+                statuses[ask(own, i).status_code] += 1
+
+    loaders = [threading.Thread(target=load) for _ in range(clients)]
+    for loader in loaders:
+        loader.start()
+    try:
+        yield statuses
+    finally:
+        stop.set()
+        for loader in loaders:
+            loader.join()
 
 
 def alive(pid: int) -> bool:

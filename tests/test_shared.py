@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -14,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import Tooloo
+from conftest import Tooloo, flood
 from tooloo_cli.config import Config, LoadedConfig
 from tooloo_cli.resilience import RateLimiter
 from tooloo_cli.services.shared import RETRY_AFTER, RedisBucketStore, RedisLink, describe_server
@@ -138,26 +137,13 @@ def test_two_budget_replicas_through_web_allow_one_limit_and_survive_redis_dying
         assert set(statuses) == {200, 429}, statuses
         assert client.get("/api/v1/budget").status_code == 200
 
-        flood: Counter[int] = Counter()
-        stop = threading.Event()
-
-        def load() -> None:
-            deadline = time.monotonic() + 10
-            with httpx.Client(base_url=web, trust_env=False, timeout=10) as own:
-                for i in range(400):  # bounded in count and time
-                    if stop.is_set() or time.monotonic() > deadline:
-                        return
-                    flood[own.post("/api/v1/providers/burst", json={"prompt": f"f{i % 5}"}).status_code] += 1
-
-        loader = threading.Thread(target=load)
-        loader.start()
-        time.sleep(0.3)
-        redis_server.kill()
-        time.sleep(0.5)
-        ready = httpx.get(f"http://127.0.0.1:{t.port('budget')}/ready", trust_env=False).json()
-        stop.set()
-        loader.join()
-        assert flood and not [status for status in flood if status >= 500], flood  # 0 × 5xx
+        burst = "/api/v1/providers/burst"
+        with flood(web, lambda own, i: own.post(burst, json={"prompt": f"f{i % 5}"}), count=400, seconds=10) as flooded:
+            time.sleep(0.3)
+            redis_server.kill()
+            time.sleep(0.5)
+            ready = httpx.get(f"http://127.0.0.1:{t.port('budget')}/ready", trust_env=False).json()
+        assert flooded and not [status for status in flooded if status >= 500], flooded  # 0 × 5xx
         assert ready["ok"] and ready["redis"]["state"] == "fallback" and ready["redis"]["fallback"] == "local"
         deadline = time.monotonic() + 5  # the supervisor's next readiness probe reads the degraded header
         while "degraded: Redis at unix://" not in (status := t("status").stdout) and time.monotonic() < deadline:

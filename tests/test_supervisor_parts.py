@@ -6,6 +6,8 @@ import asyncio
 import os
 import socket
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -116,23 +118,19 @@ def test_each_process_gets_only_its_own_secrets_and_the_commands_settings(tmp_pa
     assert web == {"PATH": "/usr/bin", "TOOLOO_SERVICES__WEB__PORT": "4000"}
 
 
-def test_a_process_tree_is_found_through_proc(tmp_path: Path) -> None:
+@contextmanager
+def _parent_of_one(code: str) -> Iterator[tuple[int, int]]:
+    """A Python process running `code`, which starts one child and prints its pid: (parent, child) pids,
+    both ended by their pids afterwards."""
     import subprocess
     import sys
 
-    from tooloo_cli.supervisor.usage import TreeUsage, process_tree
-
-    parent = subprocess.Popen([sys.executable, "-c", "import subprocess, sys, time; "
-                               "c = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)']); "
-                               "print(c.pid, flush=True); time.sleep(30)"], stdout=subprocess.PIPE, text=True)
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     child = None
     try:
         assert parent.stdout is not None
         child = int(parent.stdout.readline())
-        assert process_tree(parent.pid) == [parent.pid, child]
-        usage = TreeUsage()
-        usage.sample(parent.pid)
-        assert usage.rss_bytes and usage.rss_bytes > 0 and usage.cpu_percent is not None
+        yield parent.pid, child
     finally:
         if child is not None:
             os.kill(child, 9)
@@ -140,11 +138,20 @@ def test_a_process_tree_is_found_through_proc(tmp_path: Path) -> None:
         parent.wait()
 
 
+def test_a_process_tree_is_found_through_proc(tmp_path: Path) -> None:
+    from tooloo_cli.supervisor.usage import TreeUsage, process_tree
+
+    with _parent_of_one("import subprocess, sys, time; "
+                        "c = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)']); "
+                        "print(c.pid, flush=True); time.sleep(30)") as (parent, child):
+        assert process_tree(parent) == [parent, child]
+        usage = TreeUsage()
+        usage.sample(parent)
+        assert usage.rss_bytes and usage.rss_bytes > 0 and usage.cpu_percent is not None
+
+
 def test_a_child_forked_by_a_thread_other_than_the_main_one_is_in_the_tree() -> None:
     """/proc/PID/task/PID/children lists the main thread's children only (a Go program forks from any)."""
-    import subprocess
-    import sys
-
     from tooloo_cli.supervisor.usage import process_tree
 
     code = ("import subprocess, sys, threading, time\n"
@@ -154,17 +161,8 @@ def test_a_child_forked_by_a_thread_other_than_the_main_one_is_in_the_tree() -> 
             "    c.wait()\n"
             "threading.Thread(target=fork, daemon=True).start()\n"
             "time.sleep(30)")
-    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    child = None
-    try:
-        assert parent.stdout is not None
-        child = int(parent.stdout.readline())
-        assert process_tree(parent.pid) == [parent.pid, child]  # before the fix: [parent.pid]
-    finally:
-        if child is not None:
-            os.kill(child, 9)
-        parent.kill()
-        parent.wait()
+    with _parent_of_one(code) as (parent, child):
+        assert process_tree(parent) == [parent, child]  # before the fix: [parent]
 
 
 def test_samples_close_together_never_read_as_more_cores_than_a_process_uses() -> None:

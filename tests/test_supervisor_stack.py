@@ -6,15 +6,13 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
-from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 
-from conftest import Tooloo, alive, wait_gone
+from conftest import Tooloo, alive, flood, wait_gone
 from tooloo_cli.bench.stack import free_port, room_for_replicas
 from tooloo_cli.config import Config, command_service
 from tooloo_cli.ports import is_free
@@ -134,26 +132,10 @@ def test_two_budget_replicas_share_web_traffic_and_one_killed_costs_clients_noth
             assert client.get("/api/v1/budget").status_code == 200
         breakers = client.get("/api/v1/system/observability").json()["circuitBreakers"]
         assert breakers["budget.1"]["callCount"] == breakers["budget.2"]["callCount"] == 4  # round robin
-        statuses: Counter[int] = Counter()
-        stop = threading.Event()
-
-        def load() -> None:
-            deadline = time.monotonic() + 20
-            with httpx.Client(base_url=web, trust_env=False, timeout=10) as own:
-                for _ in range(1500):  # bounded in count and time
-                    if stop.is_set() or time.monotonic() > deadline:
-                        return
-                    statuses[own.get("/api/v1/budget").status_code] += 1
-
-        loaders = [threading.Thread(target=load) for _ in range(4)]
-        for loader in loaders:
-            loader.start()
-        time.sleep(0.5)
-        os.kill(first["pid"], signal.SIGKILL)
-        time.sleep(1.5)
-        stop.set()
-        for loader in loaders:
-            loader.join()
+        with flood(web, lambda own, _: own.get("/api/v1/budget"), count=1500, seconds=20, clients=4) as statuses:
+            time.sleep(0.5)
+            os.kill(first["pid"], signal.SIGKILL)
+            time.sleep(1.5)
     assert statuses[200] > 100 and set(statuses) == {200}, statuses
     restarted = t.wait_for(lambda d: d["services"]["budget.1"]["ready"] and d["services"]["budget.1"]["restarts"] == 1)
     assert restarted["services"]["budget.1"]["pid"] != first["pid"]

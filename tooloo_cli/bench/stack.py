@@ -24,6 +24,7 @@ from pathlib import Path
 
 from tooloo_cli.config import Config, LoadedConfig, config_to_toml, load_config
 from tooloo_cli.errors import ToolooError
+from tooloo_cli.ports import is_free
 from tooloo_cli.stack import Replica, ServiceSpec, probe_host, stack_of
 from tooloo_cli.supervisor.environment import service_environment
 from tooloo_cli.supervisor.probes import check
@@ -50,18 +51,9 @@ def room_for_replicas(config: Config, name: str, replicas: int) -> None:
         wanted = set(range(port, port + replicas))
         if port + replicas - 1 > 65535 or wanted & taken:
             continue
-        if all(_free(candidate) for candidate in wanted - {port}):
+        if all(is_free("127.0.0.1", candidate) for candidate in wanted - {port}):
             break
     config.services[name].port, config.services[name].replicas = port, replicas
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def write_ephemeral_config(directory: Path, edit: Callable[[Config], None] | None = None) -> Path:

@@ -635,8 +635,7 @@ class PersistentCache:
             return
         expires = self._expiry(ttl)
         encoded = self._encode(value)
-        self._memory.set(key, value, expires)
-        self.writes += 1
+        self._remember(key, value, expires)
         await remote.put(key, encoded, expires)
 
     def _expiry(self, ttl: float | None) -> float:
@@ -653,6 +652,10 @@ class PersistentCache:
             self._shared.set(key, self._encode(value), expires)
         else:
             _to_json(value)  # the same contract with or without a shared store
+        self._remember(key, value, expires)
+
+    def _remember(self, key: str, value: Any, expires: float) -> None:
+        """A write's memory copy and count, `set`'s and `aset`'s alike; every `cleanup_every`, a sweep."""
         self._memory.set(key, value, expires)
         self.writes += 1
         if self.writes % self.cleanup_every == 0:

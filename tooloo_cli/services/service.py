@@ -374,14 +374,15 @@ def build_app(service: Service, routes: list[BaseRoute], *, limit_api: bool = Fa
         return JSONResponse(service.health())
 
     async def ready(request: Request) -> Response:
-        failures = await service.ready(detail=asked_locally(request.scope))
+        detail = asked_locally(request.scope)
+        failures = await service.ready(detail=detail)
         failing = {name: reason for name, reason in failures.items() if reason is not None}
         # Ready either way while Redis is away (the fallback answers), but saying so.
-        shared = {"redis": service.redis_state(asked_locally(request.scope))} if service.redis is not None else {}
+        shared = {"redis": service.redis_state(detail)} if service.redis is not None else {}
         if failing:
             return JSONResponse({"ok": False, "service": service.name, "failing": failing, **shared}, 503)
         return JSONResponse({"ok": True, "service": service.name, "checks": sorted(failures), **shared},
-                            headers=service.degraded_header(asked_locally(request.scope)))
+                            headers=service.degraded_header(detail))
 
     async def dependencies(request: Request) -> Response:
         document = await service.dependencies(detail=asked_locally(request.scope))

@@ -181,19 +181,22 @@ class RedisBucketStore:
 
     # The rest of BucketStore, for the policy's sync paths: the local buckets (what this process holds).
 
+    def _share(self, capacity: int) -> int:
+        """This replica's part of a limit of `capacity` (at least one token); its refill is rate ÷ replicas."""
+        return max(capacity // self.replicas, 1)
+
     def take(self, client: str, tokens: int, now: float, capacity: int, refill_rate: float,
              max_debt: float = 0.0) -> float:
-        share = max(capacity // self.replicas, 1)
-        return self.local.take(client, tokens, now, share, refill_rate / self.replicas, max_debt)
+        return self.local.take(client, tokens, now, self._share(capacity), refill_rate / self.replicas, max_debt)
 
     def give_back(self, client: str, tokens: int, capacity: int) -> None:
-        self.local.give_back(client, tokens, max(capacity // self.replicas, 1))
+        self.local.give_back(client, tokens, self._share(capacity))
 
     def forget(self, client: str | None = None) -> None:
         self.local.forget(client)
 
     def busiest(self, top: int, now: float, capacity: int, refill_rate: float) -> list[BucketState]:
-        return self.local.busiest(top, now, max(capacity // self.replicas, 1), refill_rate / self.replicas)
+        return self.local.busiest(top, now, self._share(capacity), refill_rate / self.replicas)
 
     def __len__(self) -> int:
         return len(self.local)
