@@ -262,6 +262,51 @@ def test_cleanup_removes_expired_entries_from_both_layers_and_counts_them(db_pat
     cache.close()
 
 
+def test_the_periodic_sweep_removes_expired_entries_in_bounded_steps_and_reaches_them_all(
+        db_path: Path, clock: ManualClock) -> None:
+    cache = open_cache(db_path, clock, ttl=10.0, max_memory_items=5, cleanup_every=10)
+    for i in range(200):
+        cache.set(f"old-{i:03d}", i)
+    clock.advance(10.0)
+    on_disk = [len(rows(db_path))]
+    for i in range(300):  # a sweep every ten writes, each over the next 20 keys of the file
+        cache.set(f"new-{i:03d}", i, ttl=1000.0)
+        on_disk.append(len(rows(db_path)))
+        if on_disk[-1] == i + 1:
+            break  # only the new entries are left
+    else:
+        pytest.fail(f"expired entries left after 30 sweeps: {on_disk[-1] - 300} of 200")
+    removed = [before + 1 - after for before, after in zip(on_disk, on_disk[1:])]
+    assert max(removed) <= 20  # a sweep removes at most the 2 * cleanup_every keys it looks at
+    assert sum(1 for count in removed if count > 0) >= 10  # so it took steps
+    cache.close()
+
+
+def test_the_periodic_sweep_keeps_a_file_of_short_lived_entries_bounded(db_path: Path, clock: ManualClock) -> None:
+    cache = open_cache(db_path, clock, ttl=100.0, cleanup_every=50)
+    largest = 0
+    for i in range(3000):  # one write a second: 100 entries live at any time
+        cache.set(f"{i * 7919 % 3001:04d}", i)  # keys out of order, as hashed ones are
+        clock.advance(1.0)
+        if i % 100 == 0:
+            largest = max(largest, len(rows(db_path)))
+    assert largest <= 300
+    cache.close()
+
+
+def test_a_file_made_with_the_expiry_index_loses_it(db_path: Path, clock: ManualClock) -> None:
+    with sqlite3.connect(db_path) as db:
+        db.execute("CREATE TABLE cache (key TEXT PRIMARY KEY, value BLOB NOT NULL, expires REAL NOT NULL,"
+                   " compressed INTEGER NOT NULL) WITHOUT ROWID")
+        db.execute("CREATE INDEX cache_expires ON cache (expires)")
+        db.execute("INSERT INTO cache VALUES ('kept', '1', ?, 0)", (clock.now + 60,))
+    cache = open_cache(db_path, clock)
+    assert cache.get("kept") == 1
+    with sqlite3.connect(db_path) as db:
+        assert db.execute("SELECT name FROM sqlite_master WHERE type = 'index'").fetchall() == []
+    cache.close()
+
+
 def test_cleanup_with_nothing_expired_removes_nothing(db_path: Path, clock: ManualClock) -> None:
     cache = open_cache(db_path, clock, ttl=10.0)
     cache.set("a", 1)

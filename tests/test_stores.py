@@ -431,10 +431,16 @@ def test_property_the_inlined_fast_path_decides_as_the_store_protocol_does(
     assert fast_stats == slow_stats
 
 
-def test_the_expiry_sweep_reads_only_what_is_due(tmp_path: Path) -> None:
-    path = tmp_path / "swept.db"
-    store = SQLiteCacheStore(path)
+def test_a_sweep_removes_what_is_due_among_the_next_keys_and_starts_over_past_the_end(tmp_path: Path) -> None:
+    store = SQLiteCacheStore(tmp_path / "swept.db")
+    for i in range(250):
+        store.set(f"key-{i:03d}", Encoded(b"1", 0), expires=10.0 if i % 2 else 1000.0)  # odd keys expire at 10
+    steps = [store.sweep(20.0, rows=100) for _ in range(4)]
+    assert steps[0] == [f"key-{i:03d}" for i in range(1, 100, 2)]  # among the first 100 keys
+    assert steps[1] == [f"key-{i:03d}" for i in range(101, 200, 2)]
+    assert steps[2] == [f"key-{i:03d}" for i in range(201, 250, 2)]  # the last 50: past the end
+    assert steps[3] == []  # from the start again: nothing left that is due
+    assert store.stats().items == 125
+    store.set("key-000", Encoded(b"1", 0), expires=10.0)  # behind the sweep: found once it starts over
+    assert [store.sweep(20.0, rows=100) for _ in range(2)] == [[], ["key-000"]]
     store.close()
-    with sqlite3.connect(path) as db:
-        plan = " ".join(row[-1] for row in db.execute("EXPLAIN QUERY PLAN DELETE FROM cache WHERE expires <= 1.0"))
-    assert "cache_expires" in plan and "SCAN" not in plan

@@ -279,6 +279,9 @@ class RedisCacheStore:
     def cleanup(self, now: float) -> list[str]:
         return []  # Redis expires each entry itself
 
+    def sweep(self, now: float, rows: int) -> list[str]:
+        return []  # as cleanup
+
     def close(self) -> None:
         return None  # the link is the service's, closed with it
 
