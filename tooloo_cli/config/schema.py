@@ -173,6 +173,10 @@ class StackSettings:
     # of the limit: capacity and refill ÷ the service's replicas) or "deny" (429 until Redis is back).
     redis_fallback: str = setting("local", choices=("local", "deny"))
     redis_timeout: float = setting(0.05, gt=0, le=60)  # seconds, to connect and for each command
+    # Where services send their sampled traces, OTLP over HTTP (protobuf): a collector's base URL
+    # (http://127.0.0.1:4318; /v1/traces is added) or "" (no export, unless OTEL_EXPORTER_OTLP_ENDPOINT
+    # or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is set in the services' environment).
+    otlp_endpoint: str = setting("")
 
 
 @dataclass
@@ -188,6 +192,9 @@ class SupervisorSettings:
     crash_loop_window: float = setting(60.0, gt=0, le=DAY)
     log_max_bytes: int = setting(10 * 1024 * 1024, ge=1024, le=1 << 40)
     log_backups: int = setting(3, ge=0, le=1000)
+    # A loopback port where the supervisor serves GET /metrics (Prometheus) about the processes it
+    # runs; 0: none.
+    metrics_port: int = setting(0, ge=0, le=65535)
 
 
 @dataclass

@@ -26,6 +26,7 @@ import re
 import time
 from bisect import bisect_left
 from collections import deque
+from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
 from random import getrandbits
@@ -277,6 +278,8 @@ class Tracer:
         self._second = int(self._started)
         self._second_end = self._second + 1
         self._this_second = 0
+        # Called with each sampled trace as it finishes (an exporter's queue: it must not block).
+        self.on_sampled: Callable[[Trace], None] | None = None
 
     def wall_clock(self, perf_ns: int) -> float:
         """Epoch seconds of a perf_counter_ns reading (no wall-clock read on the request path)."""
@@ -336,6 +339,8 @@ class Tracer:
         if trace.sampled:
             self._sampled += 1
             self._recent.append(trace)
+            if self.on_sampled is not None:
+                self.on_sampled(trace)
         now = self._clock()
         if now >= self._second_end:
             self._next_second(now)
