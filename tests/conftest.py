@@ -8,6 +8,8 @@ the real `tooloo` command against a private stack, a small real filesystem, and 
     t("up", "budget")                            # started is stopped by its pid at the end
     with small_filesystem(tmp_path / "disk", "1m") as disk: ...   # a tmpfs: a disk that really fills
     def test_x(redis_server): redis_server.url                  # "unix:///tmp/…/redis.sock", the test's own
+    promtool_check_metrics(page)                 # "" when `promtool check metrics` finds nothing to say
+    def test_y(prometheus_server): prometheus_server(scrape_yaml).api("targets")   # a real Prometheus
 """
 
 from __future__ import annotations
@@ -329,4 +331,81 @@ def redis_server() -> Iterator[RedisServer]:
     with tempfile.TemporaryDirectory(prefix="tooloo-redis-") as directory:
         server = RedisServer(Path(directory))
         yield server
+        server.end()
+
+
+# -- Prometheus: promtool and a real server ------------------------------------------------------
+
+
+def promtool_check_metrics(page: str) -> str:
+    """`promtool check metrics` on a /metrics page: what it says (empty when the page is clean).
+    Without promtool on PATH the test is skipped, or fails under CI=true."""
+    if shutil.which("promtool") is None:
+        unavailable("checking /metrics needs promtool on PATH: run scripts/setup as root (it installs "
+                    "Debian's prometheus package with apt-get), or install it yourself")
+    checked = subprocess.run(["promtool", "check", "metrics"], input=page, capture_output=True, text=True, timeout=30)
+    return (checked.stdout + checked.stderr).strip() if checked.returncode != 0 or checked.stdout.strip() else ""
+
+
+class PrometheusServer:
+    """A prometheus on a free 127.0.0.1 port with the scrape configuration given, its data in `directory`;
+    `end()` stops it by its pid (SIGTERM, then SIGKILL) and waits for it."""
+
+    def __init__(self, directory: Path, configuration: str) -> None:
+        from tooloo_cli.bench.stack import free_port
+
+        self.directory = directory
+        (directory / "prometheus.yml").write_text(configuration)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = (directory / "prometheus.log").open("wb")
+        self.process = subprocess.Popen(
+            ["prometheus", f"--config.file={directory / 'prometheus.yml'}", f"--storage.tsdb.path={directory / 'data'}",
+             f"--web.listen-address=127.0.0.1:{self.port}"], stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 15
+        while not self._ready():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.end()
+                raise RuntimeError(f"prometheus did not start: {(directory / 'prometheus.log').read_text()[-2000:]}")
+            time.sleep(0.05)
+
+    def _ready(self) -> bool:
+        try:
+            return httpx.get(f"{self.url}/-/ready", timeout=1, trust_env=False).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def api(self, path: str, **params: str) -> Any:
+        answer = httpx.get(f"{self.url}/api/v1/{path}", params=params, timeout=5, trust_env=False).json()
+        assert answer["status"] == "success", answer
+        return answer["data"]
+
+    def end(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        self.log.close()
+
+
+@pytest.fixture
+def prometheus_server(tmp_path: Path) -> Iterator[Callable[[str], PrometheusServer]]:
+    """Starts a PrometheusServer with a scrape configuration (YAML text); each is ended after the test.
+    Without prometheus on PATH the test is skipped, or fails under CI=true."""
+    if shutil.which("prometheus") is None:
+        unavailable("the Prometheus test needs prometheus on PATH: run scripts/setup as root (it installs "
+                    "Debian's prometheus package with apt-get), or install it yourself")
+    started: list[PrometheusServer] = []
+
+    def start(configuration: str) -> PrometheusServer:
+        directory = tmp_path / f"prometheus-{len(started)}"
+        directory.mkdir()
+        started.append(PrometheusServer(directory, configuration))
+        return started[-1]
+
+    yield start
+    for server in started:
         server.end()

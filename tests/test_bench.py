@@ -28,6 +28,11 @@ def _no_stray_services(tmp_path: Path) -> None:
     assert strays == []
 
 
+# OTLP export at sampling 1.0: off, to the bench's collector, to none (bench/otlp_sink.py).
+EXPORT = {f"training status, sampling 1.0, export {side}" for side in ("off", "on (collector up)",
+                                                                       "on (collector down)")}
+
+
 def test_bench_http_measures_every_scenario_and_stops_its_stack(tmp_path: Path) -> None:
     document = _bench(tmp_path, "http")
     names = {scenario["name"] for scenario in document["scenarios"]}
@@ -37,17 +42,20 @@ def test_bench_http_measures_every_scenario_and_stops_its_stack(tmp_path: Path) 
     assert {"training status, bare Starlette route", "training status, the service (access log, tracing)",
             "training status, direct (50 connections)", "web → training status (50 connections)",
             "burst cache hit", "web → burst cache hit", "burst cache miss", "training status, sampling 0.0",
-            "training status, sampling 1.0"} | shared == names
+            "training status, sampling 1.0"} | shared | EXPORT == names
     assert all(s["requests"] > 0 and s["errors"] == 0 for s in document["scenarios"])
     figures = document["figures"]
     assert 0 < figures["middlewareShare"] and 0 < figures["burstHitShare"] < 1 and figures["stackPssMb"] > 0
     assert 0 < figures["proxiedShare"] < 1.5 and figures["proxiedP99Ratio"] > 0
+    assert 0 < figures["scrapeCpuMs"] < 50
     if why is None:
-        assert set(document["noise"]) == {"proxiedShare", "middlewareShare", "samplingCost", "sharedBurstShare"}
+        assert set(document["noise"]) == {"proxiedShare", "middlewareShare", "samplingCost", "sharedBurstShare",
+                                          "exportCost", "exportDownCost"}
         assert 0 < figures["sharedBurstShare"] and document["missing"] == {}
     else:
         assert document["missing"] == {"sharedBurstShare": why}
     assert figures["samplingNoise"] == document["noise"]["samplingCost"] >= 0
+    assert figures["exportedSpans"] > 0 and -1 < figures["exportCost"] < 1 and -1 < figures["exportDownCost"] < 1
     _no_stray_services(tmp_path)
 
 

@@ -289,6 +289,13 @@ def test_duplicate_ports_are_refused(tmp_path: Path) -> None:
     assert "web" in message and "budget" in message
 
 
+def test_a_metrics_port_a_service_listens_on_is_refused(tmp_path: Path) -> None:
+    path = write_toml(tmp_path, "[services.budget]\nport = 15003\n\n[supervisor]\nmetrics_port = 15003\n")
+    message = load_error(path)
+    assert "supervisor.metrics_port 15003 is already the port of budget" in message
+    assert "line 5" in message
+
+
 def test_pool_min_size_above_max_size_is_refused(tmp_path: Path) -> None:
     path = write_toml(tmp_path, "[services.budget.pool]\nmin_size = 5\nmax_size = 2\n")
     message = load_error(path)

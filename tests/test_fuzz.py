@@ -28,7 +28,7 @@ from tooloo_cli.bench.stack import EphemeralStack, write_ephemeral_config
 from tooloo_cli.config import Config, load_config
 from tooloo_cli.config import BUILTIN_SERVICES as SERVICE_NAMES
 from tooloo_cli.services import create_app
-from tooloo_cli.services.web import owner_of
+from tooloo_cli.stack import owner_of
 
 EXAMPLES = 12  # per endpoint and method: bounded in count (and, every service being local, in time)
 FIELDS = ("prompt", "ttlSeconds", "criticality", "name", "messages", "role", "content", "domain", "intervalMs",

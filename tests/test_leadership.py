@@ -170,6 +170,9 @@ def test_two_coach_replicas_drive_rounds_from_the_leader_alone_and_the_other_tak
     observed = httpx.get(f"http://127.0.0.1:{ports[leader]}/api/v1/system/observability", trust_env=False).json()
     assert observed["leadership"]["leader"] and observed["leadership"]["key"] == "tooloo:lease:coach"
     assert observed["redis"]["state"] == "shared"
+    for name, leads in ((leader, 1), (standby, 0)):
+        page = httpx.get(f"http://127.0.0.1:{ports[name]}/metrics", trust_env=False).text
+        assert f"tooloo_coach_leader {leads}" in page.splitlines(), name
 
     pid = services[leader]["pid"]
     os.kill(pid, signal.SIGKILL)

@@ -1,4 +1,5 @@
-"""Tracer: traceparent parsing, parent-based and ratio sampling, span nesting, metrics and memory hygiene."""
+"""Tracer: traceparent and tracestate parsing (W3C Trace Context Level 2), parent-based and ratio sampling,
+span nesting, metrics and memory hygiene."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from tooloo_cli.resilience.tracer import (
     _percentile,
     format_traceparent,
     parse_traceparent,
+    parse_tracestate,
 )
 from tooloo_cli.phase6.support import ManualClock, run
 
@@ -80,13 +82,15 @@ def hex_id(bits: int) -> st.SearchStrategy[str]:
 def test_parse_accepts_a_valid_header() -> None:
     assert parse_traceparent(VALID) == TraceContext(TRACE_ID, PARENT_ID, True)
     assert parse_traceparent(VALID[:-2] + "00") == TraceContext(TRACE_ID, PARENT_ID, False)
-    assert parse_traceparent(f"  {VALID}\n") == TraceContext(TRACE_ID, PARENT_ID, True)
+    assert parse_traceparent(f" \t{VALID}\t ") == TraceContext(TRACE_ID, PARENT_ID, True)  # OWS around it
 
 
-@pytest.mark.parametrize(("flags", "sampled"), [("00", False), ("01", True), ("02", False), ("03", True), ("ff", True)])
-def test_parse_reads_only_the_sampled_bit_of_the_flags(flags: str, sampled: bool) -> None:
-    parsed = parse_traceparent(f"00-{TRACE_ID}-{PARENT_ID}-{flags}")
-    assert parsed is not None and parsed.sampled is sampled
+@pytest.mark.parametrize(("flags", "sampled", "random"), [
+    ("00", False, False), ("01", True, False), ("02", False, True), ("03", True, True),
+    ("fc", False, False), ("fd", True, False), ("ff", True, True),  # unknown bits: valid, and not read
+])
+def test_parse_reads_the_sampled_and_random_bits_of_the_flags(flags: str, sampled: bool, random: bool) -> None:
+    assert parse_traceparent(f"00-{TRACE_ID}-{PARENT_ID}-{flags}") == TraceContext(TRACE_ID, PARENT_ID, sampled, random)
 
 
 @pytest.mark.parametrize(
@@ -111,41 +115,158 @@ def test_parse_reads_only_the_sampled_bit_of_the_flags(flags: str, sampled: bool
         f"00-{'0' * 32}-{PARENT_ID}-01",  # all-zero trace id
         f"00-{TRACE_ID}-{'0' * 16}-01",  # all-zero parent id
         f"ff-{TRACE_ID}-{PARENT_ID}-01",  # forbidden version
-        f"00-{TRACE_ID}-{PARENT_ID}-01-extra",  # version 00 has no trailing fields
+        f"ff-{TRACE_ID}-{PARENT_ID}-01-future",
+        f"00-{TRACE_ID}-{PARENT_ID}-01-extra",  # version 00 is exactly 55 characters
         f"00-{TRACE_ID}-{PARENT_ID}-01-",
         f"00-{TRACE_ID}-{PARENT_ID}-01x",
+        f"00-{TRACE_ID}-{PARENT_ID}-01.",
+        f"cc-{TRACE_ID}-{PARENT_ID}-01.what-the-future-will-be-like",  # a later version: a "-" after the flags
+        f"cc-{TRACE_ID}-{PARENT_ID}-0",  # a later version shorter than 55 characters
+        f"cc-{TRACE_ID}-{'0' * 16}-01-future",  # a later version's ids are checked alike
         f"00-{TRACE_ID[:-1]}g-{PARENT_ID}-01",  # not hex
         f"00_{TRACE_ID}_{PARENT_ID}_01",
+        f"00-{TRACE_ID}-{PARENT_ID}-01,00-{TRACE_ID}-{PARENT_ID}-01",  # two headers joined into one field
+        f"00-{TRACE_ID}-{PARENT_ID}-01\n",  # a line feed is not optional whitespace
     ],
 )
 def test_parse_rejects_invalid_headers(header: str | None) -> None:
     assert parse_traceparent(header) is None
 
 
-def test_parse_accepts_a_later_version_with_trailing_fields() -> None:
+def test_parse_reads_a_later_version_by_its_first_55_characters() -> None:
     assert parse_traceparent(f"01-{TRACE_ID}-{PARENT_ID}-01-future-stuff") == TraceContext(TRACE_ID, PARENT_ID, True)
     assert parse_traceparent(f"cc-{TRACE_ID}-{PARENT_ID}-00") == TraceContext(TRACE_ID, PARENT_ID, False)
+    assert parse_traceparent(f"cc-{TRACE_ID}-{PARENT_ID}-03-what-the-future-will-be-like") == TraceContext(
+        TRACE_ID, PARENT_ID, True, True)
+    assert parse_traceparent(f"fe-{TRACE_ID}-{PARENT_ID}-01-") == TraceContext(TRACE_ID, PARENT_ID, True)
 
 
-def test_format_traceparent_writes_version_00() -> None:
+def test_format_traceparent_writes_version_00_with_only_the_known_flags() -> None:
     assert format_traceparent(TRACE_ID, PARENT_ID, True) == VALID
     assert format_traceparent(TRACE_ID, PARENT_ID, False) == VALID[:-2] + "00"
+    assert format_traceparent(TRACE_ID, PARENT_ID, False, True) == VALID[:-2] + "02"
+    assert format_traceparent(TRACE_ID, PARENT_ID, True, True) == VALID[:-2] + "03"
 
 
 @settings(max_examples=300, deadline=None)
-@given(trace_id=hex_id(128), span_id=hex_id(64), sampled=st.booleans())
-def test_format_then_parse_round_trips(trace_id: str, span_id: str, sampled: bool) -> None:
-    header = format_traceparent(trace_id, span_id, sampled)
+@given(trace_id=hex_id(128), span_id=hex_id(64), sampled=st.booleans(), random=st.booleans())
+def test_format_then_parse_round_trips(trace_id: str, span_id: str, sampled: bool, random: bool) -> None:
+    header = format_traceparent(trace_id, span_id, sampled, random)
     assert len(header) == 55
-    assert parse_traceparent(header) == TraceContext(trace_id, span_id, sampled)
+    assert parse_traceparent(header) == TraceContext(trace_id, span_id, sampled, random)
 
 
 @settings(max_examples=300, deadline=None)
-@given(trace_id=hex_id(128), span_id=hex_id(64), flags=st.integers(0, 255))
-def test_parse_then_format_round_trips_any_flags(trace_id: str, span_id: str, flags: int) -> None:
-    parsed = parse_traceparent(f"00-{trace_id}-{span_id}-{flags:02x}")
-    assert parsed == TraceContext(trace_id, span_id, bool(flags & 1))
-    assert parse_traceparent(format_traceparent(*parsed)) == parsed
+@given(trace_id=hex_id(128), span_id=hex_id(64), flags=st.integers(0, 255), version=st.integers(0, 254))
+def test_parse_then_format_round_trips_any_version_and_flags(trace_id: str, span_id: str, flags: int,
+                                                             version: int) -> None:
+    later = "-future" if version else ""
+    parsed = parse_traceparent(f"{version:02x}-{trace_id}-{span_id}-{flags:02x}{later}")
+    assert parsed == TraceContext(trace_id, span_id, bool(flags & 1), bool(flags & 2))
+    out = format_traceparent(*parsed)
+    assert out == f"00-{trace_id}-{span_id}-{flags & 3:02x}"  # downgraded to 00, unknown flags zero
+    assert parse_traceparent(out) == parsed
+
+
+@settings(max_examples=500, deadline=None)
+@given(header=st.one_of(st.text(max_size=80), st.text(alphabet="0123456789abcdefABF- \t", max_size=70)))
+def test_parse_never_raises(header: str) -> None:
+    parsed = parse_traceparent(header)
+    assert parsed is None or parse_traceparent(format_traceparent(*parsed)) == parsed
+
+
+# -- parse_tracestate ------------------------------------------------------------------------
+
+
+def _members(count: int, width: int = 1) -> list[str]:
+    return [f"k{n:02d}={str(n % 10) * width}" for n in range(count)]
+
+
+@pytest.mark.parametrize(("header", "passed_on"), [
+    (None, ""),
+    ("", ""),
+    ("rojo=00f067aa0ba902b7,congo=t61rcWkgMzE", "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE"),
+    ("foo=1 \t , \t bar=2, \t baz=3", "foo=1,bar=2,baz=3"),  # OWS around members
+    ("\t foo=1 \t", "foo=1"),
+    ("foo=  1", "foo=  1"),  # a value's leading spaces are the value's
+    (",, ,\t,foo=1,,", "foo=1"),  # empty and whitespace-only members
+    (" , ", ""),
+    ("foo=1,foo=2,bar=3,foo=4", "foo=1,bar=3"),  # a repeated key: the first (left-most) is kept
+    ("tenant@system=1,foo@=2,foo@@bar=3,foo@bar@baz=4,t@" + "v" * 15 + "=5",
+     "tenant@system=1,foo@=2,foo@@bar=3,foo@bar@baz=4,t@" + "v" * 15 + "=5"),
+    ("1vendor=x,a_-*/@z=y", "1vendor=x,a_-*/@z=y"),
+    ("z" * 256 + "=1", "z" * 256 + "=1"),
+    ("foo=" + "v" * 256, "foo=" + "v" * 256),
+    (",".join(_members(32)), ",".join(_members(32))),
+])
+def test_tracestate_is_validated_and_normalized(header: str | None, passed_on: str) -> None:
+    assert parse_tracestate(header) == passed_on
+
+
+@pytest.mark.parametrize("header", [
+    "foo =1", "FOO=1", "foo.bar=1", "@foo=1,bar=2", "_foo=1", "foo=bar=baz", "foo=,bar=3", "=1", "foo",
+    "foo=1\tx", "foo=caf\xe9", "foo= ", "z" * 257 + "=1", "foo=" + "v" * 257, "foo=1;bar=2",
+    ",".join(_members(33)), ",".join(_members(32) + ["k00=again"]),  # 33 members, one of them a repeat
+    ",".join(_members(31)) + ",",  # 32 members and an empty one: the grammar counts empty members too
+    "," * 16_000,
+])
+def test_a_malformed_tracestate_is_discarded_as_a_whole(header: str) -> None:
+    assert parse_tracestate(f"ok=1,{header}") == ""
+    assert parse_tracestate("ok=1") == "ok=1"
+
+
+def test_all_allowed_characters_pass() -> None:
+    key = "abcdefghijklmnopqrstuvwxyz0123456789_-*/@a-z0-9_-*/"
+    value = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) not in ",=")
+    assert parse_tracestate(f"{key}={value}") == f"{key}={value}"
+
+
+def test_a_long_tracestate_is_cut_to_512_characters_long_members_first_then_from_the_end() -> None:
+    short = _members(14, width=20)  # 24 characters each: 349 joined
+    long_early, long_late = "early=" + "e" * 150, "late=" + "l" * 150  # 156 and 155
+    header = ",".join([short[0], long_early, *short[1:7], long_late, *short[7:]])
+    assert len(header) == 662
+    kept = parse_tracestate(header).split(",")
+    # the right-most long member went first; that was enough for the rest to fit
+    assert kept == [short[0], long_early, *short[1:]] and len(",".join(kept)) <= 512
+
+    many = ",".join([long_early, *_members(30, width=20)])  # long member + 30 x 24 characters: 877
+    kept = parse_tracestate(many).split(",")
+    assert long_early not in kept and kept == _members(30, width=20)[:len(kept)]  # then from the end
+    assert len(",".join(kept)) <= 512 < len(",".join(_members(30, width=20)[:len(kept) + 1]))
+
+    assert parse_tracestate("a=" + "x" * 256 + ",b=" + "y" * 256) == "a=" + "x" * 256
+    assert parse_tracestate("a" * 256 + "=" + "x" * 256) == ""  # one member of 513: nothing fits
+
+
+def test_at_least_512_characters_are_passed_on() -> None:
+    header = ",".join(["k=" + "v" * 254, "j=" + "w" * 253])  # 256 + 1 + 255 = 512
+    assert len(header) == 512 and parse_tracestate(header) == header
+
+
+_KEY = st.from_regex(r"[a-z0-9][a-z0-9_\-*/@]{0,20}", fullmatch=True)
+_VALUE = st.from_regex(r"[\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,20}[\x21-\x2b\x2d-\x3c\x3e-\x7e]", fullmatch=True)
+
+
+@settings(max_examples=300, deadline=None)
+@given(members=st.dictionaries(_KEY, _VALUE, max_size=32), ows=st.sampled_from(["", " ", "\t", " \t "]),
+       empties=st.integers(0, 3))
+def test_a_valid_tracestate_round_trips(members: dict[str, str], ows: str, empties: int) -> None:
+    normal = ",".join(f"{key}={value}" for key, value in members.items())
+    spaced = f"{ows},{ows}" * empties + f"{ows},{ows}".join(f"{key}={value}" for key, value in members.items())
+    expected = normal if len(normal) <= 512 else parse_tracestate(normal)
+    assert parse_tracestate(normal) == expected
+    assert len(expected) <= 512 and normal.startswith(expected)  # cut only from the end: no long members here
+    # the empty members count among the 32 the grammar allows
+    assert parse_tracestate(spaced) == (expected if spaced.count(",") < 32 else "")
+
+
+@settings(max_examples=500, deadline=None)
+@given(header=st.one_of(st.text(max_size=120), st.text(alphabet="ab=,@ \t1", max_size=120)))
+def test_parse_tracestate_never_raises_and_its_result_is_a_fixed_point(header: str) -> None:
+    state = parse_tracestate(header)
+    assert len(state) <= 512 and len(state.split(",")) <= 32
+    assert parse_tracestate(state) == state
 
 
 # -- sampling ----------------------------------------------------------------------------------
@@ -346,11 +467,46 @@ def test_traceparent_uses_the_current_span_and_keeps_the_trace_id() -> None:
     assert Tracer.current_traceparent() is None
 
 
-def test_traceparent_of_an_unsampled_trace_carries_flag_00() -> None:
-    tracer = Tracer("svc", sampling_rate=0.0)
-    with tracer.trace("GET /") as trace:
-        parsed = parse_traceparent(trace.traceparent)
-        assert parsed == TraceContext(trace.trace_id, trace.span_id, False)
+def test_an_id_tooloo_makes_carries_the_random_flag_sampled_or_not() -> None:
+    for rate, flags in ((0.0, "02"), (1.0, "03")):
+        with Tracer("svc", sampling_rate=rate).trace("GET /") as trace:
+            assert trace.random and trace.traceparent == f"00-{trace.trace_id}-{trace.span_id}-{flags}"
+            parsed = parse_traceparent(trace.traceparent)
+            assert parsed == TraceContext(trace.trace_id, trace.span_id, rate == 1.0, True)
+
+
+@pytest.mark.parametrize(("received", "sent"), [("00", "00"), ("01", "01"), ("02", "02"), ("03", "03"),
+                                                ("ff", "03"), ("fc", "00"), ("06", "02")])
+def test_a_received_id_keeps_its_random_flag_and_unknown_flags_go_out_as_zero(received: str, sent: str) -> None:
+    tracer = Tracer("svc", sampling_rate=0.5)
+    with tracer.trace("GET /", f"00-{TRACE_ID}-{PARENT_ID}-{received}") as trace:
+        assert trace.trace_id == TRACE_ID and Tracer.current_traceparent() == f"00-{TRACE_ID}-{trace.span_id}-{sent}"
+    with tracer.trace("GET /", f"cc-{TRACE_ID}-{PARENT_ID}-{received}-later-fields") as trace:  # a later version
+        assert trace.traceparent == f"00-{TRACE_ID}-{trace.span_id}-{sent}"
+
+
+def test_tracestate_is_passed_on_only_beside_a_valid_traceparent() -> None:
+    tracer = Tracer("svc", sampling_rate=1.0)
+    with tracer.trace("GET /", VALID, " congo=t61rcWkgMzE ,rojo=00f067aa0ba902b7") as trace:
+        assert trace.tracestate == "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7"
+    assert tracer.trace("GET /", VALID).tracestate == ""
+    assert tracer.trace("GET /", VALID, "Bad=1").tracestate == ""  # malformed: not passed on, the trace goes on
+    assert tracer.trace("GET /", VALID, "Bad=1").trace_id == TRACE_ID
+    for invalid in (None, "", VALID.upper(), f"ff{VALID[2:]}"):  # no valid traceparent: a new trace, no tracestate
+        restarted = tracer.trace("GET /", invalid, "congo=t61rcWkgMzE")
+        assert restarted.trace_id != TRACE_ID and restarted.tracestate == ""
+
+
+def test_the_trace_document_shows_tracestate_only_when_there_is_one() -> None:
+    tracer = Tracer("svc", sampling_rate=1.0)
+    with tracer.trace("GET /with", VALID, "congo=t61rcWkgMzE"):
+        pass
+    with tracer.trace("GET /without", VALID):
+        pass
+    without, with_state = tracer.stats()["spans"]
+    assert with_state["traceState"] == "congo=t61rcWkgMzE" and "traceState" not in without
+    assert set(with_state) - {"traceState"} == set(without) == {
+        "traceId", "name", "startTime", "durationMs", "status", "droppedSpans", "spans"}
 
 
 def test_a_downstream_service_continues_the_trace() -> None:
@@ -702,8 +858,11 @@ def test_the_tracer_makes_its_spans_and_traces_as_their_constructors_would() -> 
 
     tracer = Tracer("t", sampling_rate=1.0)
     trace = tracer.trace("GET /", None)
-    made = Trace(tracer, "GET /", trace.trace_id, trace.parent_id, trace.sampled)
+    made = Trace(tracer, "GET /", trace.trace_id, trace.parent_id, trace.sampled, trace.random, trace.tracestate)
     assert fields(trace, Trace) == fields(made, Trace) and set(fields(made, Trace)) >= {"status", "tracer"}
+    continued = tracer.trace("GET /", VALID, "congo=1")
+    made = Trace(tracer, "GET /", TRACE_ID, int(PARENT_ID, 16), True, False, "congo=1")
+    assert fields(continued, Trace) == fields(made, Trace)
     assert trace.trace is trace and trace.spans == [] and made.spans == []
     with trace:
         span = tracer.span("op")

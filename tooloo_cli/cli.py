@@ -150,6 +150,55 @@ def config_validate(ctx: typer.Context) -> None:
     print(f"{origin}{extra}: valid ({len(stack.specs)} services{more})")
 
 
+# -- export -----------------------------------------------------------------------------
+
+
+def _complete_format(incomplete: str) -> list[str]:
+    """The registered export formats (tooloo_cli/export/), for shell completion."""
+    try:
+        from tooloo_cli.export import formats
+
+        known = formats()
+    except Exception:  # completion must never fail at the prompt
+        known = []
+    return [name for name in known if name.startswith(incomplete)]
+
+
+@app.command("export", rich_help_panel="Configuration")
+def export(
+    ctx: typer.Context,
+    format_name: Annotated[str, typer.Argument(metavar="FORMAT", show_default=False,
+                                               help="What to write: prometheus (completion lists every installed "
+                                                    "format).", autocompletion=_complete_format)],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write here (a file, or a directory to write "
+                                                                    "into) instead of to stdout.")] = None,
+    force: Annotated[bool, typer.Option("--force", "-f", help="Overwrite files that exist.")] = False,
+) -> None:
+    """Write the stack as tooloo.toml declares it, replicas included, for another tool to run or watch.
+
+    [bold]prometheus[/]: a whole prometheus.yml; a job per tooloo service, a target per replica.
+    Prints to stdout without [bold]--out[/]; refuses to overwrite a file without [bold]--force[/].
+
+    Example: [bold]tooloo export prometheus --out prometheus.yml && prometheus --config.file=prometheus.yml[/]
+    """
+    from tooloo_cli.export import Declaration, OutputRefused, UnknownFormat, exporter, write
+
+    try:
+        chosen = exporter(format_name)
+    except UnknownFormat as exc:
+        raise typer.BadParameter(str(exc), param_hint="FORMAT") from None
+    files = chosen.render(Declaration.of(_load(ctx)))
+    if out is None:
+        sys.stdout.write(chosen.to_stdout(files))
+        return
+    try:
+        written = write(files, out, force=force)
+    except OutputRefused as exc:
+        raise typer.BadParameter(str(exc), param_hint="--out") from None
+    for path in written:
+        print(f"wrote {path}")
+
+
 # -- service names ----------------------------------------------------------------------
 
 

@@ -77,6 +77,9 @@ def figures(document: dict[str, Any]) -> dict[str, Figure]:
         if "samplingNoise" in figure:  # a file saved before the paired measurement has none
             found.append(Figure("http: sampling cost's noise", figure["samplingNoise"] * 100, "%", True,
                                 targets["samplingNoise"] * 100))
+        if "scrapeCpuMs" in figure:  # a file saved before /metrics has none
+            found.append(Figure("http: CPU of a /metrics scrape", figure["scrapeCpuMs"], "ms", True,
+                                targets["scrapeCpuMs"]))
     startup = document.get("startup")
     if startup:
         units = {"upSeconds": "s", "downSeconds": "s", "portsFreeSeconds": "s", "orphans": "", "statusSeconds": "s",

@@ -13,6 +13,8 @@ its bare Starlette route, sampling 1.0 and 0.0) measures them in paired slices, 
 ..., and reports the median of the slices' ratios with its noise: the robust standard
 error of that median (1.858 × the median absolute deviation / √pairs). Drift on a shared
 machine then falls on both sides of a pair alike, and a figure says how far to trust it.
+`scrapeCpuMs` is the CPU time budget spends on one GET /metrics (its page is the fullest),
+the mean of sequential scrapes after the burst scenarios have filled its figures.
 The bare route is the service's own router served without tooloo's middleware
 (`bench/bare.py`); the sampling comparison runs two extra training services, at sampling
 0.0 and 1.0, loads both at once with both pinned to one processor (the load generator on
@@ -24,6 +26,10 @@ the two meet the same neighbours, so a few per cent can be told from the noise
 With redis-server on PATH and redis-py installed, web and two budget replicas sharing their
 limits, cache and spend in a redis-server of the bench's own (`sharedBurstShare`) are
 compared with the single-process stack on the same cached burst call, in paired slices.
+OTLP export (`exportCost`, `exportDownCost`) is measured as sampling is: three training
+services at sampling 1.0 side by side on one processor, not exporting, exporting to a
+collector that takes everything (bench/otlp_sink.py), and exporting to a port nobody
+listens on; what each request costs each in CPU, the exporting ones against the other.
 """
 
 from __future__ import annotations
@@ -55,7 +61,9 @@ TARGETS = {
     "samplingCost": 0.03,  # tracing at sampling 1.0 costs ≤ 3 % of a service's capacity against 0.0
     "samplingNoise": 0.01,  # ... measured with a noise well below the 3 % it judges
     "stackPssMb": 250.0,  # the eight services together
+    "scrapeCpuMs": 1.0,  # a Prometheus scrape of a service's /metrics costs it ≤ 1 ms of CPU
 }
+SCRAPES = 200  # sequential GET /metrics of budget (the fullest page), after the burst scenarios
 
 # The same route asked directly and through the gateway (tracing, limit, breaker, access log on).
 GATEWAY_CONNECTIONS = 50
@@ -252,6 +260,8 @@ def run_http_benchmarks(seconds: float = 2.0, rounds: int = 3, connections: int 
                              lambda: json.dumps({"prompt": f"bench miss {next(counter)}"}).encode())
             measured.update(run(_alternate([("burst cache hit", budget, hit), ("web → burst cache hit", web, hit),
                                             ("burst cache miss", budget, miss)], rounds, seconds, connections)))
+            note("a scrape of budget's /metrics: the CPU it costs budget")
+            results.figures["scrapeCpuMs"] = _scrape_cpu_ms(stack.processes["budget"].pid, budget, SCRAPES)
             if (why := shared_unavailable()) is None:
                 note("budget burst through web: two replicas over Redis, against one on its own")
                 with _shared_stack(directory) as shared:
@@ -270,6 +280,8 @@ def run_http_benchmarks(seconds: float = 2.0, rounds: int = 3, connections: int 
                 loads, cpu = run(_side_by_side(runs, servers, 2 * slices, slice_seconds, max(connections // 2, 1)))
             measured.update(loads)
             results.ratios[(UNSAMPLED, SAMPLED)] = _paired_capacity(cpu, UNSAMPLED, SAMPLED)
+        note("OTLP export at sampling 1.0: off, to a collector, to none, side by side on one processor")
+        _export_costs(directory, results, measured, 2 * slices, slice_seconds, max(connections // 2, 1))
     results.scenarios = [Scenario.of(label, runs) for label, runs in measured.items()]
     _derive(results)
     return results
@@ -293,6 +305,77 @@ def _shared_stack(directory: Path) -> Iterator[EphemeralStack]:
                 yield stack
         finally:
             server.end()
+
+
+def _scrape_cpu_ms(pid: int, port: int, scrapes: int) -> float:
+    """The CPU time service `pid` spends on one GET /metrics (parsing, rendering, writing), in ms: the mean
+    over `scrapes` asked one after the other on one keep-alive connection, as Prometheus asks."""
+    import http.client
+
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request("GET", "/metrics")  # the first one opens the connection, outside the count
+        connection.getresponse().read()
+        before = cpu_seconds(pid)
+        for _ in range(scrapes):
+            connection.request("GET", "/metrics")
+            answer = connection.getresponse()
+            answer.read()
+            if answer.status != 200:
+                raise RuntimeError(f"GET /metrics of budget answered {answer.status}")
+        return (cpu_seconds(pid) - before) / scrapes * 1000
+    finally:
+        connection.close()
+
+
+# -- what exporting sampled traces over OTLP costs (services/otlp.py) --------------------------------
+
+EXPORT_OFF = "training status, sampling 1.0, export off"
+EXPORT_UP = "training status, sampling 1.0, export on (collector up)"
+EXPORT_DOWN = "training status, sampling 1.0, export on (collector down)"
+
+
+def _export_costs(directory: Path, results: HttpResults, measured: dict[str, list[LoadResult]], slices: int,
+                  seconds: float, connections: int) -> None:
+    """exportCost and exportDownCost: the capacity training loses at sampling 1.0 by exporting each trace
+    to a collector that takes everything at once (bench/otlp_sink.py), and to a port nobody listens on,
+    against not exporting; the three side by side on one processor, by CPU per request, as samplingCost.
+    The counts of exported and dropped spans say the export really ran."""
+    import importlib.util
+
+    import httpx
+
+    from tooloo_cli.bench.otlp_sink import OtlpSink
+    from tooloo_cli.bench.stack import free_port
+
+    if importlib.util.find_spec("opentelemetry") is None:
+        why = "opentelemetry-proto is not installed (pip install 'tooloo[otlp]')"
+        results.missing.update({"exportCost": why, "exportDownCost": why})
+        return
+    sampled = {"TOOLOO_SERVICES__TRAINING__TRACER__SAMPLING_RATE": "1.0"}
+    with OtlpSink() as sink, EphemeralStack(_folder(directory, "export-off"), _bench_config) as off, \
+            EphemeralStack(_folder(directory, "export-up"), _bench_config) as up, \
+            EphemeralStack(_folder(directory, "export-down"), _bench_config) as down:
+        off.start("training", env=sampled)
+        up.start("training", env=sampled | {"OTEL_EXPORTER_OTLP_ENDPOINT": sink.url})
+        down.start("training", env=sampled | {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{free_port()}"})
+        stacks = {EXPORT_OFF: off, EXPORT_UP: up, EXPORT_DOWN: down}
+        servers = {label: stack.processes["training"].pid for label, stack in stacks.items()}
+        runs = [(label, _port(stack, "training"), STATUS) for label, stack in stacks.items()]
+        with _one_processor_for(list(servers.values())):
+            os.sched_setaffinity(sink.pid, os.sched_getaffinity(0))  # beside the load generator, not the services
+            loads, cpu = run(_side_by_side(runs, servers, slices, seconds, connections))
+        measured.update(loads)
+        exported = {label: httpx.get(stacks[label].url("training") + "/api/v1/system/observability",
+                                     timeout=5).json()["traceExport"] for label in (EXPORT_UP, EXPORT_DOWN)}
+    for figure, label in (("exportCost", EXPORT_UP), ("exportDownCost", EXPORT_DOWN)):
+        ratio, noise = median_and_noise(_paired_capacity(cpu, EXPORT_OFF, label))
+        results.figures[figure], results.noise[figure] = 1 - ratio, noise
+    results.figures["exportedSpans"] = exported[EXPORT_UP]["exportedSpans"]
+    results.figures["exportDroppedSpans"] = (exported[EXPORT_UP]["droppedQueueFullSpans"]
+                                             + exported[EXPORT_UP]["droppedFailedSpans"])
+    results.figures["exportDownDroppedSpans"] = (exported[EXPORT_DOWN]["droppedQueueFullSpans"]
+                                                 + exported[EXPORT_DOWN]["droppedFailedSpans"])
 
 
 def _folder(directory: Path, name: str) -> Path:

@@ -120,10 +120,18 @@ def print_http_table(results: HttpResults, *, quick: bool = False, console: Cons
          figures["samplingNoise"] <= TARGETS["samplingNoise"]),
         ("the eight services use", f"{figures['stackPssMb']:.0f} MB PSS",
          f"≤ {TARGETS['stackPssMb']:.0f} MB", figures["stackPssMb"] <= TARGETS["stackPssMb"]),
+        ("a scrape of budget's /metrics costs it", f"{figures['scrapeCpuMs']:.2f} ms of CPU",
+         f"≤ {TARGETS['scrapeCpuMs']:.0f} ms", figures["scrapeCpuMs"] <= TARGETS["scrapeCpuMs"]),
     ]
     if "sharedBurstShare" in figures:  # the price of one limit, one cache and one spend for the replicas
         lines.append(("two budget replicas over Redis keep",
                       f"{share('sharedBurstShare')} of one's web → burst cache hit req/s", "", None))
+    if "exportCost" in figures:  # OTLP export of every trace (services/otlp.py), against none, at sampling 1.0
+        lines.append(("exporting traces over OTLP costs", f"{figures['exportCost']:+.1%} ± {noise['exportCost']:.1%} "
+                      f"of the service's capacity at sampling 1.0 ({figures['exportedSpans']:.0f} spans exported, "
+                      f"{figures['exportDroppedSpans']:.0f} dropped)", "", None))
+        lines.append(("... to a collector that is down", f"{figures['exportDownCost']:+.1%} ± "
+                      f"{noise['exportDownCost']:.1%} ({figures['exportDownDroppedSpans']:.0f} spans dropped)", "", None))
     for figure, why in results.missing.items():
         lines.append((figure, f"left out: {why}", "", None))
     summary = Table(show_header=True, title="figures", title_justify="left")

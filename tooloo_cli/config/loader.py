@@ -375,6 +375,10 @@ def _check_consistency(config: Config, origin: _FileOrigin | None, overrides: di
             f"{where(['supervisor', 'backoff_initial'], ['supervisor', 'backoff_max'])}: supervisor.backoff_initial "
             f"({supervisor.backoff_initial}) must not exceed backoff_max ({supervisor.backoff_max})"
         )
+    if supervisor.metrics_port in ports:
+        holder = ports[supervisor.metrics_port]
+        raise ConfigError(f"{where(['supervisor', 'metrics_port'], ['services', holder, 'port'])}: "
+                          f"supervisor.metrics_port {supervisor.metrics_port} is already the port of {holder}")
     import ipaddress
 
     host_problem = address_problem(config.stack.host)
@@ -403,6 +407,8 @@ def _check_consistency(config: Config, origin: _FileOrigin | None, overrides: di
     if config.stack.redis_url and (problem := redis_url_problem(config.stack.redis_url)):
         # Never the URL itself in the message: it may hold the server's password.
         raise ConfigError(f"{where(['stack', 'redis_url'])}: stack.redis_url {problem}")
+    if config.stack.otlp_endpoint and (problem := otlp_endpoint_problem(config.stack.otlp_endpoint)):
+        raise ConfigError(f"{where(['stack', 'otlp_endpoint'])}: stack.otlp_endpoint {problem}")
 
 
 def redacted_url(url: str) -> str:
@@ -449,6 +455,25 @@ def redis_url_problem(url: str) -> str | None:
     if parts.scheme == "unix":
         return None if parts.path else "names no socket path (unix:///path/redis.sock)"
     return f"has the scheme {parts.scheme!r}: use redis://, rediss:// or unix://"
+
+
+def otlp_endpoint_problem(url: str) -> str | None:
+    """Why `url` is not an OTLP/HTTP collector URL tooloo can send to, or None (said without repeating
+    the URL). Credentials belong in OTEL_EXPORTER_OTLP_HEADERS, never in the URL, which is shown."""
+    parts = _split_url(url)
+    if parts is None:
+        return "is not a URL (http://host:4318, https://host:4318/prefix)"
+    if parts.scheme not in ("http", "https"):
+        return f"has the scheme {parts.scheme!r}: OTLP/HTTP is http:// or https://"
+    if not parts.hostname:
+        return "names no host (http://host:4318)"
+    if parts.port == 0:
+        return "has port 0"
+    if parts.username is not None or parts.password is not None:
+        return "holds credentials: put them in OTEL_EXPORTER_OTLP_HEADERS (e.g. authorization=Bearer%20…)"
+    if parts.query or parts.fragment:
+        return "has a query or a fragment: a collector URL has neither"
+    return None
 
 
 def _check_command_service(name: str, service: Any, where: Callable[..., str]) -> None:

@@ -212,6 +212,18 @@ def secret_variables(settings: ServiceSettings) -> tuple[str, ...]:
     return (settings.provider.api_key_env,) if settings.provider is not None else ()
 
 
+# The OpenTelemetry variables tooloo's own services read to export their sampled traces
+# (services/otlp.py): the supervisor hands them on from the command that started the stack, as it
+# does the TOOLOO_* settings. The headers may hold a collector's credentials: no log shows them.
+OTLP_VARIABLES = (
+    "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+    "OTEL_EXPORTER_OTLP_TIMEOUT", "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+    "OTEL_EXPORTER_OTLP_CERTIFICATE", "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
+    "OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES",
+)
+
+
 def _default_services() -> dict[str, ServiceSettings]:
     return {
         "web": ServiceSettings(

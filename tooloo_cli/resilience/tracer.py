@@ -1,14 +1,16 @@
-"""Distributed tracing with W3C `traceparent`, parent-based head sampling and request metrics.
+"""Distributed tracing with W3C Trace Context (Level 2), parent-based head sampling and request metrics.
 
 Every request is measured (latency percentiles, throughput, error rate); only sampled
 traces keep their spans, in a bounded buffer of recent traces. Spans nest through a
 context variable, so code deep in a request opens a child span without passing anything.
 
     tracer = Tracer("budget", sampling_rate=0.1)
-    with tracer.trace("POST /api/v1/providers/burst", traceparent=header) as trace:
+    with tracer.trace("POST /api/v1/providers/burst", traceparent=header, tracestate=state) as trace:
         with tracer.span("cache-lookup") as span:
             span.set("hit", False)
         outgoing_headers = {"traceparent": tracer.current_traceparent()}
+        if trace.tracestate:                 # "" when the request carried none (or none valid)
+            outgoing_headers["tracestate"] = trace.tracestate
     tracer.snapshot().latency.count          # requests measured; stats() is the snapshot's JSON
     tracer.stats()["p99Latency"]
 
@@ -17,6 +19,25 @@ decision is a ratio of the trace id, so every service decides the same way for o
 A trace is its own root span: its id, parent and duration are the request's. Latencies go
 into a histogram over every request since start, and the percentiles are of the last
 `latency_window` requests.
+
+The headers, as https://www.w3.org/TR/trace-context-2/ has them:
+
+- `traceparent` (`parse_traceparent`): lowercase hex only, version ff invalid, version 00
+  exactly 55 characters; a higher version is read by its first 55 characters when the
+  56th is "-" (or there is none), and whatever follows is not looked at. All-zero ids are
+  invalid. Of the flags, sampled (01) and random-trace-id (02) are known; every other bit
+  is sent as 0, since what goes out is always version 00. An invalid header, or several
+  `traceparent` headers on one request (the caller passes None or "" then), starts a new trace.
+- random-trace-id: set on the ids tooloo makes (128 random bits); on a received id it
+  goes on as it came, set or not.
+- `tracestate` (`parse_tracestate`), read only beside a valid `traceparent`: several
+  headers are joined with "," in order by the caller. Members are `key=value` with the
+  spec's key (`[a-z0-9][a-z0-9_*/@-]{0,255}`, so `tenant@system` too) and value grammar;
+  empty members and the optional whitespace around members are dropped, a repeated key
+  keeps its first (left-most) member. A malformed member or more than 32 members (the
+  grammar counts empty ones too) makes the whole header invalid, and none is passed on. What is passed on is at most 512 characters
+  (the least the spec asks be propagated): beyond that, whole members are dropped, those
+  over 128 characters first (from the right), then from the end. tooloo adds no member.
 """
 
 from __future__ import annotations
@@ -35,41 +56,112 @@ from typing import Any, NamedTuple
 
 from tooloo_cli.resilience.histogram import LATENCY_BOUNDS, LATENCY_BOUNDS_NS, Histogram
 
-_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?")
+# The first 55 characters of any version's traceparent: version, trace-id, parent-id, flags.
+_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+_TRACEPARENT_LENGTH = 55
 _ZERO_TRACE = "0" * 32
 _ZERO_SPAN = "0" * 16
+_SAMPLED_FLAG = 0x01
+_RANDOM_FLAG = 0x02
+# One tracestate list-member (OWS around it already stripped): key "=" value.
+_TRACESTATE_MEMBER = re.compile(
+    r"([a-z0-9][a-z0-9_\-*/@]{0,255})=[\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,255}[\x21-\x2b\x2d-\x3c\x3e-\x7e]")
+_TRACESTATE_MEMBERS = 32
+_TRACESTATE_LENGTH = 512
+_TRACESTATE_LONG_MEMBER = 128
+_OWS = " \t"
 _THROUGHPUT_WINDOW = 60
 
 
 class TraceContext(NamedTuple):
-    """The parts of a `traceparent` header."""
+    """The parts of a `traceparent` header that tooloo reads."""
 
     trace_id: str
     parent_id: str
     sampled: bool
+    random: bool = False  # the Level 2 random-trace-id flag
 
 
 def parse_traceparent(header: str | None) -> TraceContext | None:
     """The context in a W3C `traceparent` header, or None when it is absent or invalid.
 
-    >>> parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").sampled
-    True
+    >>> parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-03")
+    TraceContext(trace_id='4bf92f3577b34da6a3ce929d0e0e4736', parent_id='00f067aa0ba902b7', sampled=True, random=True)
     """
-    if not header:
+    fields = _traceparent_fields(header) if header else None
+    if fields is None:
         return None
-    match = _TRACEPARENT.fullmatch(header.strip())
+    trace_id, parent_id, flags = fields
+    return TraceContext(trace_id, parent_id, flags & _SAMPLED_FLAG == _SAMPLED_FLAG,
+                        flags & _RANDOM_FLAG == _RANDOM_FLAG)
+
+
+def _traceparent_fields(header: str) -> tuple[str, str, int] | None:
+    """(trace-id, parent-id, trace-flags) of a non-empty `traceparent`, or None when it is invalid.
+
+    Tracer.trace reads these, not a TraceContext: making the named tuple is a tenth of a trace.
+    """
+    if len(header) != _TRACEPARENT_LENGTH:  # a valid 55-character header has no optional whitespace to strip
+        header = header.strip(_OWS)
+    match = _TRACEPARENT.match(header)
     if match is None:
         return None
-    version, trace_id, parent_id, flags, rest = match.groups()
-    # Version ff is forbidden; version 00 has no trailing fields; later versions may.
-    if version == "ff" or (version == "00" and rest) or trace_id == _ZERO_TRACE or parent_id == _ZERO_SPAN:
+    version, trace_id, parent_id, flags = match.groups()
+    if version == "ff" or trace_id == _ZERO_TRACE or parent_id == _ZERO_SPAN:
         return None
-    return TraceContext(trace_id, parent_id, bool(int(flags, 16) & 1))
+    # Version 00 is exactly 55 characters; a later one may add fields, each after a "-".
+    if len(header) != _TRACEPARENT_LENGTH and (version == "00" or header[_TRACEPARENT_LENGTH] != "-"):
+        return None
+    return trace_id, parent_id, int(flags, 16)
 
 
-def format_traceparent(trace_id: str, span_id: str, sampled: bool) -> str:
-    """A version-00 `traceparent` header."""
-    return f"00-{trace_id}-{span_id}-{'01' if sampled else '00'}"
+def format_traceparent(trace_id: str, span_id: str, sampled: bool, random: bool = False) -> str:
+    """A version-00 `traceparent` header; of the flags, only sampled and random-trace-id can be set."""
+    return f"00-{trace_id}-{span_id}-{('03' if sampled else '02') if random else ('01' if sampled else '00')}"
+
+
+def parse_tracestate(header: str | None) -> str:
+    """The `tracestate` to pass on for a received one (several headers joined with ","), "" for none.
+
+    Normalized: valid members only, without whitespace or empty members, one per key, at
+    most 512 characters (see the module's docstring). "" when it is malformed as a whole.
+
+    >>> parse_tracestate(" rojo=00f067aa0ba902b7 ,, congo=t61rcWkgMzE,rojo=2")
+    'rojo=00f067aa0ba902b7,congo=t61rcWkgMzE'
+    """
+    # The grammar counts empty members too: counted first, in C, this bounds the loop (a header of
+    # 16,000 commas would otherwise cost half a millisecond to skip through).
+    if not header or header.count(",") >= _TRACESTATE_MEMBERS:
+        return ""
+    members: list[str] = []
+    keys: set[str] = set()
+    for member in header.split(","):
+        member = member.strip(_OWS)
+        if not member:  # empty and whitespace-only members are allowed: they come of joining headers
+            continue
+        match = _TRACESTATE_MEMBER.fullmatch(member)
+        if match is None:
+            return ""
+        key = match.group(1)
+        if key not in keys:  # the spec lets a vendor drop a repeated key; the left-most is the latest
+            keys.add(key)
+            members.append(member)
+    state = ",".join(members)
+    return state if len(state) <= _TRACESTATE_LENGTH else _truncate_tracestate(members)
+
+
+def _truncate_tracestate(members: list[str]) -> str:
+    """`members` cut to `_TRACESTATE_LENGTH` characters joined, by whole members, as the spec orders:
+    members over 128 characters go first (right-most first), then members from the end."""
+    length = sum(map(len, members)) + len(members) - 1
+    for member in [member for member in reversed(members) if len(member) > _TRACESTATE_LONG_MEMBER]:
+        if length <= _TRACESTATE_LENGTH:
+            break
+        members.remove(member)  # keys are unique, and so are the members
+        length -= len(member) + 1
+    while length > _TRACESTATE_LENGTH:
+        length -= len(members.pop()) + 1
+    return ",".join(members)
 
 
 class Span:
@@ -161,11 +253,16 @@ class Trace(Span):
     """One request through this service. A trace is its own root span (one object and one
     context variable per request, which is most of what tracing costs); the spans under it
     are kept when it is sampled.
+
+    `random` is the random-trace-id flag its headers carry; `tracestate` the `tracestate` it
+    passes on (the received one, normalized: "" when there is none).
     """
 
-    __slots__ = ("tracer", "trace_id", "sampled", "spans", "max_spans", "dropped_spans", "finished")
+    __slots__ = ("tracer", "trace_id", "sampled", "random", "tracestate", "spans", "max_spans", "dropped_spans",
+                 "finished")
 
-    def __init__(self, tracer: Tracer, name: str, trace_id: str, parent_id: int | None, sampled: bool) -> None:
+    def __init__(self, tracer: Tracer, name: str, trace_id: str, parent_id: int | None, sampled: bool,
+                 random: bool = False, tracestate: str = "") -> None:
         # The root's own fields, set here rather than through Span.__init__: a call saved per request.
         # Tracer.trace runs this on an object it made itself (`_init_trace`): one frame, not two.
         self.trace = self
@@ -177,6 +274,8 @@ class Trace(Span):
         self.tracer = tracer
         self.trace_id = trace_id
         self.sampled = sampled
+        self.random = random
+        self.tracestate = tracestate
         self.spans: list[Span] = []
         self.max_spans = tracer.max_spans
         self.dropped_spans = 0
@@ -187,7 +286,7 @@ class Trace(Span):
         """The header for a call made from the current span of this trace."""
         span = _current_span.get()
         span_id = span.id if span is not None and span.trace is self else self.id
-        return format_traceparent(self.trace_id, f"{span_id:016x}", self.sampled)
+        return format_traceparent(self.trace_id, f"{span_id:016x}", self.sampled, self.random)
 
     def fail(self, reason: str = "error") -> None:
         """Marks the trace as an error (an exception does this by itself)."""
@@ -217,7 +316,7 @@ class Trace(Span):
         self.tracer._finish(self)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        document: dict[str, Any] = {
             "traceId": self.trace_id,
             "name": self.name,
             "startTime": self.tracer.wall_clock(self.start),
@@ -226,6 +325,9 @@ class Trace(Span):
             "droppedSpans": self.dropped_spans,
             "spans": [Span.to_dict(self), *(span.to_dict() for span in self.spans)],
         }
+        if self.tracestate:
+            document["traceState"] = self.tracestate
+        return document
 
 
 _current_span: ContextVar[Span | None] = ContextVar("tooloo_span", default=None)
@@ -285,15 +387,25 @@ class Tracer:
         """Epoch seconds of a perf_counter_ns reading (no wall-clock read on the request path)."""
         return self._wall_offset + perf_ns / 1e9
 
-    def trace(self, name: str, traceparent: str | None = None) -> Trace:
-        """A new trace for one request, continuing `traceparent` when it is valid."""
-        parent = parse_traceparent(traceparent) if traceparent else None
+    def trace(self, name: str, traceparent: str | None = None, tracestate: str | None = None) -> Trace:
+        """A new trace for one request, continuing `traceparent` (and passing `tracestate` on) when it is valid.
+
+        `tracestate` is the request's `tracestate` headers joined with ","; it is read only
+        beside a valid `traceparent`. A request with several `traceparent` headers has none
+        valid: pass None (or ""), and a new trace begins.
+        """
         trace = _new_span(Trace)
-        if parent is not None:
-            _init_trace(trace, self, name, parent.trace_id, int(parent.parent_id, 16), parent.sampled)
-            return trace
+        if traceparent:
+            parent = _traceparent_fields(traceparent)
+            if parent is not None:
+                trace_id, parent_id, flags = parent
+                _init_trace(trace, self, name, trace_id, int(parent_id, 16), flags & _SAMPLED_FLAG == _SAMPLED_FLAG,
+                            flags & _RANDOM_FLAG == _RANDOM_FLAG, parse_tracestate(tracestate) if tracestate else "")
+                return trace
+        # 128 random bits: the random-trace-id flag holds for every id made here.
         bits = getrandbits(128) or 1
-        _init_trace(trace, self, name, f"{bits:032x}", None, (bits & 0xFFFFFFFFFFFFFFFF) < self._sample_bound)
+        _init_trace(trace, self, name, f"{bits:032x}", None, (bits & 0xFFFFFFFFFFFFFFFF) < self._sample_bound,
+                    True, "")
         return trace
 
     def span(self, name: str) -> Span | _NoopSpan:

@@ -63,6 +63,7 @@ from tooloo_cli.services.http import (
     trace_id_of,
 )
 from tooloo_cli.config.schema import ProviderSettings
+from tooloo_cli.exposition import Exposition
 from tooloo_cli.services.provider import ProviderError, ProviderRejected, make_provider
 from tooloo_cli.services.service import Service, build_app, observability_route
 from tooloo_cli.services.shared import RedisSpend, RedisUnavailable
@@ -112,6 +113,40 @@ class Reservation:
     row: int
     day: str
     usd: float
+
+
+class ProviderCalls:
+    """This replica's provider calls since it started: by outcome, and the tokens and USD the answered ones
+    cost. The observability document's `provider` section and the provider families of /metrics."""
+
+    OUTCOMES = ("ok", "failed", "timeout")
+
+    def __init__(self, provider: str) -> None:
+        self.provider = provider
+        self.outcomes = dict.fromkeys(self.OUTCOMES, 0)
+        self.tokens = 0
+        self.usd = 0.0
+
+    def answered(self, tokens: int, usd: float) -> None:
+        self.outcomes["ok"] += 1
+        self.tokens += tokens
+        self.usd += usd
+
+    def to_dict(self, ledger: Ledger, settings: ProviderSettings) -> dict[str, Any]:
+        return {"kind": self.provider, "calls": dict(self.outcomes), "tokens": self.tokens,
+                "spentUsd": round(self.usd, 6), "spentTodayUsd": round(ledger.spent_today, 6),
+                "dailyBudgetUsd": settings.daily_budget_usd}
+
+    def write(self, page: Exposition, ledger: Ledger, settings: ProviderSettings) -> None:
+        labels = {"provider": self.provider}
+        page.counter("tooloo_provider_calls_total", "Provider calls made by this replica, by outcome.",
+                     [({**labels, "outcome": outcome}, count) for outcome, count in self.outcomes.items()])
+        page.counter("tooloo_provider_tokens_total", "Tokens the answered provider calls used.", [(labels, self.tokens)])
+        page.counter("tooloo_provider_spend_usd_total", "What the answered provider calls cost, in USD.",
+                     [(labels, self.usd)])
+        page.gauge("tooloo_budget_spent_today_usd", "Today's spend as this replica counts it (reservations "
+                   "included; every replica's with Redis), in USD.", [(labels, ledger.spent_today)])
+        page.gauge("tooloo_budget_daily_limit_usd", "The daily budget, in USD.", [(labels, settings.daily_budget_usd)])
 
 
 class Ledger:
@@ -342,6 +377,10 @@ def create(service: Service) -> ASGIApp:
     # Ready is the ledger only: the provider's breaker being open is /dependencies' news.
     service.ready_check("ledger", ledger.check_writable)
 
+    calls = ProviderCalls(provider.kind)
+    service.extra_observability("provider", lambda detail: calls.to_dict(ledger, settings))
+    service.extra_metrics(lambda page: calls.write(page, ledger, settings))
+
     async def call_provider(prompt: str, key: str, ttl: float | None, criticality: str) -> dict[str, Any]:
         """One provider call, shared by every identical prompt in flight: reserve, call, cache, settle."""
         reservation = await ledger.reserve(provider.model, provider.estimate_tokens(prompt), criticality)
@@ -349,11 +388,14 @@ def create(service: Service) -> ASGIApp:
             completion = await call_through(breaker, "the provider", provider.complete, prompt,
                                             failures=(ProviderError, ProviderRejected))
         except ApiError as exc:
+            calls.outcomes["timeout" if exc.status == 504 else "failed"] += 1
             await ledger.release(reservation, timed_out=exc.status == 504)
             raise
         answer = {"text": completion.text, "model": completion.model, "tokens": completion.tokens}
         await cache.aset(key, answer, ttl)
-        await ledger.settle(reservation, completion.model, completion.tokens, ledger.cost(completion.tokens))
+        cost = ledger.cost(completion.tokens)
+        calls.answered(completion.tokens, cost)
+        await ledger.settle(reservation, completion.model, completion.tokens, cost)
         return answer
 
     async def answer_burst(request: Request) -> dict[str, Any]:

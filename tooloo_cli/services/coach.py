@@ -162,6 +162,9 @@ def create(service: Service) -> ASGIApp:
     service.on_shutdown(stop_on_shutdown)  # the loop releases its lease as it ends
     if lease is not None:
         service.extra_observability("leadership", lease.state)
+        service.extra_metrics(lambda page: page.gauge(
+            "tooloo_coach_leader", "1 while this replica holds the lease that lets it drive rounds.",
+            [({}, lease.is_leader)]))
     max_body = service.stack.max_body_bytes
 
     async def status(request: Request) -> Response:

@@ -1,12 +1,15 @@
 """The middleware of every service: one pure-ASGI layer around the router.
 
-    app = ServiceMiddleware(router, access_log, tracer, max_body, limiter, trusted_proxies, unmetered)
+    app = ServiceMiddleware(router, access_log, tracer, requests, max_body, limiter, trusted_proxies, unmetered)
 
-- Every request but the liveness probes of /health gets one access-log line (method, raw
-  path, status, ms, traceId), and an exception becomes a JSON 500, never a stack trace.
-- Every request under /api (but the monitoring paths in `unmetered`) is traced:
-  `traceparent` read from the request and written on the response, a 5xx marks the trace
-  as an error. Where the service limits all of /api (the gateway), it is also rate limited
+- Every request but the liveness probes of /health and the scrapes of /metrics gets one
+  access-log line (method, raw path, status, ms, traceId) and is counted in the request
+  metrics (services/metrics.py; the monitoring paths in `unmetered` are not counted), and
+  an exception becomes a JSON 500, never a stack trace.
+- Every request under /api (but the monitoring paths in `unmetered`) is traced (W3C Trace
+  Context Level 2): `traceparent` read from the request and written on the response,
+  `tracestate` kept for the calls the request makes (two `traceparent` headers start a new
+  trace; several `tracestate` headers are one list), a 5xx marks the trace as an error. Where the service limits all of /api (the gateway), it is also rate limited
   per client: X-RateLimit-* headers on every limited response, 429 + Retry-After on denial.
   A response that already carries X-RateLimit-* headers (a sibling's own limit, passed on
   by the gateway) keeps them: they describe the limit the client actually met. A declared
@@ -27,17 +30,23 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tooloo_cli.resilience import RateLimiter, Trace, Tracer, format_traceparent
 from tooloo_cli.services.http import Network, client_id, error_response, rate_limit_header_bytes, rate_limited
+from tooloo_cli.services.metrics import RequestMetrics, route_template
+from tooloo_cli.stack import METRICS_PATH
 
 logger = logging.getLogger("tooloo.services")
+# Paths answered without a trace, a limit, an access-log line or a count: the liveness probe, polled
+# every interval, and the metrics page, whose scrapes would otherwise be most of what it counts.
+_QUIET = frozenset({"/health", METRICS_PATH})
 
 
 class ServiceMiddleware:
-    def __init__(self, app: ASGIApp, out: TextIO, tracer: Tracer, max_body: int,
+    def __init__(self, app: ASGIApp, out: TextIO, tracer: Tracer, requests: RequestMetrics, max_body: int,
                  limiter: RateLimiter | None = None, trusted_proxies: tuple[Network, ...] = (),
                  unmetered: frozenset[str] = frozenset()) -> None:
         self.app = app
         self.out = out
         self.tracer = tracer
+        self.requests = requests
         self.max_body = max_body
         self.limiter = limiter
         self.shared_limit = limiter is not None and limiter.shared
@@ -47,7 +56,7 @@ class ServiceMiddleware:
         self.unmetered = unmetered
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] == "/health":
+        if scope["type"] != "http" or scope["path"] in _QUIET:
             await self.app(scope, receive, send)
             return
         started = perf_counter()
@@ -61,8 +70,11 @@ class ServiceMiddleware:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 if trace is not None:
-                    if trace.sampled:
-                        trace.set("status", status)
+                    if trace.sampled:  # the HTTP semantic conventions' names, as an OTLP export shows them
+                        trace.set("http.request.method", scope["method"])
+                        trace.set("url.path", scope["path"])
+                        trace.set("http.route", route_template(scope))
+                        trace.set("http.response.status_code", status)
                     if status >= 500:
                         trace.fail(f"HTTP {status}")
                     headers = [*message.get("headers", ()), traceparent]
@@ -77,16 +89,22 @@ class ServiceMiddleware:
                 await self.app(scope, receive, send_noted)
                 return
             incoming = None
+            tracestate = None
             declared = 0
             for name, value in scope["headers"]:
                 if name == b"traceparent":
-                    incoming = value.decode("latin-1")
+                    # Two traceparent headers make neither valid ("" starts a new trace), never "last one wins".
+                    incoming = value.decode("latin-1") if incoming is None else ""
                 elif name == b"content-length" and value.isdigit():
                     declared = int(value)
-            with self.tracer.trace(f"{scope['method']} {path}", incoming) as trace:
+                elif name == b"tracestate":  # several headers are one list, in their order (RFC 9110 5.3)
+                    tracestate = value.decode("latin-1") if tracestate is None else \
+                        f"{tracestate},{value.decode('latin-1')}"
+            with self.tracer.trace(f"{scope['method']} {path}", incoming, tracestate) as trace:
                 scope.setdefault("state", {})["trace_id"] = trace.trace_id
                 traceparent = (b"traceparent",
-                               format_traceparent(trace.trace_id, trace.span_id, trace.sampled).encode())
+                               format_traceparent(trace.trace_id, trace.span_id, trace.sampled,
+                                                  trace.random).encode())
                 if self.limiter is not None:
                     client = client_id(scope, self.trusted_proxies)
                     # Over Redis, a round trip (services/shared.py); else the in-process hot path.
@@ -109,8 +127,10 @@ class ServiceMiddleware:
                 response = error_response(500, "internal error", None if trace is None else trace.trace_id)
                 await response(scope, receive, send)
         finally:
-            elapsed = (perf_counter() - started) * 1000
+            elapsed = perf_counter() - started
+            if status and path not in self.unmetered:  # no status: the client left before any answer
+                self.requests.observe(scope["method"], route_template(scope), status, elapsed)
             # The raw (still percent-encoded) path: a decoded one could carry a newline and forge a line.
             raw = scope.get("raw_path", b"").decode("latin-1") or repr(path)
-            self.out.write(f"{scope['method']} {raw} {status} {elapsed:.1f}ms "
+            self.out.write(f"{scope['method']} {raw} {status} {elapsed * 1000:.1f}ms "
                            f"{'-' if trace is None else trace.trace_id}\n")

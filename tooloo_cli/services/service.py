@@ -7,8 +7,8 @@ A service module builds its app on one `Service`:
             return ok({"domains": ...}, request)
         return build_app(service, [Route("/api/v1/training/overview", overview)])
 
-`build_app(service, routes)` adds /health, /ready, /dependencies and
-/api/v1/system/observability, the JSON error handlers, the middleware (access log, tracing, rate limit where configured)
+`build_app(service, routes)` adds /health, /ready, /dependencies, /metrics (Prometheus:
+services/metrics.py) and /api/v1/system/observability, the JSON error handlers, the middleware (access log, tracing, rate limit where configured)
 and a lifespan that opens the pool and closes everything on SIGTERM: the query optimizer
 is flushed, the pool and the cache are closed, the sibling client is closed.
 
@@ -49,6 +49,7 @@ from starlette.types import ASGIApp
 from tooloo_cli import __version__
 from tooloo_cli.config import LoadedConfig
 from tooloo_cli.errors import UsageError
+from tooloo_cli.exposition import CONTENT_TYPE, Exposition
 from tooloo_cli.resilience import (
     CircuitBreaker,
     ConnectionPool,
@@ -62,12 +63,14 @@ from tooloo_cli.resilience import (
     sqlite_is_healthy,
 )
 from tooloo_cli.services.http import EXCEPTION_HANDLERS, RequestDefect, asked_locally, parse_networks
+from tooloo_cli.services.metrics import RequestMetrics, metrics_page
 from tooloo_cli.services.middleware import ServiceMiddleware
 from tooloo_cli.services.routing import IndexedRouter
 from tooloo_cli.services.stores import make_cache, make_limiter
-from tooloo_cli.stack import DEGRADED_HEADER, ROLES, stack_of
+from tooloo_cli.stack import DEGRADED_HEADER, METRICS_PATH, ROLES, stack_of
 
 if TYPE_CHECKING:
+    from tooloo_cli.services.otlp import TraceExporter
     from tooloo_cli.services.shared import RedisLink
     from tooloo_cli.services.upstream import Upstream
 
@@ -98,6 +101,8 @@ class Service:
         self.trusted_proxies = parse_networks(self.stack.trusted_proxies)
         self.tracer = Tracer(name, settings.tracer.sampling_rate, max_traces=settings.tracer.max_traces,
                              latency_window=settings.tracer.latency_window)
+        self.requests = RequestMetrics()  # what the middleware counts of every request (services/metrics.py)
+        self.metric_sections: list[Callable[[Exposition], None]] = []  # a service's own families on /metrics
         self.redis = self._redis_link()
         self.limiter = None if settings.rate_limiter is None else make_limiter(
             settings.rate_limiter, name, self.redis, replicas=len(self.spec.replicas))
@@ -134,6 +139,36 @@ class Service:
         for called in self.spec.calls:  # listed in the observability document from the start
             for replica in self.topology.specs[called].replicas:
                 self.breaker(replica.name)
+        # OTLP export of the sampled traces, where an endpoint is set (services/otlp.py).
+        self.exporter = self._trace_exporter()
+
+    def _trace_exporter(self) -> TraceExporter | None:
+        """The exporter of the sampled traces when [stack] otlp_endpoint or OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT
+        is set, wired to the tracer, the lifespan and the observability document (`traceExport`); None
+        otherwise. Only an exporter imports opentelemetry-proto: a service that does not export pays nothing."""
+        if not (self.stack.otlp_endpoint or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+                or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")):
+            return None  # before importing otlp.py, whose ~4 ms a service that does not export would pay
+        from tooloo_cli.services.otlp import ExportConfigError, TraceExporter, export_settings
+
+        replica = next((r.name for r in self.spec.replicas if r.port == self.port), self.name)
+        try:
+            settings = export_settings(self.stack.otlp_endpoint, os.environ, service=self.name, instance=replica)
+            if settings is None:
+                return None
+            exporter = TraceExporter(settings, self.tracer)
+        except ExportConfigError as exc:
+            raise ServiceCannotStart(f"{self.name}: traces cannot be exported: {exc}") from None
+        except ImportError as exc:  # opentelemetry-proto is an extra: this installation lacks it
+            raise ServiceCannotStart(f"{self.name}: traces are to be exported ({settings.source} is set), but "
+                                     f"opentelemetry-proto cannot be imported ({exc}); pip install 'tooloo[otlp]', "
+                                     f"or unset {settings.source}") from None
+        self.tracer.on_sampled = exporter.offer
+        self.on_startup(exporter.start)
+        self.on_shutdown(exporter.close)
+        self.extra_observability("traceExport", exporter.section)
+        self.extra_metrics(exporter.metrics)
+        return exporter
 
     def _redis_link(self) -> RedisLink | None:
         """The process's link to Redis when [stack] redis_url is set and it has something to share there (a
@@ -210,6 +245,10 @@ class Service:
     def extra_observability(self, name: str, section: Callable[[bool], Any]) -> None:
         """Adds `name` to the observability document: `section(detail)`, each time it is served."""
         self._extra_observability[name] = section
+
+    def extra_metrics(self, section: Callable[[Exposition], None]) -> None:
+        """Adds families to GET /metrics: `section(page)` writes them, each time it is scraped."""
+        self.metric_sections.append(section)
 
     def ready_check(self, name: str, check: Hook) -> None:
         """`check` raises when the dependency `name` is not usable; /ready then answers 503."""
@@ -388,10 +427,14 @@ def build_app(service: Service, routes: list[BaseRoute], *, limit_api: bool = Fa
         document = await service.dependencies(detail=asked_locally(request.scope))
         return JSONResponse(document, 200 if document["ok"] else 503)
 
+    async def metrics(request: Request) -> Response:
+        return Response(metrics_page(service), media_type=CONTENT_TYPE)
+
     shared: list[BaseRoute] = [
         Route("/health", health),
         Route("/ready", ready),
         Route("/dependencies", dependencies),
+        Route(METRICS_PATH, metrics),
         observability_route(service, OBSERVABILITY_PATH),
     ]
     all_routes = shared + routes
@@ -402,7 +445,7 @@ def build_app(service: Service, routes: list[BaseRoute], *, limit_api: bool = Fa
         app = in_front(app)
     if limit_api and service.limiter is None:
         raise RuntimeError(f"the {service.name} service limits /api but has no rate limiter settings")
-    return ServiceMiddleware(app, service.access_log, service.tracer, service.stack.max_body_bytes,
+    return ServiceMiddleware(app, service.access_log, service.tracer, service.requests, service.stack.max_body_bytes,
                              service.limiter if limit_api else None, service.trusted_proxies,
                              frozenset(service.unmetered_paths))
 

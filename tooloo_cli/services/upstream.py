@@ -14,7 +14,10 @@ its breaker, once open, refuses at once, and a call that never reached it (refus
 connect timeout), or an idempotent call (GET, HEAD, OPTIONS, PUT, DELETE) whose connection broke, is
 tried on the next replica, so one replica dying under load costs its clients nothing.
 
-Every call carries the current `traceparent` and runs inside a span. A timeout, a refused
+Every call carries the current `traceparent` (and the trace's `tracestate`) and runs inside a span, which a sampled trace
+keeps with the HTTP client attributes of OpenTelemetry's semantic conventions
+(`http.request.method`, `server.address`, `server.port`, `url.full`,
+`http.response.status_code`; `error.type` for no answer or a 4xx/5xx). A timeout, a refused
 connection or a 5xx of the sibling's own (500, 501, …) counts as a failure of that
 replica's breaker; a 4xx does not, and neither do 502/503/504, which a sibling answers
 when one of *its* dependencies failed (web must not trip `budget` because the provider
@@ -32,7 +35,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-from tooloo_cli.resilience import CallTimeoutError, CircuitBreaker, CircuitOpenError, Tracer
+from tooloo_cli.resilience import CallTimeoutError, CircuitBreaker, CircuitOpenError, Span, Tracer
 from tooloo_cli.services.http import ApiError, RequestDefect
 from tooloo_cli.services.wire import (
     IDEMPOTENT,
@@ -107,14 +110,24 @@ class Upstream:
                     body: bytes) -> Response:
         host, port = self._addresses[base]
         with self.tracer.span(f"{method} {target}{path.split(b'?', 1)[0].decode('latin-1')}") as span:
-            traceparent = Tracer.current_traceparent()  # this span's: the sibling's trace hangs under it
-            if traceparent is not None:
-                headers = [*headers, (b"traceparent", traceparent.encode())]
+            trace = Tracer.current()
+            if trace is not None:  # this span's traceparent: the sibling's trace hangs under it
+                headers = [*headers, (b"traceparent", trace.traceparent.encode())]
+                if trace.tracestate:
+                    headers.append((b"tracestate", trace.tracestate.encode()))
+            if span.__class__ is Span:  # a sampled call: an HTTP client span (semantic conventions)
+                span.attributes = {"http.request.method": method, "server.address": host, "server.port": port,
+                                   "url.full": base.rstrip("/") + path.decode("latin-1")}
             try:
                 response = await self.client.request(host, port, method, path, headers, body, self.timeout)
             except BadRequest as exc:  # what we were asked to send would be misread
                 raise RequestDefect(f"the request cannot be passed on to {target}: {exc}") from None
-            span.set("status", response.status_code)
+            except BaseException as exc:  # no answer (a timeout cancels the call): what failed, by its class
+                span.set("error.type", type(exc).__name__)
+                raise
+            span.set("http.response.status_code", response.status_code)
+            if response.status_code >= 400:
+                span.set("error.type", str(response.status_code))
         if response.status_code >= 500 and response.status_code not in _DEPENDENCY_FAILURES:
             raise UpstreamStatusError(target, response)
         return response

@@ -30,8 +30,9 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tooloo_cli.services.http import ApiError, answer_error, asked_locally, ok, receive_body
+from tooloo_cli.services.metrics import ROUTE_KEY
 from tooloo_cli.services.service import Service, build_app
-from tooloo_cli.stack import owner_of
+from tooloo_cli.stack import route_of
 
 # Request headers worth passing on; hop-by-hop ones and Host belong to this connection only.
 _FORWARDED_REQUEST = frozenset({b"accept", b"content-type", b"user-agent", b"authorization"})
@@ -57,10 +58,12 @@ class Proxy:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # The gateway's own routes (system status, observability) are owned by no sibling.
-        target = owner_of(scope["path"]) if scope["type"] == "http" else None
-        if target is None:
+        route = route_of(scope["path"]) if scope["type"] == "http" else None
+        if route is None:
             await self.app(scope, receive, send)
             return
+        prefix, target = route
+        scope[ROUTE_KEY] = prefix + "*"  # what the request metrics count it under: a bounded label
         try:
             await self._pass_on(target, scope, receive, send)
         except Exception as exc:

@@ -25,6 +25,8 @@ the little the calls between tooloo's own services need, and no more:
 - bodies by Content-Length, chunked (httptools decodes both) or, without either, up to
   the peer's close; 1xx interim answers are skipped; a request body always goes with its
   Content-Length;
+- TLS when given an `ssl.SSLContext` (`WireClient(tls=context)`: the handshake is part of
+  connecting, within the same deadline); plain TCP otherwise, as between the services;
 - one deadline for the whole exchange (connect, send, answer): `ConnectFailed` when the
   peer was never reached (safe to send elsewhere), `ResponseTimeout` when it did not
   answer in time, `ConnectionBroken` when it closed or broke mid-answer, `BadResponse`
@@ -38,9 +40,12 @@ import asyncio
 import json
 import re
 from collections import defaultdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httptools
+
+if TYPE_CHECKING:
+    from ssl import SSLContext
 
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # a method or a header name (RFC 9110)
 _FORBIDDEN_IN_VALUE = re.compile(rb"[\x00\r\n]")
@@ -234,9 +239,11 @@ def encode_request(method: str, host: str, port: int, target: bytes,
 
 
 class WireClient:
-    def __init__(self, max_connections: int = MAX_CONNECTIONS, idle_seconds: float = 4.0) -> None:
+    def __init__(self, max_connections: int = MAX_CONNECTIONS, idle_seconds: float = 4.0,
+                 tls: SSLContext | None = None) -> None:
         self.max_connections = max_connections  # at once, per host and port
         self.idle_seconds = idle_seconds
+        self.tls = tls  # TLS to every peer (an https:// OTLP collector); None: plain TCP, as between services
         # Per host and port, (connection, when it went idle), the most recently used last.
         self._idle: defaultdict[tuple[str, int], list[tuple[_Connection, float]]] = defaultdict(list)
         self._slots: defaultdict[tuple[str, int], asyncio.Semaphore] = defaultdict(
@@ -305,7 +312,7 @@ class WireClient:
     async def _connect(self, host: str, port: int, timeout: float) -> _Connection:
         loop = asyncio.get_running_loop()
         try:
-            _, connection = await asyncio.wait_for(loop.create_connection(_Connection, host, port),
+            _, connection = await asyncio.wait_for(loop.create_connection(_Connection, host, port, ssl=self.tls),
                                                    max(timeout, 0.001))
         except asyncio.TimeoutError:
             raise ConnectFailed(f"no connection to {host}:{port} within {timeout:g} s") from None

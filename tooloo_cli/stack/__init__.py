@@ -14,6 +14,8 @@ supervisor, the services, observe, bench and the exporters all read it.
 
 from tooloo_cli.stack.spec import (
     DEGRADED_HEADER,
+    METRICS_PATH,
+    SUPERVISOR_METRICS_HOST,
     Probe,
     Replica,
     RestartPolicy,
@@ -23,12 +25,14 @@ from tooloo_cli.stack.spec import (
     read_env_file,
     stack_of,
 )
-from tooloo_cli.stack.topology import ROLES, ROUTES, Role, callees, owner_of, report_sections
+from tooloo_cli.stack.topology import ROLES, ROUTES, Role, callees, owner_of, report_sections, route_of
 
 __all__ = [
     "ROLES",
     "ROUTES",
     "DEGRADED_HEADER",
+    "METRICS_PATH",
+    "SUPERVISOR_METRICS_HOST",
     "Probe",
     "Replica",
     "RestartPolicy",
@@ -37,6 +41,7 @@ __all__ = [
     "Stack",
     "callees",
     "owner_of",
+    "route_of",
     "probe_host",
     "read_env_file",
     "report_sections",

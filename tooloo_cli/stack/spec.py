@@ -41,6 +41,11 @@ REFUSED_TO_START = UsageError.exit_code
 # The header a service that passes its readiness probe but runs degraded (Redis away: a fallback
 # answers) says why in; the supervisor's probe reads it for `tooloo status`.
 DEGRADED_HEADER = "X-Tooloo-Degraded"
+# Where tooloo's services, and the supervisor on [supervisor] metrics_port, serve Prometheus' page;
+# the supervisor's only on loopback, whatever stack.host says. The exporters' scrape configurations
+# point there.
+METRICS_PATH = "/metrics"
+SUPERVISOR_METRICS_HOST = "127.0.0.1"
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@ report fans out to, who calls whom, and who must run as a single process (or, gi
 Redis, may run as several of which one leads: services/leadership.py).
 
     owner_of("/api/v1/budget")          # "budget"
+    route_of("/api/v1/providers/burst") # ("/api/v1/providers/", "budget")
     report_sections()                   # {"training": "/api/v1/training/overview", ...}
     callees("meta")                     # ("training",)
 
@@ -45,12 +46,18 @@ ROLES: dict[str, Role] = {
 ROUTES: tuple[tuple[str, str], ...] = tuple((prefix, name) for name, role in ROLES.items() for prefix in role.routes)
 
 
-def owner_of(path: str) -> str | None:
-    """The service that owns an /api path, or None."""
+def route_of(path: str) -> tuple[str, str] | None:
+    """The gateway route an /api path takes: (the path prefix, the service that owns it), or None."""
     for prefix, owner in ROUTES:
         if path.startswith(prefix):
-            return owner
+            return prefix, owner
     return None
+
+
+def owner_of(path: str) -> str | None:
+    """The service that owns an /api path, or None."""
+    route = route_of(path)
+    return None if route is None else route[1]
 
 
 def report_sections() -> dict[str, str]:

@@ -2,11 +2,13 @@
 
     server = ControlServer(paths.socket, {("GET", "/status"): status_handler})
     await server.start()          # the socket is created 0600, inside the 0700 state directory
+    ControlServer(("127.0.0.1", 9464), {("GET", "/metrics"): metrics_handler})   # or on a TCP port
 
 A few dozen lines of asyncio rather than a web framework: the daemon lives as long as the
 stack and stays light. One request per connection; bodies are JSON objects of at most 1 MiB.
 A handler gets the body's object, or for a GET the query's parameters (`?after=7&wait=2` →
-{"after": "7", "wait": "2"}, as strings).
+{"after": "7", "wait": "2"}, as strings), and answers a status and a JSON document, or a
+`Text` (the Prometheus page of /metrics).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import json
 import logging
 import os
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
@@ -25,25 +28,42 @@ from tooloo_cli.errors import ToolooError
 
 logger = logging.getLogger("tooloo.supervisor")
 
-Handler = Callable[[dict[str, Any]], Awaitable[tuple[int, dict[str, Any]]]]
 MAX_BODY = 1_048_576
 
 
+@dataclass(frozen=True)
+class Text:
+    """An answer that is not JSON: `body` as `content_type`."""
+
+    body: str
+    content_type: str
+
+
+Handler = Callable[[dict[str, Any]], Awaitable[tuple[int, "dict[str, Any] | Text"]]]
+
+
 class ControlServer:
-    def __init__(self, path: Path, routes: dict[tuple[str, str], Handler]) -> None:
-        self.path = path
+    """Serves `routes` on the Unix socket at `address`, or on a TCP (host, port)."""
+
+    def __init__(self, address: Path | tuple[str, int], routes: dict[tuple[str, str], Handler]) -> None:
+        self.address = address
         self.routes = routes
         self._server: asyncio.AbstractServer | None = None
         self._answering: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
-        self.path.unlink(missing_ok=True)
+        """Listens; an OSError (the port taken, say) is the caller's to report."""
+        if isinstance(self.address, tuple):
+            host, port = self.address
+            self._server = await asyncio.start_server(self._serve, host, port)
+            return
+        self.address.unlink(missing_ok=True)
         previous = os.umask(0o177)  # the socket is born 0600: no window where others may connect
         try:
-            self._server = await asyncio.start_unix_server(self._serve, path=str(self.path))
+            self._server = await asyncio.start_unix_server(self._serve, path=str(self.address))
         finally:
             os.umask(previous)
-        os.chmod(self.path, 0o600)
+        os.chmod(self.address, 0o600)
 
     async def close(self, grace: float = 1.0) -> None:
         """Stops listening, lets the answers being written finish (`grace` seconds at most: the one to the
@@ -56,7 +76,8 @@ class ControlServer:
             _, late = await asyncio.wait(answering, timeout=grace)
             for task in late:
                 task.cancel()
-        self.path.unlink(missing_ok=True)
+        if isinstance(self.address, Path):
+            self.address.unlink(missing_ok=True)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -65,9 +86,12 @@ class ControlServer:
             task.add_done_callback(self._answering.discard)
         try:
             status, document = await self._answer(reader)
-            body = json.dumps(document).encode()
+            if isinstance(document, Text):
+                body, content_type = document.body.encode(), document.content_type
+            else:
+                body, content_type = json.dumps(document).encode(), "application/json"
             reason = HTTPStatus(status).phrase
-            writer.write(f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n"
+            writer.write(f"HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\n"
                          f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
             await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError):
@@ -75,7 +99,7 @@ class ControlServer:
         finally:
             writer.close()
 
-    async def _answer(self, reader: asyncio.StreamReader) -> tuple[int, dict[str, Any]]:
+    async def _answer(self, reader: asyncio.StreamReader) -> tuple[int, dict[str, Any] | Text]:
         try:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=5)
         except (asyncio.TimeoutError, asyncio.LimitOverrunError):

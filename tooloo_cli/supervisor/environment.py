@@ -19,6 +19,11 @@ Contract:
   configuration must agree with the supervisor's), its own `env_file` and `env`, and its
   secrets (`secret_variables`: budget gets the provider's API key, with the proxy and CA
   settings its calls out need; no other service ever sees them).
+- The OpenTelemetry export variables (`OTLP_VARIABLES`: the collector's endpoint, its headers,
+  which may hold credentials, the timeout, the CA file, the service name and resource
+  attributes) travel like the TOOLOO_* settings: in the handover, never in the supervisor's
+  own environment, and on to each of tooloo's own services, which export their traces
+  (services/otlp.py). A service's own `env` may set them for it alone (its OTEL_SERVICE_NAME).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from typing import Any
 
 from tooloo_cli.config import LoadedConfig, secret_variables
 from tooloo_cli.config.loader import ENV_CONFIG, ENV_PREFIX
+from tooloo_cli.config.schema import OTLP_VARIABLES
 from tooloo_cli.stack import ServiceSpec
 from tooloo_cli.supervisor.standby import NETWORK, PASSED_ON  # there: the standby starts before the configuration
 
@@ -39,6 +45,11 @@ def _settings(environ: Mapping[str, str]) -> dict[str, str]:
     TOOLOO_CONFIG is handed over as the file's path instead."""
     return {key: value for key, value in environ.items()
             if key.startswith(ENV_PREFIX) and "__" in key and key != ENV_CONFIG}
+
+
+def _telemetry(environ: Mapping[str, str]) -> dict[str, str]:
+    """The OTLP export variables set in `environ`."""
+    return {name: environ[name] for name in OTLP_VARIABLES if name in environ}
 
 
 def _secrets(loaded: LoadedConfig) -> set[str]:
@@ -53,8 +64,9 @@ def scrubbed(environ: Mapping[str, str], loaded: LoadedConfig) -> dict[str, str]
 
 
 def handover(loaded: LoadedConfig, environ: Mapping[str, str]) -> dict[str, Any]:
-    """What a command gives the supervisor with a start: its configuration file, settings and secrets."""
-    handed = _settings(environ)
+    """What a command gives the supervisor with a start: its configuration file, settings, OTLP export
+    variables and secrets."""
+    handed = _settings(environ) | _telemetry(environ)
     handed.update({name: environ[name] for name in _secrets(loaded) if name in environ})
     return {"config": str(loaded.source) if loaded.source is not None else None, "environment": handed}
 
@@ -64,6 +76,7 @@ def service_environment(spec: ServiceSpec, base: Mapping[str, str], handed: Mapp
     environment = {key: value for key, value in base.items() if key in PASSED_ON or key.startswith("LC_")}
     if spec.builtin:
         environment.update(_settings(handed))
+        environment.update(_telemetry(handed))
     if spec.secrets:
         environment.update({key: value for key, value in base.items() if key in NETWORK})
         environment.update({secret: handed[secret] for secret in spec.secrets if secret in handed})

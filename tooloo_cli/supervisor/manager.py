@@ -28,6 +28,9 @@ Control API (JSON):
     POST /stop     {"services": [...]}   stops them (all when omitted); exits when none is left
     POST /restart  {"services": [...], "config"?, "environment"?}
 
+With [supervisor] metrics_port set, it also serves GET /metrics (Prometheus: supervisor/metrics.py)
+on that port of 127.0.0.1.
+
 A start or restart that brings "config" (a file's path, or null for the defaults) and
 "environment" (the command's TOOLOO_* settings and secrets: see environment.py) reads the
 configuration afresh, and the services it starts run on it.
@@ -45,10 +48,12 @@ from typing import Any
 
 from tooloo_cli.config import ConfigError, LoadedConfig, load_config
 from tooloo_cli.errors import ToolooError, UsageError
-from tooloo_cli.stack import ServiceSpec, Stack, stack_of
-from tooloo_cli.supervisor.api import ControlServer
+from tooloo_cli.exposition import CONTENT_TYPE
+from tooloo_cli.stack import METRICS_PATH, SUPERVISOR_METRICS_HOST, ServiceSpec, Stack, stack_of
+from tooloo_cli.supervisor.api import ControlServer, Text
 from tooloo_cli.supervisor.environment import scrubbed
 from tooloo_cli.supervisor.lock import FileLock
+from tooloo_cli.supervisor.metrics import metrics_page
 from tooloo_cli.supervisor.paths import StatePaths, write_private
 from tooloo_cli.supervisor.process import Gate, ManagedProcess, OutputSink
 from tooloo_cli.supervisor.usage import USAGE_INTERVAL, own_rss
@@ -83,6 +88,10 @@ class Supervisor:
             ("POST", "/stop"): self._stop,
             ("POST", "/restart"): self._restart,
         })
+        port = loaded.config.supervisor.metrics_port
+        # Loopback only, whatever stack.host says: what it tells (pids' usage, states) is the operator's.
+        self._metrics = None if not port else ControlServer((SUPERVISOR_METRICS_HOST, port),
+                                                            {("GET", METRICS_PATH): self._page})
 
     async def run(self, names: list[str], on_ready: Callable[[], None] | None = None) -> None:
         """Supervises `names` until SIGTERM/SIGINT (SIGHUP too, when attached) or until `down` leaves nothing.
@@ -102,6 +111,7 @@ class Supervisor:
         sampler = loop.create_task(self._sample_usage(), name="usage-sampler")
         try:
             await self._control.start()
+            await self._serve_metrics()
             self._start_replicas(self._resolve(names), self.stack, self.handed)
             if on_ready is not None:
                 on_ready()
@@ -112,10 +122,27 @@ class Supervisor:
             self._final = True
             self._changed()  # whoever still waits in GET /states gets these last states, before the socket closes
             await self._control.close()
+            if self._metrics is not None:
+                await self._metrics.close()
             for process in self.processes.values():
                 process.close()
             self.paths.pid_file.unlink(missing_ok=True)
             self._lock.release()
+
+    async def _serve_metrics(self) -> None:
+        """Listens on [supervisor] metrics_port, if set. A port that cannot be had is logged, not fatal: the
+        stack matters more than its metrics (the log says what to change)."""
+        if self._metrics is None:
+            return
+        try:
+            await self._metrics.start()
+        except OSError as exc:
+            logger.error("cannot serve /metrics on 127.0.0.1:%s (%s); set [supervisor] metrics_port to a free "
+                         "port, or 0 for none", self.loaded.config.supervisor.metrics_port, exc.strerror or exc)
+            self._metrics = None
+
+    async def _page(self, payload: dict[str, Any]) -> tuple[int, Text]:
+        return 200, Text(metrics_page(self.processes.values()), CONTENT_TYPE)
 
     def _changed(self) -> None:
         """A replica's state, health or readiness changed: wakes whoever waits in GET /states."""

@@ -72,6 +72,9 @@ class _Announced(Generic[V]):
             process._changed()
 
 
+# What a replica can be doing (`status()["state"]`; the supervisor's /metrics has one series for each).
+STATES = ("waiting", "starting", "running", "backoff", "stopping", "stopped", "exited", "failed")
+
 class ManagedProcess:
     def __init__(self, spec: ServiceSpec, replica: Replica, paths: StatePaths,
                  on_output: OutputSink | None = None, log_limits: tuple[int, int] = (10 * 1024 * 1024, 3),
@@ -83,7 +86,7 @@ class ManagedProcess:
         self.on_output = on_output
         self.on_change = on_change  # called whenever state, health or readiness changes
         self.tracker = RestartTracker(spec.restart)
-        self._state = "stopped"  # waiting, starting, running, backoff, stopping, stopped, exited, failed
+        self._state = "stopped"  # one of STATES
         self._health = "unknown"  # healthy, unhealthy, unknown
         self._ready = False
         self.probes: dict[str, dict[str, Any]] = {}  # liveness/readiness → the last result

@@ -3,6 +3,7 @@
     usage = TreeUsage()
     usage.sample(pid)              # every USAGE_INTERVAL seconds
     usage.cpu_percent, usage.rss_bytes
+    usage.cpu_seconds              # CPU time the tree has used, summed over samples: a counter
     own_rss()                      # the supervisor's own resident memory
 
 A CPU percentage is a rate: it needs two readings some time apart. Sampling on a clock,
@@ -84,8 +85,12 @@ class TreeUsage:
     def __init__(self) -> None:
         self.cpu_percent: float | None = None
         self.rss_bytes: int | None = None
+        # What every member seen has used, counted as it was read: it only grows (a member that exits
+        # keeps what it was last seen using), across restarts too, as a Prometheus counter must.
+        self.cpu_seconds = 0.0
         self._previous: dict[int, tuple[int, float, float]] = {}  # pid -> (start, CPU s, when) at the last sample
         self._members: dict[int, Any] = {}  # pid -> psutil.Process, where /proc cannot be read
+        self._used: dict[int, float] = {}  # pid -> its CPU seconds at the last psutil reading
 
     def sample(self, pid: int | None) -> None:
         if pid is None:
@@ -108,9 +113,12 @@ class TreeUsage:
                     too_soon = True
                     seen[member] = previous  # the reading it will be measured against, kept
                 else:
-                    cpu += max(seconds - previous[1], 0.0) / (now - previous[2]) * 100
+                    used = max(seconds - previous[1], 0.0)
+                    cpu += used / (now - previous[2]) * 100
+                    self.cpu_seconds += used
                     seen[member] = (started, seconds, now)
             else:
+                self.cpu_seconds += seconds  # a member seen for the first time: all it has used so far
                 seen[member] = (started, seconds, now)
             rss += resident
         if not seen:
@@ -130,12 +138,16 @@ class TreeUsage:
             # A member's first reading is 0.0 by psutil's contract; it counts from the next one.
             cpu = sum(member.cpu_percent(None) for member in self._members.values())
             rss = sum(member.memory_info().rss for member in self._members.values())
+            used = {pid: sum(member.cpu_times()[:2]) for pid, member in self._members.items()}
         except psutil.Error:
             self.clear()
             return
+        self.cpu_seconds += sum(max(seconds - self._used.get(pid, 0.0), 0.0) for pid, seconds in used.items())
+        self._used = used
         self.cpu_percent, self.rss_bytes = cpu, rss
 
     def clear(self) -> None:
         self._previous.clear()
         self._members.clear()
+        self._used.clear()
         self.cpu_percent = self.rss_bytes = None

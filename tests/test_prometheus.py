@@ -1,0 +1,82 @@
+"""A private stack under a real Prometheus: the supervisor's /metrics, the gateway's proxied requests,
+and rates and quantiles queried from what Prometheus scraped."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from conftest import PrometheusServer, Tooloo, promtool_check_metrics
+from test_metrics import value
+from tooloo_cli.bench.stack import free_port
+from tooloo_cli.config import Config
+from tooloo_cli.export import render
+from tooloo_cli.stack import ROLES, stack_of
+
+SCRAPE_SECONDS = 1
+
+
+def _get(url: str) -> httpx.Response:
+    return httpx.get(url, timeout=5, trust_env=False)
+
+
+def test_a_real_prometheus_scrapes_the_whole_stack_and_answers_rates_and_quantiles(
+        tooloo: Callable[..., Tooloo], prometheus_server: Callable[[str], PrometheusServer]) -> None:
+    metrics_port = free_port()
+
+    def with_metrics(config: Config) -> None:
+        config.supervisor.metrics_port = metrics_port
+
+    t = tooloo(with_metrics)
+    result = t("up")
+    assert result.returncode == 0, result.stdout + result.stderr
+    web, budget = t.port("web"), t.port("budget")
+    for number in range(20):
+        assert _get(f"http://127.0.0.1:{web}/api/v1/providers/burst?prompt=p{number % 4}").status_code == 200
+
+    gateway = _get(f"http://127.0.0.1:{web}/metrics").text
+    assert value(gateway, "tooloo_http_requests_total", method="GET", route="/api/v1/providers/*",
+                 status_class="2xx") == 20
+    assert value(_get(f"http://127.0.0.1:{budget}/metrics").text, "tooloo_http_requests_total", method="GET",
+                 route="/api/v1/providers/burst", status_class="2xx") == 20
+
+    supervisor = _get(f"http://127.0.0.1:{metrics_port}/metrics")
+    assert supervisor.status_code == 200 and supervisor.headers["content-type"].startswith("text/plain; version=0.0.4")
+    assert promtool_check_metrics(supervisor.text) == ""
+    for replica in ("web", "budget"):
+        assert value(supervisor.text, "tooloo_replica_up", service=replica, replica=replica) == 1
+        assert value(supervisor.text, "tooloo_replica_ready", service=replica, replica=replica) == 1
+        assert value(supervisor.text, "tooloo_replica_state", service=replica, replica=replica, state="running") == 1
+        assert value(supervisor.text, "tooloo_replica_restarts_total", service=replica, replica=replica) == 0
+        assert value(supervisor.text, "tooloo_replica_resident_memory_bytes", service=replica, replica=replica) > 1e7
+
+    server = prometheus_server(render("prometheus", t.loaded, scrape_interval=f"{SCRAPE_SECONDS}s"))
+    replicas = [replica for spec in stack_of(t.loaded).specs.values() if spec.builtin for replica in spec.replicas]
+    targets = _all_up(server, expected=len(replicas) + 1)  # every replica, and the supervisor
+    assert {target["labels"].get("service") for target in targets} >= {spec for spec in ROLES}
+
+    for number in range(20):  # traffic between scrapes, for a rate to see
+        _get(f"http://127.0.0.1:{web}/api/v1/providers/burst?prompt=p{number % 4}")
+    time.sleep(SCRAPE_SECONDS * 3)
+    rate = server.api("query", query='sum(rate(tooloo_http_requests_total{service="budget"}[10s]))')
+    assert rate["result"] and float(rate["result"][0]["value"][1]) > 0, rate
+    quantile = server.api("query", query='histogram_quantile(0.9, sum by (le) '
+                                         '(rate(tooloo_http_request_duration_seconds_bucket{service="web"}[10s])))')
+    assert quantile["result"] and 0 < float(quantile["result"][0]["value"][1]) < 1, quantile
+    up = server.api("query", query='tooloo_replica_up{replica="budget"}')
+    assert [float(series["value"][1]) for series in up["result"]] == [1.0], up
+
+
+def _all_up(server: PrometheusServer, expected: int, timeout: float = 15) -> list[dict[str, Any]]:
+    """The active targets, once there are `expected` and every one is up (within `timeout` seconds)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        targets = server.api("targets")["activeTargets"]
+        if len(targets) == expected and all(target["health"] == "up" for target in targets):
+            return targets
+        assert time.monotonic() < deadline, [(target["scrapeUrl"], target["health"], target["lastError"])
+                                             for target in targets]
+        time.sleep(0.2)
