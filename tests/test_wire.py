@@ -275,3 +275,29 @@ def test_a_timeout_leaves_no_exception_unretrieved() -> None:
 
     _run(silent, scenario)
     assert not [c for c in unretrieved if "never retrieved" in c.get("message", "")], unretrieved
+
+
+def test_an_answer_over_max_response_bytes_is_refused_before_it_is_all_held() -> None:
+    sent: list[int] = []
+
+    async def endless(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000000\r\n\r\n")
+        try:
+            for _ in range(1000):  # 64 MB at most, in 64 KB pieces: far over the bound, far under the claim
+                writer.write(b"x" * 65536)
+                await writer.drain()
+                sent.append(1)
+        except ConnectionError:
+            return
+
+    async def scenario(client: WireClient, port: int) -> str:
+        try:
+            await client.request("127.0.0.1", port, "GET", b"/", [], b"", timeout=5)
+        except BadResponse as exc:
+            return str(exc)
+        return "answered"
+
+    message, _ = _run(endless, scenario, {"max_response_bytes": 100_000})
+    assert message == "the answer's body is over 100000 bytes"
+    assert len(sent) < 1000  # the client closed the connection; the server did not get to send it all

@@ -348,7 +348,7 @@ def _export_costs(directory: Path, results: HttpResults, measured: dict[str, lis
     from tooloo_cli.bench.otlp_sink import OtlpSink
     from tooloo_cli.bench.stack import free_port
 
-    if importlib.util.find_spec("opentelemetry") is None:
+    if importlib.util.find_spec("opentelemetry.proto") is None:
         why = "opentelemetry-proto is not installed (pip install 'tooloo[otlp]')"
         results.missing.update({"exportCost": why, "exportDownCost": why})
         return

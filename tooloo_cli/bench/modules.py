@@ -344,6 +344,7 @@ def _traced_request(sampling_rate: float, n: int) -> list[float]:
             if request.sampled:  # what ServiceMiddleware records on a sampled request
                 request.set("http.request.method", "GET")
                 request.set("url.path", "/api/v1/bench")
+                request.set("url.scheme", "http")
                 request.set("http.route", "/api/v1/bench")
                 request.set("http.response.status_code", 200)
     return _mean_us(started, n)

@@ -46,12 +46,22 @@ BREAKER_STATES = ("closed", "open", "half_open")
 ROUTE_KEY = "tooloo.route"
 
 
-def route_template(scope: Scope) -> str:
-    """The template of the route that answered the request in `scope` (UNMATCHED when none did)."""
+def matched_route(scope: Scope) -> str | None:
+    """The template of the route that answered the request in `scope`, or None when none did."""
     route = scope.get("route")
     if route is not None:
         return route.path
-    return scope.get(ROUTE_KEY, UNMATCHED)
+    return scope.get(ROUTE_KEY)
+
+
+def route_template(scope: Scope) -> str:
+    """matched_route, or UNMATCHED: a label value for every request."""
+    return matched_route(scope) or UNMATCHED
+
+
+def known_method(method: str) -> str:
+    """`method`, or _OTHER for one outside HTTP's registered methods (a bounded value)."""
+    return method if method in KNOWN_METHODS else "_OTHER"
 
 
 class RequestMetrics:
@@ -64,9 +74,7 @@ class RequestMetrics:
         self._series: dict[tuple[str, str, str], list[float]] = {}
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
-        if method not in KNOWN_METHODS:
-            method = "_OTHER"
-        key = (method, route, _STATUS_CLASSES[status // 100] if 0 < status < 600 else "0xx")
+        key = (known_method(method), route, _STATUS_CLASSES[status // 100] if 0 < status < 600 else "0xx")
         series = self._series.get(key)
         if series is None:
             series = self._series[key] = [0] * (len(LATENCY_BOUNDS) + 1)

@@ -30,7 +30,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tooloo_cli.resilience import RateLimiter, Trace, Tracer, format_traceparent
 from tooloo_cli.services.http import Network, client_id, error_response, rate_limit_header_bytes, rate_limited
-from tooloo_cli.services.metrics import RequestMetrics, route_template
+from tooloo_cli.services.metrics import RequestMetrics, known_method, matched_route, route_template
 from tooloo_cli.stack import METRICS_PATH
 
 logger = logging.getLogger("tooloo.services")
@@ -70,10 +70,10 @@ class ServiceMiddleware:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 if trace is not None:
-                    if trace.sampled:  # the HTTP semantic conventions' names, as an OTLP export shows them
-                        trace.set("http.request.method", scope["method"])
-                        trace.set("url.path", scope["path"])
-                        trace.set("http.route", route_template(scope))
+                    if trace.sampled:
+                        route = matched_route(scope)
+                        if route is not None:
+                            trace.set("http.route", route)
                         trace.set("http.response.status_code", status)
                     if status >= 500:
                         trace.fail(f"HTTP {status}")
@@ -102,6 +102,13 @@ class ServiceMiddleware:
                         f"{tracestate},{value.decode('latin-1')}"
             with self.tracer.trace(f"{scope['method']} {path}", incoming, tracestate) as trace:
                 scope.setdefault("state", {})["trace_id"] = trace.trace_id
+                if trace.sampled:  # the HTTP semantic conventions' names, as an OTLP export shows them
+                    method = known_method(scope["method"])
+                    trace.set("http.request.method", method)
+                    if method != scope["method"]:
+                        trace.set("http.request.method_original", scope["method"])
+                    trace.set("url.path", path)
+                    trace.set("url.scheme", scope.get("scheme", "http"))
                 traceparent = (b"traceparent",
                                format_traceparent(trace.trace_id, trace.span_id, trace.sampled,
                                                   trace.random).encode())

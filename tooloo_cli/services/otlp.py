@@ -48,6 +48,7 @@ import socket
 import time
 from collections import deque
 from collections.abc import Mapping
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
@@ -263,6 +264,11 @@ class _Failed(Exception):
         self.after = after
 
 
+# An OTLP answer is a few bytes (a partial success at most): a collector, or whatever listens at the
+# endpoint, answering more is not believed, nor held in memory.
+MAX_ANSWER_BYTES = 64 * 1024
+
+
 class _Encoder:
     """Traces to ExportTraceServiceRequest bytes, with opentelemetry-proto's messages (imported here)."""
 
@@ -313,7 +319,9 @@ class _Encoder:
         method = attributes.get("http.request.method")
         if kind == self._server:
             route = attributes.get("http.route")
-            name = f"{method} {route}" if method and route else str(method) if method else span.name
+            # "{method} {route}", or the method alone without a route ("HTTP" for one outside HTTP's own).
+            shown = "HTTP" if method == "_OTHER" else method
+            name = f"{shown} {route}" if method and route else str(shown) if method else span.name
         elif kind == self._client:
             name = str(method)
         else:
@@ -367,7 +375,8 @@ class TraceExporter:
                  batch_spans: int = BATCH_SPANS, batch_seconds: float = BATCH_SECONDS) -> None:
         self.settings = settings
         self._encoder = _Encoder(settings, tracer)  # ImportError without opentelemetry-proto
-        self._client = WireClient(max_connections=1, tls=_tls_context(settings) if settings.tls else None)
+        self._client = WireClient(max_connections=1, tls=_tls_context(settings) if settings.tls else None,
+                                  max_response_bytes=MAX_ANSWER_BYTES)
         self._headers = [(b"content-type", b"application/x-protobuf"),
                          (b"user-agent", f"tooloo/{__version__}".encode()), *settings.headers]
         self.queue_capacity = queue_spans
@@ -378,6 +387,9 @@ class TraceExporter:
         self._pending = asyncio.Event()  # set while the queue holds anything
         self._full = asyncio.Event()  # set while it holds a batch's worth
         self._task: asyncio.Task[None] | None = None
+        self._idle = asyncio.Event()  # cleared while the task sends a batch: close() lets it arrive
+        self._idle.set()
+        self._retry_hint: float | None = None  # the last failed batch's Retry-After, for the next one's wait
         self._exported_spans = self._dropped_full = self._dropped_failed = 0
         self._exported_batches = self._failed_batches = self._retries = 0
         self._last_error: str | None = None
@@ -414,12 +426,19 @@ class TraceExporter:
                 except asyncio.TimeoutError:
                     pass
             batch, spans = self._take()
-            if await self._export(batch, spans, time.monotonic() + self.settings.timeout):
+            self._idle.clear()
+            try:
+                sent = await self._export(batch, spans, time.monotonic() + self.settings.timeout)
+            finally:
+                self._idle.set()
+            if sent:
                 pause = 0.0
             else:
-                # A collector that failed a whole batch is given time before the next one, rather than have
-                # batch after batch encoded and lost: meanwhile the full queue drops by count, for nothing.
-                pause = min(max(2 * pause, PAUSE_SECONDS), MAX_PAUSE_SECONDS)
+                # A collector that failed a whole batch is given time before the next one (at least what its
+                # Retry-After asked), rather than have batch after batch encoded and lost: meanwhile the full
+                # queue drops by count, for nothing.
+                pause = min(max(2 * pause, PAUSE_SECONDS, self._retry_hint or 0.0), MAX_PAUSE_SECONDS)
+                self._retry_hint = None
                 await asyncio.sleep(pause)
 
     def _take(self) -> tuple[list[Trace], int]:
@@ -456,8 +475,10 @@ class TraceExporter:
                         self._retries += 1
                         await asyncio.sleep(pause)
                         continue
+                    self._retry_hint = failure.after
                     self._fail(str(failure), spans, batches=1)
                     return False
+                rejected = min(max(rejected, 0), spans)  # what a collector says cannot make a counter go down
                 self._exported_batches += 1
                 self._exported_spans += spans - rejected
                 self._last_export_time = time.time()
@@ -498,15 +519,19 @@ class TraceExporter:
         self._last_error_time = time.time()
 
     async def close(self) -> None:
-        """Stops the background task and sends what is queued, within SHUTDOWN_SECONDS (a shutdown hook)."""
+        """Stops the background task and sends what is queued, within SHUTDOWN_SECONDS (a shutdown hook);
+        a batch on its way when it is called is let arrive first, within the same time."""
+        deadline = time.monotonic() + min(SHUTDOWN_SECONDS, self.settings.timeout)
         if self._task is not None:
+            if not self._idle.is_set():
+                with suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(self._idle.wait()), max(deadline - time.monotonic(), 0.001))
             self._task.cancel()
             try:
                 await self._task
             except asyncio.CancelledError:
                 pass
             self._task = None
-        deadline = time.monotonic() + min(SHUTDOWN_SECONDS, self.settings.timeout)
         while self._queue and time.monotonic() < deadline:
             batch, spans = self._take()
             try:

@@ -98,9 +98,11 @@ class Response:
 class _Connection(asyncio.Protocol):
     """One TCP connection, one exchange at a time."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_body: int | None = None) -> None:
         self.transport: asyncio.Transport | None = None
         self.closed = False
+        self.max_body = max_body  # bytes of an answer's body kept at most (None: no bound)
+        self._body_size = 0
         self._parser = httptools.HttpResponseParser(self)
         self._answer: asyncio.Future[Response] | None = None
         self._headers: list[tuple[bytes, bytes]] = []
@@ -156,11 +158,15 @@ class _Connection(asyncio.Protocol):
             self._complete()
 
     def on_body(self, body: bytes) -> None:
+        self._body_size += len(body)
+        if self.max_body is not None and self._body_size > self.max_body:
+            self._give(BadResponse(f"the answer's body is over {self.max_body} bytes"))  # and closes
+            return
         self._body.append(body)
 
     def on_message_complete(self) -> None:
         if 100 <= self._status < 200:  # an interim answer (100 Continue): the real one follows
-            self._headers, self._body = [], []
+            self._headers, self._body, self._body_size = [], [], 0
             return
         if not self._head_only:
             self.reusable = self._parser.should_keep_alive()
@@ -187,7 +193,7 @@ class _Connection(asyncio.Protocol):
         assert self.transport is not None
         loop = asyncio.get_running_loop()
         answer = self._answer = loop.create_future()
-        self._headers, self._body, self._status, self._heard = [], [], 0, False
+        self._headers, self._body, self._status, self._heard, self._body_size = [], [], 0, False, 0
         self._head_only, self.reusable, self._headers_done = head_only, False, False
         self._parser = httptools.HttpResponseParser(self)
         self.transport.write(request)
@@ -240,8 +246,11 @@ def encode_request(method: str, host: str, port: int, target: bytes,
 
 class WireClient:
     def __init__(self, max_connections: int = MAX_CONNECTIONS, idle_seconds: float = 4.0,
-                 tls: SSLContext | None = None) -> None:
+                 tls: SSLContext | None = None, max_response_bytes: int | None = None) -> None:
         self.max_connections = max_connections  # at once, per host and port
+        # An answer's body beyond this is BadResponse, the connection closed: a peer that is not one of
+        # tooloo's own (an OTLP collector) must not make the client hold what it sends. None: no bound.
+        self.max_response_bytes = max_response_bytes
         self.idle_seconds = idle_seconds
         self.tls = tls  # TLS to every peer (an https:// OTLP collector); None: plain TCP, as between services
         # Per host and port, (connection, when it went idle), the most recently used last.
@@ -312,7 +321,7 @@ class WireClient:
     async def _connect(self, host: str, port: int, timeout: float) -> _Connection:
         loop = asyncio.get_running_loop()
         try:
-            _, connection = await asyncio.wait_for(loop.create_connection(_Connection, host, port, ssl=self.tls),
+            _, connection = await asyncio.wait_for(loop.create_connection(lambda: _Connection(self.max_response_bytes), host, port, ssl=self.tls),
                                                    max(timeout, 0.001))
         except asyncio.TimeoutError:
             raise ConnectFailed(f"no connection to {host}:{port} within {timeout:g} s") from None
