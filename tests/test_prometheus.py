@@ -52,6 +52,7 @@ def test_a_real_prometheus_scrapes_the_whole_stack_and_answers_rates_and_quantil
         assert value(supervisor.text, "tooloo_replica_state", service=replica, replica=replica, state="running") == 1
         assert value(supervisor.text, "tooloo_replica_restarts_total", service=replica, replica=replica) == 0
         assert value(supervisor.text, "tooloo_replica_resident_memory_bytes", service=replica, replica=replica) > 1e7
+        assert value(supervisor.text, "tooloo_replica_cpu_seconds_total", service=replica, replica=replica) > 0.1
 
     server = prometheus_server(render("prometheus", t.loaded, scrape_interval=f"{SCRAPE_SECONDS}s"))
     replicas = [replica for spec in stack_of(t.loaded).specs.values() if spec.builtin for replica in spec.replicas]

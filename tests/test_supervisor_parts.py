@@ -308,3 +308,40 @@ def test_plain_text_where_rich_would_write_plain_text(tmp_path: Path) -> None:
                         {"TTY_COMPATIBLE": "1"}, {"NO_COLOR": "1"}, {"TTY_COMPATIBLE": "0", "FORCE_COLOR": "1"}):
             assert writes_plain_text(stream, environ) == (not Console(file=stream, _environ=environ).is_terminal), \
                 (type(stream).__name__, environ)
+
+
+def test_the_metrics_listener_answers_a_silent_client_in_time_and_closes_with_one_connected() -> None:
+    from tooloo_cli.bench.stack import free_port
+    from tooloo_cli.supervisor.api import REQUEST_SECONDS, Text
+
+    async def page(payload: dict[str, Any]) -> tuple[int, Text]:
+        return 200, Text("up 1\n", "text/plain; version=0.0.4")
+
+    async def scenario() -> tuple[bytes, bytes, float, float]:
+        port = free_port()
+        server = ControlServer(("127.0.0.1", port), {("GET", "/metrics"): page})
+        await server.start()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        scraped = await reader.read()
+        writer.close()
+        silent_reader, silent = await asyncio.open_connection("127.0.0.1", port)
+        silent.write(b"POST /metrics HTTP/1.1\r\nContent-Length: \xc2\xb2000\r\n\r\n")  # a non-ASCII digit
+        odd = await asyncio.wait_for(silent_reader.read(), 5)
+        silent.close()
+        stalled_reader, stalled = await asyncio.open_connection("127.0.0.1", port)
+        stalled.write(b"POST /metrics HTTP/1.1\r\nContent-Length: 1000\r\n\r\n")  # and never the body
+        started = time.monotonic()
+        answered = await asyncio.wait_for(stalled_reader.read(), REQUEST_SECONDS + 5)
+        waited = time.monotonic() - started
+        await asyncio.open_connection("127.0.0.1", port)  # one more, silent, left connected
+        started = time.monotonic()
+        await server.close(grace=0.5)
+        return scraped + b"|" + odd, answered, waited, time.monotonic() - started
+
+    answers, incomplete, waited, closing = asyncio.run(scenario())
+    scraped, odd = answers.split(b"|", 1)
+    assert scraped.startswith(b"HTTP/1.1 200 OK") and b"version=0.0.4" in scraped and scraped.endswith(b"up 1\n")
+    assert odd.startswith(b"HTTP/1.1 405")  # the length read as none, and the method refused: an answer
+    assert incomplete.startswith(b"HTTP/1.1 400") and waited < REQUEST_SECONDS + 2
+    assert closing < 2.0

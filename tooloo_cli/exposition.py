@@ -26,8 +26,10 @@ import os
 import re
 from collections.abc import Iterable, Mapping
 from functools import cache
+from typing import TYPE_CHECKING
 
-from tooloo_cli.resilience.histogram import Histogram
+if TYPE_CHECKING:  # only named: importing it would load all of resilience into the supervisor
+    from tooloo_cli.resilience.histogram import Histogram
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 Labels = Mapping[str, str]

@@ -119,7 +119,7 @@ class ProviderCalls:
     """This replica's provider calls since it started: by outcome, and the tokens and USD the answered ones
     cost. The observability document's `provider` section and the provider families of /metrics."""
 
-    OUTCOMES = ("ok", "failed", "timeout")
+    OUTCOMES = ("ok", "failed", "timeout", "rejected")  # rejected: by the open breaker, before any call
 
     def __init__(self, provider: str) -> None:
         self.provider = provider
@@ -139,7 +139,7 @@ class ProviderCalls:
 
     def write(self, page: Exposition, ledger: Ledger, settings: ProviderSettings) -> None:
         labels = {"provider": self.provider}
-        page.counter("tooloo_provider_calls_total", "Provider calls made by this replica, by outcome.",
+        page.counter("tooloo_provider_calls_total", "Provider calls of this replica, by outcome (rejected: refused by the open breaker).",
                      [({**labels, "outcome": outcome}, count) for outcome, count in self.outcomes.items()])
         page.counter("tooloo_provider_tokens_total", "Tokens the answered provider calls used.", [(labels, self.tokens)])
         page.counter("tooloo_provider_spend_usd_total", "What the answered provider calls cost, in USD.",
@@ -388,7 +388,8 @@ def create(service: Service) -> ASGIApp:
             completion = await call_through(breaker, "the provider", provider.complete, prompt,
                                             failures=(ProviderError, ProviderRejected))
         except ApiError as exc:
-            calls.outcomes["timeout" if exc.status == 504 else "failed"] += 1
+            # 503: the breaker refused, and no call was made.
+            calls.outcomes["rejected" if exc.status == 503 else "timeout" if exc.status == 504 else "failed"] += 1
             await ledger.release(reservation, timed_out=exc.status == 504)
             raise
         answer = {"text": completion.text, "model": completion.model, "tokens": completion.tokens}

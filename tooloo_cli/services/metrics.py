@@ -11,8 +11,8 @@ Contract:
   histogram (LATENCY_BOUNDS) over the same labels: label values are bounded whatever
   clients send. A method outside HTTP's registered ones is `_OTHER`; a request no route
   matched has route `unmatched`; the gateway's proxied requests carry the path prefix of
-  the service that owns them (`/api/v1/providers/*`). A request that got no answer (the
-  client left first) is not counted: there is no status to count it under.
+  the service that owns them (`/api/v1/providers/*`). A client that leaves mid-request is
+  counted as the 499 its access-log line says; a request that got no status at all is not.
 - The page is rendered from the same snapshots as the observability document (the
   tracer's, the limiter's, the cache's, the breakers', the pool's, the optimizer's and
   the sections services add with `Service.extra_metrics`), so the two cannot disagree.

@@ -29,6 +29,13 @@ from tooloo_cli.errors import ToolooError
 logger = logging.getLogger("tooloo.supervisor")
 
 MAX_BODY = 1_048_576
+REQUEST_SECONDS = 5.0  # to send a whole request in
+MAX_CONNECTIONS = 64  # answered at once; more are closed at once
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, reason: str) -> None:
+        self.status, self.reason = status, reason
 
 
 @dataclass(frozen=True)
@@ -70,16 +77,22 @@ class ControlServer:
         `down` that asked for this close, say), and removes the socket."""
         if self._server is not None:
             self._server.close()
-            await self._server.wait_closed()
         answering = [task for task in self._answering if task is not asyncio.current_task()]
         if answering:
             _, late = await asyncio.wait(answering, timeout=grace)
             for task in late:
                 task.cancel()
+        if self._server is not None:
+            # After the connections' tasks: from Python 3.12 on, wait_closed waits for every connection, and a
+            # client that sends nothing would hold it for good.
+            await self._server.wait_closed()
         if isinstance(self.address, Path):
             self.address.unlink(missing_ok=True)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(self._answering) >= MAX_CONNECTIONS:  # a flood of idle connections holds nothing of ours
+            writer.close()
+            return
         task = asyncio.current_task()
         if task is not None:
             self._answering.add(task)
@@ -99,24 +112,33 @@ class ControlServer:
         finally:
             writer.close()
 
-    async def _answer(self, reader: asyncio.StreamReader) -> tuple[int, dict[str, Any] | Text]:
-        try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=5)
-        except (asyncio.TimeoutError, asyncio.LimitOverrunError):
-            return 400, {"ok": False, "error": "incomplete request"}
+    async def _read(self, reader: asyncio.StreamReader) -> tuple[str, str, bytes]:
+        """The request's method, target and body; _Refused for one that cannot be answered."""
+        head = await reader.readuntil(b"\r\n\r\n")
         request_line, *header_lines = head.decode("latin-1").split("\r\n")
         try:
             method, target, _ = request_line.split(" ", 2)
         except ValueError:
-            return 400, {"ok": False, "error": "malformed request line"}
+            raise _Refused(400, "malformed request line") from None
         length = 0
         for line in header_lines:
             name, _, value = line.partition(":")
-            if name.strip().lower() == "content-length" and value.strip().isdigit():
+            if name.strip().lower() == "content-length" and value.strip().isascii() and value.strip().isdigit():
                 length = int(value)
         if length > MAX_BODY:
-            return 413, {"ok": False, "error": "request body too large"}
-        body = await reader.readexactly(length) if length else b""
+            raise _Refused(413, "request body too large")
+        return method, target, await reader.readexactly(length) if length else b""
+
+    async def _answer(self, reader: asyncio.StreamReader) -> tuple[int, dict[str, Any] | Text]:
+        try:
+            # The whole request, head and body, within one deadline: a client that stops sending is answered,
+            # not waited for. The handler's own time (a long poll of /states) is not in it.
+            async with asyncio.timeout(REQUEST_SECONDS):
+                method, target, body = await self._read(reader)
+        except (asyncio.TimeoutError, asyncio.LimitOverrunError):
+            return 400, {"ok": False, "error": "incomplete request"}
+        except _Refused as refused:
+            return refused.status, {"ok": False, "error": refused.reason}
         path, _, query = target.partition("?")
         handler = self.routes.get((method, path))
         if handler is None:

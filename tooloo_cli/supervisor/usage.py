@@ -139,8 +139,9 @@ class TreeUsage:
             cpu = sum(member.cpu_percent(None) for member in self._members.values())
             rss = sum(member.memory_info().rss for member in self._members.values())
             used = {pid: sum(member.cpu_times()[:2]) for pid, member in self._members.items()}
-        except psutil.Error:
-            self.clear()
+        except psutil.Error:  # a member gone mid-reading: what the others used is counted at the next sample
+            self._members.clear()
+            self.cpu_percent = self.rss_bytes = None
             return
         self.cpu_seconds += sum(max(seconds - self._used.get(pid, 0.0), 0.0) for pid, seconds in used.items())
         self._used = used
