@@ -28,6 +28,8 @@ from collections.abc import Iterable, Mapping
 from functools import cache
 from typing import TYPE_CHECKING
 
+from tooloo_cli.procfs import TICKS, boot_time, read_process
+
 if TYPE_CHECKING:  # only named: importing it would load all of resilience into the supervisor
     from tooloo_cli.resilience.histogram import Histogram
 
@@ -36,8 +38,6 @@ Labels = Mapping[str, str]
 
 _NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 _LABEL = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
-_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
 def _escape_label(value: str) -> str:
@@ -135,26 +135,15 @@ class Exposition:
         return "\n".join(self._lines) + "\n" if self._lines else ""
 
 
-@cache
-def _start_time() -> float:
-    """This process's start in epoch seconds (boot time plus its start in clock ticks after boot)."""
-    with open("/proc/self/stat", "rb") as stat:
-        started_ticks = int(stat.read().rpartition(b")")[2].split()[19])
-    with open("/proc/stat", "rb") as system:
-        boot = next(int(line.split()[1]) for line in system if line.startswith(b"btime "))
-    return boot + started_ticks / _TICKS
-
-
 def process_samples(page: Exposition) -> None:
     """The calling process's CPU time, resident memory, open descriptors and start time (process_*)."""
     times = os.times()
     page.counter("process_cpu_seconds_total", "User and system CPU time spent, in seconds.",
                  [({}, times.user + times.system)])
     try:
-        with open("/proc/self/statm", "rb") as statm:
-            resident = int(statm.read().split()[1]) * _PAGE
+        started_ticks, _, resident = read_process(os.getpid())
+        started = boot_time() + started_ticks / TICKS
         descriptors = len(os.listdir("/proc/self/fd"))
-        started = _start_time()
     except (OSError, ValueError, IndexError, StopIteration):
         return  # not Linux's /proc: the CPU time is all there is to say
     page.gauge("process_resident_memory_bytes", "Resident memory size in bytes.", [({}, resident)])

@@ -27,6 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tooloo_cli.procfs import read_process
+
 USAGE_INTERVAL = 1.0
 # CPU time is counted in clock ticks (10 ms): over a shorter interval than this, one tick more or
 # less reads as a process using several cores. A sample sooner updates the memory, not the CPU.
@@ -49,27 +51,10 @@ def process_tree(pid: int) -> list[int]:
     return tree
 
 
-_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-
-
-def _read(pid: int) -> tuple[int, float, int]:
-    """(start time, CPU seconds, resident bytes) of `pid` from /proc; OSError or ValueError if it cannot be read.
-
-    The start time (clock ticks after boot) tells a process from a later one given the same pid.
-    """
-    with open(f"/proc/{pid}/stat", "rb") as stat:
-        fields = stat.read().rpartition(b")")[2].split()  # the name may hold spaces and parentheses
-    with open(f"/proc/{pid}/statm", "rb") as statm:
-        resident = int(statm.read().split()[1])
-    # Fields 14 and 15 (utime, stime) and 22 (starttime), counted from 3 after the name.
-    return int(fields[19]), (int(fields[11]) + int(fields[12])) / _TICKS, resident * _PAGE
-
-
 def own_rss() -> int | None:
     """This process's resident memory in bytes (None if it cannot be read)."""
     try:
-        return _read(os.getpid())[2]
+        return read_process(os.getpid())[2]
     except (OSError, ValueError, IndexError):
         try:
             import psutil
@@ -104,7 +89,7 @@ class TreeUsage:
         too_soon = False
         for member in process_tree(pid):
             try:
-                started, seconds, resident = _read(member)
+                started, seconds, resident = read_process(member)
             except (OSError, ValueError, IndexError):  # it exited since its parent listed it
                 continue
             previous = self._previous.get(member)
