@@ -34,7 +34,7 @@ import httpx
 import psutil
 import pytest
 
-from tooloo_cli.bench.stack import write_ephemeral_config
+from tooloo_cli.bench.stack import end_process, write_ephemeral_config
 from tooloo_cli.config import Config, LoadedConfig, load_config
 from tooloo_cli.bench.redis_server import RedisServer
 
@@ -381,13 +381,7 @@ class PrometheusServer:
         return answer["data"]
 
     def end(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        end_process(self.process, grace=10)
         self.log.close()
 
 

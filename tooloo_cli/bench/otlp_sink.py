@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 
-from tooloo_cli.bench.stack import free_port
+from tooloo_cli.bench.stack import end_process, free_port
 
 _ANSWER = b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n"
 
@@ -71,13 +71,7 @@ class OtlpSink:
             return False
 
     def end(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-        try:
-            self.process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        end_process(self.process)
 
     def __enter__(self) -> OtlpSink:
         return self

@@ -42,6 +42,17 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def end_process(process: subprocess.Popen[bytes], grace: float = 5.0) -> None:
+    """Ends a helper process by its pid: SIGTERM, `grace` seconds to go, then SIGKILL; waited for either way."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 def room_for_replicas(config: Config, name: str, replicas: int) -> None:
     """Service `name` as `replicas` replicas, on free ports `port` … `port + replicas - 1` that no other
     service of `config` has (a service's replicas listen on consecutive ports)."""
