@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import socket
 import ssl
@@ -164,6 +165,8 @@ def test_one_request_through_web_reaches_the_collector_as_linked_spans_of_web_an
     assert web_client.parent_span_id == web_server.span_id
     assert budget_server.parent_span_id == web_client.span_id  # the link across the two processes
     assert {span.trace_state for _, span in spans} == {TRACESTATE}
+    # Sampled (the caller's id is not known random), and whether the parent is remote: each root's is.
+    assert (web_server.flags, web_client.flags, budget_server.flags) == (0x301, 0x101, 0x301)
     served = _attributes(web_server)
     assert served["http.request.method"] == "GET" and served["url.path"] == "/api/v1/budget"
     assert served["http.route"].startswith("/api/v1/budget") and served["http.response.status_code"] == 200
@@ -382,6 +385,7 @@ def test_spans_are_encoded_as_the_semantic_conventions_name_them(receiver: Recei
     assert _attributes(internal) == {"hit": True, "ratio": 0.5}
     assert not server.parent_span_id and client.parent_span_id == internal.parent_span_id == server.span_id
     assert server.trace_state == ""
+    assert {span.flags for _, span in spans} == {0x103}  # sampled, a random id of tooloo's, no remote parent
 
 
 # -- where to, and what else the environment says -------------------------------------------------
@@ -422,6 +426,24 @@ def test_bad_export_variables_are_refused_without_showing_a_header_value() -> No
                                service="web", instance="web")
     assert settings is not None and settings.headers == ((b"x-api-key", b"k,1"),)  # the traces' own wins whole
     assert "sekret" not in repr(settings) and "k,1" not in repr(settings)
+
+
+def test_the_environment_turns_export_off_or_is_refused_for_what_tooloo_does_not_speak() -> None:
+    def settings(**environ: str) -> Any:
+        return export_settings("http://collector:4318", environ, service="web", instance="web")
+
+    assert settings(OTEL_SDK_DISABLED="true") is None and settings(OTEL_SDK_DISABLED="TRUE") is None
+    assert settings(OTEL_TRACES_EXPORTER="none") is None
+    for exported in ({}, {"OTEL_SDK_DISABLED": "false"}, {"OTEL_TRACES_EXPORTER": "otlp"},
+                     {"OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}):
+        assert settings(**exported) is not None, exported
+    for environ, said in (({"OTEL_TRACES_EXPORTER": "zipkin"}, "OTEL_TRACES_EXPORTER is 'zipkin'"),
+                          ({"OTEL_TRACES_EXPORTER": "otlp,console"}, "otlp (the default), or none"),
+                          ({"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, "OTEL_EXPORTER_OTLP_PROTOCOL is 'grpc'"),
+                          ({"OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+                            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/json"}, "TRACES_PROTOCOL is 'http/json'")):
+        with pytest.raises(ExportConfigError, match=re.escape(said)):
+            settings(**environ)
 
 
 def test_a_bad_otlp_endpoint_in_the_file_is_a_configuration_error(tmp_path: Path) -> None:
@@ -487,20 +509,27 @@ def test_the_export_variables_travel_in_the_handover_to_tooloos_own_services_onl
     assert not {key for key in supervisor_environment(command) if key.startswith("OTEL_")}
     specs = stack_of(loaded).specs
     web, budget = (service_environment(specs[name], command, handed) for name in ("web", "budget"))
-    assert web == command
+    # Given to the whole stack, the name is the group's: each service keeps its own as service.name.
+    assert web == {**{key: value for key, value in command.items() if key != "OTEL_SERVICE_NAME"},
+                   "OTEL_RESOURCE_ATTRIBUTES": "service.namespace=stack"}
     assert budget["OTEL_SERVICE_NAME"] == "ledger"  # a service's own env names it alone
+    named = handover(loaded, {"OTEL_RESOURCE_ATTRIBUTES": "team=ml,service.name=shop%20floor"})["environment"]
+    assert service_environment(specs["web"], {}, named) == {
+        "OTEL_RESOURCE_ATTRIBUTES": "team=ml,service.namespace=shop%20floor"}
     assert not {key for key in service_environment(specs["worker"], command, handed) if key.startswith("OTEL_")}
 
 
 def test_up_hands_the_export_variables_to_the_services_and_keeps_them_out_of_the_supervisor(
         tooloo: Callable[..., Tooloo], receiver: Receiver) -> None:
     t = tooloo(_sampled("training"))
-    t.env |= {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.base, "OTEL_SERVICE_NAME": "coach-training",
+    t.env |= {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.base, "OTEL_SERVICE_NAME": "coach stack",
+              "OTEL_RESOURCE_ATTRIBUTES": "service.name=everyone,team=ml",
               "OTEL_EXPORTER_OTLP_HEADERS": "authorization=Bearer%20sekret"}
     assert t("up", "training").returncode == 0
     assert httpx.get(f"http://127.0.0.1:{t.port('training')}/api/v1/training/status", timeout=5).status_code == 200
     spans = receiver.wait_for(1)
-    assert [resource["service.name"] for resource, _ in spans] == ["coach-training"]
+    assert [(resource["service.name"], resource["service.namespace"], resource["team"])
+            for resource, _ in spans] == [("training", "coach stack", "ml")]
     assert receiver.requests[0][0]["authorization"] == "Bearer sekret"
     assert receiver.requests[0][0]["content-type"] == "application/x-protobuf"
     supervisor = Path(f"/proc/{t.status()['supervisor']['pid']}/environ").read_bytes()

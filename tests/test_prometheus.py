@@ -3,6 +3,7 @@ and rates and quantiles queried from what Prometheus scraped."""
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -14,6 +15,7 @@ from test_metrics import value
 from tooloo_cli.bench.stack import free_port
 from tooloo_cli.config import Config
 from tooloo_cli.export import render
+from tooloo_cli.ports import is_free
 from tooloo_cli.stack import ROLES, stack_of
 
 SCRAPE_SECONDS = 1
@@ -81,3 +83,40 @@ def _all_up(server: PrometheusServer, expected: int, timeout: float = 15) -> lis
         assert time.monotonic() < deadline, [(target["scrapeUrl"], target["health"], target["lastError"])
                                              for target in targets]
         time.sleep(0.2)
+
+
+def test_the_supervisor_metrics_listener_follows_metrics_port_through_up_or_refuses_saying_why(
+        tooloo: Callable[..., Tooloo]) -> None:
+    first, second = free_port(), free_port()
+
+    def with_metrics(config: Config) -> None:
+        config.supervisor.metrics_port = first
+
+    t = tooloo(with_metrics)
+    assert t("up", "training").returncode == 0
+    assert _get(f"http://127.0.0.1:{first}/metrics").status_code == 200
+
+    def moved_to(port: int) -> None:
+        text = t.config.read_text()
+        current = next(line for line in text.splitlines() if line.startswith("metrics_port = "))
+        t.config.write_text(text.replace(current, f"metrics_port = {port}"))
+
+    moved_to(second)
+    assert t("up", "training").returncode == 0
+    assert value(_get(f"http://127.0.0.1:{second}/metrics").text, "tooloo_replica_up", service="training",
+                 replica="training") == 1
+    assert is_free("127.0.0.1", first)  # let go once the new one listens
+
+    with socket.socket() as taken:  # a port someone else holds: refused, saying so, and nothing changes
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        moved_to(taken.getsockname()[1])
+        refused = t("up", "training")
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        assert f"metrics_port {taken.getsockname()[1]} cannot be served" in refused.stderr
+        assert "Traceback" not in refused.stderr
+    assert _get(f"http://127.0.0.1:{second}/metrics").status_code == 200
+
+    moved_to(0)
+    assert t("restart", "training").returncode == 0
+    assert is_free("127.0.0.1", second)

@@ -117,6 +117,19 @@ def _budget_pair(config: Config) -> None:
     limiter.capacity = 1_000_000  # the load below measures the replicas, not the gateway's limit
 
 
+def _errors_logged(t: Tooloo) -> dict[str, list[str]]:
+    """What each service logged of 5xx answers and exceptions: where a failed answer came from (a test
+    that sees one fail rarely says, with it, which process answered it and why)."""
+    found = {}
+    for log in sorted((t.state / "logs").glob("*.log")):
+        lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
+        hits = [index for index, line in enumerate(lines)
+                if " 50" in line and "ms " in line or "Traceback" in line or "unhandled" in line]
+        if hits:
+            found[log.name] = [line for index in hits[:3] for line in lines[index:index + 25]]
+    return found
+
+
 def test_two_budget_replicas_share_web_traffic_and_one_killed_costs_clients_nothing(
         tooloo: Callable[..., Tooloo]) -> None:
     t = tooloo(_budget_pair)
@@ -136,7 +149,7 @@ def test_two_budget_replicas_share_web_traffic_and_one_killed_costs_clients_noth
             time.sleep(0.5)
             os.kill(first["pid"], signal.SIGKILL)
             time.sleep(1.5)
-    assert statuses[200] > 100 and set(statuses) == {200}, statuses
+    assert statuses[200] > 100 and set(statuses) == {200}, (statuses, _errors_logged(t))
     restarted = t.wait_for(lambda d: d["services"]["budget.1"]["ready"] and d["services"]["budget.1"]["restarts"] == 1)
     assert restarted["services"]["budget.1"]["pid"] != first["pid"]
     assert not alive(first["pid"])

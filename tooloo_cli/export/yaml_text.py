@@ -26,23 +26,28 @@ _ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\t": "\\t", "\r": "\\r"}
 
 def document(value: dict[str, Any], comments: Iterable[str] = ()) -> str:
     """`value` as a YAML document, after `comments` (one `# ` line each)."""
-    lines = [f"# {line}".rstrip() for comment in comments for line in comment.splitlines() or [""]]
+    lines = [f"# {_escaped(line)}".rstrip() for comment in comments for line in comment.splitlines() or [""]]
     lines += _mapping(value, 0)
     return "\n".join(lines) + "\n"
 
 
 def quoted(text: str) -> str:
     """`text` as a double-quoted YAML scalar: escapes for quotes, backslashes and every unprintable character."""
-    out = ['"']
+    return f'"{_escaped(text, _ESCAPES)}"'
+
+
+def _escaped(text: str, escapes: dict[str, str] | None = None) -> str:
+    """`text` with what YAML (or the terminal it is printed on) must not see raw as \\u escapes: control
+    characters, and the lone surrogates a file name that is not UTF-8 decodes to; `escapes` first."""
+    out = []
     for char in text:
-        if char in _ESCAPES:
-            out.append(_ESCAPES[char])
+        if escapes is not None and char in escapes:
+            out.append(escapes[char])
         elif char.isprintable() and char != "\ufeff":  # isprintable() is False for U+0085, U+2028, U+2029
             out.append(char)
         else:
             code = ord(char)
             out.append(f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}")
-    out.append('"')
     return "".join(out)
 
 

@@ -12,6 +12,7 @@ store, promoting what they find.
     cache.get("prompt:hello")          # {'text': 'Hello!'}
     cache.get("prompt:other", None)    # None (a miss)
     cache.snapshot().memory_hits       # 1; stats() is the snapshot's JSON
+    await cache.asnapshot()            # the same, the file's entries counted in a thread (for a service's loop)
     PersistentCache(store=SQLiteCacheStore(path, retry_after=1.0))   # a store of the caller's choice
     PersistentCache(None)              # memory only: nothing survives a restart
     await PersistentCache(store=redis_store).aget("prompt:hello")   # over a SharedCacheStore (Redis)
@@ -38,6 +39,7 @@ locking (the checkpoint thread has its own connection, and shares nothing else).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
@@ -440,8 +442,25 @@ class SQLiteCacheStore:
             self._db.close()
             self._db = None
 
-    def stats(self) -> StoreStats:
-        counted = self._run("SELECT count(*) FROM cache")  # first: it may reconnect, or fail
+    def count_items(self) -> int | None:
+        """The entries in the file, counted on a connection of this call's own (None when the file
+        cannot be read): safe in any thread, so a caller on an event loop can count in another one
+        (the count reads the whole key index: 33 ms at 300k entries) while the loop goes on with
+        the store's own connection."""
+        try:
+            db = sqlite3.connect(f"file:{quote(str(self.path))}?mode=ro", uri=True, check_same_thread=False)
+        except sqlite3.Error:
+            return None
+        try:
+            return int(db.execute("SELECT count(*) FROM cache").fetchone()[0])
+        except sqlite3.Error:
+            return None
+        finally:
+            db.close()
+
+    def stats(self, count: bool = True) -> StoreStats:
+        """What the store reports; without `count`, `items` is 0 rather than read (see count_items)."""
+        counted = self._run("SELECT count(*) FROM cache") if count else [(0,)]  # first: it may reconnect, or fail
         size = 0
         if self._db is not None:
             for name in (str(self.path), f"{self.path}-wal"):
@@ -729,13 +748,34 @@ class PersistentCache:
 
     def snapshot(self) -> CacheSnapshot:
         """The counters and sizes now (asks the shared store for its own)."""
-        memory = self._memory.stats()
         shared = self._shared.stats() if self._shared is not None else StoreStats(items=0)
+        return self._snapshot(shared, shared.items)
+
+    async def asnapshot(self) -> CacheSnapshot:
+        """`snapshot()` for a caller on an event loop: a SQLite file's entries are counted in a
+        thread, on a connection of their own, so that a scrape of a large cache does not hold up
+        the requests served meanwhile."""
+        shared = self._shared
+        if not isinstance(shared, SQLiteCacheStore):  # memory and Redis report their size at no cost
+            return self.snapshot()
+        items = await asyncio.to_thread(shared.count_items)
+        stats = shared.stats(count=False)
+        return self._snapshot(stats, items if items is not None and stats.persistent else 0)
+
+    def shared_state(self) -> StoreStats:
+        """Whether the shared store works now, and why not (what /ready asks), its entries not counted."""
+        shared = self._shared
+        if shared is None:
+            return StoreStats(items=0)
+        return shared.stats(count=False) if isinstance(shared, SQLiteCacheStore) else shared.stats()
+
+    def _snapshot(self, shared: StoreStats, shared_items: int) -> CacheSnapshot:
+        memory = self._memory.stats()
         return CacheSnapshot(
             memory_hits=self.memory_hits, disk_hits=self.disk_hits, misses=self.misses, writes=self.writes,
             evictions=memory.evictions, expirations=self.expirations, undecodable=self.undecodable,
             memory_items=memory.items, max_memory_items=self.max_memory_items,
-            disk_items=shared.items, disk_bytes=shared.bytes, ttl_seconds=self.ttl,
+            disk_items=shared_items, disk_bytes=shared.bytes, ttl_seconds=self.ttl,
             persistent=shared.persistent, disk_error=shared.error, disk_errors=shared.errors,
             recoveries=shared.recoveries,
         )

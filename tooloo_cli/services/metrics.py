@@ -29,7 +29,15 @@ from starlette.types import Scope
 
 from tooloo_cli import __version__
 from tooloo_cli.exposition import Exposition, process_samples
-from tooloo_cli.resilience import CircuitBreaker, ConnectionPool, PersistentCache, QueryOptimizer, RateLimiter, Tracer
+from tooloo_cli.resilience import (
+    CacheSnapshot,
+    CircuitBreaker,
+    ConnectionPool,
+    PersistentCache,
+    QueryOptimizer,
+    RateLimiter,
+    Tracer,
+)
 from tooloo_cli.resilience.histogram import LATENCY_BOUNDS, Histogram
 
 UNMATCHED = "unmatched"
@@ -101,8 +109,9 @@ class Observed(Protocol):
     metric_sections: list[Callable[[Exposition], None]]
 
 
-def metrics_page(service: Observed) -> str:
-    """GET /metrics of `service` (see the module)."""
+def metrics_page(service: Observed, cache: CacheSnapshot | None = None) -> str:
+    """GET /metrics of `service` (see the module); `cache` is its cache's snapshot when taken already
+    (the route's, by `asnapshot`, off the event loop), else it is taken here."""
     page = Exposition()
     # The service is the scrape target's (`tooloo export prometheus` labels it): a `service` label here
     # would be renamed exported_service beside it.
@@ -114,7 +123,7 @@ def metrics_page(service: Observed) -> str:
     if service.limiter is not None:
         _limiter(page, service)
     if service.cache is not None:
-        _cache(page, service)
+        _cache(page, cache or service.cache.snapshot())
     if service.breakers:
         _breakers(page, service.breakers)
     if service.pool is not None:
@@ -167,9 +176,7 @@ def _limiter(page: Exposition, service: Observed) -> None:
     page.gauge("tooloo_rate_limit_refill_per_second", "Tokens a bucket gains a second.", [({}, limiter.refill_rate)])
 
 
-def _cache(page: Exposition, service: Observed) -> None:
-    assert service.cache is not None
-    cache = service.cache.snapshot()
+def _cache(page: Exposition, cache: CacheSnapshot) -> None:
     page.counter("tooloo_cache_hits_total", "Lookups answered, by the layer that held the entry.",
                  [({"layer": "memory"}, cache.memory_hits), ({"layer": "shared"}, cache.disk_hits)])
     page.counter("tooloo_cache_misses_total", "Lookups that found no live entry.", [({}, cache.misses)])

@@ -16,7 +16,10 @@ percent-encoded); they may hold credentials, so no log, error or document ever s
 OTEL_EXPORTER_OTLP_(TRACES_)TIMEOUT bounds one batch's export, retries included (ms, 10 s by
 default); OTEL_EXPORTER_OTLP_(TRACES_)CERTIFICATE names the CA file an https:// collector is
 checked against (the system's CAs by default). A signal-specific variable wins over the
-general one. A value that cannot be used stops the service (exit 2) with a line that says so.
+general one. OTEL_SDK_DISABLED=true or OTEL_TRACES_EXPORTER=none turn export off whatever the
+endpoint; an exporter other than otlp, or a protocol other than http/protobuf
+(OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL: grpc, http/json), is refused rather than sent in the
+wrong form. A value that cannot be used stops the service (exit 2) with a line that says so.
 
 What is sent: one ResourceSpans per batch, its resource `service.name` (the service's name
 unless OTEL_SERVICE_NAME or `service.name` in OTEL_RESOURCE_ATTRIBUTES says otherwise; the
@@ -25,7 +28,8 @@ attributes, then what OTEL_RESOURCE_ATTRIBUTES adds. A trace's root is its SERVE
 named "{http.request.method} {http.route}" when the middleware recorded both; a child span
 that records `http.request.method` is a call to a sibling (upstream.py), a CLIENT span named
 by its method; every other span is INTERNAL. Ids, parents, times, attributes and the trace's
-`tracestate` are the tracer's own, so a trace stays linked across services. A span that
+`tracestate` are the tracer's own, so a trace stays linked across services; `flags` carry
+the trace flags and whether the parent is remote (a root's, from its traceparent). A span that
 failed has status ERROR (a CLIENT span also for a 4xx answer), with `error.type`.
 
 Contract for the request path: `offer` only appends to a bounded queue (2048 spans); a trace
@@ -66,6 +70,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger("tooloo.services.otlp")
 
 TRACES_PATH = "/v1/traces"
+# Span.flags (trace.proto's SpanFlags): the W3C trace flags in the low byte, then whether the parent is remote.
+_SAMPLED, _RANDOM, _HAS_IS_REMOTE, _IS_REMOTE = 0x01, 0x02, 0x100, 0x200
 DEFAULT_TIMEOUT = 10.0  # seconds: OTEL_EXPORTER_OTLP_TIMEOUT's default
 QUEUE_SPANS = 2048  # the queue's bound, as the OpenTelemetry SDK's batch processor's
 BATCH_SPANS = 512  # at most this many spans in one export
@@ -188,6 +194,8 @@ def resource_attributes(environ: Mapping[str, str], service: str, instance: str)
 def export_settings(stack_endpoint: str, environ: Mapping[str, str], *, service: str,
                     instance: str) -> ExportSettings | None:
     """What service `service` (replica `instance`) exports to, None for no export; ExportConfigError."""
+    if not _export_wanted(environ):
+        return None
     found = traces_endpoint(stack_endpoint, environ)
     if found is None:
         return None
@@ -200,6 +208,26 @@ def export_settings(stack_endpoint: str, environ: Mapping[str, str], *, service:
         target=(parts.path or "/").encode("utf-8"), tls=tls, headers=_headers(environ), timeout=_timeout(environ),
         certificate=certificate[1] if certificate is not None and tls else None,
         resource=dict(resource_attributes(environ, service, instance)))
+
+
+def _export_wanted(environ: Mapping[str, str]) -> bool:
+    """False when the environment turns tracing off (OTEL_SDK_DISABLED=true, OTEL_TRACES_EXPORTER=none);
+    ExportConfigError for an exporter or a protocol tooloo does not speak, rather than exporting otherwise."""
+    if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return False
+    given = _first(environ, "OTEL_TRACES_EXPORTER")
+    if given is not None:
+        exporters = {name.strip() for name in given[1].split(",")} - {""}
+        if exporters == {"none"}:
+            return False
+        if exporters != {"otlp"}:
+            raise ExportConfigError(f"OTEL_TRACES_EXPORTER is {given[1]!r}; tooloo's services export over OTLP "
+                                    "only: otlp (the default), or none for no export")
+    protocol = _first(environ, "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL")
+    if protocol is not None and protocol[1] != "http/protobuf":
+        raise ExportConfigError(f"{protocol[0]} is {protocol[1]!r}; tooloo's services send OTLP over HTTP as "
+                                "protobuf only: http/protobuf (the default), to the collector's HTTP port (4318)")
+    return True
 
 
 def _tls_context(settings: ExportSettings) -> Any:
@@ -302,19 +330,23 @@ class _Encoder:
         for trace in batch:
             trace_id = bytes.fromhex(trace.trace_id)
             state = trace.tracestate
-            self._add(spans, trace, trace_id, state, self._server)
+            # The trace flags (every exported trace is sampled; random-trace-id as the tracer has it) and
+            # whether the parent is remote: the root's came in a traceparent, every other span's is here.
+            flags = _SAMPLED | _HAS_IS_REMOTE | (_RANDOM if trace.random else 0)
+            self._add(spans, trace, trace_id, state, self._server,
+                      flags | _IS_REMOTE if trace.parent_id is not None else flags)
             for span in trace.spans:
                 attributes = span.attributes
                 kind = self._client if attributes is not None and "http.request.method" in attributes \
                     else self._internal
-                self._add(spans, span, trace_id, state, kind)
+                self._add(spans, span, trace_id, state, kind, flags)
             done += 1 + len(trace.spans)
             if done >= SLICE_SPANS:
                 done = 0
                 await asyncio.sleep(0)
         return request.SerializeToString()
 
-    def _add(self, spans: Any, span: Span, trace_id: bytes, state: str, kind: int) -> None:
+    def _add(self, spans: Any, span: Span, trace_id: bytes, state: str, kind: int, flags: int) -> None:
         attributes = span.attributes or {}
         method = attributes.get("http.request.method")
         if kind == self._server:
@@ -331,6 +363,7 @@ class _Encoder:
         out.span_id = span.id.to_bytes(8, "big")
         out.name = name
         out.kind = kind
+        out.flags = flags
         if state:
             out.trace_state = state
         out.start_time_unix_nano = self._epoch_ns + span.start

@@ -291,9 +291,9 @@ class Service:
 
     async def _check_cache(self) -> None:
         assert self.cache is not None
-        stats = self.cache.stats()
-        if not stats["persistent"]:
-            raise RuntimeError(f"the cache file {self.cache.path} is unusable ({stats['diskError']}); "
+        state = self.cache.shared_state()  # every probe: what the file holds is not counted here
+        if not state.persistent:
+            raise RuntimeError(f"the cache file {self.cache.path} is unusable ({state.error}); "
                                "caching in memory, retrying the disk")
 
     async def _check_database(self) -> None:
@@ -307,12 +307,12 @@ class Service:
         return {"ok": True, "service": self.name, "version": __version__, "pid": os.getpid(), "port": self.port,
                 "uptime": time.monotonic() - self.started}
 
-    def observability(self, detail: bool = True) -> dict[str, Any]:
+    async def observability(self, detail: bool = True) -> dict[str, Any]:
         """SPEC's observability document: seed field names, numbers, null for modules not embedded.
 
         Without `detail`, failures are named by kind only (no exception text, no file path).
         """
-        cache = self.cache.stats() if self.cache else None
+        cache = (await self.cache.asnapshot()).to_dict() if self.cache else None
         if cache is not None and not detail and cache["diskError"] is not None:
             cache["diskError"] = UNAVAILABLE
         return {
@@ -428,7 +428,8 @@ def build_app(service: Service, routes: list[BaseRoute], *, limit_api: bool = Fa
         return JSONResponse(document, 200 if document["ok"] else 503)
 
     async def metrics(request: Request) -> Response:
-        return Response(metrics_page(service), media_type=CONTENT_TYPE)
+        cache = await service.cache.asnapshot() if service.cache is not None else None
+        return Response(metrics_page(service, cache), media_type=CONTENT_TYPE)
 
     shared: list[BaseRoute] = [
         Route("/health", health),
@@ -457,7 +458,7 @@ def observability_route(service: Service, path: str) -> Route:
     """
 
     async def observability(request: Request) -> Response:
-        return JSONResponse(service.observability(detail=asked_locally(request.scope)))
+        return JSONResponse(await service.observability(detail=asked_locally(request.scope)))
 
     service.unmetered_paths.add(path)
     return Route(path, observability)

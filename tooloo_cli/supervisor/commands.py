@@ -131,6 +131,9 @@ def _up(loaded: LoadedConfig, names: list[str], console: Console | PlainConsole,
             raise ToolooError("a supervisor already runs for this stack; `tooloo down` first to run in the foreground")
         current = client.call("GET", "/states")["services"] if client else {}
         if current and all(name in current and _healthy(current[name]) for name in names):
+            # Nothing to start, but the supervisor's own settings ([supervisor] metrics_port) follow the
+            # configuration as it is now, as on every `up`.
+            client.call("POST", "/start", {"services": names, **handover(loaded, os.environ)})
             console.print("everything asked for is already running")
             Printer(console, names).status_table(_status(client), names)  # type: ignore[arg-type]
             return 0

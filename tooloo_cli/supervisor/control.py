@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tooloo_cli.errors import ToolooError
+from tooloo_cli.errors import ToolooError, UsageError
 
 
 class SupervisorUnavailable(ToolooError):
@@ -57,7 +57,9 @@ class ControlClient:
         """The answer of a request that must succeed; its error, as a ToolooError, when it does not."""
         status, document = self.request(method, path, body, timeout)
         if status != 200:
-            raise ToolooError(f"the supervisor refused {method} {path}: {document.get('error', status)}")
+            # 400: what was asked, or the configuration it brought, cannot be used (exit 2); else the supervisor failed.
+            refusal = UsageError if status == 400 else ToolooError
+            raise refusal(f"the supervisor refused {method} {path}: {document.get('error', status)}")
         return document
 
     def answers(self) -> bool:

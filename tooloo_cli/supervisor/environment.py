@@ -23,13 +23,18 @@ Contract:
   which may hold credentials, the timeout, the CA file, the service name and resource
   attributes) travel like the TOOLOO_* settings: in the handover, never in the supervisor's
   own environment, and on to each of tooloo's own services, which export their traces
-  (services/otlp.py). A service's own `env` may set them for it alone (its OTEL_SERVICE_NAME).
+  (services/otlp.py). Given to the whole stack, OTEL_SERVICE_NAME names the group, not each
+  service: a service receives it as `service.namespace` in OTEL_RESOURCE_ATTRIBUTES and keeps
+  its own name as `service.name` (eight services under one name would be one service to a
+  tracing backend); a stack-wide `service.name` in OTEL_RESOURCE_ATTRIBUTES is taken the same
+  way. A service's own `env` may set either for it alone.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import quote
 
 from tooloo_cli.config import LoadedConfig, secret_variables
 from tooloo_cli.config.loader import ENV_CONFIG, ENV_PREFIX
@@ -50,6 +55,26 @@ def _settings(environ: Mapping[str, str]) -> dict[str, str]:
 def _telemetry(environ: Mapping[str, str]) -> dict[str, str]:
     """The OTLP export variables set in `environ`."""
     return {name: environ[name] for name in OTLP_VARIABLES if name in environ}
+
+
+def _stack_wide(telemetry: Mapping[str, str]) -> dict[str, str]:
+    """The OTLP variables handed to the whole stack, as one of its services receives them (see the module)."""
+    received = dict(telemetry)
+    pairs = [pair for pair in received.pop("OTEL_RESOURCE_ATTRIBUTES", "").split(",") if pair.strip()]
+    named = [pair.split("=", 1)[1].strip() for pair in pairs if _key(pair) == "service.name" and "=" in pair]
+    pairs = [pair for pair in pairs if _key(pair) != "service.name"]
+    # OTEL_SERVICE_NAME wins over the attribute, as the specification has it; the values are percent-encoded.
+    group = quote(name, safe="") if (name := received.pop("OTEL_SERVICE_NAME", "").strip()) else \
+        (named[-1] if named else "")
+    if group and not any(_key(pair) == "service.namespace" for pair in pairs):
+        pairs.append(f"service.namespace={group}")
+    if pairs:
+        received["OTEL_RESOURCE_ATTRIBUTES"] = ",".join(pairs)
+    return received
+
+
+def _key(pair: str) -> str:
+    return pair.split("=", 1)[0].strip()
 
 
 def _secrets(loaded: LoadedConfig) -> set[str]:
@@ -76,7 +101,7 @@ def service_environment(spec: ServiceSpec, base: Mapping[str, str], handed: Mapp
     environment = {key: value for key, value in base.items() if key in PASSED_ON or key.startswith("LC_")}
     if spec.builtin:
         environment.update(_settings(handed))
-        environment.update(_telemetry(handed))
+        environment.update(_stack_wide(_telemetry(handed)))
     if spec.secrets:
         environment.update({key: value for key, value in base.items() if key in NETWORK})
         environment.update({secret: handed[secret] for secret in spec.secrets if secret in handed})

@@ -88,10 +88,8 @@ class Supervisor:
             ("POST", "/stop"): self._stop,
             ("POST", "/restart"): self._restart,
         })
-        port = loaded.config.supervisor.metrics_port
-        # Loopback only, whatever stack.host says: what it tells (pids' usage, states) is the operator's.
-        self._metrics = None if not port else ControlServer((SUPERVISOR_METRICS_HOST, port),
-                                                            {("GET", METRICS_PATH): self._page})
+        self._metrics_port = loaded.config.supervisor.metrics_port  # what the configuration asks (0: none)
+        self._metrics = self._metrics_server(self._metrics_port)
 
     async def run(self, names: list[str], on_ready: Callable[[], None] | None = None) -> None:
         """Supervises `names` until SIGTERM/SIGINT (SIGHUP too, when attached) or until `down` leaves nothing.
@@ -141,6 +139,28 @@ class Supervisor:
                          "port, or 0 for none", self.loaded.config.supervisor.metrics_port, exc.strerror or exc)
             self._metrics = None
 
+    def _metrics_server(self, port: int) -> ControlServer | None:
+        # Loopback only, whatever stack.host says: what it tells (pids' usage, states) is the operator's.
+        return ControlServer((SUPERVISOR_METRICS_HOST, port), {("GET", METRICS_PATH): self._page}) if port else None
+
+    async def _move_metrics(self, port: int) -> None:
+        """A configuration read afresh (`up`, `restart`) that moves [supervisor] metrics_port moves the
+        listener: the new port is taken before the old one is let go, and one that cannot be taken is
+        refused (UsageError) with the old listener kept, so the command says so and nothing changes."""
+        if port == self._metrics_port:
+            return
+        moved = self._metrics_server(port)
+        if moved is not None:
+            try:
+                await moved.start()
+            except OSError as exc:
+                raise UsageError(f"[supervisor] metrics_port {port} cannot be served on {SUPERVISOR_METRICS_HOST} "
+                                 f"({exc.strerror or exc}); choose a free port, or 0 for none. Nothing was "
+                                 "changed") from None
+        if self._metrics is not None:
+            await self._metrics.close()
+        self._metrics, self._metrics_port = moved, port
+
     async def _page(self, payload: dict[str, Any]) -> tuple[int, Text]:
         return 200, Text(metrics_page(self.processes.values()), CONTENT_TYPE)
 
@@ -173,7 +193,7 @@ class Supervisor:
         order = {name: index for index, name in enumerate(replica.name for replica in stack.replicas())}
         self.processes = dict(sorted(self.processes.items(), key=lambda item: order.get(item[0], len(order))))
 
-    def _launch(self, payload: dict[str, Any]) -> tuple[Stack, dict[str, str]]:
+    async def _launch(self, payload: dict[str, Any]) -> tuple[Stack, dict[str, str]]:
         """The stack and environment a start asks for: the configuration read afresh when it brings one."""
         if "environment" not in payload:
             return self.stack, self.handed
@@ -190,6 +210,7 @@ class Supervisor:
         if loaded.state_path() != self.paths.root:
             raise UsageError(f"that configuration keeps its state in {loaded.state_path()}, "
                              f"not in this supervisor's {self.paths.root}")
+        await self._move_metrics(loaded.config.supervisor.metrics_port)
         self.loaded, self.stack, self.handed = loaded, stack, dict(handed)
         self._adopt(stack)
         return stack, self.handed
@@ -316,7 +337,7 @@ class Supervisor:
     async def _start(self, payload: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         if refusal := self._refuse_while_leaving():
             return refusal
-        stack, handed = self._launch(payload)
+        stack, handed = await self._launch(payload)
         asked = self._resolve(self._names(payload))
         started = self._start_replicas(asked, stack, handed)
         return 200, {"ok": True, "started": started, "alreadyRunning": [n for n in asked if n not in started]}
@@ -337,7 +358,7 @@ class Supervisor:
     async def _restart(self, payload: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         if refusal := self._refuse_while_leaving():
             return refusal
-        stack, handed = self._launch(payload)  # before anything stops: a bad configuration changes nothing
+        stack, handed = await self._launch(payload)  # before anything stops: a bad configuration changes nothing
         asked = self._resolve(self._names(payload))
         await self._stop_in_order(asked)
         self._adopt(stack)  # forgets the replicas the configuration no longer has, now stopped
