@@ -657,6 +657,19 @@ def test_a_full_disk_is_not_corruption_the_cache_serves_from_memory_and_heals(
     assert caplog.text.count("caching in memory only") == 1  # said once, not per failed write
 
 
+def test_the_readiness_check_alone_sees_the_disk_work_again(tmp_path: Path, clock: ManualClock) -> None:
+    """/ready asks `shared_state()`, which counts nothing: an idle replica (or one that gets no traffic
+    because it is not ready) must still find its disk usable again, with no request touching the cache."""
+    blocker = tmp_path / "cache"
+    blocker.write_text("a file where the cache's directory should be")
+    cache = open_cache(blocker / "cache.db", clock, retry_after=0.1)
+    assert not cache.shared_state().persistent and cache.shared_state().error
+    blocker.unlink()
+    time.sleep(0.15)
+    assert cache.shared_state().persistent and cache.shared_state().error is None
+    cache.close()
+
+
 # -- stats --------------------------------------------------------------------------------
 
 

@@ -433,9 +433,10 @@ def test_the_environment_turns_export_off_or_is_refused_for_what_tooloo_does_not
         return export_settings("http://collector:4318", environ, service="web", instance="web")
 
     assert settings(OTEL_SDK_DISABLED="true") is None and settings(OTEL_SDK_DISABLED="TRUE") is None
-    assert settings(OTEL_TRACES_EXPORTER="none") is None
+    assert settings(OTEL_TRACES_EXPORTER="none") is None and settings(OTEL_TRACES_EXPORTER="None") is None
     for exported in ({}, {"OTEL_SDK_DISABLED": "false"}, {"OTEL_TRACES_EXPORTER": "otlp"},
-                     {"OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}):
+                     {"OTEL_TRACES_EXPORTER": "OTLP"}, {"OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"},
+                     {"OTEL_EXPORTER_OTLP_PROTOCOL": "HTTP/Protobuf"}):
         assert settings(**exported) is not None, exported
     for environ, said in (({"OTEL_TRACES_EXPORTER": "zipkin"}, "OTEL_TRACES_EXPORTER is 'zipkin'"),
                           ({"OTEL_TRACES_EXPORTER": "otlp,console"}, "otlp (the default), or none"),

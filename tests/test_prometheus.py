@@ -93,7 +93,11 @@ def test_the_supervisor_metrics_listener_follows_metrics_port_through_up_or_refu
         config.supervisor.metrics_port = first
 
     t = tooloo(with_metrics)
-    assert t("up", "training").returncode == 0
+    with socket.socket() as held:  # taken when the supervisor starts: logged, not fatal (the stack matters more)
+        held.bind(("127.0.0.1", first))
+        held.listen()
+        assert t("up", "training").returncode == 0
+    assert t("up", "training").returncode == 0  # once it is free, the next `up` serves it
     assert _get(f"http://127.0.0.1:{first}/metrics").status_code == 200
 
     def moved_to(port: int) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -124,7 +125,7 @@ def _errors_logged(t: Tooloo) -> dict[str, list[str]]:
     for log in sorted((t.state / "logs").glob("*.log")):
         lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
         hits = [index for index, line in enumerate(lines)
-                if " 50" in line and "ms " in line or "Traceback" in line or "unhandled" in line]
+                if re.search(r" 5\d\d [\d.]+ms ", line) or "Traceback" in line or "unhandled" in line]
         if hits:
             found[log.name] = [line for index in hits[:3] for line in lines[index:index + 25]]
     return found

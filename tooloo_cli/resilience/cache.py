@@ -448,7 +448,8 @@ class SQLiteCacheStore:
         (the count reads the whole key index: 33 ms at 300k entries) while the loop goes on with
         the store's own connection."""
         try:
-            db = sqlite3.connect(f"file:{quote(str(self.path))}?mode=ro", uri=True, check_same_thread=False)
+            db = sqlite3.connect(f"file:{quote(os.fsencode(self.path.absolute()))}?mode=ro", uri=True,
+                                 check_same_thread=False)
         except sqlite3.Error:
             return None
         try:
@@ -460,7 +461,9 @@ class SQLiteCacheStore:
 
     def stats(self, count: bool = True) -> StoreStats:
         """What the store reports; without `count`, `items` is 0 rather than read (see count_items)."""
-        counted = self._run("SELECT count(*) FROM cache") if count else [(0,)]  # first: it may reconnect, or fail
+        # First, as any operation: a store in error whose retry is due reconnects here (what lets /ready,
+        # which asks without counting, see the disk work again with no request touching the cache).
+        counted = self._run("SELECT count(*) FROM cache") if count else self._run("SELECT 0 FROM cache LIMIT 1")
         size = 0
         if self._db is not None:
             for name in (str(self.path), f"{self.path}-wal"):
@@ -469,7 +472,7 @@ class SQLiteCacheStore:
                 except OSError:
                     pass
         return StoreStats(
-            items=counted[0][0] if counted else 0, bytes=size,
+            items=counted[0][0] if counted and count else 0, bytes=size,
             persistent=self._db is not None and self.disk_error is None,
             error=self.disk_error, errors=self.disk_errors, recoveries=self.recoveries,
         )

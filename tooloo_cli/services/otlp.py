@@ -217,14 +217,14 @@ def _export_wanted(environ: Mapping[str, str]) -> bool:
         return False
     given = _first(environ, "OTEL_TRACES_EXPORTER")
     if given is not None:
-        exporters = {name.strip() for name in given[1].split(",")} - {""}
+        exporters = {name.strip().lower() for name in given[1].split(",")} - {""}
         if exporters == {"none"}:
             return False
         if exporters != {"otlp"}:
             raise ExportConfigError(f"OTEL_TRACES_EXPORTER is {given[1]!r}; tooloo's services export over OTLP "
                                     "only: otlp (the default), or none for no export")
     protocol = _first(environ, "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL")
-    if protocol is not None and protocol[1] != "http/protobuf":
+    if protocol is not None and protocol[1].lower() != "http/protobuf":
         raise ExportConfigError(f"{protocol[0]} is {protocol[1]!r}; tooloo's services send OTLP over HTTP as "
                                 "protobuf only: http/protobuf (the default), to the collector's HTTP port (4318)")
     return True

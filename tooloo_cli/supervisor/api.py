@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
-from tooloo_cli.errors import ToolooError
+from tooloo_cli.errors import ToolooError, UsageError
 
 logger = logging.getLogger("tooloo.supervisor")
 
@@ -153,8 +153,8 @@ class ControlServer:
             return 400, {"ok": False, "error": "the body must be a JSON object"}
         try:
             return await handler(payload)
-        except ToolooError as exc:
-            return 400, {"ok": False, "error": str(exc)}
+        except ToolooError as exc:  # `usage`: what was asked cannot be used (the command exits 2)
+            return 400, {"ok": False, "error": str(exc), "usage": isinstance(exc, UsageError)}
         except Exception:
             logger.exception("control request %s %s failed", method, path)
             return 500, {"ok": False, "error": "internal error (see the supervisor log)"}

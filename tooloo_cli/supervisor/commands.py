@@ -148,8 +148,8 @@ def _up(loaded: LoadedConfig, names: list[str], console: Console | PlainConsole,
             return _run_foreground(loaded, missing, console, on_ready=lock.release)
         if client is None:
             client = launch(loaded, missing, standby)
-        elif missing:
-            client.call("POST", "/start", {"services": missing, **handover(loaded, os.environ)})
+        else:  # with nothing missing, the configuration still goes: the supervisor's own settings follow it
+            client.call("POST", "/start", {"services": missing or names, **handover(loaded, os.environ)})
     return _wait_healthy(client, loaded, stack, names, console)
 
 

@@ -57,8 +57,8 @@ class ControlClient:
         """The answer of a request that must succeed; its error, as a ToolooError, when it does not."""
         status, document = self.request(method, path, body, timeout)
         if status != 200:
-            # 400: what was asked, or the configuration it brought, cannot be used (exit 2); else the supervisor failed.
-            refusal = UsageError if status == 400 else ToolooError
+            # What was asked, or the configuration it brought, cannot be used (exit 2); else something failed.
+            refusal = UsageError if document.get("usage") is True else ToolooError
             raise refusal(f"the supervisor refused {method} {path}: {document.get('error', status)}")
         return document
 

@@ -89,6 +89,7 @@ class Supervisor:
             ("POST", "/restart"): self._restart,
         })
         self._metrics_port = loaded.config.supervisor.metrics_port  # what the configuration asks (0: none)
+        self._launching = asyncio.Lock()
         self._metrics = self._metrics_server(self._metrics_port)
 
     async def run(self, names: list[str], on_ready: Callable[[], None] | None = None) -> None:
@@ -137,7 +138,7 @@ class Supervisor:
         except OSError as exc:
             logger.error("cannot serve /metrics on 127.0.0.1:%s (%s); set [supervisor] metrics_port to a free "
                          "port, or 0 for none", self.loaded.config.supervisor.metrics_port, exc.strerror or exc)
-            self._metrics = None
+            self._metrics, self._metrics_port = None, 0  # not served: the next `up` tries again
 
     def _metrics_server(self, port: int) -> ControlServer | None:
         # Loopback only, whatever stack.host says: what it tells (pids' usage, states) is the operator's.
@@ -157,9 +158,11 @@ class Supervisor:
                 raise UsageError(f"[supervisor] metrics_port {port} cannot be served on {SUPERVISOR_METRICS_HOST} "
                                  f"({exc.strerror or exc}); choose a free port, or 0 for none. Nothing was "
                                  "changed") from None
-        if self._metrics is not None:
-            await self._metrics.close()
-        self._metrics, self._metrics_port = moved, port
+        # Swapped before the old one's close is awaited (a scrape in flight holds it up to a second): a start
+        # that comes meanwhile finds the new listener, and the old one is closed once, by this start.
+        old, self._metrics, self._metrics_port = self._metrics, moved, port
+        if old is not None:
+            await old.close()
 
     async def _page(self, payload: dict[str, Any]) -> tuple[int, Text]:
         return 200, Text(metrics_page(self.processes.values()), CONTENT_TYPE)
@@ -210,8 +213,10 @@ class Supervisor:
         if loaded.state_path() != self.paths.root:
             raise UsageError(f"that configuration keeps its state in {loaded.state_path()}, "
                              f"not in this supervisor's {self.paths.root}")
-        await self._move_metrics(loaded.config.supervisor.metrics_port)
-        self.loaded, self.stack, self.handed = loaded, stack, dict(handed)
+        self._names(payload, stack)  # an unknown name is refused here, before anything has changed
+        async with self._launching:  # two starts at once: one configuration after the other, never mixed
+            await self._move_metrics(loaded.config.supervisor.metrics_port)
+            self.loaded, self.stack, self.handed = loaded, stack, dict(handed)
         self._adopt(stack)
         return stack, self.handed
 
@@ -225,11 +230,14 @@ class Supervisor:
             resolved += [n for n, process in self.processes.items() if process.spec.name == name] or [name]
         return list(dict.fromkeys(resolved))
 
-    def _names(self, payload: dict[str, Any]) -> list[str]:
+    def _names(self, payload: dict[str, Any], stack: Stack | None = None) -> list[str]:
+        """The service or replica names asked for, each known to `stack` (the supervisor's own by default)
+        or running; UsageError otherwise."""
         names = payload.get("services") or []
         if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
             raise UsageError("services must be a list of service names")
-        unknown = [name for name in names if name not in self.stack.specs and name not in self.processes]
+        specs = (stack or self.stack).specs
+        unknown = [name for name in names if name not in specs and name not in self.processes]
         if unknown:
             raise UsageError(f"unknown service(s): {', '.join(unknown)}")
         return names
