@@ -193,6 +193,11 @@ class MemoryCacheStore:
         return StoreStats(items=len(self.entries), evictions=self.evictions)
 
 
+# A file up to this size has its entries counted on the caller's thread by `asnapshot` (~0.05 ms at 1 MiB,
+# some 8k small entries): below it, the hop to a thread and a connection of its own (~0.4 ms of CPU) cost
+# more than the count; above it, the count (33 ms at 300k entries) must not hold up an event loop.
+COUNT_IN_PLACE_BYTES = 1 << 20
+
 _SCHEMA = (
     """
 CREATE TABLE IF NOT EXISTS cache (
@@ -761,8 +766,10 @@ class PersistentCache:
         shared = self._shared
         if not isinstance(shared, SQLiteCacheStore):  # memory and Redis report their size at no cost
             return self.snapshot()
-        items = await asyncio.to_thread(shared.count_items)
         stats = shared.stats(count=False)
+        if stats.bytes <= COUNT_IN_PLACE_BYTES:  # counted at once: cheaper than the hop to a thread
+            return self.snapshot()
+        items = await asyncio.to_thread(shared.count_items)
         return self._snapshot(stats, items if items is not None and stats.persistent else 0)
 
     def shared_state(self) -> StoreStats:
