@@ -176,6 +176,21 @@ def test_strings_yaml_would_take_for_something_else_reach_prometheus_as_written(
     assert {key: found.get(key, "") for key in labels} == labels
 
 
+def test_a_configuration_file_name_with_control_bytes_or_not_utf8_still_exports_valid_yaml(
+        tmp_path: Path, promtool: str) -> None:
+    """The file's name goes into the export's first comment: raw, an escape sequence would reach the
+    terminal, and a byte that is not UTF-8 could not be written at all."""
+    name = os.fsdecode(b"odd\x1b[31m\xff.toml")
+    (tmp_path / name).write_text(REPLICATED, encoding="utf-8")
+    printed = tooloo(tmp_path, "--config", str(tmp_path / name), "export", "prometheus")
+    assert printed.returncode == 0, printed.stderr
+    assert printed.stdout.startswith("# Prometheus scrape configuration for the tooloo stack declared in "
+                                     "odd\\u001b[31m\\udcff.toml.\n")
+    written = tooloo(tmp_path, "--config", str(tmp_path / name), "export", "prometheus", "--out", "prometheus.yml")
+    assert written.returncode == 0, written.stderr
+    check_config(promtool, tmp_path / "prometheus.yml")
+
+
 # -- the command line -------------------------------------------------------------------------------
 
 
@@ -209,7 +224,8 @@ def test_an_existing_file_is_kept_without_force_and_replaced_with_it(tmp_path: P
 def test_an_unknown_format_names_the_known_ones(tmp_path: Path) -> None:
     _one_clear_line(tooloo(tmp_path, "--config", str(SHIPPED), "export", "promethues"), 2,
                     "'promethues' is not an export format", "did you mean 'prometheus'?")
-    _one_clear_line(tooloo(tmp_path, "--config", str(SHIPPED), "export", "nagios"), 2, "the formats: prometheus")
+    _one_clear_line(tooloo(tmp_path, "--config", str(SHIPPED), "export", "nagios"), 2,
+                    "the formats: compose, k8s, prometheus, systemd")
     _one_clear_line(tooloo(tmp_path, "--config", str(SHIPPED), "export"), 2, "Missing argument 'FORMAT'")
 
 
@@ -236,9 +252,10 @@ def test_formats_complete_from_the_registered_exporters(tmp_path: Path) -> None:
                                        "COMP_CWORD": str(len(words.split(" ")) - 1)})
         return result.stdout.split()
 
-    assert complete("tooloo export ") == formats() == ["prometheus"]
+    assert complete("tooloo export ") == formats() == ["compose", "k8s", "prometheus", "systemd"]
     assert complete("tooloo export pro") == ["prometheus"]
-    assert complete("tooloo export k") == []
+    assert complete("tooloo export k") == ["k8s"]
+    assert complete("tooloo export x") == []
 
 
 def test_the_readmes_export_commands_work(tmp_path: Path, promtool: str) -> None:
@@ -252,6 +269,50 @@ def test_the_readmes_export_commands_work(tmp_path: Path, promtool: str) -> None
     assert result.returncode == 0, result.stderr
     assert block.splitlines()[1] == "promtool check config prometheus.yml"
     check_config(promtool, tmp_path / "prometheus.yml")
+
+
+def _readme_block(section: str) -> list[str]:
+    """The command lines of the README's `### section` under Export."""
+    export = (ROOT / "README.md").read_text(encoding="utf-8").split("\n## Export\n", 1)[1].split("\n## ", 1)[0]
+    return export.split(f"\n### {section}\n", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0].splitlines()
+
+
+@pytest.mark.parametrize(("section", "needed"), [
+    ("Kubernetes", ["Dockerfile", "00-config.yaml", "budget.yaml"]),
+    ("docker compose", ["Dockerfile", "compose.yaml", "containers.toml"]),
+    ("systemd", ["tooloo.target", "tooloo-budget.service"]),
+])
+def test_the_readmes_commands_for_each_engine_export_what_the_next_commands_use(
+        tmp_path: Path, section: str, needed: list[str]) -> None:
+    """The first line's export, run as written (the systemd one into a home of the test's own); the
+    engine's commands (docker, kubectl, systemctl) are not run here, but what they read must be there."""
+    first, *rest = _readme_block(section)
+    home = tmp_path / "home"
+    home.mkdir()
+    steps = first.replace("~/", f"{home}/").split(" && ")
+    for step in steps:
+        words = step.split()
+        if words[:2] == ["mkdir", "-p"]:
+            Path(words[2]).mkdir(parents=True)
+        elif words[0] == "tooloo":
+            result = tooloo(tmp_path, "--config", str(SHIPPED), *words[1:])
+            assert result.returncode == 0, result.stderr
+            out = Path(words[words.index("--out") + 1])
+            out = out if out.is_absolute() else tmp_path / out
+    assert sorted(set(needed) - {path.name for path in out.iterdir()}) == [], sorted(path.name for path in out.iterdir())
+    commands = " ".join(step for step in steps if not step.startswith(("tooloo ", "mkdir "))).split() + \
+        " ".join(rest).split()
+    # Every file or directory the engine's commands name is what the export wrote.
+    for word in commands:
+        if word.startswith(("deploy/", "~/.config/systemd/")):
+            named = tmp_path / word if word.startswith("deploy/") else home / word.removeprefix("~/")
+            assert named.exists(), word
+    for line in rest:  # the Secret the README makes is the one the manifests reference, with the key they read
+        if line.startswith("kubectl create secret generic "):
+            name, literal = line.split()[4:6]
+            key = literal.removeprefix("--from-literal=").split("=", 1)[0]
+            manifest = (out / "budget.yaml").read_text(encoding="utf-8")
+            assert f'name: "{name}"' in manifest and f'key: "{key}"' in manifest, manifest
 
 
 # -- the room, for the exporters to come --------------------------------------------------------------

@@ -277,6 +277,20 @@ def test_restart_reads_the_configuration_afresh(tooloo: Callable[..., Tooloo]) -
     assert httpx.get(f"http://127.0.0.1:{new_port}/health").status_code == 200
 
 
+def test_a_relative_config_path_is_the_file_it_names_from_where_the_command_ran(
+        tooloo: Callable[..., Tooloo]) -> None:
+    """The supervisor and the services run in the file's directory: a path relative to the command's
+    own was looked for there ("sub/tooloo.toml: no such configuration file"), and `up` failed."""
+    t = tooloo()
+    relative = Path(t.config.parent.name) / t.config.name
+    result = subprocess.run([sys.executable, "-m", "tooloo_cli", "--config", str(relative), "up", "training"],
+                            cwd=t.config.parent.parent, capture_output=True, text=True, timeout=60, env=t.env)
+    t.remember()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert t.status()["supervisor"]["config"] == str(t.config)
+    assert httpx.get(f"http://127.0.0.1:{t.port('training')}/health").status_code == 200
+
+
 def test_an_override_applies_to_the_start_it_was_given_to_and_does_not_stick(tooloo: Callable[..., Tooloo]) -> None:
     t = tooloo()
     variable = "TOOLOO_SERVICES__TRAINING__TRACER__SAMPLING_RATE"

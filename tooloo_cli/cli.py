@@ -168,23 +168,33 @@ def _complete_format(incomplete: str) -> list[str]:
 def export(
     ctx: typer.Context,
     format_name: Annotated[str, typer.Argument(metavar="FORMAT", show_default=False,
-                                               help="What to write: prometheus (completion lists every installed "
+                                               help="What to write: k8s, compose, systemd or prometheus (completion lists every installed "
                                                     "format).", autocompletion=_complete_format)],
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write here (a file, or a directory to write "
                                                                     "into) instead of to stdout.")] = None,
     force: Annotated[bool, typer.Option("--force", "-f", help="Overwrite files that exist.")] = False,
+    image: Annotated[Optional[str], typer.Option("--image", help="k8s, compose: the container image the services "
+                                                                 "run in (built from the exported Dockerfile).",
+                                                 show_default=False)] = None,
+    namespace: Annotated[Optional[str], typer.Option("--namespace", help="k8s: the namespace of every object.",
+                                                     show_default=False)] = None,
 ) -> None:
-    """Write the stack as tooloo.toml declares it, replicas included, for another tool to run or watch.
+    """Write the stack as tooloo.toml declares it, replicas included, for another tool to run.
 
+    [bold]k8s[/]: Deployments, Services, a ConfigMap, claims and a Secret reference per service.
+    [bold]compose[/]: a compose.yaml, the tooloo.toml of its containers and the Dockerfile of their image.
+    [bold]systemd[/]: a unit per service and a target grouping them.
     [bold]prometheus[/]: a whole prometheus.yml; a job per tooloo service, a target per replica.
     Prints to stdout without [bold]--out[/]; refuses to overwrite a file without [bold]--force[/].
 
-    Example: [bold]tooloo export prometheus --out prometheus.yml && prometheus --config.file=prometheus.yml[/]
+    Example: [bold]tooloo export k8s --out deploy/ && kubectl apply -f deploy/[/]
     """
     from tooloo_cli.export import Declaration, OutputRefused, UnknownFormat, exporter, write
 
+    # Only what was given: a format refuses an option it does not take (exit 2, naming it).
+    options = {name: value for name, value in (("image", image), ("namespace", namespace)) if value is not None}
     try:
-        chosen = exporter(format_name)
+        chosen = exporter(format_name, **options)
     except UnknownFormat as exc:
         raise typer.BadParameter(str(exc), param_hint="FORMAT") from None
     files = chosen.render(Declaration.of(_load(ctx)))

@@ -27,7 +27,7 @@ from tooloo_cli.errors import ToolooError
 from tooloo_cli.ports import is_free
 from tooloo_cli.stack import Replica, ServiceSpec, probe_host, stack_of
 from tooloo_cli.supervisor.environment import service_environment
-from tooloo_cli.supervisor.probes import check
+from tooloo_cli.stack.probes import check
 
 
 def clean_env(**extra: str) -> dict[str, str]:

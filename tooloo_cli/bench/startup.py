@@ -17,7 +17,7 @@ commands the supervisor would run, from the same stack model: a Procfile line pe
 replica, `ServiceSpec.argv(replica)` in its spec's directory, with exactly the
 environment the supervisor would give it (`service_environment`, behind `env -i`). It is
 timed the same way: from `honcho start` until every replica passes the liveness and then
-the readiness probe, asked as the supervisor asks them (`supervisor.probes.check`, every
+the readiness probe, asked as the supervisor asks them (`stack.probes.check`, every
 50 ms and at once when the replica writes a line),
 and from SIGTERM to honcho until every port is free and until honcho has exited (every
 process gone, which is what `tooloo down` waits for before it returns). The ratios are
@@ -362,7 +362,7 @@ async def _until_ready(stack: Any, process: subprocess.Popen[bytes], output: _Ou
     when the replica writes a line (honcho prefixes each with its name).
     """
     from tooloo_cli.stack import probe_host
-    from tooloo_cli.supervisor.probes import check
+    from tooloo_cli.stack.probes import check
     from tooloo_cli.supervisor.process import FIRST_PROBE_INTERVAL
 
     loop = asyncio.get_running_loop()

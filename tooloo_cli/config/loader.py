@@ -72,8 +72,8 @@ def find_config_file(explicit: str | os.PathLike[str] | None = None, env: Mappin
     chosen = explicit or env.get(ENV_CONFIG)
     if chosen:
         path = Path(chosen).expanduser()
-        if not path.is_absolute() and cwd is not None:
-            path = cwd / path
+        if not path.is_absolute():  # anchored now: the supervisor and the services run in the file's directory
+            path = (cwd or Path.cwd()) / path
         if not path.is_file():
             origin = "--config" if explicit else ENV_CONFIG
             raise ConfigError(f"{path}: no such configuration file (from {origin})")

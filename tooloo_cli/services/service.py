@@ -66,6 +66,7 @@ from tooloo_cli.services.http import EXCEPTION_HANDLERS, RequestDefect, asked_lo
 from tooloo_cli.services.metrics import RequestMetrics, metrics_page
 from tooloo_cli.services.middleware import ServiceMiddleware
 from tooloo_cli.services.routing import IndexedRouter
+from tooloo_cli.services.sd_notify import Notifier, Notifying
 from tooloo_cli.services.stores import make_cache, make_limiter
 from tooloo_cli.stack import DEGRADED_HEADER, METRICS_PATH, ROLES, stack_of
 
@@ -258,13 +259,20 @@ class Service:
 
     @asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        notifying = None
         try:
             if self.pool is not None:
                 await self.pool.open()
             for hook in self._startup:
                 await hook()
+            # Started by systemd (`tooloo export systemd`): READY=1 once /ready passes, WATCHDOG=1 while
+            # /health does (sd_notify.py); without NOTIFY_SOCKET, nothing.
+            if (notifier := Notifier.from_environment()) is not None:
+                notifying = Notifying(notifier, self.spec, self.port)
             yield
         finally:
+            if notifying is not None:
+                await notifying.stop()  # STOPPING=1 first: what follows is the shutdown systemd waits for
             # Every step runs even when one before it failed: a hook that raises must not
             # leave the ledger unflushed or the database open.
             steps: list[tuple[str, Callable[[], Any]]] = [(f"shutdown hook {hook.__qualname__}", hook)

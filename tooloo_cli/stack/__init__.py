@@ -7,6 +7,7 @@
 
     spec.py       ServiceSpec, Replica, Probe, RestartPolicy, Stack: derived once from the configuration
     topology.py   routes → owner, the report's sections, who calls whom, who runs as one process
+    probes.py     a Probe asked for real (`check`, `probe_of`): the supervisor's, sd_notify's, the bench's
 
 It sits on the configuration and below everything that runs or shows services: the
 supervisor, the services, observe, bench and the exporters all read it.

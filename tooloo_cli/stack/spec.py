@@ -104,6 +104,7 @@ class ServiceSpec:
     restart: RestartPolicy
     state_files: tuple[Path, ...]
     calls: tuple[str, ...]  # the services it calls
+    single_process: str | None  # why it must run as one process as configured (None: it may run as several)
 
     def argv(self, replica: Replica) -> tuple[str, ...]:
         """The command line of one replica (a built-in service is told the port it serves)."""
@@ -187,13 +188,15 @@ def _spec(loaded: LoadedConfig, name: str, settings: Any) -> ServiceSpec:
     config = loaded.config
     builtin = name in SERVICE_MODULES
     role = ROLES.get(name)
-    if (role is not None and role.single_process and settings.replicas > 1
-            and not (role.scales_with_redis and config.stack.redis_url)):
+    single_process = None if role is None or (role.scales_with_redis and config.stack.redis_url) \
+        else role.single_process
+    if single_process and settings.replicas > 1:
+        assert role is not None
         where = loaded.source or "configuration"
         remedy = ("; set [stack] redis_url to run it as several (one leads, the others stand by)"
                   if role.scales_with_redis else "")
         raise ConfigError(f"{where}: services.{name}.replicas = {settings.replicas}, but {name} runs as one "
-                          f"process only: {role.single_process}{remedy}")
+                          f"process only: {single_process}{remedy}")
     bind = settings.bind or config.stack.host
     port = settings.port or None
     # Siblings dial where it listens: its own bind address (a wildcard one on loopback), else stack.host.
@@ -231,7 +234,7 @@ def _spec(loaded: LoadedConfig, name: str, settings: Any) -> ServiceSpec:
         liveness=liveness, readiness=readiness, probe_interval=supervisor.health_interval,
         liveness_failures=supervisor.liveness_failures, startup_timeout=overridden["startup_timeout"],
         grace_period=overridden["grace_period"], depends_on=tuple(settings.depends_on), restart=policy,
-        state_files=state_files, calls=callees(name),
+        state_files=state_files, calls=callees(name), single_process=single_process,
     )
 
 

@@ -4,7 +4,6 @@
                   (run detached as `python -m tooloo_cli.supervisor`, or attached by `tooloo up -f`)
     process.py    one replica: spawn, probes, restarts, stop, its output to its log
     restart.py    the restart policy as pure arithmetic on a clock (backoff, crash loop, never healthy)
-    probes.py     liveness and readiness probes: HTTP, TCP connect, or the process alive
     environment.py  what each process finds in its environment, and the command's handover
     api.py        the control API's server: JSON over HTTP on a Unix socket
     control.py    its client, for the CLI

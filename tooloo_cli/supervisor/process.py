@@ -41,7 +41,7 @@ from tooloo_cli.stack import Replica, ServiceSpec, probe_host
 from tooloo_cli.supervisor.environment import service_environment
 from tooloo_cli.supervisor.logs import RotatingLog
 from tooloo_cli.supervisor.paths import StatePaths
-from tooloo_cli.supervisor.probes import probe_of
+from tooloo_cli.stack.probes import probe_of
 from tooloo_cli.supervisor.restart import RestartTracker, describe_exit
 from tooloo_cli.supervisor.usage import TreeUsage
 

@@ -1,11 +1,13 @@
-"""The supervisor's probes: is a replica alive, is it ready (the spec's `Probe`s, asked for real).
+"""The spec's `Probe`s, asked for real: is a replica alive, is it ready.
 
     reason = await check(Probe("http", "/ready"), "127.0.0.1", 3003)   # None when it passes
     reason = await check(Probe("tcp"), "127.0.0.1", 6390)              # a TCP connect
     reason = await check(Probe("process"), None, None)                 # the caller knows it runs
 
-An HTTP probe is one raw request (`GET path`, `Connection: close`) that passes on a 200:
-the supervisor carries no HTTP client. Every failure comes back as a short reason. A
+The supervisor asks them of every replica, a service started by systemd of itself
+(services/sd_notify.py), the bench of what it starts: one way to ask, so that "ready"
+means the same to each. An HTTP probe is one raw request (`GET path`, `Connection:
+close`) that passes on a 200: the supervisor carries no HTTP client. Every failure comes back as a short reason. A
 service that passes but runs degraded says why in a DEGRADED_HEADER of its answer (one of
 tooloo's own whose Redis is away answers from a fallback): `probe` hands that back too.
 
