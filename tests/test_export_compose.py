@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 from test_export import SHIPPED, SHIPPED_PORTS, _one_clear_line, tooloo
-from test_export_containers import API_KEY, SHELL_API_KEY, export, installed, offline, stacked
+from test_export_containers import API_KEY, REDIS_IN_A_CONTAINER, SHELL_API_KEY, export, installed, offline, stacked
 
 from tooloo_cli.config import BUILTIN_SERVICES, load_config
 from tooloo_cli.export import render
@@ -100,7 +100,7 @@ def test_replicas_dependencies_a_command_service_and_a_declared_redis(tmp_path: 
     assert services["web"]["depends_on"] == {"budget": {"condition": "service_healthy"}}
     assert services["log-shipper"]["depends_on"] == {"worker": {"condition": "service_healthy"}}
     redis = services["redis"]
-    assert redis["image"] == "redis:7" and redis["command"] == ["redis-server", "--port", "6390", "--save", ""]
+    assert redis["image"] == "redis:7" and redis["command"] == REDIS_IN_A_CONTAINER
     assert redis["healthcheck"]["test"] == ["CMD", "redis-cli", "-p", "6390", "ping"]
     assert "configs" not in redis and "volumes" not in redis
     worker = services["worker"]
@@ -130,8 +130,10 @@ def test_secrets_are_passed_on_by_name_never_written(tmp_path: Path) -> None:
     texts = [printed.stdout, *(path.read_text(encoding="utf-8") for path in out.iterdir())]
     assert not [text for text in texts if API_KEY in text or SHELL_API_KEY in text]
     services = compose_file(out)["services"]
-    # A bare name: compose passes the shell's value on when it is set there. `$` is kept from interpolation.
-    assert services["budget"]["environment"] == ["PLAIN=yes", "GREETING=costs $$5, or $$(HOME)", "OPENAI_API_KEY"]
+    # The env_file is read by compose where it runs, never copied; the env table as written (`$` kept from
+    # interpolation); a secret not in the file, a bare name: compose passes the shell's value on.
+    assert services["budget"]["env_file"] == [str(tmp_path / "budget.env")]
+    assert services["budget"]["environment"] == ["GREETING=costs $$5, or $$(HOME)"]
     assert all("environment" not in service for name, service in services.items() if name != "budget")
 
 

@@ -64,6 +64,10 @@ replicas = 2
 depends_on = ["worker"]
 restart = "on-failure"
 """
+# The stack's Redis in its container: its own options but those of the host (port, bind, dir), and open to the
+# other containers.
+REDIS_IN_A_CONTAINER = ["redis-server", "--save", "", "--port", "6390", "--bind", "0.0.0.0", "--dir", "/data",
+                        "--protected-mode", "no"]
 # Set in budget's env_file and in the exporting shell: neither may appear in any export.
 API_KEY = "sk-test-d0-not-print-me"
 SHELL_API_KEY = "sk-shell-never-written"
@@ -184,6 +188,8 @@ def test_up_and_both_exports_run_the_same_services_commands_ports_probes_and_dep
     assert expected["redis"]["argv"] == ["redis-server", "--port", "6390", "--save", ""]
     assert expected["budget"]["replicas"] == 2 and expected["log-shipper"]["port"] is None
 
+    # The stack's Redis keeps its own options but those of the host, and takes the other containers' connections.
+    expected["redis"]["argv"] = REDIS_IN_A_CONTAINER
     deployments = of_kind(manifests(export(tmp_path, config, "k8s")), "Deployment")
     assert {name: k8s_view(deployment) for name, deployment in deployments.items()} == expected
     services = yaml.safe_load((export(tmp_path, config, "compose") / "compose.yaml").read_text(encoding="utf-8"))
@@ -223,7 +229,10 @@ def test_the_containers_configuration_binds_everywhere_names_siblings_and_keeps_
 
 
 def test_a_redis_url_with_a_password_reaches_the_services_only_from_a_secret(tmp_path: Path) -> None:
-    config = stacked(tmp_path, STACKED.replace("redis://127.0.0.1:6390/0", "redis://:hunter2@localhost:6390/0"))
+    protected = STACKED.replace("redis://127.0.0.1:6390/0", "redis://:hunter2@localhost:6390/0")
+    protected = protected.replace('"--save", ""', '"--save", "", "--requirepass", "hunter2", "--bind", "127.0.0.1"')
+    assert "--requirepass" in protected
+    config = stacked(tmp_path, protected)
     declaration = Declaration.of(load_config(config, env={}))
     k8s = exporter("k8s").render(declaration)
     compose = exporter("compose").render(declaration)
@@ -240,8 +249,26 @@ def test_a_redis_url_with_a_password_reaches_the_services_only_from_a_secret(tmp
         else:
             assert references["TOOLOO_STACK__REDIS_URL"] == {"name": "tooloo-secrets",
                                                              "key": "TOOLOO_STACK__REDIS_URL", "optional": True}
+    # The Redis takes its password from a secret too: $(NAME) is the value of a variable of the container's own.
+    redis = deployments["redis"]["spec"]["template"]["spec"]["containers"][0]
+    assert redis["args"][-2:] == ["--requirepass", "$(REDIS_PASSWORD)"] and "127.0.0.1" not in redis["args"]
+    assert {"name": "REDIS_PASSWORD", "valueFrom": {"secretKeyRef": {
+        "name": "tooloo-secrets", "key": "REDIS_PASSWORD", "optional": True}}} in redis["env"]
     services = yaml.safe_load(next(file for file in compose if file.name == "compose.yaml").content)["services"]
     assert "TOOLOO_STACK__REDIS_URL" in services["web"]["environment"]  # by name: from the shell
+    assert services["redis"]["command"][-2:] == ["--requirepass", "${REDIS_PASSWORD}"]
+    assert toml["services"]["redis"]["command"][-2:] == ["--requirepass", "***"]
+
+
+def test_a_state_file_outside_the_state_directory_is_refused_for_containers(tmp_path: Path) -> None:
+    """Only the state directory is a volume in a container: a cache elsewhere would be a path of the host's,
+    unwritable there, and the service would never be ready."""
+    config = stacked(tmp_path, STACKED + '\n[services.reports.cache]\nfile = "/srv/reports-cache.db"\n')
+    for format_name in ("k8s", "compose"):
+        result = tooloo(tmp_path, "--config", str(config), "export", format_name)
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert "services.reports: /srv/reports-cache.db is outside [stack] state_dir" in result.stderr
+        assert "Traceback" not in result.stderr
 
 
 def test_a_redis_elsewhere_keeps_its_url_and_runs_no_redis(tmp_path: Path) -> None:

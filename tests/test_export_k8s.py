@@ -15,7 +15,17 @@ from typing import Any
 import pytest
 import yaml
 from test_export import SHIPPED, _one_clear_line, tooloo
-from test_export_containers import API_KEY, SHELL_API_KEY, export, installed, manifests, of_kind, offline, stacked
+from test_export_containers import (
+    API_KEY,
+    REDIS_IN_A_CONTAINER,
+    SHELL_API_KEY,
+    export,
+    installed,
+    manifests,
+    of_kind,
+    offline,
+    stacked,
+)
 
 from tooloo_cli.config import BUILTIN_SERVICES, load_config
 from tooloo_cli.export import Declaration, exporter
@@ -151,7 +161,8 @@ def test_replicas_dependencies_a_command_service_and_a_declared_redis(tmp_path: 
 
     redis = deployments["redis"]
     assert container(redis)["image"] == "redis:7"
-    assert container(redis)["args"] == ["redis-server", "--port", "6390", "--save", ""]
+    # Its own options but those of the host (bind, dir, port), and it takes connections from the other pods.
+    assert container(redis)["args"] == REDIS_IN_A_CONTAINER
     assert container(redis)["readinessProbe"]["tcpSocket"] == {"port": 6390}
     assert "securityContext" not in redis["spec"]["template"]["spec"]  # the image drops to its own user
     assert "prometheus.io/scrape" not in redis["spec"]["template"]["metadata"].get("annotations", {})
@@ -178,8 +189,11 @@ def test_secrets_are_references_never_values(tmp_path: Path, kubernetes_validate
     env = container(of_kind(manifests(out), "Deployment")["budget"])["env"]
     assert {"name": "OPENAI_API_KEY", "valueFrom": {"secretKeyRef": {
         "name": "tooloo-secrets", "key": "OPENAI_API_KEY", "optional": True}}} in env
-    # Everything else of its env_file and env as written, `$` kept from Kubernetes' expansion.
-    assert {"name": "PLAIN", "value": "yes"} in env and {"name": "GREETING", "value": "costs $$5, or $$(HOME)"} in env
+    # Its env_file's variables from the Secret too (the file is never copied); its env table's as written,
+    # `$` kept from Kubernetes' expansion.
+    assert {"name": "PLAIN", "valueFrom": {"secretKeyRef": {"name": "tooloo-secrets", "key": "PLAIN",
+                                                              "optional": True}}} in env
+    assert {"name": "GREETING", "value": "costs $$5, or $$(HOME)"} in env
     assert [item["name"] for item in env].count("OPENAI_API_KEY") == 1
     for name, deployment in of_kind(manifests(out), "Deployment").items():
         if name != "budget":  # the key is budget's alone

@@ -12,9 +12,9 @@ the Dockerfile of the image and its ignore file (containers.py).
 
 Per service: its image (the stack's Redis, when [stack] redis_url points at a declared
 service, in redis:7), its command, `restart` as declared, stop_grace_period from its grace
-period, its env and env_file (a secret such as the provider's API key only by name: compose
-takes it from the shell that runs it, as `up` takes it from the shell that starts the
-stack), a healthcheck from its readiness probe (after its startup timeout, as often as the
+period, its env table, its env_file as an `env_file` compose reads where it runs (never
+copied), a secret such as the provider's API key only by name (compose takes it from the
+shell that runs it, as `up` takes it from the shell that starts the stack), a healthcheck from its readiness probe (after its startup timeout, as often as the
 supervisor probes), `depends_on` waiting for each dependency to be healthy (started, for
 one without a port), a named volume for its state files, `deploy.replicas`, and its ports
 published on 127.0.0.1 only: the replicas on the ports `up` gives them (port, port + 1, …),
@@ -63,7 +63,8 @@ class ComposeExporter(Exporter):
                     f"  docker build -f deploy/Dockerfile -t {self.image} .",
                     "  docker compose -f deploy/compose.yaml up -d --wait"]
         if secrets:
-            comments.append(f"{', '.join(secrets)}: taken from the shell that runs docker compose, never written here.")
+            comments.append(f"{', '.join(secrets)}: taken from the services' env_file or from the shell that runs "
+                            "docker compose, never written here.")
         return [File(FILE_NAME, document(self._compose(containers), comments)),
                 File(CONFIG_FILE, containers.config), *image_files()]
 
@@ -81,16 +82,21 @@ class ComposeExporter(Exporter):
 
     def _service(self, containers: Containers, spec: ServiceSpec) -> dict[str, Any]:
         service: dict[str, Any] = {"image": containers.image(spec, self.image),
-                                   "command": [literal(part) for part in containers.command(spec)],
+                                   # ${NAME}: compose puts in the value the shell has (a secret's)
+                                   "command": [literal(part) if isinstance(part, str) else f"${{{part.name}}}"
+                                               for part in containers.command(spec)],
                                    "restart": spec.restart.restart,
                                    "stop_grace_period": _duration(spec.grace_period)}
         if len(spec.replicas) > 1:
             service["deploy"] = {"replicas": len(spec.replicas)}
         environment = containers.environment(spec)
-        if environment.plain or environment.secret:
+        if environment.file is not None:  # read by compose where it runs, as `up` reads it: never copied here
+            service["env_file"] = [str(environment.file)]
+        named = [key for key in environment.secret if key not in environment.from_file]
+        if environment.plain or named:
             # A bare name is passed on from the shell, when it is set there: a secret's value is never written.
             service["environment"] = [*(f"{key}={literal(value)}" for key, value in environment.plain.items()),
-                                      *environment.secret]
+                                      *named]
         if spec.port is not None:
             ports = [replica.port for replica in spec.replicas if replica.port is not None]
             published = str(ports[0]) if len(ports) == 1 else f"{ports[0]}-{ports[-1]}"

@@ -29,11 +29,16 @@ orchestrator, so that a k8s and a compose export of one tooloo.toml run the same
   containers' configuration; a command of the user's own runs as declared, its program
   found on the image's PATH (a host directory such as /usr/bin means nothing there).
 - [stack] redis_url pointing at a declared service (by its name, or by the host and port
-  it is declared on) makes that service the stack's Redis, run in REDIS_IMAGE, and the URL
-  names it in the cluster; a Redis elsewhere keeps its URL as it is.
-- Environment values are written as they are (`$` doubled: both orchestrators expand
-  `$`), except a secret: a variable some service names in `spec.secrets` (the provider's
-  API key), or the Redis URL with a password, is only ever referred to by name.
+  it is declared on) makes that service the stack's Redis, run in REDIS_IMAGE with its
+  declared options but those of the host (--port, --bind, --dir: it listens on all
+  addresses of its container, in REDIS_DATA), and the URL names it in the cluster; the
+  URL's password reaches it from a secret (REDIS_PASSWORD, a `Reference` in its command);
+  a Redis elsewhere keeps its URL as it is. A state file outside the state directory
+  is refused (UsageError): only that directory is a volume.
+- The `env` table's values are written as they are (`$` doubled: both orchestrators
+  expand `$`). A secret (a variable some service names in `spec.secrets`: the provider's
+  API key; the Redis URL with a password) and every variable of an env_file are only
+  ever referred to by name: the file may hold what a manifest anyone reads must not.
 - The image (`image_files`) is python:3.12-slim with tooloo and its redis and otlp extras
   installed from the checkout it is built in, run as its own user (USER_ID), with PROBE,
   the supervisor's probe in the standard library, for healthchecks and init containers.
@@ -45,7 +50,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 from functools import cached_property
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
@@ -53,6 +58,7 @@ from tooloo_cli.config import config_to_dict, is_loopback
 from tooloo_cli.config.loader import ENV_PREFIX, redacted_url
 from tooloo_cli.errors import UsageError
 from tooloo_cli.export.base import File
+from tooloo_cli.stack import read_env_file
 
 if TYPE_CHECKING:
     from tooloo_cli.export.base import Declaration
@@ -68,8 +74,11 @@ PYTHON = "python"  # the interpreter on the image's PATH (python:*-slim)
 USER_ID = 10001  # the image's own user: no service runs as root; a volume is made writable for it
 # The supervisor's probes give a service 1 s to answer (stack/probes.py PROBE_TIMEOUT).
 PROBE_TIMEOUT_SECONDS = 1
-# Where the Redis URL's password reaches tooloo's services instead of the configuration file.
+# Where the Redis URL's password reaches tooloo's services instead of the configuration file, and the
+# stack's Redis its own (--requirepass), both from a secret.
 REDIS_URL_VARIABLE = f"{ENV_PREFIX}STACK__REDIS_URL"
+REDIS_PASSWORD_VARIABLE = "REDIS_PASSWORD"
+REDIS_DATA = "/data"  # redis:7's working directory and volume
 _DEFAULT_REDIS_PORT = 6379
 
 # A probe as the supervisor asks it (GET path → 200, or a TCP connect), with nothing but the
@@ -131,8 +140,17 @@ def check_command(probe: Probe, host: str, port: int, *, wait: bool = False) -> 
 
 @dataclass(frozen=True)
 class Environment:
-    plain: dict[str, str]  # written as they are (their `$` still to be made literal)
+    plain: dict[str, str]  # written as they are (their `$` still to be made literal): its `env` table's
     secret: tuple[str, ...]  # only named: the orchestrator takes their values from a secret
+    file: Path | None = None  # its env_file, read where the orchestrator runs, never copied into the export
+    from_file: tuple[str, ...] = ()  # the variables of `secret` that the file gives
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A variable's value in a command, which each orchestrator writes its own way ($(NAME), ${NAME})."""
+
+    name: str
 
 
 @dataclass(frozen=True)
@@ -182,9 +200,18 @@ class Containers:
         """The image `spec` runs in: the stack's Redis in REDIS_IMAGE, every other service in `image`."""
         return REDIS_IMAGE if spec.name == self.redis_service else image
 
-    def command(self, spec: ServiceSpec) -> tuple[str, ...]:
+    def command(self, spec: ServiceSpec) -> tuple[str | Reference, ...]:
         """What a container of `spec` runs: its argv, on the image's interpreter and the containers' config."""
         program, *arguments = spec.argv(spec.replicas[0])  # every replica serves the one declared port
+        if spec.name == self.redis_service:
+            # Its options as declared but those that hold for this host only: a loopback --bind would refuse
+            # the siblings, a host --dir is not in the image, and a --requirepass would write the password
+            # itself into the manifests (it comes from a secret instead).
+            kept = [part for option in _options(arguments) if option[0] not in _REDIS_HOST_OPTIONS
+                    for part in option]
+            redis = ["redis-server", *kept, "--port", str(spec.port), "--bind", BIND, "--dir", REDIS_DATA]
+            return (*redis, "--requirepass", Reference(REDIS_PASSWORD_VARIABLE)) if self._redis_password() else \
+                (*redis, "--protected-mode", "no")  # no password: reachable from the other containers all the same
         if not spec.builtin:
             return (PurePosixPath(program).name, *arguments)
         if "--config" in arguments:  # the host's file is not in the container: CONFIG_PATH is
@@ -196,8 +223,11 @@ class Containers:
     def secret_variables(self) -> tuple[str, ...]:
         """Every variable the export only refers to by name, in the stack's order."""
         names = [secret for spec in self.declaration.stack.specs.values() for secret in spec.secrets]
+        names += [key for spec in self.declaration.stack.specs.values() for key in _from_file(spec)]
         if self._redis_password():
             names.append(REDIS_URL_VARIABLE)
+            if self.redis_service is not None:
+                names.append(REDIS_PASSWORD_VARIABLE)
         return tuple(dict.fromkeys(names))
 
     def environment(self, spec: ServiceSpec) -> Environment:
@@ -211,15 +241,24 @@ class Containers:
         named = [*spec.secrets, *(key for key in variables if key in withheld)]
         if spec.builtin and self._redis_password():
             named.append(REDIS_URL_VARIABLE)
+        if spec.name == self.redis_service and self._redis_password():
+            named.append(REDIS_PASSWORD_VARIABLE)
         return Environment({key: value for key, value in variables.items() if key not in withheld},
-                           tuple(dict.fromkeys(named)))
+                           tuple(dict.fromkeys(named)), spec.env_file, tuple(_from_file(spec)))
 
     @cached_property
     def config(self) -> str:
         """The tooloo.toml every container of tooloo's own reads at CONFIG_PATH (see the contract)."""
         import tomli_w
 
-        data = config_to_dict(self.declaration.loaded.config)
+        loaded = self.declaration.loaded
+        for spec in self.declaration.stack.specs.values():
+            for path in spec.state_files:
+                if not path.is_relative_to(loaded.state_path()):
+                    raise UsageError(f"services.{spec.name}: {path} is outside [stack] state_dir "
+                                     f"({loaded.state_path()}): in a container only the state directory is a "
+                                     "volume; name the file within it (cache.db, or a path under state_dir)")
+        data = config_to_dict(loaded.config)
         data["stack"]["host"] = BIND
         data["stack"]["state_dir"] = STATE_DIR
         shown_url = redacted_url(self.redis_url) if self._redis_password() else self.redis_url
@@ -230,6 +269,8 @@ class Containers:
                 table.pop(key, None)
             table["bind"] = BIND
             table["replicas"] = 1
+            if name == self.redis_service:  # what its container runs, its password not written
+                table["command"] = [part if isinstance(part, str) else "***" for part in self.command(spec)]
             if (url := self.url(spec)) is not None:
                 table["url"] = url
         lines = [f"# The tooloo.toml of the containers, written from {self.origin()} by `tooloo export`: export again",
@@ -247,6 +288,26 @@ class Containers:
 
     def _redis_password(self) -> bool:
         return bool(self.redis_url) and redacted_url(self.redis_url) != self.redis_url
+
+
+_REDIS_HOST_OPTIONS = frozenset({"--port", "--bind", "--dir", "--requirepass", "--protected-mode"})
+
+
+def _options(arguments: list[str]) -> list[list[str]]:
+    """redis-server's arguments as options, each `--name` with the values up to the next (a config file first)."""
+    options: list[list[str]] = []
+    for argument in arguments:
+        if argument.startswith("--") or not options:
+            options.append([argument])
+        else:
+            options[-1].append(argument)
+    return options
+
+
+def _from_file(spec: ServiceSpec) -> list[str]:
+    """The variables `spec` takes from its env_file (and not from its `env` table): named, never copied, as
+    the file may hold what should not be in a manifest anyone can read."""
+    return [] if spec.env_file is None else [key for key in read_env_file(spec.env_file) if key not in spec.env]
 
 
 def _redis_service(declaration: Declaration, url: str) -> str | None:

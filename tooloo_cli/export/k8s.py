@@ -15,8 +15,9 @@ app.kubernetes.io/name (the service's host name: containers.py) and part-of=tool
 - NAME.yaml per service, dependencies first: a Deployment (its command, `replicas`,
   terminationGracePeriodSeconds from its grace period, startupProbe from its startup
   timeout and liveness probe, livenessProbe on /health, readinessProbe on its own /ready,
-  each as often and as patient as the supervisor's; resource requests; its env and
-  env_file, its secrets as references to the Secret tooloo-secrets, never values; an init
+  each as often and as patient as the supervisor's; resource requests; its env table,
+  and its secrets and its env_file's variables as references to the Secret
+  tooloo-secrets, never values; an init
   container per `depends_on` that waits for the dependency's readiness through its
   Service, as `up` starts dependencies first; Prometheus's scrape annotations), a
   Service on its port, and a PersistentVolumeClaim when it has state files. A service
@@ -146,7 +147,9 @@ class KubernetesExporter(Exporter):
                             "make it).")
         container: dict[str, Any] = {"name": host, "image": containers.image(spec, self.image),
                                      "imagePullPolicy": "IfNotPresent",
-                                     "args": [literal(part) for part in containers.command(spec)]}
+                                     # $(NAME): the value of a variable of the container's own env (a secret's)
+                                     "args": [literal(part) if isinstance(part, str) else f"$({part.name})"
+                                              for part in containers.command(spec)]}
         if spec.port is not None:
             container["ports"] = [{"name": _port_name(spec), "containerPort": spec.port}]
             container.update(_probes(spec, spec.port))

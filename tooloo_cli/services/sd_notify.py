@@ -114,7 +114,7 @@ class Notifying:
             self._run(spec, probe_host(spec.bind), port, watchdog_interval(environ)), name="sd_notify")
 
     async def _run(self, spec: ServiceSpec, host: str, port: int, interval: float | None) -> None:
-        from tooloo_cli.stack.probes import check  # the supervisor's own probes: the same facts
+        from tooloo_cli.stack.probes import PROBE_TIMEOUT, check  # the supervisor's own probes: the same facts
 
         delay = FIRST_PROBE_DELAY
         while (reason := await check(spec.readiness, host, port)) is not None:
@@ -127,7 +127,8 @@ class Notifying:
         loop = asyncio.get_running_loop()
         while True:
             started = loop.time()
-            if await check(spec.liveness, host, port, timeout=interval) is None:
+            # As patient as the supervisor's liveness probe (PROBE_TIMEOUT), not the whole interval.
+            if await check(spec.liveness, host, port, timeout=min(interval, PROBE_TIMEOUT)) is None:
                 self.notifier.send("WATCHDOG=1")
             await asyncio.sleep(max(interval - (loop.time() - started), 0))
 
