@@ -193,7 +193,7 @@ class MemoryCacheStore:
         return StoreStats(items=len(self.entries), evictions=self.evictions)
 
 
-# A file up to this size has its entries counted on the caller's thread by `asnapshot` (~0.05 ms at 1 MiB,
+# A database up to this size has its entries counted on the caller's thread by `asnapshot` (~0.05 ms at 1 MiB,
 # some 8k small entries): below it, the hop to a thread and a connection of its own (~0.4 ms of CPU) cost
 # more than the count; above it, the count (33 ms at 300k entries) must not hold up an event loop.
 COUNT_IN_PLACE_BYTES = 1 << 20
@@ -446,6 +446,12 @@ class SQLiteCacheStore:
                 logger.warning("cache file %s: checkpoint on close failed (%s)", self.path, exc)
             self._db.close()
             self._db = None
+
+    def database_bytes(self) -> int:
+        """The database's size as its readers see it, pages in the write-ahead log included (not the log's
+        file, which keeps its size after a checkpoint): what a count has to read at most."""
+        rows = self._run("SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()")
+        return int(rows[0][0]) if rows else 0
 
     def count_items(self) -> int | None:
         """The entries in the file, counted on a connection of this call's own (None when the file
@@ -766,9 +772,9 @@ class PersistentCache:
         shared = self._shared
         if not isinstance(shared, SQLiteCacheStore):  # memory and Redis report their size at no cost
             return self.snapshot()
-        stats = shared.stats(count=False)
-        if stats.bytes <= COUNT_IN_PLACE_BYTES:  # counted at once: cheaper than the hop to a thread
+        if shared.database_bytes() <= COUNT_IN_PLACE_BYTES:  # counted at once: cheaper than the hop to a thread
             return self.snapshot()
+        stats = shared.stats(count=False)
         items = await asyncio.to_thread(shared.count_items)
         return self._snapshot(stats, items if items is not None and stats.persistent else 0)
 
