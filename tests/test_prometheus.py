@@ -12,7 +12,7 @@ import httpx
 
 from conftest import PrometheusServer, Tooloo, promtool_check_metrics
 from test_metrics import value
-from tooloo_cli.bench.stack import free_port
+from tooloo_cli.bench.stack import spare_port
 from tooloo_cli.config import Config
 from tooloo_cli.export import render
 from tooloo_cli.ports import is_free
@@ -27,12 +27,11 @@ def _get(url: str) -> httpx.Response:
 
 def test_a_real_prometheus_scrapes_the_whole_stack_and_answers_rates_and_quantiles(
         tooloo: Callable[..., Tooloo], prometheus_server: Callable[[str], PrometheusServer]) -> None:
-    metrics_port = free_port()
-
     def with_metrics(config: Config) -> None:
-        config.supervisor.metrics_port = metrics_port
+        config.supervisor.metrics_port = spare_port(config)
 
     t = tooloo(with_metrics)
+    metrics_port = t.loaded.config.supervisor.metrics_port
     result = t("up")
     assert result.returncode == 0, result.stdout + result.stderr
     web, budget = t.port("web"), t.port("budget")
@@ -87,12 +86,13 @@ def _all_up(server: PrometheusServer, expected: int, timeout: float = 15) -> lis
 
 def test_the_supervisor_metrics_listener_follows_metrics_port_through_up_or_refuses_saying_why(
         tooloo: Callable[..., Tooloo]) -> None:
-    first, second = free_port(), free_port()
-
     def with_metrics(config: Config) -> None:
-        config.supervisor.metrics_port = first
+        config.supervisor.metrics_port = spare_port(config)
 
     t = tooloo(with_metrics)
+    first = t.loaded.config.supervisor.metrics_port
+    while (second := spare_port(t.loaded.config)) == first:
+        pass
     with socket.socket() as held:  # taken when the supervisor starts: logged, not fatal (the stack matters more)
         held.bind(("127.0.0.1", first))
         held.listen()

@@ -17,7 +17,7 @@ import psutil
 import pytest
 from conftest import Tooloo, wait_gone
 
-from tooloo_cli.bench.stack import free_port
+from tooloo_cli.bench.stack import spare_port
 from tooloo_cli.config import Config
 from tooloo_cli.ports import is_free
 
@@ -268,7 +268,7 @@ def test_only_budget_gets_the_provider_key(tooloo: Callable[..., Tooloo]) -> Non
 def test_restart_reads_the_configuration_afresh(tooloo: Callable[..., Tooloo]) -> None:
     t = tooloo()
     assert t("up", "training").returncode == 0
-    new_port = free_port()
+    new_port = spare_port(t.loaded.config)
     t.config.write_text(t.config.read_text().replace(f"port = {t.port('training')}\n", f"port = {new_port}\n"))
     result = t("restart", "training")
     assert result.returncode == 0, result.stdout + result.stderr  # before: probed the old port for ever

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 
 from conftest import Tooloo, alive, flood, wait_gone
-from tooloo_cli.bench.stack import free_port, room_for_replicas
+from tooloo_cli.bench.stack import free_port, room_for_replicas, spare_port
 from tooloo_cli.config import Config, command_service
 from tooloo_cli.ports import is_free
 
@@ -58,7 +58,7 @@ def _with_watcher(directory: Path) -> Callable[[Config], None]:
     script.write_text(WATCHER, encoding="utf-8")
 
     def edit(config: Config) -> None:
-        port = free_port()
+        port = spare_port(config)  # free now, and none of the stack's
         training = f"http://127.0.0.1:{config.services['training'].port}"
         watcher = command_service([sys.executable, str(script), str(port), training, str(directory / "record")])
         watcher.port, watcher.health_path, watcher.depends_on = port, "/health", ["training"]
@@ -236,7 +236,7 @@ def _with_stubborn(directory: Path) -> Callable[[Config], None]:
     script.write_text(STUBBORN, encoding="utf-8")
 
     def edit(config: Config) -> None:
-        port = free_port()
+        port = spare_port(config)
         stubborn = command_service([sys.executable, str(script), str(port)])
         stubborn.port, stubborn.health_path = port, "/health"
         config.services["stubborn"] = stubborn

@@ -53,6 +53,15 @@ def end_process(process: subprocess.Popen[bytes], grace: float = 5.0) -> None:
             process.wait()
 
 
+def spare_port(config: Config) -> int:
+    """A free port that no service of `config` (none of its replicas) has: for one more, or for the supervisor's."""
+    taken = {port for settings in config.services.values() if settings.port
+             for port in range(settings.port, settings.port + settings.replicas)}
+    while (port := free_port()) in taken:
+        pass
+    return port
+
+
 def room_for_replicas(config: Config, name: str, replicas: int) -> None:
     """Service `name` as `replicas` replicas, on free ports `port` … `port + replicas - 1` that no other
     service of `config` has (a service's replicas listen on consecutive ports)."""
