@@ -67,6 +67,24 @@ def _with_watcher(directory: Path) -> Callable[[Config], None]:
     return edit
 
 
+def test_up_again_while_a_service_runs_unready_waits_for_it_and_does_not_call_its_own_port_taken(
+        tooloo: Callable[..., Tooloo], tmp_path: Path) -> None:
+    """Nothing asked for was missing, so every replica of the stack was checked for a taken port (an empty
+    list meant all of them): the unready service's own port was reported taken, and `up` started nothing."""
+    def never_ready(config: Config) -> None:
+        _with_watcher(tmp_path)(config)
+        watcher = config.services["watcher"]
+        watcher.ready_path, watcher.depends_on = "/ready", []  # /ready: 404, always; /health: 200
+        config.supervisor.startup_timeout = 2.0  # how long each `up` waits for it, plus 5 s
+
+    t = tooloo(never_ready)
+    first = t("up", "watcher")
+    assert first.returncode == 1 and "not ready in time: watcher" in first.stdout, first.stdout + first.stderr
+    again = t("up", "watcher")
+    assert again.returncode == 1, again.stdout + again.stderr
+    assert "is taken by" not in again.stdout and "not ready in time: watcher" in again.stdout, again.stdout
+
+
 def test_a_command_service_starts_after_its_dependency_is_ready_and_stops_before_it(
         tooloo: Callable[..., Tooloo], tmp_path: Path) -> None:
     t = tooloo(_with_watcher(tmp_path))

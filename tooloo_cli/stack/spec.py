@@ -129,8 +129,8 @@ class Stack:
     specs: Mapping[str, ServiceSpec]
 
     def replicas(self, names: list[str] | None = None) -> list[Replica]:
-        """The replicas of `names` (service or replica names; all when None), in the stack's order."""
-        wanted = set(names) if names else None
+        """The replicas of `names` (service or replica names; all when None, none when empty), in the stack's order."""
+        wanted = set(names) if names is not None else None
         return [replica for spec in self.specs.values() for replica in spec.replicas
                 if wanted is None or spec.name in wanted or replica.name in wanted]
 

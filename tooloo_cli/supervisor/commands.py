@@ -130,13 +130,7 @@ def _up(loaded: LoadedConfig, names: list[str], console: Console | PlainConsole,
         if foreground and client is not None:
             raise ToolooError("a supervisor already runs for this stack; `tooloo down` first to run in the foreground")
         current = client.call("GET", "/states")["services"] if client else {}
-        if current and all(name in current and _healthy(current[name]) for name in names):
-            # Nothing to start, but the supervisor's own settings ([supervisor] metrics_port) follow the
-            # configuration as it is now, as on every `up`.
-            client.call("POST", "/start", {"services": names, **handover(loaded, os.environ)})
-            console.print("everything asked for is already running")
-            Printer(console, names).status_table(_status(client), names)  # type: ignore[arg-type]
-            return 0
+        running = bool(current) and all(name in current and _healthy(current[name]) for name in names)
         missing = [name for name in names if current.get(name, {}).get("state") not in ACTIVE]
         problems = _taken_ports(stack, missing)
         if problems:
@@ -148,8 +142,12 @@ def _up(loaded: LoadedConfig, names: list[str], console: Console | PlainConsole,
             return _run_foreground(loaded, missing, console, on_ready=lock.release)
         if client is None:
             client = launch(loaded, missing, standby)
-        else:  # with nothing missing, the configuration still goes: the supervisor's own settings follow it
+        else:  # with nothing missing too: the supervisor's own settings ([supervisor] metrics_port) follow the file
             client.call("POST", "/start", {"services": missing or names, **handover(loaded, os.environ)})
+        if running:
+            console.print("everything asked for is already running")
+            Printer(console, names).status_table(_status(client), names)  # type: ignore[arg-type]
+            return 0
     return _wait_healthy(client, loaded, stack, names, console)
 
 
