@@ -223,7 +223,7 @@ class Containers:
     def secret_variables(self) -> tuple[str, ...]:
         """Every variable the export only refers to by name, in the stack's order."""
         names = [secret for spec in self.declaration.stack.specs.values() for secret in spec.secrets]
-        names += [key for spec in self.declaration.stack.specs.values() for key in _from_file(spec)]
+        names += [key for keys in self._from_files.values() for key in keys]
         if self._redis_password():
             names.append(REDIS_URL_VARIABLE)
             if self.redis_service is not None:
@@ -244,7 +244,7 @@ class Containers:
         if spec.name == self.redis_service and self._redis_password():
             named.append(REDIS_PASSWORD_VARIABLE)
         return Environment({key: value for key, value in variables.items() if key not in withheld},
-                           tuple(dict.fromkeys(named)), spec.env_file, tuple(_from_file(spec)))
+                           tuple(dict.fromkeys(named)), spec.env_file, self._from_files[spec.name])
 
     @cached_property
     def config(self) -> str:
@@ -286,6 +286,14 @@ class Containers:
         """A digest of `config`: a pod template carrying it is rolled when the configuration changes."""
         return hashlib.sha256(self.config.encode()).hexdigest()
 
+    @cached_property
+    def _from_files(self) -> dict[str, tuple[str, ...]]:
+        """Per service, the variables it takes from its env_file (and not from its `env` table): named,
+        never copied, as the file may hold what a manifest anyone reads must not. Each file read once."""
+        return {name: () if spec.env_file is None else
+                tuple(key for key in read_env_file(spec.env_file) if key not in spec.env)
+                for name, spec in self.declaration.stack.specs.items()}
+
     def _redis_password(self) -> bool:
         return bool(self.redis_url) and redacted_url(self.redis_url) != self.redis_url
 
@@ -302,12 +310,6 @@ def _options(arguments: list[str]) -> list[list[str]]:
         else:
             options[-1].append(argument)
     return options
-
-
-def _from_file(spec: ServiceSpec) -> list[str]:
-    """The variables `spec` takes from its env_file (and not from its `env` table): named, never copied, as
-    the file may hold what should not be in a manifest anyone can read."""
-    return [] if spec.env_file is None else [key for key in read_env_file(spec.env_file) if key not in spec.env]
 
 
 def _redis_service(declaration: Declaration, url: str) -> str | None:

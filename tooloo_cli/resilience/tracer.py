@@ -115,6 +115,11 @@ def _traceparent_fields(header: str) -> tuple[str, str, int] | None:
     return trace_id, parent_id, int(flags, 16)
 
 
+def trace_flags(sampled: bool, random: bool) -> int:
+    """The trace-flags byte of a trace: sampled (01) and random-trace-id (02), as traceparent carries it."""
+    return (_SAMPLED_FLAG if sampled else 0) | (_RANDOM_FLAG if random else 0)
+
+
 def format_traceparent(trace_id: str, span_id: str, sampled: bool, random: bool = False) -> str:
     """A version-00 `traceparent` header; of the flags, only sampled and random-trace-id can be set."""
     return f"00-{trace_id}-{span_id}-{('03' if sampled else '02') if random else ('01' if sampled else '00')}"

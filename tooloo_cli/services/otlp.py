@@ -60,6 +60,7 @@ from urllib.parse import unquote, urlsplit
 from tooloo_cli import __version__
 from tooloo_cli.config.loader import otlp_endpoint_problem
 from tooloo_cli.exposition import Exposition
+from tooloo_cli.resilience.tracer import trace_flags
 from tooloo_cli.services.wire import _FORBIDDEN_IN_VALUE as FORBIDDEN_IN_VALUE
 from tooloo_cli.services.wire import _TOKEN as HEADER_NAME
 from tooloo_cli.services.wire import WireClient, WireError
@@ -71,7 +72,7 @@ logger = logging.getLogger("tooloo.services.otlp")
 
 TRACES_PATH = "/v1/traces"
 # Span.flags (trace.proto's SpanFlags): the W3C trace flags in the low byte, then whether the parent is remote.
-_SAMPLED, _RANDOM, _HAS_IS_REMOTE, _IS_REMOTE = 0x01, 0x02, 0x100, 0x200
+_HAS_IS_REMOTE, _IS_REMOTE = 0x100, 0x200
 DEFAULT_TIMEOUT = 10.0  # seconds: OTEL_EXPORTER_OTLP_TIMEOUT's default
 QUEUE_SPANS = 2048  # the queue's bound, as the OpenTelemetry SDK's batch processor's
 BATCH_SPANS = 512  # at most this many spans in one export
@@ -332,7 +333,7 @@ class _Encoder:
             state = trace.tracestate
             # The trace flags (every exported trace is sampled; random-trace-id as the tracer has it) and
             # whether the parent is remote: the root's came in a traceparent, every other span's is here.
-            flags = _SAMPLED | _HAS_IS_REMOTE | (_RANDOM if trace.random else 0)
+            flags = trace_flags(True, trace.random) | _HAS_IS_REMOTE
             self._add(spans, trace, trace_id, state, self._server,
                       flags | _IS_REMOTE if trace.parent_id is not None else flags)
             for span in trace.spans:

@@ -64,8 +64,8 @@ def _stack_wide(telemetry: Mapping[str, str]) -> dict[str, str]:
     named = [pair.split("=", 1)[1].strip() for pair in pairs if _key(pair) == "service.name" and "=" in pair]
     pairs = [pair for pair in pairs if _key(pair) != "service.name"]
     # OTEL_SERVICE_NAME wins over the attribute, as the specification has it; the values are percent-encoded.
-    group = quote(name, safe="", errors="surrogateescape") if (name := received.pop("OTEL_SERVICE_NAME", "").strip()) else \
-        (named[-1] if named else "")
+    name = received.pop("OTEL_SERVICE_NAME", "").strip()
+    group = quote(name, safe="", errors="surrogateescape") if name else named[-1] if named else ""
     if group and not any(_key(pair) == "service.namespace" for pair in pairs):
         pairs.append(f"service.namespace={group}")
     if pairs:

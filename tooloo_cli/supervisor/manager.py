@@ -196,10 +196,11 @@ class Supervisor:
         order = {name: index for index, name in enumerate(replica.name for replica in stack.replicas())}
         self.processes = dict(sorted(self.processes.items(), key=lambda item: order.get(item[0], len(order))))
 
-    async def _launch(self, payload: dict[str, Any]) -> tuple[Stack, dict[str, str]]:
-        """The stack and environment a start asks for: the configuration read afresh when it brings one."""
+    async def _launch(self, payload: dict[str, Any]) -> tuple[Stack, dict[str, str], list[str]]:
+        """The stack, environment and names a start asks for: the configuration read afresh when it brings
+        one, and the names checked against it before anything changes (UsageError)."""
         if "environment" not in payload:
-            return self.stack, self.handed
+            return self.stack, self.handed, self._names(payload)
         config, handed = payload.get("config"), payload["environment"]
         if (config is not None and not isinstance(config, str)) or not isinstance(handed, dict) \
                 or not all(isinstance(k, str) and isinstance(v, str) for k, v in handed.items()):
@@ -213,12 +214,12 @@ class Supervisor:
         if loaded.state_path() != self.paths.root:
             raise UsageError(f"that configuration keeps its state in {loaded.state_path()}, "
                              f"not in this supervisor's {self.paths.root}")
-        self._names(payload, stack)  # an unknown name is refused here, before anything has changed
+        names = self._names(payload, stack)
         async with self._launching:  # two starts at once: one configuration after the other, never mixed
             await self._move_metrics(loaded.config.supervisor.metrics_port)
             self.loaded, self.stack, self.handed = loaded, stack, dict(handed)
         self._adopt(stack)
-        return stack, self.handed
+        return stack, self.handed, names
 
     def _resolve(self, names: list[str]) -> list[str]:
         """Replica names for service or replica `names` (every replica when empty)."""
@@ -345,8 +346,8 @@ class Supervisor:
     async def _start(self, payload: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         if refusal := self._refuse_while_leaving():
             return refusal
-        stack, handed = await self._launch(payload)
-        asked = self._resolve(self._names(payload))
+        stack, handed, names = await self._launch(payload)
+        asked = self._resolve(names)
         started = self._start_replicas(asked, stack, handed)
         return 200, {"ok": True, "started": started, "alreadyRunning": [n for n in asked if n not in started]}
 
@@ -366,8 +367,8 @@ class Supervisor:
     async def _restart(self, payload: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         if refusal := self._refuse_while_leaving():
             return refusal
-        stack, handed = await self._launch(payload)  # before anything stops: a bad configuration changes nothing
-        asked = self._resolve(self._names(payload))
+        stack, handed, names = await self._launch(payload)  # before anything stops: a bad configuration changes nothing
+        asked = self._resolve(names)
         await self._stop_in_order(asked)
         self._adopt(stack)  # forgets the replicas the configuration no longer has, now stopped
         asked = [name for name in asked if name in self.processes]
