@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from conftest import fill, small_filesystem
 from tooloo_cli.resilience import CorruptDatabaseError, PersistentCache, ResilienceError, integrity_problem
-from tooloo_cli.resilience.cache import CHECKPOINT_EVERY
+from tooloo_cli.resilience.cache import CHECKPOINT_EVERY, WRITE_GROUP_ROWS
 from tooloo_cli.phase6.support import ManualClock
 
 MISSING = object()
@@ -386,6 +386,54 @@ def test_writes_are_on_disk_before_set_returns(db_path: Path, clock: ManualClock
     other = open_cache(db_path, clock)  # a second reader while the first is still open
     assert other.get("k") == "v"
     other.close()
+    cache.close()
+
+
+def test_on_an_event_loop_writes_are_grouped_and_answered_before_they_are_committed(
+        db_path: Path, clock: ManualClock) -> None:
+    async def scenario() -> None:
+        cache = open_cache(db_path, clock, max_memory_items=1)  # the second write pushes the first out of memory
+        cache.set("a", 1)
+        cache.set("b", 2)
+        assert rows(db_path) == {}  # grouped: not committed yet...
+        assert cache.get("a") == 1 and cache.stats()["diskHits"] == 1  # ...yet the store answers it
+        assert cache.delete("b") is True  # a grouped write is there to delete
+        assert cache.get("b") is None
+        await asyncio.sleep(0)
+        assert await asyncio.to_thread(_wait_for, lambda: "a" in rows(db_path), 2.0)  # within the group's time
+        assert "b" not in rows(db_path)
+        cache.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_full_group_is_committed_without_waiting(db_path: Path, clock: ManualClock) -> None:
+    async def scenario() -> None:
+        cache = open_cache(db_path, clock)
+        for i in range(WRITE_GROUP_ROWS):
+            cache.set(f"k{i}", i)
+        assert len(rows(db_path)) == WRITE_GROUP_ROWS  # no await: the loop never ran the timer
+        cache.set("one more", 0)
+        assert "one more" not in rows(db_path)
+        cache.close()
+        assert "one more" in rows(db_path)  # close commits what is grouped
+
+    asyncio.run(scenario())
+
+
+def test_a_write_grouped_on_a_loop_that_ended_is_committed_by_the_next_write(db_path: Path, clock: ManualClock) -> None:
+    cache = open_cache(db_path, clock)
+
+    async def write(key: str) -> None:
+        cache.set(key, 1)
+
+    asyncio.run(write("first loop"))  # the loop ends before the group's timer fires
+    assert rows(db_path) == {}
+    cache.set("off a loop", 2)  # committed at once, and the grouped write with it
+    assert set(rows(db_path)) == {"first loop", "off a loop"}
+    asyncio.run(write("second loop"))
+    asyncio.run(write("third loop"))  # its group's timer is on a loop that is gone: both are committed
+    assert set(rows(db_path)) == {"first loop", "off a loop", "second loop", "third loop"}
     cache.close()
 
 

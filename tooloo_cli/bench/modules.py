@@ -11,8 +11,9 @@ A result may carry `figures` that are not µs per operation (a ratio, a count, b
 with its unit, its direction and its target. What each one measures:
 
 - cache set: `PersistentCache.set` as budget makes it (`make_cache` with the default cache
-  settings, a WAL SQLite file in a fresh directory) writing 2,000 answers of the provider's
-  shape under burst keys; the mean over the batch, checkpoints and expiry sweeps included.
+  settings, a WAL SQLite file in a fresh directory) and calls it, on an event loop, writing
+  2,000 answers of the provider's shape under burst keys; the mean over the batch, the
+  grouped commits (the last one's included), checkpoints and expiry sweeps included.
 - cache get (memory hit / disk hit): reads cycling over 256 keys.
 - rate-limit check: one known client, the hot path of every request under /api.
 - rate-limit check (crowd: 10x max_clients cycling): 100,000 distinct clients in turn,
@@ -63,6 +64,7 @@ from tooloo_cli.resilience import (
     PersistentCache,
     RateLimiter,
     SingleFlight,
+    SQLiteCacheStore,
     Tracer,
 )
 from tooloo_cli.resilience.tracer import format_traceparent
@@ -176,14 +178,22 @@ def _answers(n: int) -> list[tuple[str, dict[str, Any]]]:
 
 
 def _cache_set(workdir: Path, n: int) -> list[float]:
-    """The mean of `n` writes, as budget makes its cache and writes an answer to it."""
+    """The mean of `n` writes, as budget makes its cache and writes an answer to it: on its event
+    loop, so the writes are committed in groups (the last group's commit counted too)."""
     answers = _answers(n)
-    with make_cache(CacheSettings(), workdir / "set.db") as cache:
-        write = cache.set
-        started = time.perf_counter_ns()
-        for key, answer in answers:
-            write(key, answer)
-        return _mean_us(started, n)
+
+    async def write_all() -> list[float]:
+        with make_cache(CacheSettings(), workdir / "set.db") as cache:
+            write = cache.set
+            store = cache.store
+            assert isinstance(store, SQLiteCacheStore)
+            started = time.perf_counter_ns()
+            for key, answer in answers:
+                write(key, answer)
+            store.flush()
+            return _mean_us(started, n)
+
+    return asyncio.run(write_all())
 
 
 def _filled_cache(path: Path, max_memory_items: int) -> tuple[PersistentCache, list[str]]:
