@@ -22,14 +22,18 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from conftest import unavailable
 from test_export import SHIPPED, _one_clear_line, tooloo
 
+from tooloo_cli.bench.stack import end_process, write_ephemeral_config
 from tooloo_cli.config import BUILTIN_SERVICES, ConfigError, load_config
 from tooloo_cli.export import render
 from tooloo_cli.export.systemd import systemd_env_file
@@ -232,7 +236,11 @@ def test_systemd_reads_the_services_commands_ports_probes_and_dependencies_up_wo
         assert seconds(unit["RestartSec"][0]) == pytest.approx(spec.restart.backoff_initial)
         assert seconds(unit["TimeoutStartSec"][0]) == pytest.approx(spec.startup_timeout)
         assert seconds(unit["TimeoutStopSec"][0]) == pytest.approx(max(spec.grace_period, 0.001))
-        assert unit.get("Environment", []) == [f"{key}={value}" for key, value in spec.env.items()], name
+        environment = unit.get("Environment", [])
+        if spec.state_files:  # %S/tooloo, as the user manager resolves it (~/.config/tooloo with systemd 252)
+            state = environment.pop(0)
+            assert re.fullmatch(r"TOOLOO_STACK__STATE_DIR=/\S+/tooloo", state) and str(loaded.state_path()) not in state
+        assert environment == [f"{key}={value}" for key, value in spec.env.items()], name
         assert [file for file in unit.get("EnvironmentFile", []) if not file.startswith("-")] == \
             ([str(spec.env_file)] if spec.env_file else [])
         assert unit["ProtectSystem"] == ["strict"] and unit["PrivateTmp"] == [("yes" if spec.builtin else "no")]
@@ -242,11 +250,12 @@ def test_systemd_reads_the_services_commands_ports_probes_and_dependencies_up_wo
         assert {f"StartLimitIntervalSec={spec.restart.crash_loop_window:g}s",
                 f"StartLimitBurst={spec.restart.crash_loop_limit}"} <= set(lines)
         assert ("RestartPreventExitStatus=2" in lines) == spec.builtin
-        writable = unit.get("ReadWritePaths", [""])[0]
-        for state in spec.state_files:
-            assert str(state.parent) in writable  # the SQLite files stay writable, where `up` keeps them
+        # Its SQLite files in the state directory systemd makes for it, which the service is told of above.
+        assert unit.get("StateDirectory", []) == (["tooloo"] if spec.state_files else []), name
+        assert "ExecStartPre" not in unit
+        assert unit.get("ReadWritePaths", []) == ([] if spec.builtin else [str(spec.cwd)]), name
         if spec.state_files:
-            assert argv_of(unit["ExecStartPre"][0])[-1] == str(spec.state_files[0].parent)
+            assert unit["StateDirectoryMode"] == ["0700"]
 
 
 def _probes(unit: dict[str, list[str]], spec: ServiceSpec) -> bool:
@@ -374,3 +383,53 @@ def test_what_it_cannot_write_faithfully_is_refused_saying_what_to_change(tmp_pa
 def test_rendering_is_deterministic(tmp_path: Path) -> None:
     config = rich_stack(tmp_path)
     assert render("systemd", load_config(config, env={})) == render("systemd", load_config(config, env={}))
+
+
+# -- where the state lives -------------------------------------------------------------------------
+
+
+def test_a_state_file_outside_state_dir_stays_where_it_is_declared_and_writable(
+        tmp_path: Path, systemd_analyze: str, systemd_reads: Callable[[Path], Units]) -> None:
+    elsewhere = tmp_path / "data" / "ledger.db"
+    config = tmp_path / "tooloo.toml"
+    config.write_text(SHIPPED.read_text(encoding="utf-8").replace('database = "budget.db"',
+                                                                  f'database = "{elsewhere}"'), encoding="utf-8")
+    out = export(tmp_path, config)
+    unit = systemd_reads(out)["tooloo-budget.service"]
+    assert unit["StateDirectory"] == ["tooloo"]  # its cache, within state_dir
+    assert unit["ReadWritePaths"] == [str(elsewhere.parent)]  # its ledger, where it is declared
+    assert argv_of(unit["ExecStartPre"][0]) == ["mkdir", "-p", "-m", "0700", str(elsewhere.parent)]
+    assert "ExecStartPre" not in systemd_reads(out)["tooloo-reports.service"]
+    assert verify(systemd_analyze, out, user=False) == ""
+
+
+def test_a_service_keeps_its_files_in_the_state_directory_its_unit_names(tmp_path: Path) -> None:
+    config = write_ephemeral_config(tmp_path)
+    out = export(tmp_path, config)
+    settings = {line.split("=", 1)[0]: line.split("=", 1)[1]
+                for line in (out / "tooloo-budget.service").read_text(encoding="utf-8").splitlines() if "=" in line}
+    assert settings["StateDirectory"] == "tooloo"
+    variable, value = settings["Environment"].split("=", 1)
+    state = tmp_path / "var-lib"  # what systemd makes of %S for the system manager: /var/lib
+    environment = {key: item for key, item in os.environ.items() if not key.startswith("TOOLOO_")}
+    environment[variable] = value.replace("%S", str(state))
+    port = load_config(config, env={}).services["budget"].port
+    (state / "tooloo").mkdir(parents=True)
+    process = subprocess.Popen([sys.executable, "-m", "tooloo_cli.services", "--config", str(config), "budget"],
+                               env=environment, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while not _ready(f"http://127.0.0.1:{port}/ready"):
+            assert process.poll() is None and time.monotonic() < deadline, "budget did not become ready"
+            time.sleep(0.05)
+    finally:
+        end_process(process)
+    assert {"budget.db", "budget-cache.db"} <= {path.name for path in (state / "tooloo").iterdir()}
+    assert not (tmp_path / ".tooloo" / "budget.db").exists()  # not in `up`'s state_dir
+
+
+def _ready(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1, trust_env=False).status_code == 200
+    except httpx.HTTPError:
+        return False

@@ -35,6 +35,7 @@ from tooloo_cli.errors import UsageError
 FILE_NAME = "tooloo.toml"
 ENV_PREFIX = "TOOLOO_"
 ENV_CONFIG = "TOOLOO_CONFIG"
+STATE_DIR_VARIABLE = f"{ENV_PREFIX}STACK__STATE_DIR"  # stack.state_dir, read before the file parses
 
 
 class ConfigError(UsageError):
@@ -625,7 +626,7 @@ def load_config_leniently(path: str | os.PathLike[str] | None = None, *, env: Ma
         problem = str(exc)
     loaded = LoadedConfig(Config.defaults(), source, source.parent.resolve(), lenient=True)
     env = os.environ if env is None else env
-    state_dir = env.get(f"{ENV_PREFIX}STACK__STATE_DIR") or _state_dir_of(source)
+    state_dir = env.get(STATE_DIR_VARIABLE) or _state_dir_of(source)
     if state_dir is not None:
         loaded.config.stack.state_dir = state_dir
     return loaded, problem

@@ -31,13 +31,19 @@ What it declares, every fact from the replica's ServiceSpec (what `tooloo up` st
   which anyone may read: an `env` table holding one is refused; it comes from the env_file
   or from `%E/tooloo/SERVICE.env` (/etc/tooloo/… for the system manager, ~/.config/tooloo/…
   for a user's), optional, yours to write and to keep unreadable by others (chmod 600).
-- Hardening: NoNewPrivileges=yes, ProtectSystem=strict (the file system read-only) with
-  ReadWritePaths= the directories of its state files (its SQLite databases, where `up`
-  keeps them) or, for a command, its working directory; PrivateTmp=yes for tooloo's own
-  unless [stack] redis_url is a socket under /tmp. StateDirectory= is not used: it would
-  move the state under /var/lib (or ~/.local/state), away from the files `up` uses; the
-  state directory is made (0700) by an ExecStartPre=+mkdir, which runs outside the
-  sandbox (whose ReadWritePaths= must exist beforehand).
+- State: tooloo's own keep their SQLite files (cache, ledger) in StateDirectory=tooloo,
+  %S/tooloo: /var/lib/tooloo for the system manager; for a user's, ~/.config/tooloo with
+  systemd 252 (Debian 12; `systemctl --user show -p Environment tooloo-budget` names it).
+  systemd makes it 0700 and writable in the sandbox; the service is handed it as
+  TOOLOO_STACK__STATE_DIR (the files keep their names within it). It is not the
+  directory `tooloo up` uses ([stack] state_dir): to move a stack's data over, stop both
+  and copy the files (`cp .tooloo/*.db ~/.config/tooloo/`). A state file declared
+  outside state_dir (an absolute path) stays where it is: ReadWritePaths= its directory,
+  made (0700) by an ExecStartPre=+mkdir, which runs outside the sandbox (whose
+  ReadWritePaths= must exist beforehand).
+- Hardening: NoNewPrivileges=yes, ProtectSystem=strict (the file system read-only but for
+  the state above or, for a command, its working directory); PrivateTmp=yes for tooloo's
+  own unless [stack] redis_url is a socket under /tmp.
 - `tooloo.target`: Wants= and After= every unit, so that starting it starts them all and
   returns once each has started; stopping it stops them (PartOf=). WantedBy=default.target:
   `systemctl enable tooloo.target` starts the stack at boot (a user's, at login, or with
@@ -60,6 +66,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from tooloo_cli.config.loader import STATE_DIR_VARIABLE
 from tooloo_cli.errors import UsageError
 from tooloo_cli.export.base import Declaration, Exporter, File
 from tooloo_cli.stack import Replica, ServiceSpec, read_env_file
@@ -67,6 +74,8 @@ from tooloo_cli.stack import Replica, ServiceSpec, read_env_file
 TARGET = "tooloo.target"
 # Where a service's secrets may be kept for systemd: %E is /etc for the system manager, ~/.config for a user's.
 SECRETS_FILE = "%E/tooloo/{service}.env"
+# StateDirectory=: tooloo's own keep their state in %S/tooloo (/var/lib/tooloo, ~/.local/state/tooloo).
+STATE_DIRECTORY = "tooloo"
 # What a word may hold unquoted in ExecStart= and Environment= (systemd.syntax(7), systemd.service(5)).
 _PLAIN = re.compile(r"[A-Za-z0-9_@+=:,./-]+")
 _ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\t": "\\t", "\r": "\\r"}
@@ -116,11 +125,17 @@ def _unit(declaration: Declaration, spec: ServiceSpec, replica: Replica, origin:
                     f"WatchdogSec={_duration(spec.probe_interval * spec.liveness_failures)}"]
     else:
         service += ["# A command of your own: started, not probed (it may not speak sd_notify).", "Type=exec"]
-    writable = _writable(spec)
-    if spec.state_files:
+    inside, outside = _state_files(declaration, spec)
+    writable = _writable(spec, outside)
+    if inside:
+        service += [f"# Its state in %S/{STATE_DIRECTORY} (made 0700 by systemd), not in `up`'s state_dir.",
+                    f"StateDirectory={STATE_DIRECTORY}", "StateDirectoryMode=0700"]
+    if outside:
         service += ["# ReadWritePaths= must exist before the sandbox is made: made outside it (+), 0700 as `up` does.",
                     "ExecStartPre=+" + _command(["mkdir", "-p", "-m", "0700", *writable])]
     service += [f"ExecStart={_command(_argv(spec, replica))}", f"WorkingDirectory={_setting(spec.cwd)}"]
+    if inside:
+        service.append(f"Environment={STATE_DIR_VARIABLE}=%S/{STATE_DIRECTORY}")
     service += [f"Environment={_word(_specifiers(f'{key}={value}'), dollar=False)}"
                 for key, value in _plain_env(spec)]
     # Later files win: its env_file over this one, as under `up` its env_file wins over what the
@@ -142,7 +157,7 @@ def _unit(declaration: Declaration, spec: ServiceSpec, replica: Replica, origin:
                 f"TimeoutStopSec={_duration(spec.grace_period)}"]
     service.append("# The file system read-only, " + (
         "but for its working directory (add what else it writes: systemctl edit)." if not spec.builtin
-        else "but for its state files' directory." if writable else "as it writes no file."))
+        else "but for its state." if spec.state_files else "as it writes no file."))
     service += ["NoNewPrivileges=yes", "ProtectSystem=strict"]
     if writable:
         service.append(f"ReadWritePaths={' '.join(_word(_specifiers(path), dollar=False) for path in writable)}")
@@ -191,9 +206,17 @@ def _plain_env(spec: ServiceSpec) -> list[tuple[str, str]]:
     return list(spec.env.items())
 
 
-def _writable(spec: ServiceSpec) -> list[str]:
-    """What ProtectSystem=strict leaves it to write: its state files' directories, or a command's cwd."""
-    directories = [path.parent for path in spec.state_files] if spec.builtin else [spec.cwd]
+def _state_files(declaration: Declaration, spec: ServiceSpec) -> tuple[list[Path], list[Path]]:
+    """Its state files within [stack] state_dir (kept in the StateDirectory=), and those outside it."""
+    state_dir = declaration.loaded.state_path()
+    inside = [path for path in spec.state_files if Path(os.path.normpath(path)).is_relative_to(state_dir)]
+    return inside, [path for path in spec.state_files if path not in inside]
+
+
+def _writable(spec: ServiceSpec, outside: list[Path]) -> list[str]:
+    """What ProtectSystem=strict leaves it to write besides its StateDirectory=: the directories of its
+    state files outside state_dir, or a command's cwd."""
+    directories = [path.parent for path in outside] if spec.builtin else [spec.cwd]
     return list(dict.fromkeys(_checked(directory) for directory in directories))
 
 
