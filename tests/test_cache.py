@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import re
 import sqlite3
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -21,7 +24,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import fill, small_filesystem
-from tooloo_cli.resilience import CorruptDatabaseError, PersistentCache, ResilienceError, integrity_problem
+from tooloo_cli.resilience import (CorruptDatabaseError, PersistentCache, ResilienceError, SQLiteCacheStore,
+                                   integrity_problem)
 from tooloo_cli.resilience.cache import CHECKPOINT_EVERY, WRITE_GROUP_ROWS
 from tooloo_cli.phase6.support import ManualClock
 
@@ -435,6 +439,26 @@ def test_a_write_grouped_on_a_loop_that_ended_is_committed_by_the_next_write(db_
     asyncio.run(write("third loop"))  # its group's timer is on a loop that is gone: both are committed
     assert set(rows(db_path)) == {"first loop", "off a loop", "second loop", "third loop"}
     cache.close()
+
+
+def test_a_write_grouped_on_a_loop_is_committed_at_exit_without_close(db_path: Path) -> None:
+    script = (f"import asyncio\nfrom tooloo_cli.resilience import PersistentCache\n"
+              f"cache = PersistentCache({str(db_path)!r})\n"
+              "async def main():\n    cache.set('k', 'v')\nasyncio.run(main())\n")  # no close, no await
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=30)
+    assert set(rows(db_path)) == {"k"}
+
+
+def test_a_store_refuses_a_nan_expiry_to_its_caller_and_keeps_the_other_writes(db_path: Path) -> None:
+    async def scenario() -> None:
+        store = SQLiteCacheStore(db_path)
+        store.set("good", (b"1", 0), 2e9)
+        with pytest.raises(ValueError, match="NaN"):
+            store.set("bad", (b"2", 0), math.nan)
+        store.close()
+
+    asyncio.run(scenario())
+    assert set(rows(db_path)) == {"good"}
 
 
 def test_path_in_a_missing_directory_is_created(tmp_path: Path, clock: ManualClock) -> None:

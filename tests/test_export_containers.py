@@ -260,14 +260,22 @@ def test_a_redis_url_with_a_password_reaches_the_services_only_from_a_secret(tmp
     assert toml["services"]["redis"]["command"][-2:] == ["--requirepass", "***"]
 
 
-def test_a_state_file_outside_the_state_directory_is_refused_for_containers(tmp_path: Path) -> None:
-    """Only the state directory is a volume in a container: a cache elsewhere would be a path of the host's,
-    unwritable there, and the service would never be ready."""
-    config = stacked(tmp_path, STACKED + '\n[services.reports.cache]\nfile = "/srv/reports-cache.db"\n')
+@pytest.mark.parametrize(("file", "said"), [
+    ("/srv/reports-cache.db", "services.reports: /srv/reports-cache.db is an absolute path"),
+    ("{state}/reports-cache.db", "services.reports: {state}/reports-cache.db is an absolute path"),  # even in it
+    ("../reports-cache.db", "services.reports: '../reports-cache.db' climbs out of [stack] state_dir"),
+])
+def test_a_state_file_outside_the_state_directory_is_refused_for_containers(tmp_path: Path, file: str,
+                                                                             said: str) -> None:
+    """Only the state directory is a volume in a container, mounted where the container's tooloo.toml says:
+    a cache named by a path of the host's, or beside state_dir, would be unwritable there, and the service
+    would never be ready."""
+    state = tmp_path / ".tooloo"
+    config = stacked(tmp_path, STACKED + f'\n[services.reports.cache]\nfile = "{file.format(state=state)}"\n')
     for format_name in ("k8s", "compose"):
         result = tooloo(tmp_path, "--config", str(config), "export", format_name)
         assert result.returncode == 2, result.stdout + result.stderr
-        assert "services.reports: /srv/reports-cache.db is outside [stack] state_dir" in result.stderr
+        assert said.format(state=state) in result.stderr
         assert "Traceback" not in result.stderr
 
 

@@ -388,19 +388,48 @@ def test_rendering_is_deterministic(tmp_path: Path) -> None:
 # -- where the state lives -------------------------------------------------------------------------
 
 
-def test_a_state_file_outside_state_dir_stays_where_it_is_declared_and_writable(
-        tmp_path: Path, systemd_analyze: str, systemd_reads: Callable[[Path], Units]) -> None:
-    elsewhere = tmp_path / "data" / "ledger.db"
+def shipped_with(tmp_path: Path, *replacements: tuple[str, str]) -> Path:
+    """The shipped tooloo.toml with `replacements` made, in tmp_path."""
+    text = SHIPPED.read_text(encoding="utf-8")
+    for old, new in replacements:
+        assert old in text
+        text = text.replace(old, new)
     config = tmp_path / "tooloo.toml"
-    config.write_text(SHIPPED.read_text(encoding="utf-8").replace('database = "budget.db"',
-                                                                  f'database = "{elsewhere}"'), encoding="utf-8")
-    out = export(tmp_path, config)
+    config.write_text(text, encoding="utf-8")
+    return config
+
+
+@pytest.mark.parametrize("where", ["elsewhere", "in state_dir"])
+def test_a_state_file_named_by_absolute_path_stays_where_it_is_declared_and_writable(
+        tmp_path: Path, systemd_analyze: str, systemd_reads: Callable[[Path], Units], where: str) -> None:
+    # Absolute, it is where the service opens it whatever its state directory: even one inside `up`'s.
+    ledger = (tmp_path / "data" if where == "elsewhere" else tmp_path / ".tooloo") / "ledger.db"
+    out = export(tmp_path, shipped_with(tmp_path, ('database = "budget.db"', f'database = "{ledger}"')))
     unit = systemd_reads(out)["tooloo-budget.service"]
     assert unit["StateDirectory"] == ["tooloo"]  # its cache, within state_dir
-    assert unit["ReadWritePaths"] == [str(elsewhere.parent)]  # its ledger, where it is declared
-    assert argv_of(unit["ExecStartPre"][0]) == ["mkdir", "-p", "-m", "0700", str(elsewhere.parent)]
+    assert unit["ReadWritePaths"] == [str(ledger.parent)]  # its ledger, where it is declared
+    assert argv_of(unit["ExecStartPre"][0]) == ["mkdir", "-p", "-m", "0700", str(ledger.parent)]
     assert "ExecStartPre" not in systemd_reads(out)["tooloo-reports.service"]
     assert verify(systemd_analyze, out, user=False) == ""
+
+
+def test_a_state_dir_beside_the_configuration_still_puts_the_files_in_the_state_directory(
+        tmp_path: Path, systemd_analyze: str, systemd_reads: Callable[[Path], Units]) -> None:
+    config = shipped_with(tmp_path, ('state_dir = ".tooloo"', 'state_dir = "../state"'))
+    out = export(tmp_path, config)
+    unit = systemd_reads(out)["tooloo-budget.service"]
+    assert unit["StateDirectory"] == ["tooloo"] and "ReadWritePaths" not in unit
+    assert f"not in {tmp_path.parent / 'state'}, where `tooloo up` keeps it" in (out / "tooloo-budget.service").read_text()
+    assert verify(systemd_analyze, out, user=False) == ""
+
+
+def test_a_state_file_or_a_setting_systemd_would_put_elsewhere_is_refused(tmp_path: Path) -> None:
+    climbing = shipped_with(tmp_path, ('database = "budget.db"', 'database = "../data/budget.db"'))
+    _one_clear_line(tooloo(tmp_path, "--config", str(climbing), "export", "systemd"), 2,
+                    "services.budget: '../data/budget.db' climbs out of [stack] state_dir")
+    env = shipped_with(tmp_path, ("[services.budget]\n", '[services.budget]\nenv = { TOOLOO_STACK__STATE_DIR = "/srv" }\n'))
+    _one_clear_line(tooloo(tmp_path, "--config", str(env), "export", "systemd"), 2,
+                    "services.budget sets TOOLOO_STACK__STATE_DIR in its env table")
 
 
 def test_a_service_keeps_its_files_in_the_state_directory_its_unit_names(tmp_path: Path) -> None:

@@ -29,7 +29,7 @@ from tooloo_cli.errors import ToolooError, UsageError
 
 if TYPE_CHECKING:
     from tooloo_cli.config import LoadedConfig
-    from tooloo_cli.stack import Stack
+    from tooloo_cli.stack import ServiceSpec, Stack
 
 
 class OutputRefused(UsageError):
@@ -62,6 +62,26 @@ class File:
         # `write` puts every file directly in the output directory: a name must not climb out of it.
         if not self.name or self.name in (".", "..") or "/" in self.name or os.sep in self.name:
             raise ValueError(f"an export file needs a plain name, not {self.name!r}")
+
+
+def state_files(spec: ServiceSpec, engine: str) -> tuple[list[str], list[Path]]:
+    """Its state files as tooloo.toml names them: the names within [stack] state_dir (normalised)
+    and the absolute paths. An engine gives a service a state directory of its own (a volume,
+    systemd's StateDirectory=) in place of state_dir: a relative name that climbs out of it would
+    land beside that directory, so it is refused (UsageError, naming `engine`)."""
+    within: list[str] = []
+    absolute: list[Path] = []
+    for name in spec.state_names:
+        normal = os.path.normpath(name)
+        if os.path.isabs(normal):
+            absolute.append(Path(normal))
+        elif normal.split(os.sep, 1)[0] == os.pardir:
+            raise UsageError(f"services.{spec.name}: {name!r} climbs out of [stack] state_dir, which {engine} "
+                             "replaces with a directory of its own; name the file within it (cache.db, data/x.db)"
+                             " or give an absolute path")
+        else:
+            within.append(normal)
+    return within, absolute
 
 
 class Exporter(ABC):

@@ -57,7 +57,7 @@ from urllib.parse import urlsplit, urlunsplit
 from tooloo_cli.config import config_to_dict, is_loopback
 from tooloo_cli.config.loader import ENV_PREFIX, redacted_url
 from tooloo_cli.errors import UsageError
-from tooloo_cli.export.base import File
+from tooloo_cli.export.base import File, state_files
 from tooloo_cli.stack import read_env_file
 
 if TYPE_CHECKING:
@@ -253,11 +253,10 @@ class Containers:
 
         loaded = self.declaration.loaded
         for spec in self.declaration.stack.specs.values():
-            for path in spec.state_files:
-                if not path.is_relative_to(loaded.state_path()):
-                    raise UsageError(f"services.{spec.name}: {path} is outside [stack] state_dir "
-                                     f"({loaded.state_path()}): in a container only the state directory is a "
-                                     "volume; name the file within it (cache.db, or a path under state_dir)")
+            for path in state_files(spec, "a container")[1]:
+                raise UsageError(f"services.{spec.name}: {path} is an absolute path: in a container only the "
+                                 f"state directory ({STATE_DIR}, a volume) is kept; name the file within "
+                                 "[stack] state_dir (cache.db, data/x.db)")
         data = config_to_dict(loaded.config)
         data["stack"]["host"] = BIND
         data["stack"]["state_dir"] = STATE_DIR

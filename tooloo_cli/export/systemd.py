@@ -37,10 +37,9 @@ What it declares, every fact from the replica's ServiceSpec (what `tooloo up` st
   systemd makes it 0700 and writable in the sandbox; the service is handed it as
   TOOLOO_STACK__STATE_DIR (the files keep their names within it). It is not the
   directory `tooloo up` uses ([stack] state_dir): to move a stack's data over, stop both
-  and copy the files (`cp .tooloo/*.db ~/.config/tooloo/`). A state file declared
-  outside state_dir (an absolute path) stays where it is: ReadWritePaths= its directory,
-  made (0700) by an ExecStartPre=+mkdir, which runs outside the sandbox (whose
-  ReadWritePaths= must exist beforehand).
+  and copy the files (README, systemd). A state file named by an absolute path stays
+  where it is: ReadWritePaths= its directory, made (0700) by an ExecStartPre=+mkdir,
+  which runs outside the sandbox (whose ReadWritePaths= must exist beforehand).
 - Hardening: NoNewPrivileges=yes, ProtectSystem=strict (the file system read-only but for
   the state above or, for a command, its working directory); PrivateTmp=yes for tooloo's
   own unless [stack] redis_url is a socket under /tmp.
@@ -50,8 +49,9 @@ What it declares, every fact from the replica's ServiceSpec (what `tooloo up` st
   `loginctl enable-linger`).
 
 Refused (UsageError, exit 2, saying what to change): TOOLOO_* overrides in the exporting
-environment (the units run on tooloo.toml alone, without them), an `env` table holding a
-secret, an env_file that systemd would read otherwise than tooloo does (`export KEY=`,
+environment (the units run on tooloo.toml alone, without them), a relative state file
+name climbing out of state_dir, TOOLOO_STACK__STATE_DIR in a service's env table or
+env_file (it would override the unit's), an `env` table holding a secret, an env_file that systemd would read otherwise than tooloo does (`export KEY=`,
 a `#` after an unquoted value, escapes other than \\" and \\\\ in double quotes), a command
 not found on PATH, a path with a control character. Rendering is deterministic for a host;
 the units hold its paths (the interpreter, tooloo.toml), so export again on another host.
@@ -68,13 +68,13 @@ from urllib.parse import urlsplit
 
 from tooloo_cli.config.loader import STATE_DIR_VARIABLE
 from tooloo_cli.errors import UsageError
-from tooloo_cli.export.base import Declaration, Exporter, File
+from tooloo_cli.export.base import Declaration, Exporter, File, state_files
 from tooloo_cli.stack import Replica, ServiceSpec, read_env_file
 
 TARGET = "tooloo.target"
 # Where a service's secrets may be kept for systemd: %E is /etc for the system manager, ~/.config for a user's.
 SECRETS_FILE = "%E/tooloo/{service}.env"
-# StateDirectory=: tooloo's own keep their state in %S/tooloo (/var/lib/tooloo, ~/.local/state/tooloo).
+# StateDirectory=: tooloo's own keep their state in %S/tooloo (/var/lib/tooloo; a user's: see the module).
 STATE_DIRECTORY = "tooloo"
 # What a word may hold unquoted in ExecStart= and Environment= (systemd.syntax(7), systemd.service(5)).
 _PLAIN = re.compile(r"[A-Za-z0-9_@+=:,./-]+")
@@ -125,10 +125,12 @@ def _unit(declaration: Declaration, spec: ServiceSpec, replica: Replica, origin:
                     f"WatchdogSec={_duration(spec.probe_interval * spec.liveness_failures)}"]
     else:
         service += ["# A command of your own: started, not probed (it may not speak sd_notify).", "Type=exec"]
-    inside, outside = _state_files(declaration, spec)
+    inside, outside = state_files(spec, "systemd's StateDirectory=")
     writable = _writable(spec, outside)
     if inside:
-        service += [f"# Its state in %S/{STATE_DIRECTORY} (made 0700 by systemd), not in `up`'s state_dir.",
+        _check_state_dir_unset(spec)
+        service += [f"# Its state in %S/{STATE_DIRECTORY} (made 0700 by systemd), not in "
+                    f"{_checked(Path(os.path.normpath(declaration.loaded.state_path())))}, where `tooloo up` keeps it.",
                     f"StateDirectory={STATE_DIRECTORY}", "StateDirectoryMode=0700"]
     if outside:
         service += ["# ReadWritePaths= must exist before the sandbox is made: made outside it (+), 0700 as `up` does.",
@@ -206,17 +208,21 @@ def _plain_env(spec: ServiceSpec) -> list[tuple[str, str]]:
     return list(spec.env.items())
 
 
-def _state_files(declaration: Declaration, spec: ServiceSpec) -> tuple[list[Path], list[Path]]:
-    """Its state files within [stack] state_dir (kept in the StateDirectory=), and those outside it."""
-    state_dir = declaration.loaded.state_path()
-    inside = [path for path in spec.state_files if Path(os.path.normpath(path)).is_relative_to(state_dir)]
-    return inside, [path for path in spec.state_files if path not in inside]
+def _check_state_dir_unset(spec: ServiceSpec) -> None:
+    """UsageError when its env table or env_file sets the state directory the unit sets (they would win)."""
+    from_file = read_env_file(spec.env_file) if spec.env_file is not None else {}
+    setting = [origin for origin, variables in (("env table", spec.env), ("env_file", from_file))
+               if STATE_DIR_VARIABLE in variables]
+    if setting:
+        raise UsageError(f"services.{spec.name} sets {STATE_DIR_VARIABLE} in its {' and '.join(setting)}: under systemd "
+                         f"its state is in StateDirectory= ({STATE_DIR_VARIABLE}=%S/{STATE_DIRECTORY}, set by the unit). "
+                         "Remove it, and export again")
 
 
 def _writable(spec: ServiceSpec, outside: list[Path]) -> list[str]:
     """What ProtectSystem=strict leaves it to write besides its StateDirectory=: the directories of its
     state files outside state_dir, or a command's cwd."""
-    directories = [path.parent for path in outside] if spec.builtin else [spec.cwd]
+    directories = [path.parent for path in outside] if spec.builtin else [Path(os.path.normpath(spec.cwd))]
     return list(dict.fromkeys(_checked(directory) for directory in directories))
 
 

@@ -4,8 +4,8 @@ The policy owns the time to live, the encoding (JSON, zlib above `compress_thres
 bytes) and the counters. Entries live in two CacheStores: a MemoryCacheStore of decoded
 values (bounded, least recently used out first) in front of a shared store of encoded
 ones, by default a SQLiteCacheStore, a file that outlives the process. Writes go through
-to the shared store at once; reads are served from memory and fall back to the shared
-store, promoting what they find.
+to the shared store (which may commit them a moment later: see below); reads are served
+from memory and fall back to the shared store, promoting what they find.
 
     cache = PersistentCache(".tooloo/budget-cache.db", ttl=5.0)      # over SQLiteCacheStore(path)
     cache.set("prompt:hello", {"text": "Hello!"})
@@ -33,10 +33,12 @@ Off an event loop, a write is durable on return (WAL, synchronous=NORMAL: a comm
 survives the process dying). On one (a service's), SQLiteCacheStore groups writes: they
 are committed together WRITE_GROUP_SECONDS after the first of a group, or at once when
 WRITE_GROUP_ROWS are waiting, and by `flush` and `close`; meanwhile the store answers
-them itself, so its own reads never miss them. A commit per write costs ~30 µs here
-(its locks and writes) where a group of 64 costs ~5 µs a row. The price is bounded: a
-process killed outright loses at most the last 50 ms of cache writes (answers the next
-miss recomputes), and another process reading the file sees a write up to 50 ms late.
+them itself, so its own reads never miss them; a group left waiting when its loop ends is
+committed by the store's next operation, by `close`, or at the process's exit. A commit
+per write costs ~30 µs here (its locks and writes) where a group of 64 costs ~5 µs a row.
+The price is bounded: a process killed outright loses the writes of its last 50 ms (as
+long as its loop keeps turning; at most WRITE_GROUP_ROWS of them), answers the next miss
+recomputes, and another process reading the file sees a write up to 50 ms late.
 The write-ahead log is copied into the file (checkpointed) every CHECKPOINT_EVERY
 writes by a thread of the store's own, so no write waits for the fsyncs a checkpoint
 makes: `tooloo bench modules` reports the mean of a batch of writes on an event loop,
@@ -48,6 +50,7 @@ locking (the checkpoint thread has its own connection, and shares nothing else).
 from __future__ import annotations
 
 import asyncio
+import atexit
 import json
 import logging
 import math
@@ -55,6 +58,7 @@ import os
 import sqlite3
 import threading
 import time
+import weakref
 import zlib
 from collections import OrderedDict
 from collections.abc import Callable
@@ -222,8 +226,8 @@ CREATE TABLE IF NOT EXISTS cache (
 )
 
 
-# Writes (commits) between two checkpoints of the write-ahead log, which a thread of the store's
-# own runs (see _Checkpointer). A small entry's commit adds one page to the log (its table
+# Rows written between two checkpoints of the write-ahead log, which a thread of the store's
+# own runs (see _Checkpointer). A small entry adds at most one page to the log (its table
 # leaf): ~500 pages a checkpoint, half SQLite's default interval.
 CHECKPOINT_EVERY = 512
 # On an event loop, writes wait at most this long to be committed together (see the module)...
@@ -247,7 +251,7 @@ class _Checkpointer:
     of a write's mean cost on a 2-core VM, and most of its p99). From here it overlaps the
     writes instead (PASSIVE: it never blocks a writer or a reader, and whatever it cannot
     copy now is copied next time).
-    Durability is the same either way: a commit is in the log before `set` returns, and a
+    Durability is the same either way: a commit is in the log when it returns, and a
     checkpoint only moves committed pages. Each checkpoint opens the file afresh (read-
     write, never creating it), so a file moved aside and recreated is the one checkpointed.
     The thread starts on the first request and ends with `close`.
@@ -303,8 +307,10 @@ class SQLiteCacheStore:
     that opens it. After a disk error that is not corruption, the disk is left alone for
     `retry_after` seconds, then tried again by the next operation. Every CHECKPOINT_EVERY
     writes, the log is checkpointed by a thread of the store's own (see _Checkpointer).
-    On an event loop, `set`s are grouped into one commit (see the module); `flush` commits
-    them now, and every other operation but `get` (which answers them) commits them first.
+    On an event loop, `set`s are grouped into one commit (see the module): `flush` commits
+    them now, as `close`, `cleanup`, `sweep`, `stats` and `database_bytes` do first; `get`
+    answers them, `delete` and `clear` drop them (`count_items`, on its own connection,
+    counts only what is committed).
     """
 
     def __init__(self, path: str | os.PathLike[str], *, retry_after: float = 5.0) -> None:
@@ -428,12 +434,15 @@ class SQLiteCacheStore:
 
     def set(self, key: str, value: Encoded, expires: float) -> None:
         data, compressed = value
+        if math.isnan(expires):  # SQLite would store NULL, refused by the table: refused here, to the caller
+            raise ValueError(f"cache entry {key!r}: expires is NaN")
         self._grouped[key] = (key, data, expires, compressed)
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # no event loop: the write is committed before returning
             self.flush()
             return
+        _WAITING.add(self)  # committed at the process's exit, should nothing else commit them first
         if len(self._grouped) >= WRITE_GROUP_ROWS or (self._group_timer is not None and self._group_loop is not loop):
             self.flush()  # a full group; or one timed on a loop that has stopped (or another's)
         elif self._group_timer is None:
@@ -450,6 +459,7 @@ class SQLiteCacheStore:
             return
         rows = list(self._grouped.values())
         self._grouped.clear()
+        _WAITING.discard(self)
         self._attempt(partial(_commit_rows, rows))
         self._wrote(len(rows))
 
@@ -487,8 +497,13 @@ class SQLiteCacheStore:
         return removed
 
     def close(self) -> None:
-        """Checkpoints the write-ahead log into the database file and closes it."""
-        self.flush()
+        """Commits what is grouped, checkpoints the write-ahead log into the database file and closes it."""
+        try:
+            self.flush()
+        finally:
+            self._close_file()
+
+    def _close_file(self) -> None:
         self._checkpointer.close()  # first: the final checkpoint needs the log to itself
         if self._db is not None:
             try:
@@ -542,8 +557,21 @@ class SQLiteCacheStore:
         )
 
 
+# The stores with writes waiting to be committed: at the process's exit, they are (a loop that
+# has ended leaves its group's timer unrun; a store closed, or collected, is not held here).
+_WAITING: weakref.WeakSet[SQLiteCacheStore] = weakref.WeakSet()
+
+
+@atexit.register
+def _commit_waiting() -> None:
+    for store in list(_WAITING):
+        store.flush()
+
+
 def _commit_rows(rows: list[tuple[str, bytes, float, int]], db: sqlite3.Connection) -> list[Any]:
     """Writes `rows` to the table in one transaction, or (failing) none of them."""
+    if db.in_transaction:  # left open by a group whose ROLLBACK failed too
+        db.execute("ROLLBACK")
     try:
         db.execute("BEGIN")
         db.executemany("INSERT OR REPLACE INTO cache VALUES (?, ?, ?, ?)", rows)

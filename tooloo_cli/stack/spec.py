@@ -103,6 +103,7 @@ class ServiceSpec:
     depends_on: tuple[str, ...]
     restart: RestartPolicy
     state_files: tuple[Path, ...]
+    state_names: tuple[str, ...]  # the same files as tooloo.toml names them: within the state directory, or absolute
     calls: tuple[str, ...]  # the services it calls
     single_process: str | None  # why it must run as one process as configured (None: it may run as several)
 
@@ -218,14 +219,14 @@ def _spec(loaded: LoadedConfig, name: str, settings: Any) -> ServiceSpec:
             command += ("--config", str(loaded.source))
         command += (name,)
         liveness, readiness = Probe("http", "/health"), Probe("http", "/ready")
-        state_files = tuple(loaded.state_path(file) for file in (
+        state_names = tuple(file for file in (
             settings.cache.file if settings.cache else None, settings.pool.database if settings.pool else None) if file)
     else:
         command = tuple(settings.command)
         fallback = Probe("tcp") if port is not None else Probe("process")
         liveness = Probe("http", settings.health_path) if settings.health_path else fallback
         readiness = Probe("http", settings.ready_path) if settings.ready_path else liveness
-        state_files = ()
+        state_names = ()
     cwd = loaded.base_dir / settings.cwd if settings.cwd else loaded.base_dir
     env_file = loaded.base_dir / settings.env_file if settings.env_file else None
     return ServiceSpec(
@@ -234,7 +235,7 @@ def _spec(loaded: LoadedConfig, name: str, settings: Any) -> ServiceSpec:
         liveness=liveness, readiness=readiness, probe_interval=supervisor.health_interval,
         liveness_failures=supervisor.liveness_failures, startup_timeout=overridden["startup_timeout"],
         grace_period=overridden["grace_period"], depends_on=tuple(settings.depends_on), restart=policy,
-        state_files=state_files, calls=callees(name), single_process=single_process,
+        state_files=tuple(loaded.state_path(name) for name in state_names), state_names=state_names, calls=callees(name), single_process=single_process,
     )
 
 
