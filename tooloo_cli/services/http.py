@@ -89,11 +89,6 @@ async def http_exception_handler(request: Request, exc: Exception) -> Response:
     return error_response(exc.status_code, message, trace_id_of(request.scope), headers=headers)
 
 
-async def internal_error_handler(request: Request, exc: Exception) -> Response:
-    """An unexpected exception: a JSON 500 with the trace id; the details go to the log only."""
-    return error_response(500, "internal error", trace_id_of(request.scope))
-
-
 BUSY_RETRY_AFTER = 1  # seconds: a pool or a breaker that is out of room now will likely have it soon
 
 
@@ -120,19 +115,20 @@ async def client_disconnect_handler(request: Request, exc: Exception) -> Respons
     return error_response(CLIENT_CLOSED_REQUEST, "the client closed the connection", trace_id_of(request.scope))
 
 
+# What a service answers for an exception of its own. An unexpected one has no handler here: it
+# goes up to ServiceMiddleware, which logs it and answers a JSON 500 with the trace id.
 EXCEPTION_HANDLERS = {ApiError: api_error_handler, HTTPException: http_exception_handler,
-                      ClientDisconnect: client_disconnect_handler, ResilienceError: resilience_error_handler,
-                      Exception: internal_error_handler}
+                      ClientDisconnect: client_disconnect_handler, ResilienceError: resilience_error_handler}
 
 
 async def answer_error(exc: Exception, scope: Scope, receive: Receive, send: Send) -> None:
     """`exc` answered as Starlette's app would answer it: the handler of its nearest class above.
 
-    For a pure-ASGI endpoint outside the router (the gateway's proxy). An unexpected exception
-    is raised again, so that the access log's last line of defence logs it and answers 500.
+    For what is raised outside a route (the router's 404 and 405, the gateway's pure-ASGI
+    proxy). An unexpected exception is raised again, so that ServiceMiddleware, the last line
+    of defence, logs it and answers 500.
     """
-    handler = next((EXCEPTION_HANDLERS[kind] for kind in type(exc).__mro__
-                    if kind in EXCEPTION_HANDLERS and kind is not Exception), None)
+    handler = next((EXCEPTION_HANDLERS[kind] for kind in type(exc).__mro__ if kind in EXCEPTION_HANDLERS), None)
     if handler is None:
         raise exc
     response = await handler(Request(scope, receive), exc)

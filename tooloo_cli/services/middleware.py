@@ -75,7 +75,7 @@ class ServiceMiddleware:
                         if route is not None:
                             trace.set("http.route", route)
                         trace.set("http.response.status_code", status)
-                    if status >= 500:
+                    if status >= 500 and trace.status == "ok":  # an exception has named itself already
                         trace.fail(f"HTTP {status}")
                     headers = [*message.get("headers", ()), traceparent]
                     if limit_headers and not any(name == b"x-ratelimit-limit" for name, _ in headers):
@@ -129,10 +129,9 @@ class ServiceMiddleware:
                 await self.app(scope, receive, send_noted)
         except Exception:
             logger.exception("unhandled error in %s %s", scope["method"], path)
-            if status == 0:  # nothing sent yet: answer properly
-                status = 500
+            if status == 0:  # nothing sent yet: answer properly (with its traceparent, noting the 500)
                 response = error_response(500, "internal error", None if trace is None else trace.trace_id)
-                await response(scope, receive, send)
+                await response(scope, receive, send_noted)
         finally:
             elapsed = perf_counter() - started
             if status and path not in self.unmetered:  # no status: the client left before any answer

@@ -62,10 +62,10 @@ from tooloo_cli.resilience import (
     sqlite_connector,
     sqlite_is_healthy,
 )
-from tooloo_cli.services.http import EXCEPTION_HANDLERS, RequestDefect, asked_locally, parse_networks
+from tooloo_cli.services.http import RequestDefect, asked_locally, parse_networks
 from tooloo_cli.services.metrics import RequestMetrics, metrics_page
 from tooloo_cli.services.middleware import ServiceMiddleware
-from tooloo_cli.services.routing import IndexedRouter
+from tooloo_cli.services.routing import ServiceApp
 from tooloo_cli.services.sd_notify import Notifier, Notifying
 from tooloo_cli.services.stores import make_cache, make_limiter
 from tooloo_cli.stack import DEGRADED_HEADER, METRICS_PATH, ROLES, stack_of
@@ -447,9 +447,7 @@ def build_app(service: Service, routes: list[BaseRoute], *, limit_api: bool = Fa
         observability_route(service, OBSERVABILITY_PATH),
     ]
     all_routes = shared + routes
-    starlette = Starlette(routes=all_routes, exception_handlers=EXCEPTION_HANDLERS, lifespan=service.lifespan)
-    starlette.router = IndexedRouter(all_routes, lifespan=service.lifespan)  # Starlette's, with an index in front
-    app: ASGIApp = starlette
+    app: ASGIApp = ServiceApp(all_routes, lifespan=service.lifespan)
     if in_front is not None:
         app = in_front(app)
     if limit_api and service.limiter is None:
