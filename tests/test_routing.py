@@ -16,7 +16,7 @@ import httpx
 import pytest
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
 from tooloo_cli.resilience import Tracer
 from tooloo_cli.services.http import ApiError
@@ -40,7 +40,8 @@ async def broken(request: Request) -> Response:
 def serve(scenario: Any) -> str:
     """Runs `scenario(client)` against the app; the access log it wrote."""
     log = io.StringIO()
-    routes = [Route("/api/fine", fine), Route("/api/refused", refused, methods=["POST"]), Route("/api/broken", broken)]
+    routes = [Route("/api/fine", fine), Route("/api/refused", refused, methods=["POST"]), Route("/api/broken", broken),
+              Route("/health", broken)]  # a quiet path: no trace, line or count, but still its 500
     app = ServiceMiddleware(ServiceApp(routes), log, Tracer("test", 1.0), RequestMetrics(), 1024)
 
     async def run() -> None:
@@ -88,3 +89,30 @@ def test_an_unexpected_exception_is_a_logged_json_500_with_the_trace_id(caplog: 
     assert "secret" not in answer.text and "Traceback" not in answer.text
     assert "unhandled error in GET /api/broken" in caplog.text and "a bug, with a secret" in caplog.text
     assert log.split()[2] == "500"
+
+
+def test_an_unexpected_exception_on_a_quiet_path_is_a_logged_json_500_too(caplog: pytest.LogCaptureFixture) -> None:
+    answers: list[httpx.Response] = []
+
+    async def scenario(client: httpx.AsyncClient) -> None:
+        answers.append(await client.get("/health"))
+
+    with caplog.at_level(logging.ERROR, logger="tooloo.services"):
+        log = serve(scenario)
+    (answer,) = answers
+    assert answer.status_code == 500 and answer.json() == {"ok": False, "error": "internal error", "traceId": None}
+    assert "unhandled error in GET /health" in caplog.text
+    assert log == ""  # the liveness probe stays out of the access log
+
+
+class RawEndpoint:
+    """An ASGI app as an endpoint: Starlette calls it as it is, outside `request_response`."""
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+
+
+@pytest.mark.parametrize("route", [Route("/raw", RawEndpoint()), Mount("/mounted", app=RawEndpoint())])
+def test_a_route_that_could_be_answered_twice_is_refused(route: Any) -> None:
+    with pytest.raises(TypeError, match="Routes of function endpoints"):
+        ServiceApp([Route("/api/fine", fine), route])

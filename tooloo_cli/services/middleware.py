@@ -4,8 +4,10 @@
 
 - Every request but the liveness probes of /health and the scrapes of /metrics gets one
   access-log line (method, raw path, status, ms, traceId) and is counted in the request
-  metrics (services/metrics.py; the monitoring paths in `unmetered` are not counted), and
-  an exception becomes a JSON 500, never a stack trace.
+  metrics (services/metrics.py; the monitoring paths in `unmetered` are not counted).
+  Every request's unexpected exception, those two paths' too, is logged and becomes a
+  JSON 500 (unless the answer had begun), never a stack trace: this is the service's one
+  server-error layer (services/routing.py).
 - Every request under /api (but the monitoring paths in `unmetered`) is traced (W3C Trace
   Context Level 2): `traceparent` read from the request and written on the response,
   `tracestate` kept for the calls the request makes (two `traceparent` headers start a new
@@ -56,9 +58,10 @@ class ServiceMiddleware:
         self.unmetered = unmetered
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in _QUIET:
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        quiet = scope["path"] in _QUIET
         started = perf_counter()
         status = 0
         trace: Trace | None = None
@@ -85,7 +88,7 @@ class ServiceMiddleware:
 
         path = scope["path"]
         try:
-            if not (path == "/api" or path.startswith("/api/")) or path in self.unmetered:
+            if quiet or not (path == "/api" or path.startswith("/api/")) or path in self.unmetered:
                 await self.app(scope, receive, send_noted)
                 return
             incoming = None
@@ -129,14 +132,17 @@ class ServiceMiddleware:
                 await self.app(scope, receive, send_noted)
         except Exception:
             logger.exception("unhandled error in %s %s", scope["method"], path)
-            if status == 0:  # nothing sent yet: answer properly (with its traceparent, noting the 500)
+            # Nothing sent yet: answer properly (with its traceparent, noting the 500). The trace has ended
+            # (its exception recorded): what send_noted adds to it comes before anything reads it.
+            if status == 0:
                 response = error_response(500, "internal error", None if trace is None else trace.trace_id)
                 await response(scope, receive, send_noted)
         finally:
-            elapsed = perf_counter() - started
-            if status and path not in self.unmetered:  # no status: the client left before any answer
-                self.requests.observe(scope["method"], route_template(scope), status, elapsed)
-            # The raw (still percent-encoded) path: a decoded one could carry a newline and forge a line.
-            raw = scope.get("raw_path", b"").decode("latin-1") or repr(path)
-            self.out.write(f"{scope['method']} {raw} {status} {elapsed * 1000:.1f}ms "
-                           f"{'-' if trace is None else trace.trace_id}\n")
+            if not quiet:
+                elapsed = perf_counter() - started
+                if status and path not in self.unmetered:  # no status: the client left before any answer
+                    self.requests.observe(scope["method"], route_template(scope), status, elapsed)
+                # The raw (still percent-encoded) path: a decoded one could carry a newline and forge a line.
+                raw = scope.get("raw_path", b"").decode("latin-1") or repr(path)
+                self.out.write(f"{scope['method']} {raw} {status} {elapsed * 1000:.1f}ms "
+                               f"{'-' if trace is None else trace.trace_id}\n")

@@ -11,9 +11,12 @@ every request (~3 µs of a small route here, with their Request, closures and se
   answer had begun, ends there).
 - Its ExceptionMiddleware is replaced by a try around the router. A route's own errors are
   answered inside the route, by Starlette's `request_response`, with the handlers this
-  hands it (EXCEPTION_HANDLERS, as ExceptionMiddleware would hand them); what reaches the
-  try was raised by the router before any route answered (404, 405), and is answered by
-  the same handlers (services/http.py's answer_error), or raised on to ServiceMiddleware.
+  hands it (EXCEPTION_HANDLERS, as ExceptionMiddleware would hand them), which raises on
+  what they do not handle. So what the try handles was raised by the router before any
+  route answered (404, 405), answered by the same handlers (services/http.py's
+  answer_error); everything else goes on up to ServiceMiddleware. That holds because every
+  route is a Route of a function endpoint (refused otherwise): a raw ASGI endpoint or a
+  Mount could raise a handled error after it began to answer, and be answered twice.
 - IndexedRouter, Starlette's router with an index in front: a path without parameters goes
   to its route at once.
 
@@ -40,21 +43,32 @@ from tooloo_cli.services.http import EXCEPTION_HANDLERS, answer_error
 
 
 class ServiceApp(Starlette):
+    """Starlette over `routes` (each a Route of a function endpoint), answering errors with EXCEPTION_HANDLERS."""
+
     def __init__(self, routes: Sequence[BaseRoute], *, lifespan: Any = None) -> None:
+        for route in routes:
+            if not isinstance(route, Route) or route.app is route.endpoint:  # Starlette runs those as raw ASGI
+                raise TypeError(f"{route!r}: a service's routes are Routes of function endpoints (see the module)")
         super().__init__(routes=routes, exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan)
         self.router = IndexedRouter(routes, lifespan=lifespan)
         # What Starlette's ExceptionMiddleware hands the routes: (handlers by class, by status code).
-        self._route_handlers = (dict(EXCEPTION_HANDLERS), {})
+        self._route_handlers = (EXCEPTION_HANDLERS, {})
+
+    def add_middleware(self, *args: Any, **kwargs: Any) -> None:
+        raise TypeError("a service's middleware is ServiceMiddleware, around the app (services/service.py)")
+
+    def add_exception_handler(self, *args: Any, **kwargs: Any) -> None:
+        raise TypeError("a service's error handlers are services/http.py's EXCEPTION_HANDLERS")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope["app"] = self
-        if scope["type"] != "http":  # the lifespan
+        if scope["type"] != "http":  # the lifespan (uvicorn serves no websocket: ws="none")
             await self.router(scope, receive, send)
             return
         scope["starlette.exception_handlers"] = self._route_handlers
         try:
             await self.router(scope, receive, send)
-        except Exception as exc:  # the router's own (see the module): nothing was answered yet
+        except Exception as exc:  # answered when the router raised it (see the module), else raised on
             await answer_error(exc, scope, receive, send)
 
 
