@@ -35,9 +35,13 @@ async def probe_of(probe: Probe, host: str | None, port: int | None,
     if probe.kind == "process":
         return None, None
     assert host is not None and port is not None  # an http or tcp probe comes with a port (see the spec)
+    # asyncio.timeout, not wait_for: Python 3.11's wait_for loses a cancellation that meets the awaited
+    # step's end (half of them, against a service that answers at once), and a probe loop told to stop
+    # then went on for ever (a service's sd_notify task, and with it its exit at SIGTERM).
     try:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
-    except asyncio.TimeoutError:
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection(host, port)
+    except TimeoutError:
         return f"no connection to {port} within {timeout:g} s", None
     except OSError as exc:
         return f"port {port}: {exc.strerror or type(exc).__name__}", None
@@ -45,13 +49,15 @@ async def probe_of(probe: Probe, host: str | None, port: int | None,
         if probe.kind == "tcp":
             return None, None
         writer.write(f"GET {probe.path} HTTP/1.1\r\nHost: supervisor\r\nConnection: close\r\n\r\n".encode())
-        status_line = await asyncio.wait_for(reader.readline(), timeout)
+        async with asyncio.timeout(timeout):
+            status_line = await reader.readline()
         status = status_line.split(b" ", 2)[1:2]
         if status != [b"200"]:
             return (f"{probe.path} answered {status[0].decode(errors='replace')}" if status else
                     f"{probe.path} gave no HTTP answer"), None
-        return None, await asyncio.wait_for(_degraded(reader), timeout)
-    except asyncio.TimeoutError:
+        async with asyncio.timeout(timeout):
+            return None, await _degraded(reader)
+    except TimeoutError:
         return f"{probe.path} did not answer within {timeout:g} s", None
     except OSError as exc:
         return f"{probe.path}: {exc.strerror or type(exc).__name__}", None

@@ -384,8 +384,9 @@ class ManagedProcess:
         """
         self._output.clear()
         try:
-            await asyncio.wait_for(self._output.wait(), seconds)
-        except asyncio.TimeoutError:
+            async with asyncio.timeout(seconds):  # not wait_for, which can lose the probe loop's cancellation
+                await self._output.wait()
+        except TimeoutError:
             pass
 
     async def _end(self, process: asyncio.subprocess.Process, reason: str) -> None:
@@ -399,8 +400,9 @@ class ManagedProcess:
         group = process.pid  # a session leader: its pid is its group's id
         _signal_group(group, signal.SIGTERM)
         try:
-            await asyncio.wait_for(asyncio.shield(process.wait()), self.spec.grace_period)
-        except asyncio.TimeoutError:
+            async with asyncio.timeout(self.spec.grace_period):
+                await asyncio.shield(process.wait())
+        except TimeoutError:
             _signal_group(group, signal.SIGKILL)
             await process.wait()
 
