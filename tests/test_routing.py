@@ -75,15 +75,21 @@ def test_the_routers_404_and_405_are_json() -> None:
     serve(scenario)
 
 
-def test_an_unexpected_exception_is_a_logged_json_500_with_the_trace_id(caplog: pytest.LogCaptureFixture) -> None:
+def get_logged(path: str, caplog: pytest.LogCaptureFixture) -> tuple[httpx.Response, str]:
+    """GET `path` with the service's errors logged into `caplog`: the answer and the access log."""
     answers: list[httpx.Response] = []
 
     async def scenario(client: httpx.AsyncClient) -> None:
-        answers.append(await client.get("/api/broken"))
+        answers.append(await client.get(path))
 
     with caplog.at_level(logging.ERROR, logger="tooloo.services"):
         log = serve(scenario)
     (answer,) = answers
+    return answer, log
+
+
+def test_an_unexpected_exception_is_a_logged_json_500_with_the_trace_id(caplog: pytest.LogCaptureFixture) -> None:
+    answer, log = get_logged("/api/broken", caplog)
     assert answer.status_code == 500 and answer.json() == {"ok": False, "error": "internal error",
                                                            "traceId": answer.headers["traceparent"].split("-")[1]}
     assert "secret" not in answer.text and "Traceback" not in answer.text
@@ -92,14 +98,7 @@ def test_an_unexpected_exception_is_a_logged_json_500_with_the_trace_id(caplog: 
 
 
 def test_an_unexpected_exception_on_a_quiet_path_is_a_logged_json_500_too(caplog: pytest.LogCaptureFixture) -> None:
-    answers: list[httpx.Response] = []
-
-    async def scenario(client: httpx.AsyncClient) -> None:
-        answers.append(await client.get("/health"))
-
-    with caplog.at_level(logging.ERROR, logger="tooloo.services"):
-        log = serve(scenario)
-    (answer,) = answers
+    answer, log = get_logged("/health", caplog)
     assert answer.status_code == 500 and answer.json() == {"ok": False, "error": "internal error", "traceId": None}
     assert "unhandled error in GET /health" in caplog.text
     assert log == ""  # the liveness probe stays out of the access log

@@ -442,12 +442,12 @@ class SQLiteCacheStore:
         except RuntimeError:  # no event loop: the write is committed before returning
             self.flush()
             return
-        _WAITING.add(self)  # committed at the process's exit, should nothing else commit them first
         if len(self._grouped) >= WRITE_GROUP_ROWS or (self._group_timer is not None and self._group_loop is not loop):
             self.flush()  # a full group; or one timed on a loop that has stopped (or another's)
-        elif self._group_timer is None:
+        elif self._group_timer is None:  # the first write of a group
             self._group_timer = loop.call_later(WRITE_GROUP_SECONDS, self.flush)
             self._group_loop = loop
+            _WAITING.add(self)  # committed at the process's exit, should nothing else commit them first
 
     def flush(self) -> None:
         """Commits the grouped writes, in one transaction (on a disk error they are lost, as a
