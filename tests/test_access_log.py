@@ -74,3 +74,21 @@ def test_a_timer_left_on_a_finished_loop_does_not_hold_the_next_loops_lines() ->
     asyncio.run(write_and_leave())
     asyncio.run(write_and_wait())
     assert out.getvalue() == "GET /first 200 1.0ms -\nGET /second 200 1.0ms -\n"
+
+
+def test_monitoring_polls_are_logged_only_when_they_fail(tmp_path: Path) -> None:
+    with EphemeralStack(tmp_path) as stack:
+        stack.start("budget")
+        base = stack.url("budget")
+        with httpx.Client(trust_env=False) as client:
+            for path in ("/api/v1/system/observability", "/api/v1/providers/resilience-status"):
+                for _ in range(3):  # what `observe --watch` and the gateway's status poll make
+                    assert client.get(f"{base}{path}").status_code == 200
+            assert client.post(f"{base}/api/v1/system/observability").status_code == 405
+            assert client.get(f"{base}/api/v1/budget").status_code == 200
+        assert stack.stop("budget") == 0
+    lines = stack.log("budget").read_text().splitlines()
+    assert not any(line.startswith("GET /api/v1/system/observability") for line in lines)
+    assert not any(line.startswith("GET /api/v1/providers/resilience-status") for line in lines)
+    assert any(line.startswith("POST /api/v1/system/observability 405 ") for line in lines)
+    assert any(line.startswith("GET /api/v1/budget 200 ") for line in lines)

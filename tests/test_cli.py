@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -526,3 +527,66 @@ def test_serve_on_a_taken_port_names_the_holder_and_never_says_listening(tmp_pat
         result = tooloo(tmp_path, "--config", str(config), "serve", "web", "--port", str(port))
     _one_clear_line(result, 1, f"port {port} on 127.0.0.1 is taken by pid {os.getpid()}")
     assert "listening" not in result.stdout  # before: "listening", then a raw uvicorn error, exit 3
+
+
+@pytest.mark.parametrize("interval", ["nan", "inf", "-inf", "0", "0.05", "3601"])
+def test_observe_refuses_an_interval_observe_interval_could_not_be(tmp_path: Path, interval: str) -> None:
+    result = tooloo(tmp_path, "observe", "--watch", "--interval", interval, timeout=20)
+    assert result.returncode == 2, result.stdout
+    assert "--interval" in result.stderr and "from 0.1 to 3600" in result.stderr
+    assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+@pytest.mark.parametrize("command", [["status"], ["down"], ["restart", "web"]])
+def test_from_a_directory_without_tooloo_toml_nothing_running_says_why(tmp_path: Path, command: list[str]) -> None:
+    if not has_no_tooloo_toml_above(tmp_path):
+        pytest.skip("a tooloo.toml above the temporary directory would be found")
+    result = tooloo(tmp_path, *command)
+    said = result.stdout + result.stderr
+    assert result.returncode == (1 if command[0] == "restart" else 0), said
+    assert f"no tooloo.toml in {tmp_path.resolve()} or above it" in " ".join(said.split())
+    assert "Traceback" not in said
+
+
+def test_with_a_tooloo_toml_nothing_running_says_only_that(tmp_path: Path) -> None:
+    (tmp_path / "tooloo.toml").write_text("")
+    result = tooloo(tmp_path, "down")
+    assert result.returncode == 0 and result.stdout == "nothing is running\n"
+
+
+def test_ctrl_c_ends_logs_follow_with_130(tmp_path: Path) -> None:
+    (tmp_path / "tooloo.toml").write_text("")
+    (tmp_path / ".tooloo" / "logs").mkdir(parents=True)
+    (tmp_path / ".tooloo" / "logs" / "web.log").write_text("GET /api/v1/x 200 1.0ms -\n")
+    process = subprocess.Popen([sys.executable, "-m", "tooloo_cli", "logs", "web", "-f"], cwd=tmp_path,
+                               env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert "GET /api/v1/x" in process.stdout.readline()  # following now
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=20)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 130 and "Traceback" not in stderr
+
+
+def test_the_help_s_test_example_selects_checks(tmp_path: Path) -> None:
+    keyword = re.search(r"tooloo test -k (\S+)", tooloo(tmp_path, "test", "--help").stdout).group(1)
+    result = tooloo(tmp_path, "test", "-k", keyword, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert int(re.search(r"(\d+) passed, 0 failed", result.stdout).group(1)) > 0
+
+
+def test_logs_takes_several_names_and_leaves_the_others_out(tmp_path: Path) -> None:
+    (tmp_path / "tooloo.toml").write_text("")
+    logs = tmp_path / ".tooloo" / "logs"
+    logs.mkdir(parents=True)
+    for name in ("web", "budget", "coach"):
+        (logs / f"{name}.log").write_text(f"GET /api/v1/{name} 200 1.0ms -\n")
+    result = tooloo(tmp_path, "logs", "web", "budget")
+    assert result.returncode == 0, result.stderr
+    assert "web    | GET /api/v1/web" in result.stdout and "budget | GET /api/v1/budget" in result.stdout
+    assert "coach" not in result.stdout
+    mistyped = tooloo(tmp_path, "logs", "web", "bugdet")
+    assert mistyped.returncode == 2 and "did you mean 'budget'?" in mistyped.stderr

@@ -41,7 +41,8 @@ def _config(tmp_path: Path) -> Path:
 @pytest.mark.parametrize("argv", [
     ["status"], ["status", "--json"], ["--config", "x.toml", "status"], ["-c", "x.toml", "down"],
     ["--config=x.toml", "up", "web", "budget"], ["down", "web"], ["observe"], ["observe", "--json", "-s", "web"],
-    ["observe", "--service", "web", "--service=budget"], ["up"],
+    ["observe", "--service", "web", "--service=budget"], ["up"], ["ps"], ["ps", "--json"], ["up", "-d"],
+    ["up", "--detach", "web"],
 ])
 def test_the_everyday_invocations_are_recognised(argv: list[str]) -> None:
     assert recognise(argv, environ={}) is not None
@@ -52,7 +53,7 @@ def test_the_everyday_invocations_are_recognised(argv: list[str]) -> None:
     ["observe", "-i", "2"], ["status", "--json", "extra"], ["--config"], ["--config", "-x", "status"],
     ["--config=", "status"], ["-c", "a.toml", "-c", "b.toml", "status"], ["up", "--", "web"], ["up", ""],
     ["down", "-x"], ["observe", "-s"], ["observe", "-s", "-x"], ["logs"], ["restart", "web"], ["bench"],
-    ["--version", "status"], ["frobnicate"], ["-V"],
+    ["--version", "status"], ["frobnicate"], ["-V"], ["up", "-d", "-f"], ["down", "-d"],
 ])
 def test_everything_else_is_left_to_typer(argv: list[str]) -> None:
     assert recognise(argv, environ={}) is None
@@ -74,7 +75,7 @@ def test_the_fast_path_imports_neither_typer_nor_rich_nor_httpx(tmp_path: Path) 
             assert "rich" not in imported, args
 
 
-@pytest.mark.parametrize("args", [["status"], ["status", "--json"], ["down"], ["down", "web"]])
+@pytest.mark.parametrize("args", [["status"], ["status", "--json"], ["ps"], ["down"], ["down", "web"]])
 def test_with_nothing_running_it_answers_as_typer_does(tmp_path: Path, args: list[str]) -> None:
     config = str(_config(tmp_path))
     fast, typer = _run(tmp_path, "--config", config, *args), _run(tmp_path, "--config", config, *args, typer=True)
@@ -82,7 +83,8 @@ def test_with_nothing_running_it_answers_as_typer_does(tmp_path: Path, args: lis
     assert fast.returncode == 0
 
 
-@pytest.mark.parametrize("args", [["up", "bugdet"], ["down", "nosuch"], ["observe", "-s", "nosuch"]])
+@pytest.mark.parametrize("args", [["up", "bugdet"], ["up", "-d", "bugdet"], ["down", "nosuch"],
+                                  ["observe", "-s", "nosuch"]])
 def test_a_name_that_is_not_a_service_gets_typers_own_usage_error(tmp_path: Path, args: list[str]) -> None:
     config = str(_config(tmp_path))
     fast, typer = _run(tmp_path, "--config", config, *args), _run(tmp_path, "--config", config, *args, typer=True)
@@ -117,3 +119,13 @@ def test_a_running_stack_reads_the_same_through_either(tooloo: Callable[..., Too
     assert first_lines[0] == first_lines[1] and "running ✓" in status[0].stdout and "running ✓" in status[1].stdout
     down = t("down", "training")
     assert down.returncode == 0 and "stopped training" in down.stdout
+
+
+def test_up_refuses_detach_with_foreground(tmp_path: Path) -> None:
+    result = _run(tmp_path, "--config", str(_config(tmp_path)), "up", "-d", "-f")
+    assert result.returncode == 2 and "choose one" in result.stderr
+    assert not (tmp_path / ".tooloo" / "supervisor.pid").exists()
+
+
+def test_up_detach_is_up_itself() -> None:
+    assert recognise(["up", "-d", "web", "--detach"], environ={}).args == recognise(["up", "web"], environ={}).args

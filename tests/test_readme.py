@@ -97,3 +97,47 @@ def test_every_key_of_tooloo_toml_is_in_the_reference() -> None:
                 assert set(value) == set(documented[f"services.NAME.{key}"]), key
             else:
                 assert key in documented["services.NAME"], key
+
+
+def test_the_readme_links_only_to_what_is_in_the_repository() -> None:
+    text = (ROOT / "README.md").read_text()
+    anchors = {re.sub(r"[^a-z0-9 -]", "", heading.lower()).replace(" ", "-")
+               for heading in re.findall(r"^#+ (.+)$", text, re.MULTILINE)}
+    for target in re.findall(r"\]\(([^)\s]+)\)", text):
+        if target.startswith("#"):
+            assert target[1:] in anchors, target
+            continue
+        assert "://" not in target and not target.startswith("/"), target
+        resolved = (ROOT / target.split("#", 1)[0]).resolve()
+        assert resolved.is_relative_to(ROOT) and resolved.exists(), target
+
+
+def _tour_screen() -> list[str]:
+    """The tour's `tooloo up` screen, as the README shows it."""
+    lines = (ROOT / "README.md").read_text().splitlines()
+    start = lines.index("$ tooloo up") + 1
+    return lines[start:lines.index("```", start)]
+
+
+def test_the_tours_status_screen_is_what_the_printer_draws() -> None:
+    import io
+
+    from tooloo_cli.supervisor.printer import PlainConsole, Printer
+
+    shown = [line for line in _tour_screen() if line.strip() != "…"]
+    table, supervisor, summary = shown[:-2], shown[-2], shown[-1]
+    services = {}
+    for row in table[2:]:  # after the header and its rule
+        name, state, _, pid, port, uptime, restarts, exit_code, cpu, memory, unit = row.split()
+        assert unit == "MiB" and uptime.endswith("s")
+        services[name] = {"name": name, "state": state, "health": "healthy", "ready": True, "pid": int(pid),
+                          "port": int(port), "uptime": float(uptime[:-1]), "restarts": int(restarts),
+                          "lastExitCode": None if exit_code == "-" else int(exit_code),
+                          "cpuPercent": float(cpu.rstrip("%")), "rssBytes": float(memory) * 2**20}
+    pid, uptime, memory = re.fullmatch(r"supervisor pid (\d+), up (\d+)s, ([\d.]+) MiB", supervisor).groups()
+    document = {"services": services,
+                "supervisor": {"pid": int(pid), "uptime": float(uptime), "rssBytes": float(memory) * 2**20}}
+    out = io.StringIO()
+    Printer(PlainConsole(out, {"COLUMNS": "80"}), list(services)).status_table(document)
+    assert out.getvalue().splitlines() == [*table, supervisor]
+    assert re.fullmatch(r"8 service\(s\) healthy and ready in [\d.]+s", summary)

@@ -243,6 +243,24 @@ def _builtin_name(value: str) -> str:
     return value
 
 
+def _observe_interval(value: float | None) -> float | None:
+    """`value` when observe.interval could be set to it (its bounds are declared once, in the schema).
+
+    Not click's min/max: a range check that compares lets NaN through, and then --watch never wakes.
+    """
+    if value is None:
+        return value
+    from dataclasses import fields
+
+    from tooloo_cli.config.schema import ObserveSettings
+
+    limits = next(field.metadata for field in fields(ObserveSettings) if field.name == "interval")
+    if not limits["ge"] <= value <= limits["le"]:  # false for NaN too
+        raise typer.BadParameter(f"must be a number of seconds from {limits['ge']:g} to {limits['le']:g}, "
+                                 f"got {value}")
+    return value
+
+
 ServiceNames = Annotated[Optional[list[str]], typer.Argument(help="Services or replicas (default: all).",
                                                              show_default=False, autocompletion=_complete_service)]
 
@@ -260,6 +278,9 @@ def up(
     names: ServiceNames = None,
     foreground: Annotated[bool, typer.Option("--foreground", "-f", help="Stay attached: coloured, prefixed logs; "
                                                                       "Ctrl-C stops everything.")] = False,
+    detach: Annotated[bool, typer.Option("--detach", "-d", help="Leave the stack to its supervisor once healthy: "
+                                                              "what up does unless --foreground (docker compose's "
+                                                              "habit).")] = False,
 ) -> None:
     """Start the stack (or the named services) under a supervisor and wait until each is healthy.
 
@@ -268,6 +289,8 @@ def up(
 
     Example: [bold]tooloo up[/]   or   [bold]tooloo up web budget --foreground[/]
     """
+    if detach and foreground:
+        _invalid("--detach and --foreground ask for opposite things: choose one", "--detach")
     raise typer.Exit(actions.up(ctx.obj, _names(names), _invalid, foreground))
 
 
@@ -289,9 +312,14 @@ def status(
 ) -> None:
     """Show each service: state, health, pid, port, uptime, restarts, last exit code, CPU and memory.
 
+    [bold]tooloo ps[/] is the same command, for docker compose's and pm2's habit.
+
     Example: [bold]tooloo status --json[/]
     """
     raise typer.Exit(actions.status(ctx.obj, as_json))
+
+
+app.command("ps", rich_help_panel="The stack", hidden=True)(status)
 
 
 @app.command("restart", rich_help_panel="The stack")
@@ -310,22 +338,20 @@ def restart(ctx: typer.Context, names: Annotated[list[str], typer.Argument(
 @app.command("logs", rich_help_panel="The stack")
 def logs(
     ctx: typer.Context,
-    name: Annotated[Optional[str], typer.Argument(help="One service or replica (default: all, prefixed).",
-                                                  autocompletion=_complete_service)] = None,
+    names: Annotated[Optional[list[str]], typer.Argument(help="Services or replicas (default: all), prefixed.",
+                                                        show_default=False, autocompletion=_complete_service)] = None,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines until Ctrl-C.")] = False,
     lines: Annotated[int, typer.Option("--lines", "-n", min=0, max=MAX_LOG_LINES,
                                        help="How many past lines to show.")] = 20,
 ) -> None:
-    """Show service logs (from .tooloo/logs, rotated at 10 MB x 3 by default).
+    """Show service logs (from .tooloo/logs, rotated at 10 MiB x 3 by default).
 
-    Example: [bold]tooloo logs budget -f[/]   or   [bold]tooloo logs -n 50[/]
+    Example: [bold]tooloo logs web budget -f[/]   or   [bold]tooloo logs -n 50[/]
     """
     from tooloo_cli.supervisor.commands import logs as show
 
     loaded = _load_to_reach_the_stack(ctx)
-    if name is not None:
-        _checked_if_possible(loaded, [name])
-    raise typer.Exit(show(loaded, name, _console(), lines, follow))
+    raise typer.Exit(show(loaded, _checked_if_possible(loaded, _names(names)), _console(), lines, follow))
 
 
 @app.command("observe", rich_help_panel="The stack")
@@ -333,7 +359,7 @@ def observe(
     ctx: typer.Context,
     watch: Annotated[bool, typer.Option("--watch", "-w", help="A live dashboard, redrawn every interval "
                                                             "until Ctrl-C.")] = False,
-    interval: Annotated[Optional[float], typer.Option("--interval", "-i", min=0.1,
+    interval: Annotated[Optional[float], typer.Option("--interval", "-i", callback=_observe_interval,
                                                       help="Seconds between polls (default: observe.interval, 1).")
                         ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the merged document for scripts.")] = False,
@@ -386,7 +412,7 @@ def test(
     Ends with the line `N passed, N failed`; exits 1 when any check fails. [bold]--live[/] adds
     contract checks against the stack that `tooloo up` started.
 
-    Example: [bold]tooloo test -k RateLimiter[/]   or   [bold]tooloo test --live[/]
+    Example: [bold]tooloo test -k rate_limiter[/]   or   [bold]tooloo test --live[/]
     """
     from tooloo_cli.phase6.runner import run_suite
 

@@ -8,8 +8,8 @@ line), which is most of a `tooloo status` and a good part of every `up` and `dow
 those commands are typed with a handful of arguments. This recognises exactly these, and
 nothing else:
 
-    [--config PATH | -c PATH | --config=PATH]  status  [--json]
-                                               up      [NAME ...]
+    [--config PATH | -c PATH | --config=PATH]  status | ps  [--json]
+                                               up      [-d | --detach] [NAME ...]
                                                down    [NAME ...]
                                                observe [--json] [--service NAME | -s NAME | --service=NAME ...]
 
@@ -77,11 +77,13 @@ def recognise(argv: list[str], environ: dict[str, str] | None = None) -> Callabl
     config, (command, *arguments) = split
     from tooloo_cli import actions
 
-    if command == "status":
+    if command in ("status", "ps"):
         if any(argument != "--json" for argument in arguments):
             return None
         return partial(actions.status, config, as_json=bool(arguments))
     if command in ("up", "down"):
+        if command == "up":  # -d is what up does anyway (cli.py)
+            arguments = [argument for argument in arguments if argument not in ("-d", "--detach")]
         if not all(_plain(argument) for argument in arguments):
             return None
         run = actions.up if command == "up" else actions.down

@@ -2,6 +2,7 @@
 
     started_ticks, cpu_seconds, resident_bytes = read_process(pid)   # OSError or ValueError if unreadable
     started_ticks / TICKS + boot_time()                              # its start, in epoch seconds
+    age(os.getpid())                                                 # seconds since this process began
 
 Read by the supervisor (each replica's process tree, supervisor/usage.py) and by every
 process's /metrics (exposition.process_samples): one reading of the same two files.
@@ -34,3 +35,14 @@ def boot_time() -> int:
     """When the machine booted, in epoch seconds (/proc/stat's btime); OSError or StopIteration if unreadable."""
     with open("/proc/stat", "rb") as system:
         return next(int(line.split()[1]) for line in system if line.startswith(b"btime "))
+
+
+def age(pid: int) -> float:
+    """Seconds since `pid` began (to a clock tick); OSError or ValueError if unreadable.
+
+    Both ends are counted from boot (/proc/uptime and the start tick), so this is not the
+    whole second off that an age from the epoch-second btime could be.
+    """
+    with open("/proc/uptime", "rb") as uptime:
+        since_boot = float(uptime.read().split()[0])
+    return max(since_boot - read_process(pid)[0] / TICKS, 0.0)

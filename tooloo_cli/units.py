@@ -1,7 +1,7 @@
 """Numbers as people read them, shared by every table tooloo prints.
 
     duration(75.0)       # "1m15s"
-    megabytes(36700160)  # "35.0 MB"
+    mebibytes(36700160)  # "35.0 MiB"
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ def duration(seconds: Any) -> str:
     return f"{seconds // 3600}h{seconds // 60 % 60:02d}m"
 
 
-def megabytes(value: Any) -> str:
+def mebibytes(value: Any) -> str:
+    """Bytes in MiB (2**20 bytes, what `ps` and `top` count in), with their unit; "-" for a non-number."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return "-"
-    return f"{value / 1024 / 1024:.1f} MB"
+    return f"{value / 2**20:.1f} MiB"

@@ -72,7 +72,7 @@ def figures(document: dict[str, Any]) -> dict[str, Figure]:
                    targets["burstHitShare"] * 100),
             Figure("http: sampling 1.0 capacity cost", figure["samplingCost"] * 100, "%", True,
                    targets["samplingCost"] * 100),
-            Figure("http: eight services PSS", figure["stackPssMb"], "MB", True, targets["stackPssMb"]),
+            Figure("http: eight services PSS", figure["stackPssMb"], "MiB", True, targets["stackPssMb"]),
         ]
         if "samplingNoise" in figure:  # a file saved before the paired measurement has none
             found.append(Figure("http: sampling cost's noise", figure["samplingNoise"] * 100, "%", True,
@@ -83,7 +83,7 @@ def figures(document: dict[str, Any]) -> dict[str, Figure]:
     startup = document.get("startup")
     if startup:
         units = {"upSeconds": "s", "downSeconds": "s", "portsFreeSeconds": "s", "orphans": "", "statusSeconds": "s",
-                 "observeSeconds": "s", "versionSeconds": "s", "supervisorRssMb": "MB", "upVsHoncho": "×",
+                 "observeSeconds": "s", "versionSeconds": "s", "supervisorRssMb": "MiB", "upVsHoncho": "×",
                  "downVsHoncho": "×", "portsFreeVsHoncho": "×"}
         for key, value in startup["figures"].items():
             found.append(Figure(f"startup: {key}", value, units.get(key, ""), True, startup["targets"].get(key)))

@@ -36,7 +36,7 @@ def observe(loaded: LoadedConfig, names: list[str], console: Console, *, watch: 
         try:
             run_dashboard(targets, interval, timeout, console)
         except KeyboardInterrupt:
-            pass
+            return 130  # Ctrl-C, as it ends every command (`q` ends the dashboard with 0)
         return 0
 
     observations = poll(targets, timeout)

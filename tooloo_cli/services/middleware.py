@@ -4,7 +4,8 @@
 
 - Every request but the liveness probes of /health and the scrapes of /metrics gets one
   access-log line (method, raw path, status, ms, traceId) and is counted in the request
-  metrics (services/metrics.py; the monitoring paths in `unmetered` are not counted).
+  metrics (services/metrics.py). The monitoring paths in `unmetered` are not counted, and
+  logged only when a poll fails (4xx, 5xx, or the client left unanswered).
   Every request's unexpected exception, those two paths' too, is logged and becomes a
   JSON 500 (unless the answer had begun), never a stack trace: this is the service's one
   server-error layer (services/routing.py).
@@ -140,9 +141,13 @@ class ServiceMiddleware:
         finally:
             if not quiet:
                 elapsed = perf_counter() - started
-                if status and path not in self.unmetered:  # no status: the client left before any answer
+                monitoring = path in self.unmetered
+                if status and not monitoring:  # no status: the client left before any answer
                     self.requests.observe(scope["method"], route_template(scope), status, elapsed)
-                # The raw (still percent-encoded) path: a decoded one could carry a newline and forge a line.
-                raw = scope.get("raw_path", b"").decode("latin-1") or repr(path)
-                self.out.write(f"{scope['method']} {raw} {status} {elapsed * 1000:.1f}ms "
-                               f"{'-' if trace is None else trace.trace_id}\n")
+                # A monitoring poll answered is no event (`observe --watch` makes one a second, most of
+                # a quiet service's lines); one that failed or was left unanswered still is.
+                if not monitoring or not 0 < status < 400:
+                    # The raw (still percent-encoded) path: a decoded one could carry a newline and forge a line.
+                    raw = scope.get("raw_path", b"").decode("latin-1") or repr(path)
+                    self.out.write(f"{scope['method']} {raw} {status} {elapsed * 1000:.1f}ms "
+                                   f"{'-' if trace is None else trace.trace_id}\n")

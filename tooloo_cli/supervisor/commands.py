@@ -87,6 +87,17 @@ def replica_names(stack: Stack, names: list[str], with_dependencies: bool = Fals
     return [replica.name for replica in stack.replicas(names or None)]
 
 
+def _waited(started: float) -> float:
+    """How long the person has waited for this command: since its process began (its imports and the
+    configuration's reading included), or else since `started` (a time.monotonic())."""
+    from tooloo_cli.procfs import age
+
+    try:
+        return age(os.getpid())
+    except (OSError, ValueError):
+        return time.monotonic() - started
+
+
 def _dependency_levels(stack: Stack) -> int:
     """How many waves a start or a stop of the whole stack takes (one per level of `depends_on`)."""
     return len(stack.stop_waves(list(stack.specs)))
@@ -226,7 +237,7 @@ def _wait_healthy(client: ControlClient, loaded: LoadedConfig, stack: Stack, nam
         slow = [n for n in names if not _healthy(services[n])]
         console.print(f"[red]not ready in time: {', '.join(slow)}[/] (see `tooloo status` and `tooloo logs`)")
         return 1
-    console.print(f"[green]{len(names)} service(s) healthy and ready in {time.monotonic() - started:.2f}s[/]")
+    console.print(f"[green]{len(names)} service(s) healthy and ready in {_waited(started):.2f}s[/]")
     assert deep is not None
     for name, failing in deep.result().items():
         console.print(f"[yellow]{_escape(name)} is ready, but cannot use {_escape(', '.join(failing))} yet "
@@ -345,7 +356,7 @@ def _run_foreground(loaded: LoadedConfig, names: list[str], console: Console | P
                       for n in names):
             await asyncio.sleep(POLL)
         ready = [n for n in names if supervisor.processes[n].ready]
-        console.print(f"[green]tooloo: {len(ready)}/{len(names)} ready in {time.monotonic() - started:.2f}s; "
+        console.print(f"[green]tooloo: {len(ready)}/{len(names)} ready in {_waited(started):.2f}s; "
                       f"Ctrl-C stops everything[/]")
 
     async def main() -> None:
@@ -358,7 +369,9 @@ def _run_foreground(loaded: LoadedConfig, names: list[str], console: Console | P
     asyncio.run(main())
     failed = [name for name in names if supervisor.processes[name].last_failure]
     console.print("tooloo: stopped" + (f" ({', '.join(failed)} failed)" if failed else ""))
-    return 1 if failed else 0
+    if failed:
+        return 1  # what went wrong says more than how it was ended
+    return 130 if supervisor.interrupted else 0
 
 
 def _down_requested_since_this_began(paths: StatePaths) -> bool:
@@ -398,7 +411,7 @@ def down(loaded: LoadedConfig, names: list[str], console: Console | PlainConsole
             write_private(paths.down_requested, f"{time.time()}\n")
         client = connect(paths)
     if client is None:
-        console.print("nothing is running")
+        console.print(f"nothing is running{_no_stack_here(loaded)}")
         return 0
     before = client.call("GET", "/states")["services"]
     supervisor = _Exit(recorded_pid(paths))  # taken hold of while it surely runs: no other process has its pid
@@ -469,6 +482,15 @@ class _Exit:
             self.fd = None
 
 
+def _no_stack_here(loaded: LoadedConfig) -> str:
+    """What "nothing is running" should add when no tooloo.toml was found: the person is likely in
+    another directory than their stack's, whose state (and supervisor) this one cannot see."""
+    if loaded.source is not None or loaded.lenient:
+        return ""
+    return (f" here: no tooloo.toml in {loaded.base_dir} or above it, so this is the built-in stack, "
+            f"with its state in {loaded.state_path()}")
+
+
 def _stack_if_possible(loaded: LoadedConfig) -> Stack | None:
     """The stack, when the configuration makes one (what a lenient `down` or `logs` read may not)."""
     try:
@@ -480,7 +502,7 @@ def _stack_if_possible(loaded: LoadedConfig) -> Stack | None:
 def status(loaded: LoadedConfig, console: Console | PlainConsole) -> int:
     document = status_document(loaded)
     if document["supervisor"] is None:
-        console.print("[dim]no supervisor runs: every service is stopped[/]")
+        console.print(f"[dim]no supervisor runs: every service is stopped{_escape(_no_stack_here(loaded))}[/]")
     Printer(console, list(document["services"])).status_table(document)
     return 0
 
@@ -489,7 +511,7 @@ def restart(loaded: LoadedConfig, names: list[str], console: Console | PlainCons
     stack = stack_of(loaded)
     client = connect(StatePaths.of(loaded))
     if client is None:
-        raise ToolooError("nothing is running; start the stack with `tooloo up`")
+        raise ToolooError(f"nothing is running{_no_stack_here(loaded)}; start the stack with `tooloo up`")
     _check_environment(stack, replica_names(stack, names))
     grace = max(spec.grace_period for spec in stack.specs.values())
     result = client.call("POST", "/restart", {"services": names, **handover(loaded, os.environ)},
@@ -498,19 +520,21 @@ def restart(loaded: LoadedConfig, names: list[str], console: Console | PlainCons
     return _wait_healthy(client, loaded, stack, restarted, console)
 
 
-def logs(loaded: LoadedConfig, name: str | None, console: Console | PlainConsole, lines: int = 20,
+def logs(loaded: LoadedConfig, asked: list[str], console: Console | PlainConsole, lines: int = 20,
          follow: bool = False) -> int:
+    """The logs of the services or replicas `asked` (all when none), each one's last `lines`, then new ones."""
     paths = StatePaths.of(loaded)
     stack = _stack_if_possible(loaded)
     if stack is not None:
-        names = replica_names(stack, [name] if name else [])
-    else:  # a lenient load: the defaults' services, or the one asked for
-        names = [name] if name else list(loaded.services)
+        names = replica_names(stack, asked)
+    else:  # a lenient load: the defaults' services, or those asked for
+        names = list(asked) or list(loaded.services)
     # And whatever else has a log here: replicas and services of a configuration since changed.
     logged = sorted(path.name[:-len(".log")] for path in (paths.root / "logs").glob("*.log")
                     if path != paths.supervisor_log)
-    if name:
-        names += [other for other in logged if other.startswith(f"{name}.") and other not in names]
+    if asked:
+        names += [other for other in logged
+                  if any(other.startswith(f"{name}.") for name in asked) and other not in names]
     else:
         names += [other for other in logged if other not in names]
     names = [n for n in names if paths.log(n).exists()] or names
@@ -518,13 +542,11 @@ def logs(loaded: LoadedConfig, name: str | None, console: Console | PlainConsole
     for service in names:
         for line in tail(paths.log(service), lines):
             printer.line(service, line)
-    if follow:
-        _follow(paths, names, printer)
-    return 0
+    return _follow(paths, names, printer) if follow else 0
 
 
-def _follow(paths: StatePaths, names: list[str], printer: Printer) -> None:
-    """Prints lines as they are appended, across rotations, until Ctrl-C."""
+def _follow(paths: StatePaths, names: list[str], printer: Printer) -> int:
+    """Prints lines as they are appended, across rotations, until Ctrl-C (then 130, as any command)."""
     offsets: dict[str, tuple[int, int]] = {}  # service -> (inode, offset)
     for name in names:
         path = paths.log(name)
@@ -555,4 +577,4 @@ def _follow(paths: StatePaths, names: list[str], printer: Printer) -> None:
                 offsets[name] = (inode, offset)
             time.sleep(0.1)
     except KeyboardInterrupt:
-        return
+        return 130

@@ -79,6 +79,7 @@ class Supervisor:
         self._adopt(self.stack)
         self.started = time.monotonic()
         self._done = asyncio.Event()  # set when it is to stop: it then stops every replica, and leaves
+        self.interrupted = False  # stopped by SIGINT (Ctrl-C): an attached `up` then exits 130
         self._final = False  # every replica stopped, the control socket about to close: GET /states waits no more
         self._lock = FileLock(self.paths.supervisor_lock)
         self._control = ControlServer(self.paths.socket, {
@@ -102,8 +103,8 @@ class Supervisor:
         if not self._lock.acquire(blocking=False):
             raise ToolooError(f"a supervisor already runs for {self.paths.root}")
         loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, self._done.set)
+        loop.add_signal_handler(signal.SIGTERM, self._done.set)
+        loop.add_signal_handler(signal.SIGINT, self._interrupt)
         # Detached, a closed terminal is no reason to stop; attached, it is the user leaving.
         loop.add_signal_handler(signal.SIGHUP, (lambda: None) if self.detached else self._done.set)
         write_private(self.paths.pid_file, f"{os.getpid()}\n")
@@ -166,6 +167,10 @@ class Supervisor:
 
     async def _page(self, payload: dict[str, Any]) -> tuple[int, Text]:
         return 200, Text(metrics_page(self.processes.values()), CONTENT_TYPE)
+
+    def _interrupt(self) -> None:
+        self.interrupted = True
+        self._done.set()
 
     def _changed(self) -> None:
         """A replica's state, health or readiness changed: wakes whoever waits in GET /states."""

@@ -23,7 +23,7 @@ import sys
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, TextIO
 
-from tooloo_cli.units import duration, megabytes
+from tooloo_cli.units import duration, mebibytes
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -191,7 +191,7 @@ class Printer:
                 str(service.get("restarts", 0)),
                 "-" if service.get("lastExitCode") is None else str(service["lastExitCode"]),
                 "-" if service.get("cpuPercent") is None else f"{service['cpuPercent']:.1f}%",
-                megabytes(service.get("rssBytes")),
+                mebibytes(service.get("rssBytes")),
             ])
         self._table(rows)
         for name, service in shown.items():
@@ -205,7 +205,7 @@ class Printer:
         supervisor = document.get("supervisor")
         if supervisor:
             self.console.print(f"[dim]supervisor pid {supervisor['pid']}, up {duration(supervisor['uptime'])}, "
-                               f"{megabytes(supervisor['rssBytes'])}[/]")
+                               f"{mebibytes(supervisor['rssBytes'])}[/]")
 
     def _table(self, rows: list[list[str]]) -> None:
         if isinstance(self.console, PlainConsole):
