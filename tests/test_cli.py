@@ -590,3 +590,43 @@ def test_logs_takes_several_names_and_leaves_the_others_out(tmp_path: Path) -> N
     assert "coach" not in result.stdout
     mistyped = tooloo(tmp_path, "logs", "web", "bugdet")
     assert mistyped.returncode == 2 and "did you mean 'budget'?" in mistyped.stderr
+
+
+def test_logs_follows_a_named_service_whose_log_appears_later(tmp_path: Path) -> None:
+    (tmp_path / "tooloo.toml").write_text("")
+    logs = tmp_path / ".tooloo" / "logs"
+    logs.mkdir(parents=True)
+    (logs / "web.log").write_text("GET /api/v1/web 200 1.0ms -\n")
+    process = subprocess.Popen([sys.executable, "-m", "tooloo_cli", "logs", "web", "budget", "-f"], cwd=tmp_path,
+                               env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert "GET /api/v1/web" in process.stdout.readline()
+        (logs / "budget.log").write_text("GET /api/v1/budget 200 1.0ms -\n")  # budget starts after the command
+        assert process.stdout.readline().startswith("budget | GET /api/v1/budget")
+    finally:
+        process.kill()
+        process.communicate(timeout=20)
+
+
+def test_logs_under_a_broken_configuration_shows_a_service_only_it_knew(tmp_path: Path) -> None:
+    (tmp_path / "tooloo.toml").write_text("[services.worker\n")  # not TOML: the built-in defaults are used
+    logs = tmp_path / ".tooloo" / "logs"
+    logs.mkdir(parents=True)
+    (logs / "worker.log").write_text("worker says hello\n")
+    (logs / "web.log").write_text("GET /api/v1/web 200 1.0ms -\n")
+    result = tooloo(tmp_path, "logs", "worker")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "worker | worker says hello\n"
+    both = tooloo(tmp_path, "logs", "web", "worker", "ghost")
+    assert both.returncode == 0 and "worker says hello" in both.stdout and "GET /api/v1/web" in both.stdout
+    assert "Traceback" not in both.stderr and "internal error" not in both.stderr
+
+
+def test_nothing_running_names_a_directory_as_it_is(tmp_path: Path) -> None:
+    odd = tmp_path / "[bold]stack[red]"
+    odd.mkdir()
+    if not has_no_tooloo_toml_above(odd):
+        pytest.skip("a tooloo.toml above the temporary directory would be found")
+    for command in (["down"], ["status"]):
+        result = tooloo(odd, *command)
+        assert str(odd.resolve()) in "".join(result.stdout.split("\n")), result.stdout

@@ -478,3 +478,51 @@ def test_a_standby_that_dies_before_it_can_say_why_is_replaced_by_an_ordinary_la
             doomed.kill()
             doomed.wait()
     assert t("down").returncode == 0
+
+
+def test_up_no_wait_returns_before_the_start_is_known_to_fail(tooloo: Callable[..., Tooloo]) -> None:
+    t = tooloo(_broken_capabilities_database)
+    result = t("up", "--no-wait", "capabilities")
+    assert result.returncode == 0 and "not waiting" in result.stdout, result.stdout + result.stderr
+    t.wait_for(lambda d: d["services"]["capabilities"]["state"] == "failed")  # what a waiting up exits 1 for
+
+
+def test_up_timeout_gives_up_waiting_with_1_and_leaves_the_start_going(tooloo: Callable[..., Tooloo]) -> None:
+    t = tooloo()
+    result = t("up", "--timeout", "0.05", "training")
+    assert result.returncode == 1 and "not ready in time: training" in result.stdout, result.stdout + result.stderr
+    t.wait_for(lambda d: d["services"]["training"]["health"] == "healthy")
+
+
+@pytest.mark.parametrize("args", [["--no-wait", "--timeout", "3"], ["-f", "--no-wait"], ["-f", "-t", "3"],
+                                  ["-t", "0"], ["-t", "nan"], ["-t", "inf"]])
+def test_up_refuses_wait_options_that_contradict(tooloo: Callable[..., Tooloo], args: list[str]) -> None:
+    t = tooloo()
+    result = t("up", *args, "training")
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert t.status()["supervisor"] is None  # nothing was started
+
+
+def test_stop_leaves_the_supervisor_for_start_and_restart(tooloo: Callable[..., Tooloo]) -> None:
+    t = tooloo()
+    assert t("up", "training").returncode == 0
+    stopped = t("stop", "training")
+    assert stopped.returncode == 0 and "stopped training" in stopped.stdout, stopped.stdout + stopped.stderr
+    assert "supervisor stopped" not in stopped.stdout
+    document = t.status()
+    assert document["supervisor"] is not None and document["services"]["training"]["state"] == "stopped"
+    started = t("start", "training")
+    assert started.returncode == 0 and "healthy and ready" in started.stdout, started.stdout + started.stderr
+    assert t("stop", "training").returncode == 0
+    again = t("restart", "training")  # a stopped service is started by restart too
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert t.status()["services"]["training"]["health"] == "healthy"
+
+
+def test_start_without_a_supervisor_says_up_starts_one(tooloo: Callable[..., Tooloo]) -> None:
+    t = tooloo()
+    result = t("start", "training")
+    assert result.returncode == 1 and "no supervisor runs" in result.stderr and "`tooloo up training`" in result.stderr
+    assert t.status()["supervisor"] is None
+    mistyped = t("stop", "trainign")
+    assert mistyped.returncode == 2 and "did you mean 'training'?" in " ".join(mistyped.stderr.replace("│", " ").split())

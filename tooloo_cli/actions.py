@@ -105,7 +105,8 @@ def rich_console() -> Console:
 # -- the everyday commands --------------------------------------------------------------
 
 
-def up(config: Path | None, names: list[str], invalid: Invalid, foreground: bool = False) -> int:
+def up(config: Path | None, names: list[str], invalid: Invalid, foreground: bool = False, wait: bool = True,
+       timeout: float | None = None) -> int:
     # The supervisor first, as a standby: it imports while this reads the configuration and
     # checks the ports, and is ended if nothing is to be launched (supervisor/standby.py).
     from tooloo_cli.supervisor.standby import Standby
@@ -115,7 +116,7 @@ def up(config: Path | None, names: list[str], invalid: Invalid, foreground: bool
         from tooloo_cli.supervisor.commands import up as start
 
         loaded = load(config)
-        return start(loaded, check_names(loaded, names, invalid), console(), foreground, standby)
+        return start(loaded, check_names(loaded, names, invalid), console(), foreground, standby, wait, timeout)
     finally:
         if standby is not None:
             standby.cancel()  # unless it was told what to run (a bad name, say, and it was not)

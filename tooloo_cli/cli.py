@@ -243,6 +243,13 @@ def _builtin_name(value: str) -> str:
     return value
 
 
+def _seconds(value: float | None) -> float | None:
+    """`value` when it is a positive, finite number of seconds."""
+    if value is not None and not 0 < value < float("inf"):  # false for NaN too
+        raise typer.BadParameter(f"must be a positive number of seconds, got {value}")
+    return value
+
+
 def _observe_interval(value: float | None) -> float | None:
     """`value` when observe.interval could be set to it (its bounds are declared once, in the schema).
 
@@ -281,17 +288,27 @@ def up(
     detach: Annotated[bool, typer.Option("--detach", "-d", help="Leave the stack to its supervisor once healthy: "
                                                               "what up does unless --foreground (docker compose's "
                                                               "habit).")] = False,
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Wait until each is healthy and ready, or "
+                                                               "return once the supervisor starts them.")] = True,
+    timeout: Annotated[Optional[float], typer.Option("--timeout", "-t", callback=_seconds, show_default=False,
+                                                     help="Seconds to wait at most (default: what the "
+                                                          "services' startup timeouts allow); exit 1 after.")
+                       ] = None,
 ) -> None:
     """Start the stack (or the named services) under a supervisor and wait until each is healthy.
 
     Starts only what is missing when the stack already runs; refuses when a port is taken,
     naming the process that holds it. Exit 0 when all are healthy, 1 when one failed.
 
-    Example: [bold]tooloo up[/]   or   [bold]tooloo up web budget --foreground[/]
+    Example: [bold]tooloo up[/]   or   [bold]tooloo up web budget --foreground[/]   or   [bold]tooloo up --timeout 5[/]
     """
     if detach and foreground:
         _invalid("--detach and --foreground ask for opposite things: choose one", "--detach")
-    raise typer.Exit(actions.up(ctx.obj, _names(names), _invalid, foreground))
+    if foreground and (not wait or timeout is not None):
+        _invalid("--foreground stays until Ctrl-C: --no-wait and --timeout are for a detached up", "--foreground")
+    if not wait and timeout is not None:
+        _invalid("--no-wait does not wait: --timeout would do nothing", "--timeout")
+    raise typer.Exit(actions.up(ctx.obj, _names(names), _invalid, foreground, wait, timeout))
 
 
 @app.command("down", rich_help_panel="The stack")
@@ -303,6 +320,36 @@ def down(ctx: typer.Context, names: ServiceNames = None) -> None:
     Example: [bold]tooloo down[/]   or   [bold]tooloo down budget[/]
     """
     raise typer.Exit(actions.down(ctx.obj, _names(names), _invalid))
+
+
+@app.command("start", rich_help_panel="The stack")
+def start(ctx: typer.Context, names: Annotated[list[str], typer.Argument(
+        help="Services or replicas to start.", autocompletion=_complete_service)]) -> None:
+    """Start stopped services under the running supervisor and wait until they are healthy.
+
+    As [bold]tooloo up NAME[/], but never starts a supervisor: it is for what [bold]tooloo stop[/] stopped.
+
+    Example: [bold]tooloo start budget[/]
+    """
+    from tooloo_cli.supervisor.commands import up as begin
+
+    loaded = _load(ctx)
+    raise typer.Exit(begin(loaded, _check_names(loaded, _names(names)), _console(), launch_supervisor=False))
+
+
+@app.command("stop", rich_help_panel="The stack")
+def stop(ctx: typer.Context, names: Annotated[list[str], typer.Argument(
+        help="Services or replicas to stop.", autocompletion=_complete_service)]) -> None:
+    """Stop services, leaving the supervisor running (even with nothing left) for [bold]tooloo start[/].
+
+    [bold]tooloo down[/] is the one that ends the supervisor.
+
+    Example: [bold]tooloo stop budget reports[/]
+    """
+    from tooloo_cli.supervisor.commands import down as halt
+
+    loaded = _load_to_reach_the_stack(ctx)
+    raise typer.Exit(halt(loaded, _checked_if_possible(loaded, _names(names)), _console(), keep_supervisor=True))
 
 
 @app.command("status", rich_help_panel="The stack")

@@ -11,6 +11,7 @@ process's /metrics (exposition.process_samples): one reading of the same two fil
 from __future__ import annotations
 
 import os
+import time
 from functools import cache
 
 TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100  # clock ticks a second
@@ -38,11 +39,10 @@ def boot_time() -> int:
 
 
 def age(pid: int) -> float:
-    """Seconds since `pid` began (to a clock tick); OSError or ValueError if unreadable.
+    """Seconds since `pid` began (to a clock tick); OSError or ValueError if unreadable, AttributeError
+    without CLOCK_BOOTTIME (not Linux).
 
-    Both ends are counted from boot (/proc/uptime and the start tick), so this is not the
-    whole second off that an age from the epoch-second btime could be.
+    Both ends count from boot (CLOCK_BOOTTIME, as the start tick does), so this is not the whole
+    second off that a start from /proc/stat's btime (epoch seconds, as psutil's create_time) can be.
     """
-    with open("/proc/uptime", "rb") as uptime:
-        since_boot = float(uptime.read().split()[0])
-    return max(since_boot - read_process(pid)[0] / TICKS, 0.0)
+    return max(time.clock_gettime(time.CLOCK_BOOTTIME) - read_process(pid)[0] / TICKS, 0.0)

@@ -25,7 +25,6 @@ import json
 import os
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -89,13 +88,14 @@ def replica_names(stack: Stack, names: list[str], with_dependencies: bool = Fals
 
 def _waited(started: float) -> float:
     """How long the person has waited for this command: since its process began (its imports and the
-    configuration's reading included), or else since `started` (a time.monotonic())."""
+    configuration's reading included), and at least since `started` (a time.monotonic())."""
     from tooloo_cli.procfs import age
 
+    waited = time.monotonic() - started
     try:
-        return age(os.getpid())
-    except (OSError, ValueError):
-        return time.monotonic() - started
+        return max(age(os.getpid()), waited)
+    except (OSError, ValueError, IndexError, AttributeError):  # as _this_process_began
+        return waited
 
 
 def _dependency_levels(stack: Stack) -> int:
@@ -111,18 +111,24 @@ def _check_environment(stack: Stack, names: list[str]) -> None:
 
 
 def up(loaded: LoadedConfig, names: list[str], console: Console | PlainConsole, foreground: bool = False,
-       standby: Standby | None = None) -> int:
+       standby: Standby | None = None, wait: bool = True, timeout: float | None = None,
+       launch_supervisor: bool = True) -> int:
     """Starts `names` and what they depend on; with a `standby` (standby.py), that is the supervisor
-    launched, if one must be, and it is ended if not."""
+    launched, if one must be, and it is ended if not. Unless `launch_supervisor` (`tooloo start`),
+    the supervisor must be running already.
+
+    Detached, it waits until they are healthy and ready (at most `timeout` seconds, else what their
+    startup timeouts allow), unless not `wait`: then it returns once the supervisor has them to start.
+    """
     try:
-        return _up(loaded, names, console, foreground, standby)
+        return _up(loaded, names, console, foreground, standby, wait, timeout, launch_supervisor)
     finally:
         if standby is not None:
             standby.cancel()  # unless it was told what to run: it must not linger
 
 
 def _up(loaded: LoadedConfig, names: list[str], console: Console | PlainConsole, foreground: bool,
-        standby: Standby | None) -> int:
+        standby: Standby | None, wait: bool, timeout: float | None, launch_supervisor: bool) -> int:
     paths = StatePaths.of(loaded)
     paths.ensure()
     stack = stack_of(loaded)
@@ -136,6 +142,9 @@ def _up(loaded: LoadedConfig, names: list[str], console: Console | PlainConsole,
                           "nothing was started[/]")
             return 1
         client = connect(paths)
+        if client is None and not launch_supervisor:
+            raise ToolooError(f"no supervisor runs for this stack{_no_stack_here(loaded)}; "
+                              f"`tooloo up {' '.join(names)}` starts one with them")
         if client is not None and standby is not None:
             standby.cancel()  # one runs already: the standby ends now, not after this `up` has waited
         if foreground and client is not None:
@@ -159,7 +168,11 @@ def _up(loaded: LoadedConfig, names: list[str], console: Console | PlainConsole,
             console.print("everything asked for is already running")
             Printer(console, names).status_table(_status(client), names)  # type: ignore[arg-type]
             return 0
-    return _wait_healthy(client, loaded, stack, names, console)
+    if not wait:
+        console.print(f"starting {', '.join(missing or names)} under the supervisor; not waiting for them "
+                      f"(`tooloo status` shows how they are doing)")
+        return 0
+    return _wait_healthy(client, loaded, stack, names, console, timeout)
 
 
 class _Progress:
@@ -190,15 +203,16 @@ class _Progress:
 
 
 def _wait_healthy(client: ControlClient, loaded: LoadedConfig, stack: Stack, names: list[str],
-                  console: Console | PlainConsole) -> int:
-    """Waits until every service is healthy (0), one has failed (1), or the start-up time is up (1).
+                  console: Console | PlainConsole, timeout: float | None = None) -> int:
+    """Waits until every service is healthy (0), one has failed (1), or the start-up time (`timeout`
+    when given) is up (1).
 
     Each GET /states is answered when something changed (or after STATES_WAIT), so this wakes
     when a service does, and is idle in between.
     """
     # A chain of dependencies starts one link after another: each may take its whole startup timeout.
     startup = max(spec.startup_timeout for spec in stack.specs.values())
-    deadline = time.monotonic() + startup * _dependency_levels(stack) + 5
+    deadline = time.monotonic() + (startup * _dependency_levels(stack) + 5 if timeout is None else timeout)
     started = time.monotonic()
     printer = Printer(console, names)
     try:
@@ -392,17 +406,20 @@ def _this_process_began() -> float:
     before is never taken for one that came after; one in this process's first tick (the
     interpreter's start, before anything was done) may be taken for one that came before.
     """
+    from tooloo_cli.procfs import TICKS, age
+
     try:
-        ticks = int(Path("/proc/self/stat").read_text().rpartition(")")[2].split()[19])  # field 22, starttime
-        since_boot = time.clock_gettime(time.CLOCK_BOOTTIME)
-        return time.time() - since_boot + (ticks + 1) / os.sysconf("SC_CLK_TCK")
+        return time.time() - age(os.getpid()) + 1 / TICKS
     except (OSError, ValueError, IndexError, AttributeError):  # no /proc (or not Linux's), no CLOCK_BOOTTIME
         import psutil
 
         return psutil.Process().create_time()
 
 
-def down(loaded: LoadedConfig, names: list[str], console: Console | PlainConsole) -> int:
+def down(loaded: LoadedConfig, names: list[str], console: Console | PlainConsole,
+         keep_supervisor: bool = False) -> int:
+    """Stops `names` (all when none); the supervisor exits once nothing is left, unless `keep_supervisor`
+    (`tooloo stop`: what it stopped can be started again with `tooloo start`)."""
     paths = StatePaths.of(loaded)
     paths.ensure()
     # A launch in progress is waited for, then stopped: `down` must win over an `up` it raced.
@@ -411,24 +428,25 @@ def down(loaded: LoadedConfig, names: list[str], console: Console | PlainConsole
             write_private(paths.down_requested, f"{time.time()}\n")
         client = connect(paths)
     if client is None:
-        console.print(f"nothing is running{_no_stack_here(loaded)}")
+        console.print(f"nothing is running{_escape(_no_stack_here(loaded))}")
         return 0
     before = client.call("GET", "/states")["services"]
     supervisor = _Exit(recorded_pid(paths))  # taken hold of while it surely runs: no other process has its pid
     try:
-        return _stop(client, loaded, names, console, before, paths, supervisor)
+        return _stop(client, loaded, names, console, before, paths, supervisor, keep_supervisor)
     finally:
         supervisor.close()
 
 
 def _stop(client: ControlClient, loaded: LoadedConfig, names: list[str], console: Console | PlainConsole,
-          before: dict[str, Any], paths: StatePaths, supervisor: _Exit) -> int:
+          before: dict[str, Any], paths: StatePaths, supervisor: _Exit, keep_supervisor: bool) -> int:
     stack = _stack_if_possible(loaded)
     specs = list(stack.specs.values()) if stack is not None else []
     grace = max([loaded.config.supervisor.grace_period, *(spec.grace_period for spec in specs)])
     waves = _dependency_levels(stack) if stack is not None else 1
     # A grace period per wave at worst, and one to spare (SIGKILL, then the ports freed).
-    result = client.call("POST", "/stop", {"services": names or None}, timeout=grace * (waves + 1) + 10)
+    result = client.call("POST", "/stop", {"services": names or None, "keepSupervisor": keep_supervisor},
+                         timeout=grace * (waves + 1) + 10)
     for name in result["stopped"]:
         console.print(f"stopped {name} (pid {before[name]['pid'] or '-'}, port {before[name]['port']})")
     if not result["stopped"]:
@@ -525,19 +543,24 @@ def logs(loaded: LoadedConfig, asked: list[str], console: Console | PlainConsole
     """The logs of the services or replicas `asked` (all when none), each one's last `lines`, then new ones."""
     paths = StatePaths.of(loaded)
     stack = _stack_if_possible(loaded)
-    if stack is not None:
-        names = replica_names(stack, asked)
-    else:  # a lenient load: the defaults' services, or those asked for
+    if stack is None:  # a lenient load: the defaults' services, or those asked for
         names = list(asked) or list(loaded.services)
+    else:  # a lenient load's stack knows only the built-in services: the others asked for are kept as named
+        known = [name for name in asked if name in stack.names()]
+        names = replica_names(stack, known) if known or not asked else []
+        names += [name for name in asked if name not in known and name not in names]
     # And whatever else has a log here: replicas and services of a configuration since changed.
     logged = sorted(path.name[:-len(".log")] for path in (paths.root / "logs").glob("*.log")
                     if path != paths.supervisor_log)
-    if asked:
+    if asked:  # those asked for are followed even without a log yet: -f shows its first lines
         names += [other for other in logged
                   if any(other.startswith(f"{name}.") for name in asked) and other not in names]
     else:
+        names = [name for name in names if paths.log(name).exists()] or names
         names += [other for other in logged if other not in names]
-    names = [n for n in names if paths.log(n).exists()] or names
+    if not names:
+        console.print("no service has a log here")
+        return 0
     printer = Printer(console, names)
     for service in names:
         for line in tail(paths.log(service), lines):

@@ -25,7 +25,8 @@ Control API (JSON):
                                          (held while the supervisor stops as well; answered at once
                                          when it has stopped everything and is leaving)
     POST /start    {"services": [...], "config"?, "environment"?}   starts those not running
-    POST /stop     {"services": [...]}   stops them (all when omitted); exits when none is left
+    POST /stop     {"services": [...], "keepSupervisor"?}   stops them (all when omitted); exits when
+                                         none is left, unless keepSupervisor is true (`tooloo stop`)
     POST /restart  {"services": [...], "config"?, "environment"?}
 
 With [supervisor] metrics_port set, it also serves GET /metrics (Prometheus: supervisor/metrics.py)
@@ -358,16 +359,19 @@ class Supervisor:
 
     async def _stop(self, payload: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         names = self._resolve(self._names(payload))
+        keep = payload.get("keepSupervisor", False)
+        if not isinstance(keep, bool):
+            raise UsageError("keepSupervisor must be true or false")
         # A failed or exited replica is stopped too: `down` leaves it `stopped`, as users of pm2 expect.
         running = [name for name in names if self.processes[name].pid is not None or self.processes[name].active
                    or self.processes[name].state in ("failed", "exited")]
         await self._stop_in_order(running)
-        remaining = [name for name, process in self.processes.items() if process.active]
-        if not remaining:
+        leaves = not keep and not any(process.active for process in self.processes.values())
+        if leaves:
             # The supervisor then shuts down; its control server lets this answer finish first.
             asyncio.get_running_loop().call_soon(self._done.set)
         return 200, {"ok": True, "stopped": running, "notRunning": [n for n in names if n not in running],
-                     "supervisorExits": not remaining}
+                     "supervisorExits": leaves}
 
     async def _restart(self, payload: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         if refusal := self._refuse_while_leaving():
