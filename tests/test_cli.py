@@ -554,6 +554,19 @@ def test_with_a_tooloo_toml_nothing_running_says_only_that(tmp_path: Path) -> No
     assert result.returncode == 0 and result.stdout == "nothing is running\n"
 
 
+def _line_within(process: subprocess.Popen[str], seconds: float) -> str:
+    """The next line `process` prints, or a failure after `seconds` (its finalizer then kills it, ending the read)."""
+    from concurrent.futures import ThreadPoolExecutor, TimeoutError as Late
+
+    with ThreadPoolExecutor(1) as reader:
+        line = reader.submit(process.stdout.readline)  # type: ignore[union-attr]
+        try:
+            return line.result(timeout=seconds)
+        except Late:
+            process.kill()  # so that the reading thread, which the pool waits for, ends
+            pytest.fail(f"no line within {seconds} s")
+
+
 def test_ctrl_c_ends_logs_follow_with_130(tmp_path: Path) -> None:
     (tmp_path / "tooloo.toml").write_text("")
     (tmp_path / ".tooloo" / "logs").mkdir(parents=True)
@@ -561,7 +574,7 @@ def test_ctrl_c_ends_logs_follow_with_130(tmp_path: Path) -> None:
     process = subprocess.Popen([sys.executable, "-m", "tooloo_cli", "logs", "web", "-f"], cwd=tmp_path,
                                env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        assert "GET /api/v1/x" in process.stdout.readline()  # following now
+        assert "GET /api/v1/x" in _line_within(process, 20)  # following now
         process.send_signal(signal.SIGINT)
         _, stderr = process.communicate(timeout=20)
     finally:
@@ -600,9 +613,9 @@ def test_logs_follows_a_named_service_whose_log_appears_later(tmp_path: Path) ->
     process = subprocess.Popen([sys.executable, "-m", "tooloo_cli", "logs", "web", "budget", "-f"], cwd=tmp_path,
                                env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        assert "GET /api/v1/web" in process.stdout.readline()
+        assert "GET /api/v1/web" in _line_within(process, 20)
         (logs / "budget.log").write_text("GET /api/v1/budget 200 1.0ms -\n")  # budget starts after the command
-        assert process.stdout.readline().startswith("budget | GET /api/v1/budget")
+        assert _line_within(process, 10).startswith("budget | GET /api/v1/budget")
     finally:
         process.kill()
         process.communicate(timeout=20)

@@ -517,6 +517,10 @@ def test_stop_leaves_the_supervisor_for_start_and_restart(tooloo: Callable[..., 
     again = t("restart", "training")  # a stopped service is started by restart too
     assert again.returncode == 0, again.stdout + again.stderr
     assert t.status()["services"]["training"]["health"] == "healthy"
+    assert t("stop", "training").returncode == 0
+    ended = t("down")  # with everything stopped, down still ends the supervisor
+    assert ended.returncode == 0 and "supervisor stopped" in ended.stdout, ended.stdout
+    assert t.status()["supervisor"] is None
 
 
 def test_start_without_a_supervisor_says_up_starts_one(tooloo: Callable[..., Tooloo]) -> None:

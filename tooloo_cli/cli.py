@@ -291,8 +291,9 @@ def up(
     wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Wait until each is healthy and ready, or "
                                                                "return once the supervisor starts them.")] = True,
     timeout: Annotated[Optional[float], typer.Option("--timeout", "-t", callback=_seconds, show_default=False,
-                                                     help="Seconds to wait at most (default: what the "
-                                                          "services' startup timeouts allow); exit 1 after.")
+                                                     help="Give up this many seconds after the command "
+                                                          "began (default: what the services' startup "
+                                                          "timeouts allow); exit 1 then.")
                        ] = None,
 ) -> None:
     """Start the stack (or the named services) under a supervisor and wait until each is healthy.

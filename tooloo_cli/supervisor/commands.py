@@ -132,7 +132,7 @@ def _up(loaded: LoadedConfig, names: list[str], console: Console | PlainConsole,
     paths = StatePaths.of(loaded)
     paths.ensure()
     stack = stack_of(loaded)
-    names = replica_names(stack, names, with_dependencies=True)
+    asked, names = names, replica_names(stack, names, with_dependencies=True)
     _check_environment(stack, names)
     # One `up` at a time decides whether to launch: two at once must not start two supervisors.
     lock = _launch_lock(paths)
@@ -144,7 +144,7 @@ def _up(loaded: LoadedConfig, names: list[str], console: Console | PlainConsole,
         client = connect(paths)
         if client is None and not launch_supervisor:
             raise ToolooError(f"no supervisor runs for this stack{_no_stack_here(loaded)}; "
-                              f"`tooloo up {' '.join(names)}` starts one with them")
+                              f"`tooloo up {' '.join(asked)}` starts one with them")
         if client is not None and standby is not None:
             standby.cancel()  # one runs already: the standby ends now, not after this `up` has waited
         if foreground and client is not None:
@@ -161,16 +161,17 @@ def _up(loaded: LoadedConfig, names: list[str], console: Console | PlainConsole,
         if foreground:
             return _run_foreground(loaded, missing, console, on_ready=lock.release)
         if client is None:
-            client = launch(loaded, missing, standby)
+            client, started = launch(loaded, missing, standby), missing
         else:  # with nothing missing too: the supervisor's own settings ([supervisor] metrics_port) follow the file
-            client.call("POST", "/start", {"services": missing or names, **handover(loaded, os.environ)})
+            started = client.call("POST", "/start", {"services": missing or names,
+                                                     **handover(loaded, os.environ)})["started"]
         if running:
             console.print("everything asked for is already running")
             Printer(console, names).status_table(_status(client), names)  # type: ignore[arg-type]
             return 0
     if not wait:
-        console.print(f"starting {', '.join(missing or names)} under the supervisor; not waiting for them "
-                      f"(`tooloo status` shows how they are doing)")
+        doing = f"starting {', '.join(started)} under the supervisor" if started else "already starting"
+        console.print(f"{doing}; not waiting (`tooloo status` shows how they are doing)")
         return 0
     return _wait_healthy(client, loaded, stack, names, console, timeout)
 
@@ -212,8 +213,10 @@ def _wait_healthy(client: ControlClient, loaded: LoadedConfig, stack: Stack, nam
     """
     # A chain of dependencies starts one link after another: each may take its whole startup timeout.
     startup = max(spec.startup_timeout for spec in stack.specs.values())
-    deadline = time.monotonic() + (startup * _dependency_levels(stack) + 5 if timeout is None else timeout)
     started = time.monotonic()
+    # A given timeout counts from the command's start, as the time reported does: what the person waits.
+    deadline = started + (startup * _dependency_levels(stack) + 5 if timeout is None
+                          else timeout - _waited(started))
     printer = Printer(console, names)
     try:
         states = _states_while_starting(client)
