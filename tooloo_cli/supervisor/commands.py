@@ -117,8 +117,8 @@ def up(loaded: LoadedConfig, names: list[str], console: Console | PlainConsole, 
     launched, if one must be, and it is ended if not. Unless `launch_supervisor` (`tooloo start`),
     the supervisor must be running already.
 
-    Detached, it waits until they are healthy and ready (at most `timeout` seconds, else what their
-    startup timeouts allow), unless not `wait`: then it returns once the supervisor has them to start.
+    Detached, it waits until they are healthy and ready (until `timeout` seconds after the command
+    began, else as long as their startup timeouts allow), unless not `wait`: then it returns once the supervisor has them to start.
     """
     try:
         return _up(loaded, names, console, foreground, standby, wait, timeout, launch_supervisor)
