@@ -88,8 +88,9 @@ class ServiceMiddleware:
             await send(message)
 
         path = scope["path"]
+        monitoring = path in self.unmetered
         try:
-            if quiet or not (path == "/api" or path.startswith("/api/")) or path in self.unmetered:
+            if quiet or not (path == "/api" or path.startswith("/api/")) or monitoring:
                 await self.app(scope, receive, send_noted)
                 return
             incoming = None
@@ -141,7 +142,6 @@ class ServiceMiddleware:
         finally:
             if not quiet:
                 elapsed = perf_counter() - started
-                monitoring = path in self.unmetered
                 if status and not monitoring:  # no status: the client left before any answer
                     self.requests.observe(scope["method"], route_template(scope), status, elapsed)
                 # A monitoring poll answered is no event (`observe --watch` makes one a second, most of
