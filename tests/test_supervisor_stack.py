@@ -115,7 +115,8 @@ def test_a_dependency_that_fails_fails_its_dependents_saying_why(tooloo: Callabl
     t = tooloo(edit)
     result = t("up", "watcher")
     assert result.returncode == 1
-    services = t.status()["services"]
+    # up exits at broken's exit; the supervisor marks its dependent failed a moment later (CI saw "starting").
+    services = t.wait_for(lambda d: d["services"]["watcher"]["state"] != "starting")["services"]
     assert services["broken"]["state"] == "exited" and services["broken"]["lastExitCode"] == 3
     assert services["watcher"]["state"] == "failed"
     assert services["watcher"]["error"] == "not started: its dependency broken exited (exit code 3)"
