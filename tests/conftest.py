@@ -39,6 +39,21 @@ from tooloo_cli.config import Config, LoadedConfig, load_config
 from tooloo_cli.bench.redis_server import RedisServer
 
 
+@pytest.fixture(autouse=True, scope="session")
+def own_runtime_directory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """XDG_RUNTIME_DIR of every process the tests start: their supervisors sign in there for `tooloo ls`
+    (supervisor/registry.py), not in the registry of the person running the tests."""
+    directory = tmp_path_factory.mktemp("runtime")
+    directory.chmod(0o700)
+    before = os.environ.get("XDG_RUNTIME_DIR")
+    os.environ["XDG_RUNTIME_DIR"] = str(directory)
+    yield directory
+    if before is None:
+        del os.environ["XDG_RUNTIME_DIR"]
+    else:
+        os.environ["XDG_RUNTIME_DIR"] = before
+
+
 def write_stack_config(directory: Path, edit: Callable[[Config], None] | None = None) -> Path:
     """A tooloo.toml in `directory` with every service on its own free port."""
     return write_ephemeral_config(directory, edit)

@@ -81,8 +81,8 @@ def test_monitoring_polls_are_logged_only_when_they_fail(tmp_path: Path) -> None
         stack.start("budget")
         base = stack.url("budget")
         with httpx.Client(trust_env=False) as client:
-            for path in ("/api/v1/system/observability", "/api/v1/providers/resilience-status"):
-                for _ in range(3):  # what `observe --watch` and the gateway's status poll make
+            for path in ("/api/v1/system/observability", "/api/v1/providers/resilience-status", "/ready"):
+                for _ in range(3):  # what `observe --watch`, the gateway's status poll and the supervisor make
                     assert client.get(f"{base}{path}").status_code == 200
             assert client.post(f"{base}/api/v1/system/observability").status_code == 405
             assert client.get(f"{base}/api/v1/budget").status_code == 200
@@ -90,5 +90,6 @@ def test_monitoring_polls_are_logged_only_when_they_fail(tmp_path: Path) -> None
     lines = stack.log("budget").read_text().splitlines()
     assert not any(line.startswith("GET /api/v1/system/observability") for line in lines)
     assert not any(line.startswith("GET /api/v1/providers/resilience-status") for line in lines)
+    assert not any(line.startswith("GET /ready") for line in lines)
     assert any(line.startswith("POST /api/v1/system/observability 405 ") for line in lines)
     assert any(line.startswith("GET /api/v1/budget 200 ") for line in lines)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -152,9 +154,37 @@ def test_restart_gives_a_new_process_and_logs_show_prefixed_lines(tooloo: Callab
     assert result.returncode == 0, result.stdout
     assert t.status()["services"]["training"]["pid"] not in (None, old)
     one = t("logs", "training", "-n", "5")
-    assert one.returncode == 0 and all(line.startswith("training | ") for line in one.stdout.splitlines())
+    assert one.returncode == 0 and all(re.match(r"\d\d:\d\d:\d\d\.\d{3} training \| ", line)
+                                       for line in one.stdout.splitlines()), one.stdout
+    new = t.status()["services"]["training"]["pid"]
+    events = t("logs", "training", "-n", "1000", "--grep", "^(started|stopped)").stdout
+    assert "training | tooloo: stopped (exit code 0)\n" in events and f"tooloo: started (pid {new})\n" in events
+    assert events.index("tooloo: stopped") < events.index(f"tooloo: started (pid {new})")
     both = t("logs")
     assert "training     | " in both.stdout and "segmentation | " in both.stdout
+
+
+def test_status_of_a_service_shows_it_in_detail_with_its_exits_and_last_lines(tooloo: Callable[..., Tooloo]) -> None:
+    t = tooloo()
+    assert t("up", "training").returncode == 0
+    first = t.status()["services"]["training"]["pid"]
+    os.kill(first, signal.SIGKILL)
+    again = t.wait_for(lambda d: d["services"]["training"]["pid"] not in (None, first) and d["services"]["training"]["ready"])
+    second = again["services"]["training"]["pid"]
+    result = t("status", "training")
+    assert result.returncode == 0, result.stderr
+    shown = result.stdout
+    assert re.search(rf"command +\S+ -m tooloo_cli\.services .*--port {t.port('training')} training", shown), shown
+    assert re.search(rf"pid +{second}, up \d+s", shown) and re.search(r"restarts +1\n", shown)
+    assert re.search(r"exits +[\d:.]+ killed by SIGKILL\n", shown)
+    assert re.search(r"liveness +GET /health: ok in [\d.]+ ms", shown) and re.search(r"readiness +GET /ready: ok", shown)
+    assert re.search(r"cpu, memory +[\d.]+%, [\d.]+ MiB", shown)
+    assert f"log          {t.state / 'logs' / 'training.log'}" in shown
+    assert f"tooloo: started (pid {second}, restart 1)" in shown.split("its last 5 log lines:")[1]
+    document = json.loads(t("status", "training", "--json").stdout)
+    assert list(document["services"]) == ["training"]
+    assert document["services"]["training"]["exits"][0]["signal"] == "SIGKILL"
+    assert t("status", "traning").returncode == 2
 
 
 def test_restart_without_a_supervisor_says_so(tooloo: Callable[..., Tooloo]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import socket
 import time
 from collections.abc import Iterator
@@ -271,10 +272,36 @@ def test_the_plain_status_table_is_richs_text(tmp_path: Path) -> None:
             Printer(Console(file=rich, width=width), names).status_table(document)
             Printer(PlainConsole(plain, {"COLUMNS": str(width)}), names).status_table(document)
             assert plain.getvalue() == rich.getvalue(), width
-    narrow_rich, narrow_plain = io.StringIO(), io.StringIO()  # too wide for 50 columns: rich shrinks it, for both
-    Printer(Console(file=narrow_rich, width=50), ["web"]).status_table(_status_document(), ["web"])
-    Printer(PlainConsole(narrow_plain, {"COLUMNS": "50"}), ["web"]).status_table(_status_document(), ["web"])
-    assert narrow_plain.getvalue() == narrow_rich.getvalue() and "…" in narrow_plain.getvalue()
+    narrow_rich, narrow_plain = io.StringIO(), io.StringIO()  # too wide for 30 columns even so: rich shrinks it
+    Printer(Console(file=narrow_rich, width=30), ["web"]).status_table(_status_document(), ["web"])
+    Printer(PlainConsole(narrow_plain, {"COLUMNS": "30"}), ["web"]).status_table(_status_document(), ["web"])
+    assert "…" in narrow_plain.getvalue()
+    # The same text; rich wraps the line saying what was left out, a PlainConsole keeps one line as one.
+    assert "".join(narrow_plain.getvalue().split()) == "".join(narrow_rich.getvalue().split())
+
+
+def test_the_status_table_leaves_columns_out_rather_than_cut_a_pid_or_a_name() -> None:
+    import io
+
+    from rich.console import Console
+
+    from tooloo_cli.supervisor.printer import PlainConsole, Printer
+
+    document = _status_document()
+    document["services"]["segmentation"] |= {"state": "running", "health": "unhealthy", "pid": 1_884_211}
+    names = list(document["services"])
+    for width in (80, 60):
+        for console in (Console(file=io.StringIO(), width=width), PlainConsole(io.StringIO(), {"COLUMNS": str(width)})):
+            Printer(console, names).status_table(document)
+            text = console.file.getvalue()
+            lines = text.splitlines()
+            assert "…" not in text and all(len(line) <= width for line in lines[:len(names) + 2]), (width, text)
+            assert all(re.search(rf"^{re.escape(name)} ", text, re.MULTILINE) for name in names), text
+            assert "1884211" in text and text.count("4242") == 3 and "35.0 MiB" in text
+            assert f"left out at {width} columns: " in text
+    wide = PlainConsole(io.StringIO(), {"COLUMNS": "120"})
+    Printer(wide, names).status_table(document)
+    assert "left out" not in wide.file.getvalue() and "uptime" in wide.file.getvalue()
 
 
 def test_markup_is_read_and_escaped_as_rich_does() -> None:

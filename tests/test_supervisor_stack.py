@@ -108,15 +108,17 @@ def test_a_dependency_that_fails_fails_its_dependents_saying_why(tooloo: Callabl
         _with_watcher(tmp_path)(config)
         config.services["training"].tracer.sampling_rate = 0.5  # type: ignore[union-attr]
         broken = command_service([sys.executable, "-c", "import sys; sys.exit(3)"])
-        broken.restart = "no"
+        # A port it never binds: never ready, it cannot open its dependent's gate in the moment it lives
+        # (without one, alive was ready, and watcher started now and then: CI saw it "starting").
+        broken.restart, broken.port = "no", spare_port(config)
         config.services["broken"] = broken
         config.services["watcher"].depends_on = ["broken"]
 
     t = tooloo(edit)
     result = t("up", "watcher")
     assert result.returncode == 1
-    # up exits at broken's exit; the supervisor marks its dependent failed a moment later (CI saw "starting").
-    services = t.wait_for(lambda d: d["services"]["watcher"]["state"] != "starting")["services"]
+    # up exits at broken's exit; the supervisor marks its dependent failed a moment later.
+    services = t.wait_for(lambda d: d["services"]["watcher"]["state"] != "waiting")["services"]
     assert services["broken"]["state"] == "exited" and services["broken"]["lastExitCode"] == 3
     assert services["watcher"]["state"] == "failed"
     assert services["watcher"]["error"] == "not started: its dependency broken exited (exit code 3)"
@@ -227,7 +229,7 @@ def test_down_and_logs_reach_a_command_service_when_the_file_breaks(tooloo: Call
     t.config.write_text(t.config.read_text() + "\n[broken\n")
     logs = t("logs")
     assert logs.returncode == 0 and "warning" in logs.stderr
-    assert any(line.startswith("watcher ") and line.endswith("| watcher serving") for line in logs.stdout.splitlines())
+    assert any(re.fullmatch(r"[\d:.]+ watcher +\| watcher serving", line) for line in logs.stdout.splitlines())
     down = t("down", "watcher")
     assert down.returncode == 0, down.stdout + down.stderr
     assert "stopped watcher" in down.stdout

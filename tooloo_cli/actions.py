@@ -129,17 +129,22 @@ def down(config: Path | None, names: list[str], invalid: Invalid) -> int:
     return stop(loaded, checked_if_possible(loaded, names, invalid), console())
 
 
-def status(config: Path | None, as_json: bool = False) -> int:
+def status(config: Path | None, as_json: bool = False, names: list[str] | None = None,
+           invalid: Invalid | None = None) -> int:
+    """`tooloo status [NAMES]`: the table, or with NAMES (checked by `invalid`) each of them in detail."""
+    loaded = load_to_reach_the_stack(config)
+    if names and invalid is not None:
+        names = checked_if_possible(loaded, names, invalid)
     if as_json:
         import json
 
         from tooloo_cli.supervisor.daemon import status_document
 
-        print(json.dumps(status_document(load_to_reach_the_stack(config)), indent=2))
+        print(json.dumps(status_document(loaded, names), indent=2))
         return 0
     from tooloo_cli.supervisor.commands import status as show
 
-    return show(load_to_reach_the_stack(config), console())
+    return show(loaded, console(), names)
 
 
 def observe(config: Path | None, services: list[str], invalid: Invalid, watch: bool = False,

@@ -20,7 +20,7 @@ from typing import Annotated, NoReturn, Optional
 
 import typer
 
-from tooloo_cli import __version__, actions
+from tooloo_cli import __version__, actions, completion
 from tooloo_cli.errors import ToolooError
 
 app = typer.Typer(
@@ -30,7 +30,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
     context_settings={"help_option_names": ["-h", "--help"]},
+    add_completion=False,  # tooloo declares its own --install-completion and --show-completion (completion.py)
 )
+completion.register()  # what add_completion=False leaves out: typer's answers to completion requests
 config_app = typer.Typer(help="Show, create and check tooloo.toml.", no_args_is_help=True)
 app.add_typer(config_app, name="config", rich_help_panel="Configuration")
 
@@ -60,6 +62,16 @@ def main(
     version: Annotated[
         bool, typer.Option("--version", "-V", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
+    # Without a shell name, these are completion.bare_option's (run() below): the shell is detected.
+    install_completion: Annotated[Optional[completion.Shell], typer.Option(
+        "--install-completion", metavar="[bash|zsh|fish]", callback=completion.install_callback, is_eager=True,
+        expose_value=False, show_default=False,
+        help="Install completion for the shell named, else for the shell this runs in.")] = None,
+    show_completion: Annotated[Optional[completion.Shell], typer.Option(
+        "--show-completion", metavar="[bash|zsh|fish]", callback=completion.show_callback, is_eager=True,
+        expose_value=False, show_default=False,
+        help="Print the completion script for the shell named, else for the shell this runs in (to copy it "
+             "or customize the installation).")] = None,
 ) -> None:
     """Run, observe and benchmark the TooLoo stack."""
     ctx.obj = config
@@ -356,15 +368,19 @@ def stop(ctx: typer.Context, names: Annotated[list[str], typer.Argument(
 @app.command("status", rich_help_panel="The stack")
 def status(
     ctx: typer.Context,
+    names: Annotated[Optional[list[str]], typer.Argument(
+        help="Services or replicas to show in detail: command, pids, probes, past exits, log.",
+        show_default=False, autocompletion=_complete_service)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
 ) -> None:
-    """Show each service: state, health, pid, port, uptime, restarts, last exit code, CPU and memory.
+    """Show each service: state, health, pid, port, uptime, restarts, last exit code, CPU and memory;
+    or the services named, in detail, for troubleshooting.
 
     [bold]tooloo ps[/] is the same command, for docker compose's and pm2's habit.
 
-    Example: [bold]tooloo status --json[/]
+    Example: [bold]tooloo status --json[/]   or   [bold]tooloo status budget[/]
     """
-    raise typer.Exit(actions.status(ctx.obj, as_json))
+    raise typer.Exit(actions.status(ctx.obj, as_json, _names(names), _invalid))
 
 
 app.command("ps", rich_help_panel="The stack", hidden=True)(status)
@@ -383,30 +399,105 @@ def restart(ctx: typer.Context, names: Annotated[list[str], typer.Argument(
     raise typer.Exit(again(loaded, _check_names(loaded, _names(names)), _console()))
 
 
+def _signal(value: str) -> int:
+    """A signal by name (`HUP`, `SIGHUP`, `sighup`) or number, as kill(1) takes it."""
+    import signal
+
+    name = value.strip().upper()
+    if name.isdigit() and int(name) in signal.valid_signals() and int(name) != 0:
+        return int(name)
+    try:
+        return int(signal.Signals[name if name.startswith("SIG") else f"SIG{name}"])
+    except KeyError:
+        _invalid(f"{value!r} is not a signal; e.g. SIGTERM, HUP, USR1 or 9 (`kill -l` lists them)", "--signal")
+
+
+@app.command("ls", rich_help_panel="The stack")
+def ls(as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False) -> None:
+    """List the stacks running on this machine (yours): state directory, services running, supervisor, config.
+
+    Example: [bold]tooloo ls[/]
+    """
+    from tooloo_cli.supervisor.commands import ls as list_stacks
+
+    raise typer.Exit(list_stacks(_console(), as_json))
+
+
+@app.command("kill", rich_help_panel="The stack")
+def kill(
+    ctx: typer.Context,
+    names: Annotated[list[str], typer.Argument(help="Services or replicas to signal.",
+                                               autocompletion=_complete_service)],
+    signum: Annotated[str, typer.Option("--signal", "-s", metavar="SIGNAL",
+                                        help="The signal, by name or number.")] = "SIGKILL",
+) -> None:
+    """Send a signal to services' processes (their whole process group); their restart policy then
+    applies to an exit, as to any other: [bold]tooloo stop[/] keeps one stopped.
+
+    Example: [bold]tooloo kill -s HUP budget[/]
+    """
+    from tooloo_cli.supervisor.commands import kill as send
+
+    number = _signal(signum)
+    loaded = _load(ctx)
+    raise typer.Exit(send(loaded, _check_names(loaded, _names(names)), number, _console()))
+
+
 @app.command("logs", rich_help_panel="The stack")
 def logs(
     ctx: typer.Context,
     names: Annotated[Optional[list[str]], typer.Argument(help="Services or replicas (default: all), prefixed.",
                                                         show_default=False, autocompletion=_complete_service)] = None,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines until Ctrl-C.")] = False,
-    lines: Annotated[int, typer.Option("--lines", "-n", min=0, max=MAX_LOG_LINES,
-                                       help="How many past lines to show.")] = 20,
+    lines: Annotated[Optional[int], typer.Option("--lines", "-n", min=0, max=MAX_LOG_LINES, show_default=False,
+                                                 help="How many past lines of each to show (20; with --since "
+                                                      "or --until, every one).")] = None,
+    since: Annotated[Optional[str], typer.Option(
+        help="From this time on: a span back from now (90s, 10m, 1h30m, 2d), a date and time "
+             "(2026-12-03T13:00, local unless it ends in Z or an offset) or a time of today (13:00).",
+        show_default=False)] = None,
+    until: Annotated[Optional[str], typer.Option(help="Up to this time (as --since).", show_default=False)] = None,
+    grep: Annotated[Optional[str], typer.Option("--grep", "-g", metavar="PATTERN", show_default=False,
+                                                help="Only lines matching this regular expression.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help='One JSON object a line: {"ts", "service", "replica", '
+                                                         '"stream", "line"}, ts in UTC.')] = False,
 ) -> None:
-    """Show service logs (from .tooloo/logs, rotated at 10 MiB x 3 by default).
+    """Show service logs interleaved by time, with the supervisor's events (started, exited,
+    restarting, stopped); from .tooloo/logs, rotated at 10 MiB x 3 by default.
 
-    Example: [bold]tooloo logs web budget -f[/]   or   [bold]tooloo logs -n 50[/]
+    Example: [bold]tooloo logs web budget -f[/]   or   [bold]tooloo logs --since 10m --grep 'exited|restarting'[/]
     """
-    from tooloo_cli.supervisor.commands import logs as show
+    import re
+    import time
 
+    from tooloo_cli.supervisor.commands import logs as show
+    from tooloo_cli.supervisor.logs import moment
+
+    now = time.time()
+    moments = {}
+    for option, value in (("--since", since), ("--until", until)):
+        try:
+            moments[option] = None if value is None else moment(value, now)
+        except ValueError as exc:
+            _invalid(str(exc), option)
+    if follow and until is not None:
+        _invalid("cannot follow up to a time; leave out --follow or --until", "--until")
+    try:
+        pattern = None if grep is None else re.compile(grep)
+    except re.error as exc:
+        _invalid(f"{grep!r} is not a regular expression: {exc}", "--grep")
+    if lines is None and since is None and until is None:
+        lines = 20
     loaded = _load_to_reach_the_stack(ctx)
-    raise typer.Exit(show(loaded, _checked_if_possible(loaded, _names(names)), _console(), lines, follow))
+    raise typer.Exit(show(loaded, _checked_if_possible(loaded, _names(names)), _console(), lines, follow,
+                          moments["--since"], moments["--until"], pattern, as_json))
 
 
 @app.command("observe", rich_help_panel="The stack")
 def observe(
     ctx: typer.Context,
     watch: Annotated[bool, typer.Option("--watch", "-w", help="A live dashboard, redrawn every interval "
-                                                            "until Ctrl-C.")] = False,
+                                                            "until q (or Ctrl-C).")] = False,
     interval: Annotated[Optional[float], typer.Option("--interval", "-i", callback=_observe_interval,
                                                       help="Seconds between polls (default: observe.interval, 1).")
                         ] = None,
@@ -417,12 +508,36 @@ def observe(
     """Poll every service's observability endpoint and show traces, limits, caches and breakers.
 
     One shot by default: exit 1 when a polled service is down. [bold]--watch[/] keeps a live
-    dashboard with throughput sparklines and the most recent errors.
+    dashboard fitted to the terminal: a summary of every service (req/s now, p99, errors, what
+    is open or failing), then the details, paged with [bold]tab[/] or [bold]1[/]-[bold]6[/]; [bold]q[/] quits.
 
     Example: [bold]tooloo observe --watch[/]   or   [bold]tooloo observe -s budget --json[/]
     """
     raise typer.Exit(actions.observe(ctx.obj, _names(services), _invalid, watch=watch, interval=interval,
                                      as_json=as_json))
+
+
+@app.command("top", rich_help_panel="The stack")
+def top(
+    ctx: typer.Context,
+    names: ServiceNames = None,
+    interval: Annotated[Optional[float], typer.Option("--interval", "-i", callback=_observe_interval,
+                                                      help="Seconds between refreshes (default: observe.interval, "
+                                                           "1).")] = None,
+) -> None:
+    """Show CPU, memory, restarts and req/s of every service, sorted, refreshed in place until q.
+
+    Busiest first; [bold]c[/] cpu, [bold]m[/] memory, [bold]r[/] restarts, [bold]t[/] req/s,
+    [bold]n[/] name change the order. The figures are those of [bold]tooloo status[/]; req/s is
+    over the last few seconds.
+
+    Example: [bold]tooloo top[/]   or   [bold]tooloo top web budget --interval 2[/]
+    """
+    from tooloo_cli.observe.top import top as run_top
+
+    loaded = _load_to_reach_the_stack(ctx)
+    raise typer.Exit(run_top(loaded, _checked_if_possible(loaded, _names(names)), actions.rich_console(),
+                             interval=interval))
 
 
 @app.command("serve", rich_help_panel="The stack")
@@ -512,5 +627,11 @@ def _check_writable(path: Path, option: str) -> None:
 
 def run() -> None:
     """Runs the app, turning every failure into one line and its exit code, never a traceback."""
-    # The same name (usage, completion) under `python -m tooloo_cli`.
-    actions.guarded(lambda: app(prog_name="tooloo"))
+    def run_app() -> int | None:
+        # `--install-completion` or `--show-completion` alone (no shell named) is completion.py's:
+        # typer cannot declare an option whose value is optional.
+        code = completion.bare_option(sys.argv[1:])
+        # The same name (usage, completion) under `python -m tooloo_cli`.
+        return app(prog_name="tooloo") if code is None else code
+
+    actions.guarded(run_app)

@@ -5,7 +5,8 @@
 - Every request but the liveness probes of /health and the scrapes of /metrics gets one
   access-log line (method, raw path, status, ms, traceId) and is counted in the request
   metrics (services/metrics.py). The monitoring paths in `unmetered` are not counted, and
-  logged only when a poll fails (4xx, 5xx, or the client left unanswered).
+  they and the readiness probe of /ready (which the supervisor asks every probe interval)
+  are logged only when a poll fails (4xx, 5xx, or the client left unanswered).
   Every request's unexpected exception, those two paths' too, is logged and becomes a
   JSON 500 (unless the answer had begun), never a stack trace: this is the service's one
   server-error layer (services/routing.py).
@@ -34,12 +35,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from tooloo_cli.resilience import RateLimiter, Trace, Tracer, format_traceparent
 from tooloo_cli.services.http import Network, client_id, error_response, rate_limit_header_bytes, rate_limited
 from tooloo_cli.services.metrics import RequestMetrics, known_method, matched_route, route_template
-from tooloo_cli.stack import METRICS_PATH
+from tooloo_cli.stack import LIVENESS_PATH, METRICS_PATH, READINESS_PATH
 
 logger = logging.getLogger("tooloo.services")
 # Paths answered without a trace, a limit, an access-log line or a count: the liveness probe, polled
 # every interval, and the metrics page, whose scrapes would otherwise be most of what it counts.
-_QUIET = frozenset({"/health", METRICS_PATH})
+_QUIET = frozenset({LIVENESS_PATH, METRICS_PATH})
 
 
 class ServiceMiddleware:
@@ -146,7 +147,7 @@ class ServiceMiddleware:
                     self.requests.observe(scope["method"], route_template(scope), status, elapsed)
                 # A monitoring poll answered is no event (`observe --watch` makes one a second, most of
                 # a quiet service's lines); one that failed or was left unanswered still is.
-                if not monitoring or not 0 < status < 400:
+                if not (monitoring or path == READINESS_PATH) or not 0 < status < 400:
                     # The raw (still percent-encoded) path: a decoded one could carry a newline and forge a line.
                     raw = scope.get("raw_path", b"").decode("latin-1") or repr(path)
                     self.out.write(f"{scope['method']} {raw} {status} {elapsed * 1000:.1f}ms "

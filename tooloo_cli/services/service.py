@@ -68,7 +68,7 @@ from tooloo_cli.services.middleware import ServiceMiddleware
 from tooloo_cli.services.routing import ServiceApp
 from tooloo_cli.services.sd_notify import Notifier, Notifying
 from tooloo_cli.services.stores import make_cache, make_limiter
-from tooloo_cli.stack import DEGRADED_HEADER, METRICS_PATH, ROLES, stack_of
+from tooloo_cli.stack import DEGRADED_HEADER, LIVENESS_PATH, METRICS_PATH, READINESS_PATH, ROLES, stack_of
 
 if TYPE_CHECKING:
     from tooloo_cli.services.otlp import TraceExporter
@@ -385,7 +385,7 @@ class Service:
 
     async def dependencies(self, detail: bool = True) -> dict[str, Any]:
         """The deep check: every called replica's /ready, and the state of every breaker."""
-        callees = await self.probe_callees("/ready", detail) if self.spec.calls else {}
+        callees = await self.probe_callees(READINESS_PATH, detail) if self.spec.calls else {}
         failing = [entry["replica"] for replicas in callees.values() for entry in replicas
                    if entry["status"] != "up" or entry["breaker"] == "open"]
         failing += [name for name, breaker in self.breakers.items() if breaker.state == "open" and name not in failing]
@@ -440,8 +440,8 @@ def build_app(service: Service, routes: list[BaseRoute], *, limit_api: bool = Fa
         return Response(metrics_page(service, cache), media_type=CONTENT_TYPE)
 
     shared: list[BaseRoute] = [
-        Route("/health", health),
-        Route("/ready", ready),
+        Route(LIVENESS_PATH, health),
+        Route(READINESS_PATH, ready),
         Route("/dependencies", dependencies),
         Route(METRICS_PATH, metrics),
         observability_route(service, OBSERVABILITY_PATH),

@@ -15,7 +15,9 @@ supervisor, the services, observe, bench and the exporters all read it.
 
 from tooloo_cli.stack.spec import (
     DEGRADED_HEADER,
+    LIVENESS_PATH,
     METRICS_PATH,
+    READINESS_PATH,
     SUPERVISOR_METRICS_HOST,
     Probe,
     Replica,
@@ -32,7 +34,9 @@ __all__ = [
     "ROLES",
     "ROUTES",
     "DEGRADED_HEADER",
+    "LIVENESS_PATH",
     "METRICS_PATH",
+    "READINESS_PATH",
     "SUPERVISOR_METRICS_HOST",
     "Probe",
     "Replica",

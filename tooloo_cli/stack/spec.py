@@ -45,6 +45,9 @@ DEGRADED_HEADER = "X-Tooloo-Degraded"
 # the supervisor's only on loopback, whatever stack.host says. The exporters' scrape configurations
 # point there.
 METRICS_PATH = "/metrics"
+# The probes of tooloo's own services: liveness (the process answers) and readiness (what it needs answers).
+LIVENESS_PATH = "/health"
+READINESS_PATH = "/ready"
 SUPERVISOR_METRICS_HOST = "127.0.0.1"
 
 
@@ -218,7 +221,7 @@ def _spec(loaded: LoadedConfig, name: str, settings: Any) -> ServiceSpec:
         if loaded.source is not None:
             command += ("--config", str(loaded.source))
         command += (name,)
-        liveness, readiness = Probe("http", "/health"), Probe("http", "/ready")
+        liveness, readiness = Probe("http", LIVENESS_PATH), Probe("http", READINESS_PATH)
         state_names = tuple(file for file in (
             settings.cache.file if settings.cache else None, settings.pool.database if settings.pool else None) if file)
     else:

@@ -21,10 +21,13 @@ the supervisor the configuration as it is now (see environment.py).
 
 from __future__ import annotations
 
+import heapq
 import json
 import os
+import re
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -35,7 +38,7 @@ from tooloo_cli.supervisor.control import ControlClient, SupervisorUnavailable
 from tooloo_cli.supervisor.daemon import LAUNCH_TIMEOUT, connect, launch, recorded_pid, status_document
 from tooloo_cli.supervisor.environment import handover
 from tooloo_cli.supervisor.lock import FileLock
-from tooloo_cli.supervisor.logs import tail
+from tooloo_cli.supervisor.logs import Entry, Follower, read, stamp, wanted
 from tooloo_cli.supervisor.paths import StatePaths, write_private
 from tooloo_cli.ports import describe_holder, port_holder
 from tooloo_cli.supervisor.printer import PlainConsole, Printer
@@ -46,6 +49,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
 ACTIVE = ("waiting", "starting", "running", "backoff")
+DETAIL_LOG_LINES = 5  # of a replica's log, in `tooloo status NAME`
 POLL = 0.05  # between two looks at a supervisor too old to be waited on (no version in /states)
 STATES_WAIT = 2.0  # seconds one GET /states?after=… may be held while `up` waits for a change
 LAUNCH_LOCK_WAIT = LAUNCH_TIMEOUT + 5  # a launch holds the lock at most LAUNCH_TIMEOUT
@@ -247,8 +251,7 @@ def _wait_healthy(client: ControlClient, loaded: LoadedConfig, stack: Stack, nam
         for name in failed:
             console.print(f"[red]{_escape(name)} {services[name]['state']}: "
                           f"{_escape(services[name]['error'] or 'it exited')}[/]; its last lines:")
-            for line in tail(StatePaths.of(loaded).log(name), 10):
-                printer.line(name, line)
+            printer.entries(name, read(StatePaths.of(loaded).log(name), last=10))
         return 1
     if not ready:
         slow = [n for n in names if not _healthy(services[n])]
@@ -364,7 +367,7 @@ def _run_foreground(loaded: LoadedConfig, names: list[str], console: Console | P
     from tooloo_cli.supervisor.manager import Supervisor
 
     printer = Printer(console, names)
-    supervisor = Supervisor(loaded, on_output=printer.write, detached=False,
+    supervisor = Supervisor(loaded, on_output=printer.entries, detached=False,
                             handed=handover(loaded, os.environ)["environment"])
 
     async def announce_health() -> None:
@@ -520,12 +523,78 @@ def _stack_if_possible(loaded: LoadedConfig) -> Stack | None:
         return None
 
 
-def status(loaded: LoadedConfig, console: Console | PlainConsole) -> int:
-    document = status_document(loaded)
+def status(loaded: LoadedConfig, console: Console | PlainConsole, names: list[str] | None = None) -> int:
+    """The table of every replica; with `names` (services or replicas), each of those in detail."""
+    document = status_document(loaded, names)
     if document["supervisor"] is None:
         console.print(f"[dim]no supervisor runs: every service is stopped{_escape(_no_stack_here(loaded))}[/]")
-    Printer(console, list(document["services"])).status_table(document)
+    printer = Printer(console, list(document["services"]) or ["-"])
+    if not names:
+        printer.status_table(document)
+        return 0
+    paths = StatePaths.of(loaded)
+    for index, (name, service) in enumerate(document["services"].items()):
+        if index:
+            console.print("")
+        printer.detail(name, service, str(paths.log(name)), read(paths.log(name), last=DETAIL_LOG_LINES))
     return 0
+
+
+LS_COLUMNS = (("services", "right"), ("supervisor", "right"), ("up", "right"), ("state directory", "left"),
+              ("config", "left"))
+
+
+def ls(console: Console | PlainConsole, as_json: bool = False) -> int:
+    """The stacks whose supervisor runs on this machine (this user's), each with its services running."""
+    from tooloo_cli.supervisor.registry import stacks
+    from tooloo_cli.units import duration
+
+    found = []
+    for record in stacks():
+        try:
+            document = ControlClient(StatePaths(Path(record["stateDir"])).socket).call("GET", "/states", timeout=2)
+            services = document["services"].values()
+            record |= {"running": sum(service["state"] == "running" for service in services),
+                       "replicas": len(services)}
+        except (SupervisorUnavailable, KeyError, TypeError, AttributeError):  # stopping, or not answering
+            record |= {"running": None, "replicas": None}
+        record["uptime"] = _supervisor_age(record["pid"])
+        found.append(record)
+    if as_json:
+        console.file.write(json.dumps({"stacks": found}, indent=2) + "\n")
+        return 0
+    if not found:
+        console.print("no stack runs on this machine (for this user)")
+        return 0
+    Printer(console, ["-"]).table(LS_COLUMNS, [[
+        "not answering" if record["running"] is None else f"{record['running']}/{record['replicas']} running",
+        f"pid {record['pid']}", duration(record["uptime"]), _escape(record["stateDir"]), _escape(record["config"] or "-")]
+        for record in found], dropped=("config",), where_the_rest_is="`tooloo ls --json` has it")
+    return 0
+
+
+def _supervisor_age(pid: int) -> float | None:
+    from tooloo_cli.procfs import age
+
+    try:
+        return age(pid)
+    except (OSError, ValueError, AttributeError):  # gone meanwhile, or not Linux
+        return None
+
+
+def kill(loaded: LoadedConfig, names: list[str], signum: int, console: Console | PlainConsole) -> int:
+    """Sends `signum` to the named replicas' processes; 1 when none of them was running."""
+    from tooloo_cli.supervisor.restart import signal_name
+
+    client = connect(StatePaths.of(loaded))
+    if client is None:
+        raise ToolooError(f"nothing is running{_no_stack_here(loaded)}; start the stack with `tooloo up`")
+    result = client.call("POST", "/kill", {"services": names, "signal": signum})
+    for name, pid in result["signalled"].items():
+        console.print(f"sent {signal_name(signum)} to {_escape(name)} (pid {pid})")
+    for name in result["notRunning"]:
+        console.print(f"[yellow]{_escape(name)} is not running: nothing to signal[/]")
+    return 0 if result["signalled"] else 1
 
 
 def restart(loaded: LoadedConfig, names: list[str], console: Console | PlainConsole) -> int:
@@ -541,9 +610,12 @@ def restart(loaded: LoadedConfig, names: list[str], console: Console | PlainCons
     return _wait_healthy(client, loaded, stack, restarted, console)
 
 
-def logs(loaded: LoadedConfig, asked: list[str], console: Console | PlainConsole, lines: int = 20,
-         follow: bool = False) -> int:
-    """The logs of the services or replicas `asked` (all when none), each one's last `lines`, then new ones."""
+def logs(loaded: LoadedConfig, asked: list[str], console: Console | PlainConsole, lines: int | None = 20,
+         follow: bool = False, since: float | None = None, until: float | None = None,
+         grep: re.Pattern[str] | None = None, as_json: bool = False) -> int:
+    """The logs of the services or replicas `asked` (all when none), interleaved by time: of each,
+    its last `lines` entries (every one when None) from `since` to `until` whose line matches
+    `grep`, then with `follow` new ones as they come. `as_json`: one JSON object a line."""
     paths = StatePaths.of(loaded)
     stack = _stack_if_possible(loaded)
     if stack is None:  # a lenient load: the defaults' services, or those asked for
@@ -564,43 +636,41 @@ def logs(loaded: LoadedConfig, asked: list[str], console: Console | PlainConsole
     if not names:
         console.print("no service has a log here")
         return 0
-    printer = Printer(console, names)
-    for service in names:
-        for line in tail(paths.log(service), lines):
-            printer.line(service, line)
-    return _follow(paths, names, printer) if follow else 0
+    show = _json_lines(console) if as_json else Printer(console, names).entry
+    followers = {name: Follower(paths.log(name)) for name in names} if follow else {}
+    past = {name: read(paths.log(name), lines, since, until, grep) for name in names}
+    for name, entry in heapq.merge(*([(name, entry) for entry in entries] for name, entries in past.items()),
+                                   key=_when):
+        show(name, entry)
+    return _follow(followers, show, since, grep) if follow else 0
 
 
-def _follow(paths: StatePaths, names: list[str], printer: Printer) -> int:
-    """Prints lines as they are appended, across rotations, until Ctrl-C (then 130, as any command)."""
-    offsets: dict[str, tuple[int, int]] = {}  # service -> (inode, offset)
-    for name in names:
-        path = paths.log(name)
-        offsets[name] = (path.stat().st_ino, path.stat().st_size) if path.exists() else (0, 0)
+def _when(logged: tuple[str, Entry]) -> float:
+    return logged[1].at or 0.0
+
+
+def _json_lines(console: Console | PlainConsole) -> Callable[[str, Entry], None]:
+    """Entries as JSON lines: {"ts", "service", "replica", "stream", "line"}, `ts` in UTC (or null)."""
+    def show(name: str, entry: Entry) -> None:
+        service, _, index = name.rpartition(".")
+        service, replica = (service, int(index)) if service and index.isdigit() else (name, 1)
+        console.file.write(json.dumps({"ts": None if entry.at is None else stamp(entry.at), "service": service,
+                                       "replica": replica, "stream": entry.stream, "line": entry.text},
+                                      ensure_ascii=False) + "\n")
+        console.file.flush()
+    return show
+
+
+def _follow(followers: dict[str, Follower], show: Callable[[str, Entry], None], since: float | None,
+            grep: re.Pattern[str] | None) -> int:
+    """Prints entries as they are appended, across rotations, each look's in time order, until Ctrl-C
+    (then 130, as any command)."""
     try:
         while True:
-            for name in names:
-                path = paths.log(name)
-                try:
-                    stat = path.stat()
-                except FileNotFoundError:
-                    continue
-                inode, offset = offsets[name]
-                if stat.st_ino != inode or stat.st_size < offset:
-                    # Rotated: first what was added to the old file since the last look, then the new one.
-                    rotated = paths.log(name).with_name(f"{path.name}.1")
-                    if rotated.exists() and rotated.stat().st_ino == inode:
-                        with open(rotated, "rb") as handle:
-                            handle.seek(offset)
-                            printer.write(name, handle.read())
-                    inode, offset = stat.st_ino, 0
-                if stat.st_size > offset:
-                    with open(path, "rb") as handle:
-                        handle.seek(offset)
-                        chunk = handle.read()
-                    offset += len(chunk)
-                    printer.write(name, chunk)
-                offsets[name] = (inode, offset)
+            added = sorted(((name, entry) for name, follower in followers.items() for entry in follower.new()
+                            if wanted(entry, since, None, grep)), key=_when)
+            for name, entry in added:
+                show(name, entry)
             time.sleep(0.1)
     except KeyboardInterrupt:
         return 130

@@ -148,18 +148,24 @@ def _launch_now(loaded: LoadedConfig, paths: StatePaths, names: list[str], hande
     return process
 
 
-def status_document(loaded: LoadedConfig) -> dict[str, Any]:
-    """The supervisor's status, or every service stopped when no supervisor runs (rich-free, for --json)."""
+def status_document(loaded: LoadedConfig, names: list[str] | None = None) -> dict[str, Any]:
+    """The supervisor's status, or every service stopped when no supervisor runs (rich-free, for --json);
+    with `names`, of those services' replicas (or those replicas) only."""
     client = connect(StatePaths.of(loaded))
     if client is not None:
-        return client.call("GET", "/status")
-    try:
-        stack = stack_of(loaded)
-    except ToolooError:  # a configuration the specs cannot be made of: the built-in services alone
-        stack = stack_of(LoadedConfig(Config.defaults(), loaded.source, loaded.base_dir))
-    return {"ok": True, "supervisor": None,
-            "services": {replica.name: stopped_status(spec, replica)
-                         for spec in stack.specs.values() for replica in spec.replicas}}
+        document = client.call("GET", "/status")
+    else:
+        try:
+            stack = stack_of(loaded)
+        except ToolooError:  # a configuration the specs cannot be made of: the built-in services alone
+            stack = stack_of(LoadedConfig(Config.defaults(), loaded.source, loaded.base_dir))
+        document = {"ok": True, "supervisor": None,
+                    "services": {replica.name: stopped_status(spec, replica)
+                                 for spec in stack.specs.values() for replica in spec.replicas}}
+    if names:
+        document["services"] = {name: service for name, service in document["services"].items()
+                                if name in names or service.get("service") in names}
+    return document
 
 
 def stopped_status(spec: ServiceSpec, replica: Replica) -> dict[str, Any]:
@@ -170,4 +176,5 @@ def stopped_status(spec: ServiceSpec, replica: Replica) -> dict[str, Any]:
     return {"name": replica.name, "service": spec.name, "replica": replica.index, "state": "stopped",
             "health": "unknown", "ready": False, "pid": None, "port": replica.port, "uptime": None, "restarts": 0,
             "lastExitCode": None, "error": None, "lastWarning": None, "cpuPercent": None, "rssBytes": None,
-            "startupSeconds": None, "observable": spec.builtin, "probes": {}}
+            "startupSeconds": None, "observable": spec.builtin, "probes": {}, "command": list(spec.argv(replica)),
+            "exits": [], "restartAt": None}

@@ -1,8 +1,17 @@
-"""Per-service log files: written with size rotation, read back with tail and follow.
+"""Per-service log files: each line stamped as it arrives, rotated by size, read back by time.
 
     log = RotatingLog(paths.log("budget"), max_bytes=10 * 1024 * 1024, backups=3)
-    log.write(b"GET /health 200 0.4ms -\n")
-    tail(paths.log("budget"), 20)          # the last 20 lines, across a rotation
+    log.write(encode(time.time(), "stdout", [b"GET /health 200 0.4ms -"]))
+    read(paths.log("budget"), last=20)               # the last 20 entries, across a rotation
+    read(paths.log("budget"), since=time.time() - 600)  # everything of the last ten minutes
+
+A line of a log file is `2026-12-03T13:11:40.123456Z stdout GET /health 200 0.4ms -`: when
+the supervisor read it (UTC, to the microsecond), the stream it came from (`stdout`,
+`stderr`, or `supervisor` for the supervisor's own events: started, exited, restarting,
+failed, stopped) and the line as the service wrote it. A service's lines are stamped on
+arrival, so a line its process held in a buffer (a service's access log is written at most
+50 ms late) carries the time it reached the supervisor. A line of a file written before
+stamps (or by hand) reads as stdout, at the time of the stamped line before it.
 
 Rotation renames budget.log → budget.log.1 → … → budget.log.N (the oldest is dropped).
 """
@@ -10,9 +19,25 @@ Rotation renames budget.log → budget.log.1 → … → budget.log.N (the oldes
 from __future__ import annotations
 
 import os
+import re
+from time import time as clock
 from collections import deque
+from datetime import datetime, time as clock_time, timezone
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
+
+STREAMS = ("stdout", "stderr", "supervisor")
+LONGEST_LINE = 65_536  # bytes a line may reach before it is written without its end
+_STAMPED = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z) (stdout|stderr|supervisor) (.*)", re.DOTALL)
+_SPAN = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
+_TIME_OF_DAY = re.compile(r"(\d\d?):(\d\d)(?::(\d\d))?")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class Entry(NamedTuple):
+    at: float | None  # seconds since the epoch; None for an unstamped line with no stamped one before it
+    stream: str  # one of STREAMS
+    text: str
 
 
 class RotatingLog:
@@ -51,12 +76,169 @@ def _open_private(path: Path) -> BinaryIO:
     return os.fdopen(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab", buffering=0)
 
 
-def tail(path: Path, lines: int) -> list[str]:
-    """The last `lines` lines of a log, reaching into the previous file after a rotation."""
-    found: deque[str] = deque(maxlen=lines)
-    for candidate in (path.with_name(f"{path.name}.1"), path):
-        if candidate.exists():
-            with open(candidate, encoding="utf-8", errors="replace") as handle:
-                for line in handle:
-                    found.append(line.rstrip("\n"))
+class Lines:
+    """The whole lines in a stream's successive chunks; a partial line waits for the rest of it.
+
+    A line longer than LONGEST_LINE is let out as it is, so that output with no newline in
+    sight cannot grow the supervisor without bound.
+    """
+
+    def __init__(self) -> None:
+        self._partial = b""
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        *lines, self._partial = (self._partial + chunk).split(b"\n")
+        if len(self._partial) > LONGEST_LINE:
+            lines.append(self._partial)
+            self._partial = b""
+        return lines
+
+    def rest(self) -> list[bytes]:
+        """The partial line at the stream's end, if there is one."""
+        rest, self._partial = self._partial, b""
+        return [rest] if rest else []
+
+
+def stamp(at: float) -> str:
+    """`at` as the log files write it: ISO 8601 in UTC, to the microsecond."""
+    return datetime.fromtimestamp(at, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def encode(at: float, stream: str, lines: list[bytes]) -> bytes:
+    """Lines of one stream, read at `at`, as they go into a log file."""
+    prefix = f"{stamp(at)} {stream} ".encode()
+    return b"".join(prefix + line + b"\n" for line in lines)
+
+
+def parse(line: str, previous: float | None = None) -> Entry:
+    """A log file's line; an unstamped one reads as stdout at `previous` (the line before's time)."""
+    match = _STAMPED.fullmatch(line)
+    if match is None:
+        return Entry(previous, "stdout", line)
+    return Entry(datetime.fromisoformat(match[1]).timestamp(), match[2], match[3])
+
+
+def files(path: Path) -> list[Path]:
+    """A log and its rotated backups that exist, oldest first."""
+    backups = sorted((int(candidate.name.rpartition(".")[2]), candidate)
+                     for candidate in path.parent.glob(f"{glob_escape(path.name)}.*")
+                     if candidate.name.rpartition(".")[2].isdigit())
+    return [candidate for _, candidate in reversed(backups)] + ([path] if path.exists() else [])
+
+
+def glob_escape(name: str) -> str:
+    return re.sub(r"([*?[])", r"[\1]", name)
+
+
+def read(path: Path, last: int | None = None, since: float | None = None, until: float | None = None,
+         keep: re.Pattern[str] | None = None) -> list[Entry]:
+    """The entries of a log, oldest first: those from `since` to `until` matching `keep`, the `last` of them.
+
+    Without `since`, only the current file and the one rotated before it are read (a tail
+    needs no more); with it, every backup.
+    """
+    found: deque[Entry] = deque(maxlen=last)
+    previous: float | None = None
+    for candidate in files(path) if since is not None else files(path)[-2:]:
+        with open(candidate, encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                entry = parse(line.rstrip("\n"), previous)
+                previous = entry.at
+                if wanted(entry, since, until, keep):
+                    found.append(entry)
     return list(found)
+
+
+def wanted(entry: Entry, since: float | None, until: float | None, keep: re.Pattern[str] | None) -> bool:
+    if since is not None and (entry.at is None or entry.at < since):
+        return False
+    if until is not None and entry.at is not None and entry.at > until:
+        return False
+    return keep is None or keep.search(entry.text) is not None
+
+
+def tail(path: Path, lines: int) -> list[str]:
+    """The last `lines` lines of a log as they are written, reaching into the previous file after a rotation."""
+    found: deque[str] = deque(maxlen=lines)
+    for candidate in files(path)[-2:]:
+        with open(candidate, encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                found.append(line.rstrip("\n"))
+    return list(found)
+
+
+class Follower:
+    """The entries appended to a log since the last look, across its rotations (and before it exists)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        stat = _stat(path)
+        self._inode, self._offset = (stat.st_ino, stat.st_size) if stat else (0, 0)
+        self._previous: float | None = None
+
+    def new(self) -> list[Entry]:
+        stat = _stat(self.path)
+        if stat is None:
+            return []
+        data = b""
+        if stat.st_ino != self._inode or stat.st_size < self._offset:
+            # Rotated: first what was added to the old file since the last look, then the new one.
+            rotated = self.path.with_name(f"{self.path.name}.1")
+            if (old := _stat(rotated)) is not None and old.st_ino == self._inode:
+                data = _complete(_read_from(rotated, self._offset))
+            self._inode, self._offset = stat.st_ino, 0
+        if stat.st_size > self._offset:
+            added = _complete(_read_from(self.path, self._offset))
+            self._offset += len(added)
+            data += added
+        entries = []
+        for line in data.decode("utf-8", errors="replace").splitlines():
+            entry = parse(line, self._previous)
+            self._previous = entry.at
+            entries.append(entry)
+        return entries
+
+
+def _stat(path: Path) -> os.stat_result | None:
+    try:
+        return path.stat()
+    except FileNotFoundError:
+        return None
+
+
+def _read_from(path: Path, offset: int) -> bytes:
+    with open(path, "rb") as handle:
+        handle.seek(offset)
+        return handle.read()
+
+
+def _complete(data: bytes) -> bytes:
+    """`data` up to its last newline: a line being written is read once it is whole."""
+    return data[:data.rfind(b"\n") + 1]
+
+
+def moment(text: str, now: float) -> float:
+    """`--since`/`--until`: a span back from `now` (`90s`, `10m`, `1h30m`, `2d`), or a date and
+    time in ISO 8601 (`2026-12-03`, `2026-12-03T13:00`, with `Z` or an offset for other than
+    local time), or a time of today (`13:00`, `13:00:30`). ValueError saying what it takes."""
+    text = text.strip()
+    spans = _SPAN.findall(text)
+    if spans and "".join(number + unit for number, unit in spans) == text:
+        return now - sum(float(number) * _UNIT_SECONDS[unit] for number, unit in spans)
+    try:
+        if of_day := _TIME_OF_DAY.fullmatch(text):
+            hour, minute, second = (int(part or 0) for part in of_day.groups())
+            return datetime.combine(datetime.fromtimestamp(now).date(), clock_time(hour, minute, second)).timestamp()
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        raise ValueError(f"{text!r} is neither a span back from now (90s, 10m, 1h30m, 2d) nor a time "
+                         f"(2026-12-03T13:00, 13:00)") from None
+
+
+def day_and_time(at: float, now: float | None = None) -> str:
+    """How `tooloo logs` shows a moment: the local time to the millisecond, with its date when not today."""
+    local = datetime.fromtimestamp(at)
+    shown = local.strftime("%H:%M:%S.%f")[:-3]
+    today = datetime.fromtimestamp(clock() if now is None else now).date()
+    return shown if local.date() == today else f"{local.date().isoformat()} {shown}"
+

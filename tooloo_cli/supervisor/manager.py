@@ -56,6 +56,7 @@ from tooloo_cli.supervisor.environment import scrubbed
 from tooloo_cli.supervisor.lock import FileLock
 from tooloo_cli.supervisor.metrics import metrics_page
 from tooloo_cli.supervisor.paths import StatePaths, write_private
+from tooloo_cli.supervisor.registry import sign_in, sign_out
 from tooloo_cli.supervisor.process import Gate, ManagedProcess, OutputSink
 from tooloo_cli.supervisor.usage import USAGE_INTERVAL, own_rss
 
@@ -89,6 +90,7 @@ class Supervisor:
             ("POST", "/start"): self._start,
             ("POST", "/stop"): self._stop,
             ("POST", "/restart"): self._restart,
+            ("POST", "/kill"): self._kill,
         })
         self._metrics_port = loaded.config.supervisor.metrics_port  # what the configuration asks (0: none)
         self._launching = asyncio.Lock()
@@ -110,8 +112,10 @@ class Supervisor:
         loop.add_signal_handler(signal.SIGHUP, (lambda: None) if self.detached else self._done.set)
         write_private(self.paths.pid_file, f"{os.getpid()}\n")
         sampler = loop.create_task(self._sample_usage(), name="usage-sampler")
+        signed_in = None
         try:
             await self._control.start()
+            signed_in = sign_in(self.paths, self.loaded.source)  # for `tooloo ls`, once it answers
             await self._serve_metrics()
             self._start_replicas(self._resolve(names), self.stack, self.handed)
             if on_ready is not None:
@@ -127,6 +131,7 @@ class Supervisor:
                 await self._metrics.close()
             for process in self.processes.values():
                 process.close()
+            sign_out(signed_in)
             self.paths.pid_file.unlink(missing_ok=True)
             self._lock.release()
 
@@ -372,6 +377,18 @@ class Supervisor:
             asyncio.get_running_loop().call_soon(self._done.set)
         return 200, {"ok": True, "stopped": running, "notRunning": [n for n in names if n not in running],
                      "supervisorExits": leaves}
+
+    async def _kill(self, payload: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """Sends `signal` (a number) to each named replica's process group; what follows an exit is its
+        restart policy's, as after any other exit (`tooloo stop` is the way to keep it stopped)."""
+        names = self._resolve(self._names(payload))
+        signum = payload.get("signal")
+        if not isinstance(signum, int) or isinstance(signum, bool) or signum not in signal.valid_signals() \
+                or signum == 0:
+            raise UsageError("signal must be the number of a signal (as `kill -l` lists them)")
+        sent = {name: self.processes[name].signal(signum) for name in names}
+        return 200, {"ok": True, "signalled": {name: pid for name, pid in sent.items() if pid is not None},
+                     "notRunning": [name for name, pid in sent.items() if pid is None]}
 
     async def _restart(self, payload: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         if refusal := self._refuse_while_leaving():

@@ -1,7 +1,7 @@
 """What the supervisor's commands show: prefixed log lines, the status table, start-up progress.
 
     printer = Printer(console_for(sys.stdout), names)
-    printer.write("budget", b"POST /api/v1/providers/burst 200 52.1ms 4bf9...\\n")
+    printer.entries("budget", [Entry(time.time(), "stdout", "POST /api/v1/providers/burst 200 52.1ms 4bf9...")])
     printer.status_table(document)
 
 `console_for` gives rich's Console where rich adds something: a terminal (colour, the
@@ -20,9 +20,11 @@ from __future__ import annotations
 import os
 import re
 import sys
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, TextIO
 
+from tooloo_cli.supervisor.logs import Entry, day_and_time
 from tooloo_cli.units import duration, mebibytes
 
 if TYPE_CHECKING:
@@ -34,6 +36,9 @@ STATE_STYLES = {"running": "green", "waiting": "yellow", "starting": "yellow", "
                 "stopping": "yellow", "stopped": "dim", "exited": "dim", "failed": "bold red"}
 STATUS_COLUMNS = (("service", "left"), ("state", "left"), ("pid", "right"), ("port", "right"), ("uptime", "right"),
                   ("restarts", "right"), ("exit", "right"), ("cpu", "right"), ("memory", "right"))
+# Left out in this order when the table is wider than the terminal, so that no cell is cut: a pid
+# shown as "188…" or a name as "segmentati…" is worse than no uptime (`status NAME` has them all).
+DROPPED_FIRST = ("exit", "uptime", "port", "cpu", "restarts")
 
 # rich.markup's own patterns: a tag is `[` then a-z, #, / or @, up to `]`; backslashes escape it.
 _TAGS = re.compile(r"((\\*)\[([a-z#/@][^[]*?)])")
@@ -149,42 +154,66 @@ def _plain_table(columns: tuple[tuple[str, str], ...], rows: list[list[str]]) ->
             *(line(row) for row in rows)]
 
 
+def _state(service: dict[str, Any]) -> str:
+    """A replica's state and health as markup: `running ✓`, `running ✗ unhealthy`, `failed`…"""
+    state = service["state"]
+    health = {"healthy": " [green]✓[/]", "unhealthy": " [red]✗ unhealthy[/]"}.get(service.get("health"), "")
+    if service.get("health") == "healthy" and not service.get("ready", True):
+        health = " [yellow]✓ not ready[/]"
+    return f"[{STATE_STYLES.get(state, 'white')}]{escape(state)}[/]{health}"
+
+
+def _exit(one: dict[str, Any]) -> str:
+    """One past exit: when, how (its code or signal) and whether the supervisor had asked for it."""
+    how = f"killed by {one['signal']}" if one.get("signal") else f"exit code {one.get('exitCode')}"
+    why = f", ended: {one['endedFor']}" if one.get("endedFor") else "" if one.get("wanted") else ", stopped"
+    return f"{day_and_time(one['at'])} {how}{why}"
+
+
+def _fitted(columns: tuple[tuple[str, str], ...], rows: list[list[str]], width: int,
+            dropped: tuple[str, ...]) -> tuple[tuple[tuple[str, str], ...], list[list[str]]]:
+    """The columns (and rows' cells) that fit in `width`, leaving out `dropped`'s in their order."""
+    kept = list(range(len(columns)))
+    plain_rows = [[plain(cell) for cell in row] for row in rows]
+    for name in dropped:
+        natural = _plain_table(tuple(columns[i] for i in kept), [[row[i] for i in kept] for row in plain_rows])[1]
+        if _cell_width(natural) <= width:
+            break
+        kept.remove(next(i for i in kept if columns[i][0] == name))
+    return tuple(columns[i] for i in kept), [[row[i] for i in kept] for row in rows]
+
+
 class Printer:
     def __init__(self, console: Console | PlainConsole, names: list[str]) -> None:
         self.console = console
         self.width = max(len(name) for name in names)
         self.colours = {name: COLOURS[index % len(COLOURS)] for index, name in enumerate(names)}
-        self._partial: dict[str, bytes] = {}
 
-    def line(self, name: str, text: str) -> None:
+    def entry(self, name: str, entry: Entry) -> None:
+        """`13:11:40.123 budget | the line`: its time (with its date when not today), whose it is, the
+        line; the supervisor's events for the replica read `tooloo: …`."""
+        when = "" if entry.at is None else f"{day_and_time(entry.at)} "
+        text = f"tooloo: {entry.text}" if entry.stream == "supervisor" else entry.text
         if isinstance(self.console, PlainConsole):
-            self.console.write(f"{name:<{self.width}} | {text}")
+            self.console.write(f"{when}{name:<{self.width}} | {text}")
             return
         from rich.text import Text
 
-        prefix = Text(f"{name:<{self.width}} | ", style=self.colours.get(name, "white"))
-        self.console.print(prefix + Text(text), highlight=False, soft_wrap=True)
+        prefix = Text(when, style="dim") + Text(f"{name:<{self.width}} | ", style=self.colours.get(name, "white"))
+        self.console.print(prefix + Text(text, style="yellow" if entry.stream == "supervisor" else ""),
+                           highlight=False, soft_wrap=True)
 
-    def write(self, name: str, chunk: bytes) -> None:
-        """Prints whole lines from a service's output, keeping a partial line for the next chunk."""
-        data = self._partial.pop(name, b"") + chunk
-        *lines, rest = data.split(b"\n")
-        if rest:
-            self._partial[name] = rest
-        for raw in lines:
-            self.line(name, raw.decode("utf-8", errors="replace"))
+    def entries(self, name: str, entries: list[Entry]) -> None:
+        for entry in entries:
+            self.entry(name, entry)
 
     def status_table(self, document: dict[str, Any], names: list[str] | None = None) -> None:
         shown = {name: service for name, service in document["services"].items() if not names or name in names}
         rows = []  # each cell as markup: rich styles it, a PlainConsole writes its text
         for name, service in shown.items():
-            state = service["state"]
-            health = {"healthy": " [green]✓[/]", "unhealthy": " [red]✗ unhealthy[/]"}.get(service.get("health"), "")
-            if service.get("health") == "healthy" and not service.get("ready", True):
-                health = " [yellow]✓ not ready[/]"
             rows.append([
                 escape(name),
-                f"[{STATE_STYLES.get(state, 'white')}]{escape(state)}[/]{health}",
+                _state(service),
                 str(service["pid"] or "-"),
                 str(service["port"] or "-"),
                 duration(service.get("uptime")),
@@ -193,7 +222,7 @@ class Printer:
                 "-" if service.get("cpuPercent") is None else f"{service['cpuPercent']:.1f}%",
                 mebibytes(service.get("rssBytes")),
             ])
-        self._table(rows)
+        self.table(STATUS_COLUMNS, rows, DROPPED_FIRST, "`tooloo status NAME` shows them")
         for name, service in shown.items():
             if service.get("error"):
                 self.console.print(f"[red]{escape(name)}: {escape(service['error'])}[/]")
@@ -207,26 +236,74 @@ class Printer:
             self.console.print(f"[dim]supervisor pid {supervisor['pid']}, up {duration(supervisor['uptime'])}, "
                                f"{mebibytes(supervisor['rssBytes'])}[/]")
 
-    def _table(self, rows: list[list[str]]) -> None:
+    def table(self, all_columns: tuple[tuple[str, str], ...], rows: list[list[str]],
+              dropped: tuple[str, ...] = (), where_the_rest_is: str = "") -> None:
+        """Rows of markup cells under `all_columns` ((name, justify) pairs), as rich's SIMPLE_HEAD
+        table; the `dropped` columns left out in their order while it is too wide (and said so)."""
+        columns, rows = _fitted(all_columns, rows, self.console.width, dropped)
         if isinstance(self.console, PlainConsole):
-            lines = _plain_table(STATUS_COLUMNS, [[plain(cell) for cell in row] for row in rows])
+            lines = _plain_table(columns, [[plain(cell) for cell in row] for row in rows])
             if _cell_width(lines[1]) <= self.console.width:
                 self.console.write("\n".join(lines))
+                self._left_out(all_columns, columns, where_the_rest_is)
                 return
         from rich import box
         from rich.console import Console
         from rich.table import Table
 
         table = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1), show_edge=False, collapse_padding=True)
-        for column, justify in STATUS_COLUMNS:
+        for column, justify in columns:
             table.add_column(column, justify=justify, no_wrap=True)  # type: ignore[arg-type]
         for row in rows:
             table.add_row(*row)
-        # Too wide for a PlainConsole: rich shrinks the columns that can give, as it would have.
+        # Too wide even so (a terminal narrower than the names): rich shrinks the columns that can give.
         console = self.console
         if isinstance(console, PlainConsole):
             console = Console(file=console.file, width=console.width)
         console.print(table)
+        self._left_out(all_columns, columns, where_the_rest_is)
+
+    def _left_out(self, all_columns: tuple[tuple[str, str], ...], columns: tuple[tuple[str, str], ...],
+                  where_the_rest_is: str) -> None:
+        kept = {name for name, _ in columns}
+        if missing := [name for name, _ in all_columns if name not in kept]:
+            self.console.print(f"[dim]left out at {self.console.width} columns: {', '.join(missing)}"
+                               + (f" ({where_the_rest_is})" if where_the_rest_is else "") + "[/]")
+
+    def detail(self, name: str, service: dict[str, Any], log: str, last: list[Entry]) -> None:
+        """One replica for troubleshooting: command, pid, port, probes, exits, usage, its log's last lines."""
+        rows = [("command", " ".join(service.get("command") or []) or "-")]
+        pid = str(service["pid"] or "-")
+        rows.append(("pid", pid if service.get("uptime") is None else f"{pid}, up {duration(service['uptime'])}"))
+        rows.append(("port", str(service["port"] or "-")))
+        restarts = str(service.get("restarts", 0))
+        if service.get("state") == "backoff" and isinstance(service.get("restartAt"), (int, float)):
+            restarts += f", the next in {max(service['restartAt'] - time.time(), 0):.1f} s"
+        rows.append(("restarts", restarts))
+        rows.append(("cpu, memory", "-" if service.get("cpuPercent") is None else
+                     f"{service['cpuPercent']:.1f}%, {mebibytes(service.get('rssBytes'))} (its process tree)"))
+        for which in ("liveness", "readiness"):
+            probe = (service.get("probes") or {}).get(which)
+            rows.append((which, "not asked yet" if not probe else
+                         f"{probe.get('probe')}: {'ok' if probe.get('ok') else 'failing: ' + str(probe.get('reason'))}"
+                         f" in {probe.get('latencyMs')} ms, {duration(time.time() - probe.get('at', time.time()))} ago"
+                         + (f"; degraded: {probe['degraded']}" if probe.get("degraded") else "")))
+        exits = service.get("exits") or []
+        rows.append(("exits", "none" if not exits else "; ".join(_exit(one) for one in reversed(exits))))
+        for key, label in (("error", "error"), ("lastWarning", "warning")):
+            if service.get(key):
+                rows.append((label, str(service[key])))
+        rows.append(("log", log))
+        self.console.print(f"[bold]{escape(name)}[/]  {_state(service)}")
+        width = max(len(label) for label, _ in rows)
+        for label, value in rows:
+            self.console.print(f"  [dim]{label:<{width}}[/]  {escape(value)}")
+        if last:
+            self.console.print(f"  [dim]its last {len(last)} log lines:[/]")
+            for entry in last:
+                when = "" if entry.at is None else f"{day_and_time(entry.at)} "
+                said = f"tooloo: {entry.text}" if entry.stream == "supervisor" else entry.text
+                self.console.print(f"    [dim]{when}[/]{escape(said)}")
 
     def progress_table(self, document: dict[str, Any], names: list[str]) -> Table:
         """One row per service being started, for a Live display (on a terminal: rich's)."""

@@ -31,6 +31,7 @@ import logging
 import os
 import signal
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
@@ -39,17 +40,18 @@ from tooloo_cli.parent import PARENT_VARIABLE, death_hook
 from tooloo_cli.ports import describe_holder, is_free, port_holder
 from tooloo_cli.stack import Replica, ServiceSpec, probe_host
 from tooloo_cli.supervisor.environment import service_environment
-from tooloo_cli.supervisor.logs import RotatingLog
+from tooloo_cli.supervisor.logs import Entry, Lines, RotatingLog, encode
 from tooloo_cli.supervisor.paths import StatePaths
 from tooloo_cli.stack.probes import probe_of
-from tooloo_cli.supervisor.restart import RestartTracker, describe_exit
+from tooloo_cli.supervisor.restart import RestartTracker, describe_exit, signal_name
 from tooloo_cli.supervisor.usage import TreeUsage
 
 logger = logging.getLogger("tooloo.supervisor")
 
-OutputSink = Callable[[str, bytes], None]
+OutputSink = Callable[[str, list[Entry]], None]  # a replica's name, the entries it just logged
 Gate = Callable[[], Awaitable[str | None]]  # None once it may start, else why it must not
 FIRST_PROBE_INTERVAL = 0.05
+EXITS_KEPT = 5
 _LAST_WORDS = b"tooloo serve: "  # how a service states why it exits
 _WARNINGS = (b"WARNING tooloo", b"ERROR tooloo")  # how a service's own warnings begin (serve.LOG_FORMAT)
 
@@ -104,7 +106,9 @@ class ManagedProcess:
         self.last_words: str | None = None  # the last `tooloo serve:` line of the current process
         self.last_warning: str | None = None
         self._ended_for: str | None = None  # why the supervisor ended the current process, if it did
-        self._partial = b""
+        self._lines = {"stdout": Lines(), "stderr": Lines()}
+        self.exits: deque[dict[str, Any]] = deque(maxlen=EXITS_KEPT)  # the last exits, for `tooloo status NAME`
+        self.restart_at: float | None = None  # when a replica in backoff is spawned again (epoch seconds)
         self._output = asyncio.Event()  # set by each chunk of output: a hint to probe now, not in 50 ms
         self._log_failed = False
         self._log = RotatingLog(paths.log(self.name), *log_limits)  # (max bytes, backups)
@@ -167,9 +171,20 @@ class ManagedProcess:
         if self._task is not None:
             await self._task
             self._task = None
+        if self.state not in ("stopped", "failed", "exited"):  # it was running, starting or about to
+            self._event("stopped" + (f" ({describe_exit(process.returncode)})" if process is not None else ""))
         self.state = "stopped"
         self.error = None
         await self._wait_port_free()
+
+    def signal(self, signum: int) -> int | None:
+        """Sends `signum` to the replica's process group (the pid signalled), or None when none runs."""
+        process = self._process
+        if process is None or process.returncode is not None:
+            return None
+        self._event(f"sent {signal_name(signum)} (tooloo kill)")
+        _signal_group(process.pid, signum)
+        return process.pid
 
     async def wait_ready(self) -> str | None:
         """None once this replica is ready; why not, once it will not be (failed, exited, stopped)."""
@@ -208,22 +223,25 @@ class ManagedProcess:
             except OSError as exc:  # a command of the user's own that cannot be run: no retry will change that
                 self._fail(f"cannot run {self.spec.argv(self.replica)[0]} in {self.spec.cwd}: {exc.strerror or exc}")
                 return
+            self._exited(code)
             if not self._wanted:
                 return
             ended = self._ended_for  # the supervisor ended it (its probes failed): a failure, whatever the code
             verdict = self.tracker.exited(code, self.last_words if self.spec.builtin else None, ended is not None)
+            how = f"was ended ({ended})" if ended else f"exited ({describe_exit(code)})"
             if verdict.failure is not None:
-                self._fail(verdict.failure)
+                self._fail(verdict.failure, f"{how}; ")
                 return
             if not verdict.restart:
                 self.state = "exited"
                 self._wanted = False
-                how = f"was ended ({ended})" if ended else f"exited ({describe_exit(code)})"
-                self._emit(f"tooloo supervisor: {self.name} {how}; its restart policy is "
-                           f"{self.spec.restart.restart!r}, so it stays stopped\n".encode())
+                self._event(f"{how}; its restart policy is {self.spec.restart.restart!r}, so it stays stopped")
                 return
             self.state = "backoff"
+            self.restart_at = time.time() + verdict.delay
+            self._event(f"{how}; restarting in {verdict.delay:g} s (restart {self.restarts})")
             await self._unless_stopped(asyncio.sleep(verdict.delay))
+            self.restart_at = None
 
     async def _unless_stopped(self, waited: Awaitable[Any]) -> Any:
         """What `waited` gives, or None as soon as a stop comes in meanwhile."""
@@ -262,11 +280,17 @@ class ManagedProcess:
             self.health = "unknown"
             self.ready = False
 
-    def _fail(self, reason: str) -> None:
+    def _fail(self, reason: str, how: str = "") -> None:
         self.state = "failed"
         self.error = self.last_failure = reason
         self._wanted = False
-        self._emit(f"tooloo supervisor: {self.name} failed: {reason}\n".encode())
+        self._event(f"{how}failed: {reason}")
+
+    def _exited(self, code: int | None) -> None:
+        """Keeps an exit for `tooloo status NAME`: when, its code or the signal that ended it."""
+        self.exits.append({"at": time.time(), "exitCode": code if code is None or code >= 0 else None,
+                           "signal": signal_name(-code) if code is not None and code < 0 else None,
+                           "endedFor": self._ended_for, "wanted": self._wanted})
 
     async def _spawn(self, environment: dict[str, str]) -> asyncio.subprocess.Process:
         self.state = "starting"
@@ -282,38 +306,48 @@ class ManagedProcess:
             environment = {**environment, PARENT_VARIABLE: str(os.getpid())}
         process = await asyncio.create_subprocess_exec(
             *self.spec.argv(self.replica), stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT, cwd=self.spec.cwd, start_new_session=True,
+            stderr=asyncio.subprocess.PIPE, cwd=self.spec.cwd, start_new_session=True,
             preexec_fn=None if self.spec.builtin else death_hook(os.getpid()), env=environment,
         )
         self._process = process
         self.pid = process.pid
         self.started_at = time.monotonic()
+        self._event(f"started (pid {process.pid}" + (f", restart {self.restarts})" if self.restarts else ")"))
         return process
 
     async def _pump(self, process: asyncio.subprocess.Process) -> None:
-        assert process.stdout is not None
-        while chunk := await process.stdout.read(65_536):
-            self._note(chunk)
-            self._emit(chunk)
-            self._output.set()
-        self._partial = b""
+        assert process.stdout is not None and process.stderr is not None
+        await asyncio.gather(self._drain("stdout", process.stdout), self._drain("stderr", process.stderr))
 
-    def _note(self, chunk: bytes) -> None:
-        """Keeps the lines `status` shows: the service's last words and its last warning."""
-        *lines, self._partial = (self._partial + chunk).split(b"\n")
-        if len(self._partial) > 65_536:  # no newline in sight: not a line worth keeping
-            self._partial = b""
+    async def _drain(self, stream: str, reader: asyncio.StreamReader) -> None:
+        lines = self._lines[stream]
+        while chunk := await reader.read(65_536):
+            self._take(stream, lines.feed(chunk))
+            self._output.set()
+        self._take(stream, lines.rest())
+
+    def _take(self, stream: str, lines: list[bytes]) -> None:
+        """Lines the replica wrote: noted for `status` (its last words, its last warning), then logged."""
         for line in lines:
             if line.startswith(_LAST_WORDS):
                 self.last_words = line[len(_LAST_WORDS):].decode("utf-8", "replace").strip()
             elif line.startswith(_WARNINGS):
                 self.last_warning = line.decode("utf-8", "replace").strip()
+        self._record(stream, lines)
 
-    def _emit(self, data: bytes) -> None:
-        """To the log file and the output sink; a failure of either is reported once and the pipe
-        keeps being drained, so the service never blocks on a full pipe."""
+    def _event(self, what: str) -> None:
+        """One of the supervisor's events for this replica (started, exited, restarting, failed,
+        stopped), in the replica's own log: `tooloo logs` shows a kill -9 and its restart."""
+        self._record("supervisor", [what.encode()])
+
+    def _record(self, stream: str, lines: list[bytes]) -> None:
+        """To the log file and the output sink, stamped now; a failure of either is reported once and
+        the pipes keep being drained, so the service never blocks on a full pipe."""
+        if not lines:
+            return
+        at = time.time()
         try:
-            self._log.write(data)
+            self._log.write(encode(at, stream, lines))
             self._log_failed = False
         except OSError as exc:
             if not self._log_failed:
@@ -321,7 +355,7 @@ class ManagedProcess:
             self._log_failed = True
         if self.on_output is not None:
             try:
-                self.on_output(self.name, data)
+                self.on_output(self.name, [Entry(at, stream, line.decode("utf-8", "replace")) for line in lines])
             except Exception as exc:  # a closed terminal, say: the service itself must not suffer
                 logger.error("%s: output stopped: %s", self.name, exc)
                 self.on_output = None
@@ -356,9 +390,11 @@ class ManagedProcess:
             self.ready = await self._probe("readiness", process) is None
             if not self.ready:
                 await self._pause_or_output(FIRST_PROBE_INTERVAL)
-        if not self.ready:  # left to recover, probed calmly below (liveness too: a hang is still ended)
-            self._emit(f"tooloo supervisor: {self.name} is alive but not ready after "
-                       f"{self.spec.startup_timeout:g} s ({self.probes['readiness']['reason']})\n".encode())
+        if self.ready:
+            self._event(f"ready in {time.monotonic() - (self.started_at or 0):.2f} s")
+        else:  # left to recover, probed calmly below (liveness too: a hang is still ended)
+            self._event(f"alive but not ready after {self.spec.startup_timeout:g} s "
+                        f"({self.probes['readiness']['reason']})")
         misses = 0
         while True:
             await asyncio.sleep(self.spec.probe_interval)
@@ -369,6 +405,8 @@ class ManagedProcess:
                 continue
             misses += 1
             self.health = "unhealthy"
+            self._event(f"liveness probe failed ({misses} of {self.spec.liveness_failures}): "
+                        f"{self.probes['liveness']['reason']}")
             self.ready = False
             if misses >= self.spec.liveness_failures:
                 await self._end(process, f"failed {misses} liveness probes ({self.probes['liveness']['reason']})")
@@ -392,7 +430,7 @@ class ManagedProcess:
     async def _end(self, process: asyncio.subprocess.Process, reason: str) -> None:
         """Ends a process whose probes failed; its restart policy then decides what comes next."""
         self._ended_for = reason
-        self._emit(f"tooloo supervisor: {self.name} {reason}; ending it\n".encode())
+        self._event(f"{reason}; ending it")
         await self._terminate(process)
 
     async def _terminate(self, process: asyncio.subprocess.Process) -> None:
@@ -442,10 +480,13 @@ class ManagedProcess:
             "startupSeconds": self.healthy_at - self.started_at if self.healthy_at and self.started_at else None,
             "observable": self.spec.builtin,
             "probes": self.probes,
+            "command": list(self.spec.argv(self.replica)),
+            "exits": list(self.exits),
+            "restartAt": self.restart_at,
         }
 
 
-def _signal_group(group: int, signum: signal.Signals) -> None:
+def _signal_group(group: int, signum: int) -> None:
     try:
         os.killpg(group, signum)
     except (ProcessLookupError, PermissionError):

@@ -42,11 +42,16 @@ def describe_exit(code: int | None) -> str:
     if code is None:
         return "no exit status"
     if code < 0:
-        try:
-            return f"killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
+        return f"killed by {signal_name(-code)}"
     return f"exit code {code}"
+
+
+def signal_name(signum: int) -> str:
+    """`SIGKILL`, or `signal 40` for one the enum does not name (a real-time signal)."""
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
 
 
 class RestartTracker:

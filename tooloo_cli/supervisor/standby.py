@@ -38,8 +38,9 @@ PASSED_ON = frozenset({"PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANG
 # What a service that calls a remote API also gets: how to reach it from here, and whom to trust.
 NETWORK = frozenset({"HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "http_proxy", "https_proxy",
                      "all_proxy", "no_proxy", "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE"})
-# What the supervisor's own interpreter may need to start and behave as the user's would.
-RUNTIME = frozenset({"LD_LIBRARY_PATH"})
+# What the supervisor's own interpreter may need to start and behave as the user's would, and where it
+# signs in for `tooloo ls` (registry.py).
+RUNTIME = frozenset({"LD_LIBRARY_PATH", "XDG_RUNTIME_DIR", "XDG_STATE_HOME"})
 
 
 def supervisor_environment(environ: Mapping[str, str]) -> dict[str, str]:
