@@ -560,3 +560,30 @@ def test_start_without_a_supervisor_says_up_starts_one(tooloo: Callable[..., Too
     assert t.status()["supervisor"] is None
     mistyped = t("stop", "trainign")
     assert mistyped.returncode == 2 and "did you mean 'training'?" in " ".join(mistyped.stderr.replace("│", " ").split())
+
+
+def test_a_start_during_a_full_down_is_refused_and_the_supervisor_still_leaves(tooloo: Callable[..., Tooloo]) -> None:
+    """`down` lets go of the launch lock before its POST /stop: a `start` arriving while the stop went on
+    made a replica active again, and the supervisor stayed after a full `down`."""
+    from tooloo_cli.config import command_service
+
+    def stubborn(config: Config) -> None:  # ignores SIGTERM: the stop lasts the grace period
+        config.services["stubborn"] = command_service([
+            sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"])
+
+    t = tooloo(stubborn)
+    assert t("up", "stubborn", "training").returncode == 0
+    supervisor = t.status()["supervisor"]["pid"]
+    down = subprocess.Popen([sys.executable, "-m", "tooloo_cli", "--config", str(t.config), "down"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=t.env)
+    try:
+        t.wait_for(lambda d: d["services"]["training"]["state"] == "stopped", timeout=10)
+        started = t("start", "training")
+        assert started.returncode == 1 and "shutting down" in started.stderr, started.stdout + started.stderr
+        _, stderr = down.communicate(timeout=30)
+    finally:
+        if down.poll() is None:
+            down.kill()
+            down.wait()
+    assert down.returncode == 0, stderr
+    assert wait_gone([supervisor]) == []

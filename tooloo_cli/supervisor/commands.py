@@ -427,6 +427,11 @@ def down(loaded: LoadedConfig, names: list[str], console: Console | PlainConsole
     """Stops `names` (all when none); the supervisor exits once nothing is left, unless `keep_supervisor`
     (`tooloo stop`: what it stopped can be started again with `tooloo start`)."""
     paths = StatePaths.of(loaded)
+    # No tooloo.toml and no state: nothing to stop, and no directory to leave behind. (With a tooloo.toml,
+    # the state directory is made for the time it keeps: an `up` that began before this `down` gives up.)
+    if loaded.source is None and not paths.root.is_dir():
+        console.print(f"nothing is running{_escape(_no_stack_here(loaded))}")
+        return 0
     paths.ensure()
     # A launch in progress is waited for, then stopped: `down` must win over an `up` it raced.
     with _launch_lock(paths):

@@ -83,6 +83,7 @@ class Supervisor:
         self._done = asyncio.Event()  # set when it is to stop: it then stops every replica, and leaves
         self.interrupted = False  # stopped by SIGINT (Ctrl-C): an attached `up` then exits 130
         self._final = False  # every replica stopped, the control socket about to close: GET /states waits no more
+        self._leaving = False  # a stop of everything is under way: the supervisor leaves once it is done
         self._lock = FileLock(self.paths.supervisor_lock)
         self._control = ControlServer(self.paths.socket, {
             ("GET", "/status"): self._status,
@@ -350,7 +351,7 @@ class Supervisor:
                    for process in processes if process is not None)
 
     def _refuse_while_leaving(self) -> tuple[int, dict[str, Any]] | None:
-        if self._done.is_set():
+        if self._done.is_set() or self._leaving:
             return 503, {"ok": False, "error": "the supervisor is shutting down"}
         return None
 
@@ -370,8 +371,12 @@ class Supervisor:
         # A failed or exited replica is stopped too: `down` leaves it `stopped`, as users of pm2 expect.
         running = [name for name in names if self.processes[name].pid is not None or self.processes[name].active
                    or self.processes[name].state in ("failed", "exited")]
+        # Whether the supervisor leaves is decided before anything stops, and said at once: a start that
+        # comes in meanwhile is refused, where it would have made a replica active again and kept a
+        # supervisor running after a full `down`.
+        leaves = not keep and {name for name, process in self.processes.items() if process.active} <= set(running)
+        self._leaving = self._leaving or leaves
         await self._stop_in_order(running)
-        leaves = not keep and not any(process.active for process in self.processes.values())
         if leaves:
             # The supervisor then shuts down; its control server lets this answer finish first.
             asyncio.get_running_loop().call_soon(self._done.set)
