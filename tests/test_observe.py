@@ -26,7 +26,7 @@ from rich.console import Console
 from tooloo_cli.bench.stack import EphemeralStack
 from tooloo_cli.config import LoadedConfig
 from tooloo_cli.observe import observe
-from tooloo_cli.observe.dashboard import SEEN_TRACES, FrameCache, History, dashboard, sparkline
+from tooloo_cli.observe.dashboard import SEEN_TRACES, Dashboard, History, sparkline
 from tooloo_cli.observe.poll import Observation, check_document
 
 TRACER = {"samplingRate": 0.1, "activeTraces": 0, "totalTraces": 1245, "sampledTraces": 130, "avgLatency": 45.2,
@@ -200,11 +200,12 @@ def test_the_most_limited_clients_are_the_most_denied(stack_config: Callable[...
 def test_the_watch_history_keeps_a_minute_of_throughput_and_new_errors_once() -> None:
     history = History()
     down = Observation("budget", 3003, "down", 1.0, "connection refused")
-    up = Observation("web", 3000, "up", 1.0, None, _document("web"))
-    for _ in range(3):
-        history.add([down, up])
+    for second in range(3):
+        traffic = _document("web", tracer={**TRACER, "totalTraces": 1000 + 25 * second})
+        history.add([down, Observation("web", 3000, "up", 1.0, None, traffic)], now=100.0 + second)
     assert len(history.errors) == 2  # the refusal once, the error trace once
-    assert [value for _, value in history.throughput["web"]] == [23.4] * 3
+    # req/s is the counter's rate between polls (25/s), not the tracer's minute mean (23.4): none before two polls
+    assert [value for _, value in history.throughput["web"]] == [25.0, 25.0]
     assert sparkline([0, 5, 10]) == "▁▅█" and sparkline([0, 0]) == "▁▁"
 
 
@@ -217,7 +218,7 @@ def test_the_watch_history_takes_odd_spans_without_crashing() -> None:
     odd = {"traceId": ["4bf9", "2f35"], "name": "GET /", "status": "error"}  # unhashable as given
     for _ in range(3):
         history.add([_with_spans("web", None), _with_spans("meta", [1, "x"]), _with_spans("budget", [odd])])
-    assert [what for _, _, what in history.errors] == ["GET / failed (trace ['4bf9', '2f35'])"]
+    assert [(what, trace) for _, _, what, trace in history.errors] == [("GET / failed", "['4bf9', '2f35']")]
 
 
 def test_the_watch_history_remembers_a_bounded_number_of_traces() -> None:
@@ -226,22 +227,21 @@ def test_the_watch_history_remembers_a_bounded_number_of_traces() -> None:
         history.add([_with_spans("web", [{"traceId": f"t{number}", "name": "GET /", "status": "error"}])])
     assert len(history._seen_traces) <= SEEN_TRACES
     history.add([_with_spans("web", [{"traceId": "t4999", "name": "GET /", "status": "error"}])])
-    assert history.errors[-1][2] == "GET / failed (trace t4999)" and len(history.errors) == history.errors.maxlen
+    assert history.errors[-1][2:] == ("GET / failed", "t4999") and len(history.errors) == history.errors.maxlen
 
 
-def test_the_watch_frame_puts_throughput_and_errors_above_the_module_tables() -> None:
-    history = History()
+def test_the_watch_frame_puts_the_summary_first_then_throughput_and_errors() -> None:
     observations = [Observation("web", 3000, "up", 1.0, None, _document("web")),
                     Observation("budget", 3003, "down", 1.0, "connection refused")]
-    history.add(observations)
-    frame = dashboard(observations, history, 1.0)
-    console = Console(record=True, width=160, color_system=None)
-    console.print(frame)
+    board = Dashboard(lambda: observations, 1.0)
+    board.poll()
+    console = Console(record=True, width=160, height=60, color_system=None, force_terminal=True)
+    console.print(board.frame(console, keys=True))
     text = console.export_text()
-    assert text.index("Services") < text.index("Throughput, last minute") < text.index("Recent errors") \
+    assert text.index("service  state") < text.index("Throughput") < text.index("Recent errors") \
         < text.index("Tracing")
-    console.print(FrameCache()(frame, console))  # the cached rendering reads the same
-    assert console.export_text() == text
+    console.print(board.frame(console, keys=True))  # the cached rendering reads the same
+    assert console.export_text().split("\n")[1:] == text.split("\n")[1:]  # all but the header's time
     assert sparkline([float("nan"), 5, float("inf")]) == "▁█▁"
 
 
@@ -292,6 +292,6 @@ def test_watch_redraws_a_live_dashboard_under_a_terminal(tmp_path: Path) -> None
             os.close(controller)
     text = screen.decode("utf-8", errors="replace")
     assert process.returncode == 130  # Ctrl-C's code, as every command's
-    assert "Services" in text and "Tracing" in text and "Circuit breakers" in text and "Throughput, last minute" in text
+    assert "Services" in text and "Tracing" in text and "Circuit breakers" in text and "Throughput" in text
     assert len(set(re.findall(r"updated (\d\d:\d\d:\d\d)", text))) >= 2  # it redrew with a newer poll
     assert "\x1b[?1049h" in text  # the alternate screen: drawn in place, no scrolling

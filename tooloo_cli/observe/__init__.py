@@ -1,13 +1,17 @@
 """`tooloo observe`: every service's observability document, polled concurrently, as tables.
 
     exit_code = observe(load_config(), ["web", "budget"], console)             # one shot
-    observe(loaded, [], console, watch=True, interval=1.0)                      # live, until Ctrl-C
+    observe(loaded, [], console, watch=True, interval=1.0)                      # live, until q or Ctrl-C
 
     poll.py        the concurrent poll (the loopback client, a thread a target, short timeouts); failure is data
     render.py      the tables: services, tracing, rate limiting, caches, circuit breakers, pools
-    dashboard.py   --watch: redrawn in place, with throughput sparklines and recent errors
+    rates.py       rates over the last few seconds (req/s, errors, refusals), from counters between polls
+    dashboard.py   --watch: a summary that always fits, the detail sections fitted or paged by key
+    terminal.py    the full-screen loop --watch and `tooloo top` share: keys, q, Ctrl-C, SIGTERM
+    top.py         `tooloo top`: CPU, memory, restarts and req/s per service, sorted
 
-A one-shot observe exits 1 when any polled service is not up (for scripts and CI).
+A one-shot observe exits 1 when any polled service is not up (for scripts and CI); --watch
+exits 0 on q, 130 on Ctrl-C and 143 on SIGTERM, the terminal restored each time.
 """
 
 from __future__ import annotations
@@ -33,11 +37,7 @@ def observe(loaded: LoadedConfig, names: list[str], console: Console, *, watch: 
     if watch:
         from tooloo_cli.observe.dashboard import watch as run_dashboard
 
-        try:
-            run_dashboard(targets, interval, timeout, console)
-        except KeyboardInterrupt:
-            return 130  # Ctrl-C, as it ends every command (`q` ends the dashboard with 0)
-        return 0
+        return run_dashboard(targets, interval, timeout, console)  # q 0, Ctrl-C 130, SIGTERM 143
 
     observations = poll(targets, timeout)
     if as_json:
@@ -47,5 +47,5 @@ def observe(loaded: LoadedConfig, names: list[str], console: Console, *, watch: 
     else:
         from tooloo_cli.observe.render import tables
 
-        console.print(*tables(observations))
+        console.print(*tables(observations, console))
     return 0 if all(o.up for o in observations if o.observable) else 1

@@ -1,10 +1,27 @@
-"""`tooloo observe --watch`: a live dashboard redrawn in place every interval.
+"""`tooloo observe --watch`: a live dashboard laid out for the terminal it has.
 
-    watch(targets, interval=1.0, timeout=0.5, console=Console())   # until Ctrl-C
+    code = watch(targets, interval=1.0, timeout=0.5, console=Console())   # until q, Ctrl-C or SIGTERM
 
-Besides the tables of a one-shot poll it shows each service's throughput over the last
-minute as a sparkline, and the most recent errors: polls that failed (once per change of
-reason, not once a second) and sampled traces that ended in error.
+Every frame is exactly the terminal's size:
+
+    tooloo observe  updated 15:44:02, every 1 s  7/8 up               the header
+    service  state  req/s  p99 ms  errors  attention                   the summary: always first, fits 80 columns
+    web      up      25.1   110.6    0.0%  breaker budget open        (what is open, failing or refusing, in red)
+    …
+    Throughput                     Circuit breakers                    the detail sections, in as many columns
+    …                              …                                   of ~80 cells as the width holds
+    q quit  tab next  1 throughput 2 errors 3 tracing …                the keys; what is on screen highlighted
+
+The detail sections (1 throughput, 2 errors, 3 tracing and services, 4 rate limits and
+shared state, 5 caches and pools, 6 circuit breakers) are shown in that order from the
+one chosen, as many as fit whole; `tab` goes on with the first that did not, `1`-`6`
+start at a section. A table taller than the room left is cut at the bottom, saying how
+many lines it keeps back; the breakers list open ones first. Off a terminal (a pipe),
+everything is drawn, in one column, and no key is read.
+
+req/s is the rate over the last few seconds (rates.py), not the tracer's minute mean;
+each throughput sparkline has a fixed width (one cell per 3 s of the last minute, blank
+before the first poll) and one scale for the whole table, so two rows compare.
 """
 
 from __future__ import annotations
@@ -12,56 +29,87 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable, Iterable
+from dataclasses import dataclass
 from datetime import datetime
 
-from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
-from rich.live import Live
+from rich.console import Console, RenderableType
 from rich.segment import Segment
 from rich.table import Table
 from rich.text import Text
 
 from tooloo_cli.observe.poll import Observation, Target, poll
-from tooloo_cli.observe.render import new_table, tables
+from tooloo_cli.observe.rates import RATE_WINDOW, Counters
+from tooloo_cli.observe.render import (
+    STATE_STYLES,
+    breakers_table,
+    caches_table,
+    compact,
+    limits_table,
+    new_table,
+    pools_lines,
+    services_table,
+    shared_table,
+    tracing_table,
+)
+from tooloo_cli.observe.terminal import Line, Lines, cut, render, run
 
 BLOCKS = "▁▂▃▄▅▆▇█"
-WINDOW = 60.0
+WINDOW = 60.0  # the sparklines' minute
+SPARK_WIDTH = 20  # cells: one per WINDOW / SPARK_WIDTH seconds
 SEEN_TRACES = 500  # error trace ids remembered; a document shows only each service's last few traces
+COLUMN_WIDTH = 78  # the detail sections are laid out in columns of at least this many cells
+GAP = 2
+SECTIONS = ("throughput", "errors", "tracing", "limits", "caches", "breakers")
+EMPTY = ("Throughput", "Recent errors", "Tracing", "Rate limiting", "Caches", "Circuit breakers")  # "…: none"
 
 
-def sparkline(values: list[float]) -> str:
-    """Block characters scaled to the largest value (a flat line when all are equal); NaN and infinity count as 0."""
-    values = [value if math.isfinite(value) else 0.0 for value in values]
-    if not values:
-        return ""
-    top = max(values)
-    if top <= 0:
-        return BLOCKS[0] * len(values)
-    return "".join(BLOCKS[min(int(value / top * (len(BLOCKS) - 1) + 0.5), len(BLOCKS) - 1)] for value in values)
+def sparkline(values: list[float | None], top: float | None = None) -> str:
+    """Block characters scaled to `top` (the largest value by default; a flat line when all are 0);
+    None is a blank cell, NaN and infinity count as 0."""
+    finite = [None if value is None else value if math.isfinite(value) else 0.0 for value in values]
+    known = [value for value in finite if value is not None]
+    top = max(known, default=0.0) if top is None else top
+    cells = []
+    for value in finite:
+        if value is None:
+            cells.append(" ")
+        elif top <= 0:
+            cells.append(BLOCKS[0])
+        else:
+            cells.append(BLOCKS[max(min(int(value / top * (len(BLOCKS) - 1) + 0.5), len(BLOCKS) - 1), 0)])
+    return "".join(cells)
 
 
 class History:
-    """What the dashboard remembers between polls: throughput over the last minute, recent errors."""
+    """What the dashboard remembers between polls: the counters, each service's req/s over the
+    last minute, and the recent errors."""
 
-    def __init__(self, errors: int = 8) -> None:
+    def __init__(self, errors: int = 8, window: float = RATE_WINDOW) -> None:
+        self.counters = Counters(window)
         self.throughput: dict[str, deque[tuple[float, float]]] = {}
-        self.errors: deque[tuple[float, str, str]] = deque(maxlen=errors)
+        self.errors: deque[tuple[float, str, str, str]] = deque(maxlen=errors)  # when, service, what, trace id
+        self.now = 0.0  # the monotonic time of the last poll
         self._last_reason: dict[str, str | None] = {}
         self._seen_traces: dict[str, None] = {}  # an ordered set: the oldest id is evicted first
 
-    def add(self, observations: list[Observation]) -> None:
-        now = time.time()
+    def add(self, observations: list[Observation], now: float | None = None) -> None:
+        self.now = time.monotonic() if now is None else now
+        wall = time.time()
+        self.counters.add(observations, self.now)
         for o in observations:
             if not o.observable:
                 continue
             series = self.throughput.setdefault(o.name, deque())
-            tracer = o.module("tracer")
-            series.append((now, float(tracer["throughput"]) if tracer else 0.0))
-            while series and now - series[0][0] > WINDOW:
+            rate = self.counters.rate(o.name)
+            if rate is not None:
+                series.append((self.now, rate))
+            while series and self.now - series[0][0] > WINDOW:
                 series.popleft()
             if o.reason != self._last_reason.get(o.name) and o.reason is not None:
-                self.errors.append((now, o.name, f"{o.state}: {o.reason}"))
+                self.errors.append((wall, o.name, f"{o.state}: {o.reason}", ""))
             self._last_reason[o.name] = o.reason
+            tracer = o.module("tracer")
             spans = tracer.get("spans") if tracer else None
             for trace in spans if isinstance(spans, list) else []:
                 if not isinstance(trace, dict) or trace.get("status") != "error":
@@ -72,48 +120,125 @@ class History:
                 self._seen_traces[trace_id] = None
                 if len(self._seen_traces) > SEEN_TRACES:
                     del self._seen_traces[next(iter(self._seen_traces))]
-                self.errors.append((now, o.name, f"{trace.get('name')} failed (trace {trace_id})"))
+                self.errors.append((wall, o.name, f"{trace.get('name')} failed", trace_id))
+
+    def trend(self, name: str) -> list[float | None]:
+        """The sparkline cells of service `name`'s req/s over the last minute."""
+        return trend(self.throughput.get(name, ()), self.now)
+
+
+def trend(series: Iterable[tuple[float, float]], now: float, cells: int = SPARK_WIDTH,
+          window: float = WINDOW) -> list[float | None]:
+    """`cells` cells of the `window` seconds before `now`, oldest first, of (moment, value) samples: each
+    cell the highest value seen in its seconds (a burst is what a trend must not lose), the cell before
+    carried over a cell no sample fell in (a long interval), None before the first sample."""
+    span = window / cells
+    start = now - window
+    found: list[float | None] = [None] * cells
+    for moment, value in series:
+        if moment <= start:
+            continue
+        index = min(max(math.ceil((moment - start) / span) - 1, 0), cells - 1)
+        found[index] = max(value, found[index] or 0.0)
+    for index in range(1, cells):
+        if found[index] is None and found[index - 1] is not None:
+            found[index] = found[index - 1]
+    return found
+
+
+def _rate(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def attention(o: Observation, history: History) -> list[Text]:
+    """What needs a look in service `o`: a failing poll, a breaker not closed, refusals, a lost Redis."""
+    found = []
+    if o.observable and not o.up:
+        found.append(Text(o.reason or o.state, style="bold red"))
+    for name, breaker in (o.module("circuitBreakers") or {}).items():
+        status = breaker.get("status") if isinstance(breaker, dict) else None
+        if status == "open":
+            found.append(Text(f"breaker {name} open", style="bold red"))
+        elif status == "half_open":
+            found.append(Text(f"breaker {name} half-open", style="yellow"))
+    denied = history.counters.delta(o.name, "denied")
+    if denied:
+        found.append(Text(f"limiter refused {denied:,.0f} in {history.counters.window:g}s", style="yellow"))
+    redis = o.module("redis")
+    if redis is not None and redis.get("state") not in (None, "shared"):
+        found.append(Text("redis lost: local fallback", style="bold red"))
+    pool = o.module("pool")
+    if pool is not None and isinstance(pool.get("waiting"), (int, float)) and pool["waiting"] > 0:
+        found.append(Text(f"pool: {pool['waiting']:.0f} waiting", style="yellow"))
+    return found
+
+
+def summary_table(observations: list[Observation], history: History) -> Table:
+    """One row per service: up, req/s now, p99, errors now, and whatever needs a look."""
+    table = new_table("", "service", "state", "req/s", "p99 ms", "errors", "attention", words=("attention",))
+    for o in observations:
+        tracer = o.module("tracer") or {}
+        issues = attention(o, history)
+        p99 = tracer.get("p99Latency")
+        error_rate = history.counters.error_rate(o.name)
+        errors = "-" if not o.up else Text("0.0%", style="green") if error_rate is None else Text(
+            f"{error_rate:.1%}", style="red" if error_rate >= 0.05 else "yellow" if error_rate >= 0.01 else "green")
+        table.add_row(
+            Text(o.name, style="bold red" if any(issue.style == "bold red" for issue in issues) else ""),
+            Text(o.state, style=STATE_STYLES.get(o.state, "white")),
+            _rate(history.counters.rate(o.name)) if o.up else "-",
+            Text(f"{p99:.1f}", style="red" if p99 >= 500 else "yellow" if p99 >= 100 else "")
+            if isinstance(p99, (int, float)) and o.up else "-",
+            errors,
+            Text(", ").join(issues) if issues else Text("-", style="dim"),
+        )
+    return table
 
 
 def throughput_table(history: History) -> Table:
-    table = new_table("Throughput, last minute", "service", "req/s", "trend")
+    table = new_table("Throughput", "service", "req/s", "peak", "last minute")
+    table.columns[-1].justify = "left"  # the newest cell on the right, blank cells before the first poll
+    trends = {name: history.trend(name) for name in history.throughput}
+    top = max((value for cells in trends.values() for value in cells if value is not None), default=0.0)
     for name, series in history.throughput.items():
-        values = [value for _, value in series]
-        table.add_row(name, f"{values[-1]:.1f}" if values else "-", Text(sparkline(values), style="cyan"))
+        rates = [rate for _, rate in series]
+        table.add_row(name, _rate(rates[-1] if rates else None), _rate(max(rates) if rates else None),
+                      Text(sparkline(trends[name], top), style="cyan"))
     return table
 
 
 def errors_table(history: History) -> RenderableType:
     if not history.errors:
         return Text("Recent errors: none", style="dim")
-    table = new_table("Recent errors", "when", "service", "what")
-    for moment, name, what in reversed(history.errors):
-        table.add_row(datetime.fromtimestamp(moment).strftime("%H:%M:%S"), name, Text(what, style="red"))
+    # The trace id has a column of its own, dropped first: a row that wraps costs a line of the screen.
+    table = new_table("Recent errors", "when", "service", "what", "trace", optional=("trace",), words=("what",))
+    table.columns[-1].justify = "left"
+    for moment, name, what, trace in reversed(history.errors):
+        table.add_row(datetime.fromtimestamp(moment).strftime("%H:%M:%S"), name, Text(what, style="red"), trace or "-")
     return table
 
 
-def dashboard(observations: list[Observation], history: History, interval: float) -> Group:
-    up = sum(o.up for o in observations)
-    observable = sum(o.observable for o in observations)
-    header = Text.from_markup(
-        f"[bold]tooloo observe[/]  updated {datetime.now().strftime('%H:%M:%S')}, every {interval:g} s  "
-        f"[{'green' if up == observable else 'red'}]{up}/{observable} up[/]  [dim]Ctrl-C to quit[/]")
-    # A screen-mode Live crops what does not fit at the bottom: the watch-only tables go near the top,
-    # right after the services (always the first of `tables`), so a normal terminal shows them.
-    services, *modules = tables(observations)
-    return Group(header, services, throughput_table(history), errors_table(history), *modules)
+def sections(observations: list[Observation], history: History) -> list[tuple[int, RenderableType]]:
+    """The detail parts in reading order, each with the index of its section in SECTIONS; an empty
+    section says so in a line. The services table, whose state the summary already shows, comes last."""
+    made: list[tuple[int, RenderableType]] = [
+        (0, throughput_table(history)), (1, errors_table(history)), (2, tracing_table(observations)),
+        (3, limits_table(observations)), (3, shared_table(observations)), (4, caches_table(observations)),
+        (4, pools_lines(observations)), (5, breakers_table(observations)), (2, services_table(observations)),
+    ]
 
+    def shows(part: RenderableType) -> bool:
+        return bool(part.row_count if isinstance(part, Table) else part.plain if isinstance(part, Text) else True)
 
-class _Lines:
-    """Lines rendered earlier, yielded again as they are."""
-
-    def __init__(self, lines: list[list[Segment]]) -> None:
-        self.lines = lines
-
-    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
-        for line in self.lines:
-            yield from line
-            yield Segment.line()
+    shown = {section for section, part in made if shows(part)}
+    parts: list[tuple[int, RenderableType]] = []
+    for section, part in made:
+        if shows(part):
+            parts.append((section, part))
+        elif section not in shown:  # in the place of its first part
+            parts.append((section, Text(f"{EMPTY[section]}: none", style="dim")))
+            shown.add(section)
+    return parts
 
 
 class FrameCache:
@@ -124,32 +249,128 @@ class FrameCache:
     """
 
     def __init__(self) -> None:
-        self._rendered: dict[str, tuple[Hashable, _Lines]] = {}
+        self._rendered: dict[str, tuple[Hashable, list[Line]]] = {}
 
-    def __call__(self, frame: Group, console: Console) -> Group:
-        parts: list[RenderableType] = []
-        for part in frame.renderables:
-            if not isinstance(part, Table) or not part.title:
-                parts.append(part)
-                continue
-            signature = (console.width, tuple(tuple(str(cell) for cell in column.cells) for column in part.columns))
-            cached = self._rendered.get(str(part.title))
-            if cached is None or cached[0] != signature:
-                cached = (signature, _Lines(console.render_lines(part, console.options, pad=False)))
-                self._rendered[str(part.title)] = cached
-            parts.append(cached[1])
-        return Group(*parts)
+    def lines(self, part: RenderableType, console: Console, width: int) -> list[Line]:
+        """`part` rendered `width` cells wide, each line padded to it."""
+        if not isinstance(part, Table):
+            return render(part, console, width)
+        signature = (width, part.show_edge, tuple((str(column.header), *(str(cell) for cell in column.cells))
+                                                  for column in part.columns))
+        key = str(part.title)
+        cached = self._rendered.get(key)
+        if cached is None or cached[0] != signature:
+            cached = (signature, render(part, console, width))
+            self._rendered[key] = cached
+        return cached[1]
 
 
-def watch(targets: list[Target], interval: float, timeout: float, console: Console) -> None:
-    history = History()
-    frames = FrameCache()
-    # The alternate screen on a terminal: redrawn in place, no scrolling, no flicker.
-    with Live(console=console, screen=console.is_terminal, auto_refresh=False,
-              redirect_stdout=False, redirect_stderr=False) as live:
-        while True:
-            started = time.monotonic()
-            observations = poll(targets, timeout)
-            history.add(observations)
-            live.update(frames(dashboard(observations, history, interval), console), refresh=True)
-            time.sleep(max(interval - (time.monotonic() - started), 0.05))
+@dataclass
+class Page:
+    """What one frame shows of the detail parts: columns of lines (each `width` cells), the parts'
+    indexes, their sections."""
+
+    columns: list[list[Line]]
+    width: int
+    shown: list[int]
+    sections: set[int]
+
+
+def lay_out(parts: list[tuple[int, RenderableType]], start: int, console: Console, frames: FrameCache,
+            width: int, room: int | None) -> Page:
+    """Parts from `start` on, in columns as many as `width` holds, as many whole parts as fit in `room`
+    lines (all of them in one column when room is None); a part alone in its column is cut to fit."""
+    count = 1 if room is None else max(1, (width + GAP) // (COLUMN_WIDTH + GAP))
+    column_width = (width - GAP * (count - 1)) // count
+    columns: list[list[Line]] = [[]]
+    page = Page(columns, column_width, [], set())
+    for index in range(start, len(parts)):
+        section, part = parts[index]
+        lines = frames.lines(compact(part, console, column_width), console, column_width)
+        column = columns[-1]
+        if room is not None:
+            if column and len(column) + 1 + len(lines) > room:  # only whole parts join a column
+                if len(columns) == count:
+                    break
+                columns.append([])
+                column = columns[-1]
+            lines = cut(lines, room - len(column) - (1 if column else 0), column_width)
+        if column:
+            column.append([Segment(" " * column_width)])  # a blank line between two parts
+        column.extend(lines)
+        page.shown.append(index)
+        page.sections.add(section)
+    return page
+
+
+class Dashboard:
+    """The Screen of terminal.run: polls, remembers, and lays the frame out for the console's size."""
+
+    def __init__(self, poller: Callable[[], list[Observation]], interval: float) -> None:
+        self.poller = poller
+        self.interval = interval
+        self.history = History()
+        self.observations: list[Observation] = []
+        self.frames = FrameCache()
+        self.start = 0  # the index of the first detail part shown
+        self._next = 0  # the first part the last frame did not show (0 when it showed the last)
+        self._first_of: dict[int, int] = {}  # section -> the index of its first part
+
+    def poll(self) -> None:
+        self.observations = self.poller()
+        self.history.add(self.observations)
+
+    def key(self, key: str) -> None:
+        if key == "tab":
+            self.start = self._next
+        elif key.isdigit() and 1 <= int(key) <= len(SECTIONS):
+            self.start = self._first_of.get(int(key) - 1, self.start)
+
+    def frame(self, console: Console, keys: bool = True) -> RenderableType:
+        width, height = console.size
+        bounded = console.is_terminal  # off a terminal the frame is printed, not fitted to a screen
+        up = sum(o.up for o in self.observations)
+        observable = sum(o.observable for o in self.observations)
+        header = Text.from_markup(
+            f"[bold]tooloo observe[/]  updated {datetime.now().strftime('%H:%M:%S')}, every {self.interval:g} s  "
+            f"[{'green' if up == observable else 'red'}]{up}/{observable} up[/]")
+        header.no_wrap, header.overflow = True, "ellipsis"
+        top = render(header, console, width)
+        summary = self.frames.lines(compact(summary_table(self.observations, self.history), console, width),
+                                    console, width)
+        if bounded:
+            summary = cut(summary, max(height - 2, 1), width)
+        top += summary
+        parts = sections(self.observations, self.history)
+        self._first_of = {}
+        for index, (section, _) in enumerate(parts):
+            self._first_of.setdefault(section, index)
+        self.start = min(self.start, len(parts) - 1)
+        room = max(height - len(top) - 1, 0) if bounded else None
+        page = lay_out(parts, self.start, console, self.frames, width, room) if room != 0 else \
+            Page([[]], width, [], set())
+        self._next = page.shown[-1] + 1 if page.shown and page.shown[-1] + 1 < len(parts) else 0
+        rows = max((len(column) for column in page.columns), default=0) if room is None else room
+        body: list[Line] = []
+        for row in range(rows):
+            line: Line = []
+            for number, column in enumerate(page.columns):
+                if number:
+                    line.append(Segment(" " * GAP))
+                line.extend(column[row] if row < len(column) else [Segment(" " * page.width)])
+            body.append(Segment.adjust_line_length(line, width))
+        return Lines(top + body + render(self.help(page, keys), console, width))
+
+    def help(self, page: Page, keys: bool) -> Text:
+        if not keys:
+            return Text("Ctrl-C to quit", style="dim", no_wrap=True)
+        line = Text("q quit  tab next ", no_wrap=True, overflow="crop")
+        for index, name in enumerate(SECTIONS):
+            line.append(" ")
+            line.append(f"{index + 1} {name}", style="reverse" if index in page.sections else "dim")
+        return line
+
+
+def watch(targets: list[Target], interval: float, timeout: float, console: Console) -> int:
+    """The dashboard until q (0), Ctrl-C (130) or SIGTERM (143)."""
+    return run(Dashboard(lambda: poll(targets, timeout), interval), console, interval)

@@ -1,10 +1,14 @@
 """The observe tables: services, tracing, rate limits, caches, circuit breakers, pools.
 
-    console.print(*tables(observations))
+    console.print(*tables(observations, console, width=80))
 
 Every function takes the observations of one poll and returns a rich renderable; a
 service that is down appears in the services table with its reason and is left out of
 the module tables (it has nothing to report).
+
+A number is never cut to fit a terminal: `fitted` drops a table's least useful columns
+(each table names them, least useful first) until the numbers fit the width, and only
+the columns of words (a reason, the most limited clients) wrap or give way.
 """
 
 from __future__ import annotations
@@ -14,7 +18,8 @@ from datetime import datetime
 from typing import Any
 
 from rich import box
-from rich.console import RenderableType
+from rich.console import Console, RenderableType
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
@@ -24,22 +29,73 @@ from tooloo_cli.units import duration
 STATE_STYLES = {"up": "green", "down": "bold red", "timeout": "red", "error": "red", "malformed": "magenta",
                 "n/a": "dim"}
 BREAKER_STYLES = {"closed": "green", "half_open": "yellow", "open": "bold red"}
+BREAKER_ORDER = {"open": 0, "half_open": 1, "closed": 2}
 
 
 class _Table(Table):
     """A table whose cells are taken as plain text: no markup or emoji parsing per cell,
-    which is most of what a dashboard frame costs (styled cells come as Text)."""
+    which is most of what a dashboard frame costs (styled cells come as Text).
+
+    `optional`: the columns `fitted` may drop, least useful first; `words`: the columns
+    that may wrap (text, never a number)."""
+
+    optional: tuple[str, ...] = ()
+    words: tuple[str, ...] = ()
 
     def add_row(self, *cells: RenderableType | None, **options: Any) -> None:
         super().add_row(*(Text(cell) if isinstance(cell, str) else cell for cell in cells), **options)
 
 
-def new_table(title: str, *columns: str) -> Table:
+def new_table(title: str, *columns: str, optional: tuple[str, ...] = (), words: tuple[str, ...] = ()) -> Table:
     table = _Table(title=title, title_justify="left", title_style="bold", box=box.SIMPLE_HEAD, pad_edge=False,
                    collapse_padding=True)
+    table.optional, table.words = optional, words
     for index, column in enumerate(columns):
-        table.add_column(column, justify="left" if index == 0 else "right", no_wrap=True)
+        # rich squeezes the columns that may wrap first, and the others only when those are not enough.
+        table.add_column(column, justify="left" if index == 0 or column in words else "right",
+                         no_wrap=column not in words)
     return table
+
+
+WORDS_AT_LEAST = 12  # a column of words keeps this many cells (or its natural width when narrower)
+
+
+def _least_width(table: Table, console: Console, wrap: bool) -> int:
+    """The narrowest `table` renders in without cutting a number: its natural width, less what the
+    columns of words can give when they may wrap."""
+    natural = Measurement.get(console, console.options.update(max_width=100_000), table).maximum
+    if not wrap:
+        return natural
+    slack = 0
+    for column in table.columns:
+        if column.header in getattr(table, "words", ()):
+            widest = max([Text(str(column.header)).cell_len,
+                          *(cell.cell_len if isinstance(cell, Text) else len(str(cell)) for cell in column.cells)])
+            slack += max(widest - WORDS_AT_LEAST, 0)
+    return natural - slack
+
+
+def fitted(table: RenderableType, console: Console, width: int, wrap: bool = True) -> RenderableType:
+    """`table` without its least useful columns, as few dropped as let it fit `width` with every number
+    whole (and, unless `wrap`, with no line wrapped either, as far as dropping columns can)."""
+    if not isinstance(table, _Table):
+        return table
+    optional = list(table.optional)
+    while optional and _least_width(table, console, wrap) > width:
+        dropped = optional.pop(0)
+        table.columns = [column for column in table.columns if column.header != dropped]
+        for index, column in enumerate(table.columns):
+            column._index = index  # rich measures a column's padding by its index
+    return table
+
+
+def compact(part: RenderableType, console: Console, width: int) -> RenderableType:
+    """`part` fitted to `width` without wrapping, and a table without its blank first and last lines: a line
+    is dear on a screen."""
+    part = fitted(part, console, width, wrap=False)
+    if isinstance(part, Table):
+        part.show_edge = False
+    return part
 
 
 def _graded(value: float, text: str, warn: float, bad: float) -> Text:
@@ -62,7 +118,8 @@ def _since(iso: Any) -> str:
 
 
 def services_table(observations: list[Observation]) -> Table:
-    table = new_table("Services", "service", "port", "state", "poll", "pid", "uptime")
+    table = new_table("Services", "service", "port", "state", "poll", "pid", "uptime", optional=("poll", "pid", "port"),
+                      words=("state",))
     for o in observations:
         document = o.document or {}
         state = Text(o.state, style=STATE_STYLES.get(o.state, "white"))
@@ -74,8 +131,9 @@ def services_table(observations: list[Observation]) -> Table:
 
 
 def tracing_table(observations: list[Observation]) -> Table:
-    table = new_table("Tracing", "service", "total", "active", "sampled", "req/s", "avg ms", "p50", "p95", "p99",
-                   "errors")
+    # The tracer's own req/s is its mean over the last minute: said so, beside --watch's rate of the last seconds.
+    table = new_table("Tracing", "service", "total", "active", "sampled", "req/s 1m", "avg ms", "p50", "p95", "p99",
+                      "errors", optional=("active", "sampled", "avg ms", "p50", "total"))
     for o in observations:
         tracer = o.module("tracer")
         if tracer is None:
@@ -94,7 +152,7 @@ def tracing_table(observations: list[Observation]) -> Table:
 
 def limits_table(observations: list[Observation]) -> Table:
     table = new_table("Rate limiting", "service", "limit", "refill/s", "allowed", "denied", "allow rate", "clients",
-                   "most limited")
+                      "most limited", optional=("refill/s", "clients", "limit"), words=("most limited",))
     for o in observations:
         limiter = o.module("rateLimiter")
         if limiter is None:
@@ -121,7 +179,8 @@ def _clipped(text: str, width: int) -> str:
 
 def shared_table(observations: list[Observation]) -> Table:
     """The link to Redis of each service that shares its state there ([stack] redis_url)."""
-    table = new_table("Shared state (Redis)", "service", "state", "fallback", "by fallback", "error")
+    table = new_table("Shared state (Redis)", "service", "state", "fallback", "by fallback", "error",
+                      optional=("fallback",), words=("error",))
     for o in observations:
         redis = o.module("redis")
         if not isinstance(redis, dict):
@@ -134,7 +193,8 @@ def shared_table(observations: list[Observation]) -> Table:
 
 
 def caches_table(observations: list[Observation]) -> Table:
-    table = new_table("Caches", "service", "hits", "misses", "hit rate", "memory", "disk", "disk bytes")
+    table = new_table("Caches", "service", "hits", "misses", "hit rate", "memory", "disk", "disk bytes",
+                      optional=("disk bytes", "memory", "disk"))
     for o in observations:
         cache = o.module("cache")
         if cache is None:
@@ -150,18 +210,18 @@ def caches_table(observations: list[Observation]) -> Table:
 
 def breakers_table(observations: list[Observation]) -> Table:
     table = new_table("Circuit breakers", "service", "breaker", "state", "calls", "failures", "rejected",
-                   "last failure")
-    for o in observations:
-        breakers = o.module("circuitBreakers") or {}
-        for name, breaker in breakers.items():
-            if not isinstance(breaker, dict):
-                continue
-            state = str(breaker.get("status"))
-            table.add_row(
-                o.name, str(name), Text(state, style=BREAKER_STYLES.get(state, "white")),
-                f"{_number(breaker.get('callCount')):,.0f}", f"{_number(breaker.get('failureCount')):,.0f}",
-                f"{_number(breaker.get('rejectedCount')):,.0f}", _since(breaker.get("lastFailureTime")),
-            )
+                      "last failure", optional=("calls", "rejected", "last failure"))
+    rows = [(o.name, str(name), breaker) for o in observations
+            for name, breaker in (o.module("circuitBreakers") or {}).items() if isinstance(breaker, dict)]
+    # The open ones first (a stable sort: otherwise each service's in its order): they are the news,
+    # and what a short terminal shows of a long table is its top.
+    for service, name, breaker in sorted(rows, key=lambda row: BREAKER_ORDER.get(str(row[2].get("status")), 1)):
+        state = str(breaker.get("status"))
+        table.add_row(
+            service, name, Text(state, style=BREAKER_STYLES.get(state, "white")),
+            f"{_number(breaker.get('callCount')):,.0f}", f"{_number(breaker.get('failureCount')):,.0f}",
+            f"{_number(breaker.get('rejectedCount')):,.0f}", _since(breaker.get("lastFailureTime")),
+        )
     return table
 
 
@@ -182,8 +242,9 @@ def pools_lines(observations: list[Observation]) -> Text:
     return lines
 
 
-def tables(observations: list[Observation]) -> list[RenderableType]:
-    """Every table with something in it, in reading order."""
+def tables(observations: list[Observation], console: Console, width: int | None = None) -> list[RenderableType]:
+    """Every table with something in it, in reading order, each fitted to `width` (the console's by default)."""
+    width = console.width if width is None else width
     found: list[RenderableType] = [services_table(observations)]
     for table in (tracing_table(observations), limits_table(observations), shared_table(observations),
                   caches_table(observations), breakers_table(observations)):
@@ -192,4 +253,4 @@ def tables(observations: list[Observation]) -> list[RenderableType]:
     pools = pools_lines(observations)
     if pools.plain:
         found.append(pools)
-    return found
+    return [fitted(part, console, width) for part in found]

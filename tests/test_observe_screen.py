@@ -1,0 +1,424 @@
+"""The terminal views: one-shot observe at 80 columns, the --watch dashboard's layout at 80×24 and
+160×50 (rendered into strings), its rates and sparklines, `tooloo top`, and both under a real
+pseudo-terminal (q, SIGTERM, the terminal restored)."""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import os
+import pty
+import re
+import select
+import signal
+import struct
+import subprocess
+import sys
+import termios
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from rich.console import Console
+
+from conftest import Tooloo, service_client
+from tooloo_cli.bench.stack import EphemeralStack
+from tooloo_cli.config import Config, LoadedConfig
+from tooloo_cli.observe.dashboard import SPARK_WIDTH, Dashboard, History, attention, summary_table, throughput_table
+from tooloo_cli.observe.poll import Observation
+from tooloo_cli.observe.rates import Counters
+from tooloo_cli.observe.render import tables
+from tooloo_cli.observe.terminal import Keyboard, _keys_of
+from tooloo_cli.observe.top import Top
+
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Z0-9]|\x1b[=>]")
+RESTORED = ("\x1b[?25h", "\x1b[?1049l")  # the cursor shown, the main screen back
+
+
+def _documents(loaded: LoadedConfig) -> dict[str, dict[str, Any]]:
+    """Real observability documents of web, budget and reports (in process), with counters grown large."""
+    async def fetch() -> dict[str, dict[str, Any]]:
+        found = {}
+        for name in ("web", "budget", "reports"):
+            async with service_client(name, loaded) as client:
+                if name == "budget":
+                    await client.post("/api/v1/providers/burst", json={"prompt": "hello"})
+                found[name] = (await client.get("/api/v1/system/observability")).json()
+        return found
+
+    documents = asyncio.run(fetch())
+    for document in documents.values():
+        document["tracer"].update(totalTraces=12_345_678, sampledTraces=1_234_567, activeTraces=1234,
+                                  avgLatency=12345.67, p50Latency=2345.67, p95Latency=12345.67,
+                                  p99Latency=23456.78, errorRate=0.1234)
+        for breaker in (document.get("circuitBreakers") or {}).values():
+            breaker.update(callCount=9_876_543, failureCount=123_456, rejectedCount=654_321)
+        if document.get("cache"):
+            document["cache"].update(hits=98_765_432, misses=1_234_567, diskBytes=1_234_567_890)
+        if document.get("rateLimiter"):
+            document["rateLimiter"].update(allowedRequests=87_654_321, deniedRequests=7_654_321)
+    return documents
+
+
+def _observations(documents: dict[str, dict[str, Any]]) -> list[Observation]:
+    return [Observation(f"{name}.12", 50_000 + index, "up", 1.2, None, document)
+            for index, (name, document) in enumerate(documents.items())] + [
+        Observation("capabilities.12", 50_100, "down", 0.4, "connection refused")]
+
+
+def _text(renderables: list[Any], width: int, height: int = 50, terminal: bool = False) -> str:
+    console = Console(record=True, width=width, height=height, color_system=None, force_terminal=terminal)
+    console.print(*renderables)
+    return console.export_text()
+
+
+def test_one_shot_observe_at_80_columns_cuts_no_number(stack_config: Callable[..., LoadedConfig]) -> None:
+    observations = _observations(_documents(stack_config()))
+    console = Console(width=80, color_system=None)
+    text = _text(tables(observations, console), 80)
+    assert max(len(line) for line in text.splitlines()) <= 80
+    assert not re.search(r"[\d.,%]…", text), text  # no number ends in an ellipsis
+    for number in ("12,345,678", "23456.78", "12.3%", "9,876,543", "123,456", "98,765,432", "87,654,321",
+                   "7,654,321"):
+        assert number in text, number
+    assert "capabilities.12" in text and "connection refused" in text
+    wide = _text(tables(observations, Console(width=200)), 200)
+    assert "1,234,567,890" in wide and "12345.67" in wide  # what 80 columns leave out is there when it fits
+
+
+def _board(observations: list[Observation], polls: int = 2) -> Dashboard:
+    board = Dashboard(lambda: observations, 1.0)
+    for _ in range(polls):
+        board.poll()
+    return board
+
+
+def _screen(board: Dashboard, width: int, height: int, *keys: str, color: bool = False) -> str:
+    """The frame after `keys`, as text (with its ANSI styles when `color`)."""
+    def drawn() -> str:
+        console = Console(record=True, width=width, height=height, force_terminal=True,
+                          color_system="standard" if color else None)
+        console.print(board.frame(console, keys=True))
+        return console.export_text(styles=color)
+
+    text = drawn()
+    for key in keys:
+        board.key(key)
+        text = drawn()
+    return text
+
+
+def _breaker_open(loaded: LoadedConfig) -> list[Observation]:
+    documents = _documents(loaded)
+    web = documents["web"]
+    web["circuitBreakers"]["budget"].update(status="open")
+    return _observations(documents)
+
+
+def test_the_80x24_summary_fits_highlights_an_open_breaker_and_pages_by_key(
+        stack_config: Callable[..., LoadedConfig]) -> None:
+    board = _board(_breaker_open(stack_config()))
+    screen = _screen(board, 80, 24)
+    lines = screen.rstrip("\n").split("\n")
+    assert len(lines) == 24 and max(len(line) for line in lines) <= 80
+    assert re.match(r"service +state +req/s +p99 ms +errors +attention", lines[1])
+    assert re.search(r"web\.12 +up +0\.0 +23456\.8 .*breaker budget open", screen)
+    assert re.search(r"capabilities\.12 +down +- +- +- +connection refused", screen)
+    assert lines[-1].startswith("q quit  tab next  1 throughput 2 errors 3 tracing 4 limits 5 caches 6 breakers")
+    assert "Throughput" in screen and "Circuit breakers" not in screen
+    coloured = _screen(_board(_breaker_open(stack_config())), 80, 24, color=True)
+    assert re.search(r"\x1b\[1;31mbreaker budget open", coloured)  # in bold red
+    assert "Circuit breakers" in _screen(board, 80, 24, "6").split("q quit")[0]
+    assert "Tracing" in _screen(board, 80, 24, "3")
+    pages = [_screen(board, 80, 24, "1")] + [_screen(board, 80, 24, "tab") for _ in range(8)]
+    seen = {title for page in pages for title in ("Throughput", "Recent errors", "Tracing", "Services",
+                                                  "Rate limiting", "Caches", "pool:", "Circuit breakers")
+            if title in page}
+    assert len(seen) == 8, seen  # tab walks through every section, and back to the first
+    assert all(len(page.rstrip("\n").split("\n")) == 24 for page in pages)
+
+
+def test_the_160x50_screen_shows_every_section(stack_config: Callable[..., LoadedConfig]) -> None:
+    screen = _screen(_board(_breaker_open(stack_config())), 160, 50)
+    lines = screen.rstrip("\n").split("\n")
+    assert len(lines) == 50 and max(len(line) for line in lines) <= 160
+    for title in ("Throughput", "Recent errors", "Tracing", "Services", "Rate limiting", "Caches", "pool:",
+                  "Circuit breakers"):
+        assert title in screen, title
+    assert re.search(r"web\.12 +budget +open", screen)  # the open breaker, first of its table
+
+
+def test_the_summary_flags_a_refusing_limiter_a_half_open_breaker_and_a_lost_redis() -> None:
+    history = History()
+
+    def budget(denied: int) -> Observation:
+        return Observation("budget", 1, "up", 1.0, None, {
+            "tracer": {"totalTraces": 10 * denied, "p99Latency": 734.5},
+            "rateLimiter": {"deniedRequests": denied},
+            "circuitBreakers": {"provider": {"status": "half_open"}},
+            "redis": {"state": "fallback", "fallback": "local"}})
+
+    history.add([budget(0)], now=0.0)
+    assert [issue.plain for issue in attention(budget(0), history)] == ["breaker provider half-open",
+                                                                       "redis lost: local fallback"]
+    history.add([budget(7)], now=1.0)
+    flags = attention(budget(7), history)
+    assert [(issue.plain, issue.style) for issue in flags] == [
+        ("breaker provider half-open", "yellow"), ("limiter refused 7 in 5s", "yellow"),
+        ("redis lost: local fallback", "bold red")]
+    text = _text([summary_table([budget(7)], history)], 80)
+    # 80 columns: the numbers whole, the words wrapped
+    assert re.search(r"budget +up +70\.0 +734\.5 +0\.0% +breaker provider half-open, limiter\s+refused 7 in 5s", text)
+
+
+def test_req_per_second_is_the_rate_of_the_last_seconds_not_the_minute_mean() -> None:
+    counters = Counters(window=5.0)
+
+    def seen(second: float, total: int, errors: int = 0, denied: int = 0) -> None:
+        tracer = {"totalTraces": total, "errorCount": errors, "throughput": 2.5}
+        counters.add([Observation("web", 1, "up", 1.0, None, {"tracer": tracer,
+                                                             "rateLimiter": {"deniedRequests": denied}})], second)
+
+    seen(0, 0)
+    assert counters.rate("web") is None  # nothing to difference yet
+    for second in range(1, 11):  # a 25 req/s burst for 10 s
+        seen(second, 25 * second, errors=second, denied=2 * second)
+    assert counters.rate("web") == pytest.approx(25.0)
+    assert counters.error_rate("web") == pytest.approx(5 / 125) and counters.delta("web", "denied") == 10
+    for second in range(11, 21):  # then nothing for 10 s
+        seen(second, 250, errors=10, denied=20)
+    assert counters.rate("web") == 0.0 and counters.error_rate("web") is None
+    seen(21, 3)  # a restart: the counter went back; its window starts again
+    assert counters.rate("web") is None
+    seen(22, 13)
+    assert counters.rate("web") == pytest.approx(10.0)
+    counters.add([Observation("web", 1, "down", 1.0, "connection refused")], 23)
+    assert counters.rate("web") is None
+
+
+def test_sparklines_have_a_fixed_width_and_one_scale_per_table() -> None:
+    history = History()
+    for second in range(40):
+        history.add([Observation(name, 1, "up", 1.0, None, {"tracer": {"totalTraces": per * second}})
+                     for name, per in (("busy", 20), ("quiet", 10))], now=1000.0 + second)
+    text = _text([throughput_table(history)], 80)
+    row = {name: line.rstrip() for line in text.splitlines() for name in ("busy", "quiet")
+           if line.strip().startswith(name)}
+    trend = {name: line[-SPARK_WIDTH:] for name, line in row.items()}
+    assert all(len(cells) == SPARK_WIDTH for cells in trend.values())
+    assert trend["busy"].strip() == "█" * len(trend["busy"].strip())  # the table's top
+    assert set(trend["quiet"].strip()) == {"▅"}  # half of it, on the same scale
+    assert trend["busy"].startswith(" ")  # 40 s of a minute: blank on the left
+    assert re.search(r"busy +20\.0 +20\.0", text)
+
+
+def test_keys_are_read_only_from_a_terminal() -> None:
+    assert _keys_of("\t6q") == ["tab", "6", "q"] and _keys_of("\x1b[A") == [] and _keys_of("M") == ["m"]
+    read, write = os.pipe()
+    with os.fdopen(read) as stream:
+        keyboard = Keyboard(stream)
+        os.write(write, b"q")
+        started = time.monotonic()
+        assert not keyboard.reading and keyboard.wait(0.05) == []  # a pipe: waited, nothing read
+        assert time.monotonic() - started >= 0.05
+        keyboard.restore()
+    os.close(write)
+
+
+def _status(services: dict[str, dict[str, Any]], supervisor: bool = True) -> dict[str, Any]:
+    base = {"state": "running", "health": "healthy", "ready": True, "pid": 4242, "port": 1, "uptime": 75.0,
+            "restarts": 0, "cpuPercent": 0.0, "rssBytes": 30 * 2**20}
+    return {"supervisor": {"pid": 1, "uptime": 9.0, "rssBytes": 1} if supervisor else None,
+            "services": {name: base | fields for name, fields in services.items()}}
+
+
+def test_top_sorts_by_cpu_and_keys_change_the_order() -> None:
+    document = _status({"web": {"cpuPercent": 3.5, "rssBytes": 40 * 2**20},
+                        "budget": {"cpuPercent": 12.25, "rssBytes": 35 * 2**20, "restarts": 4},
+                        "capabilities.12": {"cpuPercent": None, "rssBytes": None, "state": "failed", "pid": None},
+                        "training": {"cpuPercent": 0.5, "rssBytes": 90 * 2**20}})
+    second = iter(range(100))
+    view = Top(lambda: document, lambda: [Observation("web", 1, "up", 1.0, None, {"tracer": {
+        "totalTraces": 30 * next(second)}})], 1.0)
+    view.poll()
+    time.sleep(0.2)
+    view.poll()
+
+    def order(*keys: str) -> list[str]:
+        for key in keys:
+            view.key(key)
+        console = Console(record=True, width=80, height=24, color_system=None, force_terminal=True)
+        console.print(view.frame(console, keys=True))
+        screen = console.export_text()
+        lines = screen.rstrip("\n").split("\n")
+        assert len(lines) == 24 and max(len(line) for line in lines) <= 80
+        assert re.search(r"service +state +cpu +cpu trend +memory +restarts +req/s", screen)
+        assert lines[-1].startswith("q quit  sort: c cpu m memory r restarts t req/s n name")
+        return re.findall(r"^ ?(web|budget|capabilities\.12|training) ", screen, re.MULTILINE)
+
+    assert order() == ["budget", "web", "training", "capabilities.12"]
+    assert order("m") == ["training", "web", "budget", "capabilities.12"]
+    assert order("r") == ["budget", "capabilities.12", "training", "web"]
+    assert order("t") == ["web", "budget", "capabilities.12", "training"]
+    assert order("n") == ["budget", "capabilities.12", "training", "web"]
+    console = Console(record=True, width=80, height=24, color_system=None, force_terminal=True)
+    console.print(view.frame(console, keys=True))
+    screen = console.export_text()
+    assert re.search(r"budget +running +12\.2% +[▁-█]* +35\.0 MiB +4 ", screen)  # 12.25 rounds half to even
+    assert re.search(r"capabilities\.12 +failed +- +- +0 ", screen)
+    trends = dict(re.findall(r"^(budget|training) +running +\S+ +(\S+) ", screen, re.MULTILINE))
+    assert trends["budget"][-1] == "█" and trends["training"][-1] == "▁"  # one scale for the table
+    assert "4/4 running" not in screen and "3/4 running" in screen
+    stopped = Top(lambda: _status({"web": {}}, supervisor=False), lambda: [], 1.0)
+    stopped.poll()
+    console.print(stopped.frame(console, keys=True))
+    assert "no supervisor runs" in console.export_text()
+
+
+# -- under a real pseudo-terminal -------------------------------------------------------------------
+
+
+class Terminal:
+    """A command in a pseudo-terminal of `columns`×`rows` (TERM=xterm-256color, no tmux); what it wrote is
+    kept in `output`. Ended by its pid (SIGKILL) in `close` if still running; every wait is bounded."""
+
+    def __init__(self, argv: list[str], columns: int, rows: int, keyboard: bool = True) -> None:
+        self.controller, self.terminal = pty.openpty()
+        fcntl.ioctl(self.terminal, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
+        self.settings = termios.tcgetattr(self.terminal)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TOOLOO_") and k not in ("COLUMNS", "LINES",
+                                                                                             "NO_COLOR")}
+        self.process = subprocess.Popen(argv, stdin=self.terminal if keyboard else subprocess.DEVNULL,
+                                        stdout=self.terminal, stderr=self.terminal,
+                                        env=env | {"TERM": "xterm-256color"}, start_new_session=True)
+        self.output = b""
+
+    def _read(self, timeout: float) -> None:
+        if select.select([self.controller], [], [], timeout)[0]:
+            try:
+                self.output += os.read(self.controller, 65536)
+            except OSError:  # the other side closed
+                pass
+
+    def screen(self) -> str:
+        """The last whole frame drawn, as text (a frame begins at the cursor's home)."""
+        frames = self.output.decode("utf-8", errors="replace").split("\x1b[H")
+        whole = frames[-2] if len(frames) > 2 else frames[-1]
+        return ANSI.sub("", whole).replace("\r", "")
+
+    def wait_for(self, predicate: Callable[[str], bool], timeout: float = 15) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.process.poll() is None:
+            self._read(0.1)
+            frames = self.output.decode("utf-8", errors="replace").split("\x1b[H")
+            for frame in reversed(frames[1:-1]):  # whole frames only: the last may be half written
+                text = ANSI.sub("", frame).replace("\r", "")
+                if predicate(text):
+                    return text
+        raise AssertionError(f"not on screen within {timeout} s:\n{self.screen()}")
+
+    def send(self, keys: bytes) -> None:
+        os.write(self.controller, keys)
+
+    def finish(self, timeout: float = 10) -> int:
+        deadline = time.monotonic() + timeout
+        while self.process.poll() is None and time.monotonic() < deadline:
+            self._read(0.1)
+        self._read(0.1)
+        return self.process.wait(timeout=1)
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=5)
+        os.close(self.controller)
+        os.close(self.terminal)
+
+
+def _restored(terminal: Terminal) -> None:
+    output = terminal.output.decode("utf-8", errors="replace")
+    tail = output[output.rfind("\x1b[H"):]
+    for sequence in RESTORED:
+        assert sequence in tail, repr(tail[-200:])
+    assert termios.tcgetattr(terminal.terminal)[3] == terminal.settings[3]  # echo and line mode back
+
+
+def _open_breaker(config: Config) -> None:
+    breaker = config.services["web"].breaker
+    assert breaker is not None
+    breaker.failure_threshold, breaker.reset_timeout = 2, 600.0
+
+
+def test_watch_at_80x24_shows_the_summary_and_an_open_breaker_and_restores_the_terminal(tmp_path: Path) -> None:
+    with EphemeralStack(tmp_path, _open_breaker) as stack:
+        stack.start("web")  # and budget down: web's breaker to it opens for real
+        with httpx.Client(base_url=stack.url("web"), trust_env=False, timeout=5) as client:
+            statuses = [client.get("/api/v1/budget").status_code for _ in range(3)]
+        assert statuses == [502, 502, 503]
+        argv = [sys.executable, "-m", "tooloo_cli", "--config", str(stack.config_path), "observe", "--watch",
+                "--interval", "0.2", "-s", "web", "-s", "budget"]
+        for ending in ("q", "SIGTERM"):
+            terminal = Terminal(argv, 80, 24)
+            try:
+                screen = terminal.wait_for(lambda text: "breaker budget open" in text)
+                lines = screen.rstrip("\n").split("\n")
+                assert len(lines) == 24 and max(len(line) for line in lines) <= 80, screen
+                assert re.search(r"web +up +\S+ +\S+ +\S+ +breaker budget open", screen), screen
+                assert re.search(r"budget +down +- +- +- +connection refused", screen), screen
+                assert "\x1b[1;31mbreaker budget open" in terminal.output.decode(errors="replace")
+                if ending == "q":
+                    terminal.send(b"6")
+                    terminal.wait_for(lambda text: "Circuit breakers" in text)
+                    terminal.send(b"q")
+                    assert terminal.finish() == 0
+                else:
+                    terminal.process.send_signal(signal.SIGTERM)
+                    assert terminal.finish() == 143
+                _restored(terminal)
+            finally:
+                terminal.close()
+        # No keyboard (stdin not a terminal): no key is read, it still redraws, Ctrl-C ends it.
+        terminal = Terminal(argv, 80, 24, keyboard=False)
+        try:
+            first = terminal.wait_for(lambda text: "Ctrl-C to quit" in text)
+            terminal.wait_for(lambda text: "updated" in text and text.split("\n")[0] != first.split("\n")[0])
+            terminal.process.send_signal(signal.SIGINT)
+            assert terminal.finish() == 130
+            _restored(terminal)
+        finally:
+            terminal.close()
+
+
+def test_top_under_a_terminal_sorts_by_key_and_quits(tooloo: Callable[..., Tooloo]) -> None:
+    t = tooloo()
+    assert t("up", "web", "training").returncode == 0
+    terminal = Terminal([sys.executable, "-m", "tooloo_cli", "--config", str(t.config), "top", "--interval", "0.2"],
+                        80, 24)
+    try:
+        # What was not started reads stopped; a CPU figure comes with the supervisor's second sample.
+        row = re.compile(r"^web +running +\d+\.\d% +[▁-█]* +\d+\.\d MiB +0 +\d+\.\d ", re.MULTILINE)
+        screen = terminal.wait_for(lambda text: "2/8 running" in text and row.search(text) is not None)
+        assert re.search(r"service +state +cpu +cpu trend +memory +restarts +req/s", screen)
+        assert re.search(r"^coach +stopped +- +- +0 +- ", screen, re.MULTILINE), screen
+        terminal.send(b"n")  # by name: training before web
+        terminal.wait_for(lambda text: re.search(r"^training .*\n^web ", text, re.MULTILINE) is not None)
+        terminal.send(b"q")
+        assert terminal.finish() == 0
+        _restored(terminal)
+    finally:
+        terminal.close()
+
+
+def test_top_refuses_an_interval_observe_interval_could_not_be(tmp_path: Path) -> None:
+    # The check is observe's (`_observe_interval`, tested with every bad value in test_cli.py): NaN is the one
+    # a comparison would let through.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TOOLOO_")}
+    result = subprocess.run([sys.executable, "-m", "tooloo_cli", "top", "--interval", "nan"], capture_output=True,
+                            text=True, env=env, cwd=tmp_path, timeout=60)
+    assert result.returncode == 2 and "from 0.1" in result.stderr and "to 3600" in result.stderr, result.stderr
+    shown = subprocess.run([sys.executable, "-m", "tooloo_cli", "top", "--help"], capture_output=True, text=True,
+                           env=env, cwd=tmp_path, timeout=60)
+    assert shown.returncode == 0 and "Example" in shown.stdout
