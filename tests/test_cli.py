@@ -388,7 +388,8 @@ def test_no_color_on_a_terminal_removes_colour(tmp_path: Path) -> None:
     assert _colour_codes(plain) == []
 
 
-@pytest.mark.parametrize("command", ["up", "down", "status", "restart", "logs", "observe", "serve", "test", "bench",
+@pytest.mark.parametrize("command", ["up", "down", "start", "stop", "status", "restart", "kill", "logs", "ls", "observe",
+                                     "top", "serve", "test", "bench",
                                      "config show", "config init", "config validate"])
 def test_every_command_help_has_an_example(tmp_path: Path, command: str) -> None:
     result = tooloo(tmp_path, *command.split(), "--help")

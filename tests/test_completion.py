@@ -71,7 +71,7 @@ def _bash(words: str) -> list[str]:
     return result.stdout.split()
 
 
-@pytest.mark.parametrize("command", ["up", "down", "restart", "logs", "serve"])
+@pytest.mark.parametrize("command", ["up", "down", "start", "stop", "restart", "status", "kill", "logs", "top", "serve"])
 def test_service_names_complete_for_every_command_that_takes_one(command: str) -> None:
     assert _bash(f"tooloo {command} ") == SERVICES
     assert _bash(f"tooloo {command} c") == ["coach", "capabilities"]
