@@ -5,8 +5,9 @@
     sign_out(entry)                          # the supervisor, as it exits
 
 A stack is known by its state directory: wherever its tooloo.toml is, its supervisor writes
-one small file (0600) named after that directory into the registry, and removes it when it
-exits. The registry is the user's own: `$XDG_RUNTIME_DIR/tooloo/stacks` (a tmpfs emptied at
+one small file (0600) into the registry, named by its pid and saying which directory it
+supervises, and removes it when it exits. (By pid, not by a hash of the directory: hashlib
+would map OpenSSL's libcrypto into the supervisor, 3.4 MiB of its memory for a file name.) The registry is the user's own: `$XDG_RUNTIME_DIR/tooloo/stacks` (a tmpfs emptied at
 logout and at boot, so a supervisor killed by SIGKILL leaves no entry past a reboot), else
 `$XDG_STATE_HOME/tooloo/stacks` (`~/.local/state/tooloo/stacks`). An entry whose supervisor
 is gone (its pid no longer runs the supervisor of that directory) is left out and removed
@@ -15,7 +16,6 @@ by the next reading.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Mapping
@@ -34,15 +34,10 @@ def registry_dir(environ: Mapping[str, str] = os.environ) -> Path:
     return base / "tooloo" / "stacks"
 
 
-def _entry_path(paths: StatePaths, environ: Mapping[str, str]) -> Path:
-    digest = hashlib.sha256(os.fsencode(str(paths.root.resolve()))).hexdigest()[:20]
-    return registry_dir(environ) / f"{digest}.json"
-
-
 def sign_in(paths: StatePaths, config: Path | None, environ: Mapping[str, str] = os.environ) -> Path | None:
     """Records this process as the supervisor of `paths`; None when the registry cannot be written
     (`tooloo ls` then misses this stack, which is no reason for the stack not to run)."""
-    entry = _entry_path(paths, environ)
+    entry = registry_dir(environ) / f"{os.getpid()}.json"
     try:
         entry.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         write_private(entry, json.dumps({"stateDir": str(paths.root.resolve()), "pid": os.getpid(),
@@ -53,10 +48,8 @@ def sign_in(paths: StatePaths, config: Path | None, environ: Mapping[str, str] =
 
 
 def sign_out(entry: Path | None) -> None:
-    """Removes this supervisor's entry, unless a newer supervisor of the same directory has replaced it."""
-    if entry is None:
-        return
-    if (_read(entry) or {}).get("pid") == os.getpid():
+    """Removes this supervisor's entry."""
+    if entry is not None:
         entry.unlink(missing_ok=True)
 
 
