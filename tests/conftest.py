@@ -40,18 +40,18 @@ from tooloo_cli.bench.redis_server import RedisServer
 
 
 @pytest.fixture(autouse=True, scope="session")
-def own_runtime_directory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """XDG_RUNTIME_DIR of every process the tests start: their supervisors sign in there for `tooloo ls`
+def own_state_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """XDG_STATE_HOME of every process the tests start: their supervisors sign in there for `tooloo ls`
     (supervisor/registry.py), not in the registry of the person running the tests."""
-    directory = tmp_path_factory.mktemp("runtime")
+    directory = tmp_path_factory.mktemp("state-home")
     directory.chmod(0o700)
-    before = os.environ.get("XDG_RUNTIME_DIR")
-    os.environ["XDG_RUNTIME_DIR"] = str(directory)
+    before = os.environ.get("XDG_STATE_HOME")
+    os.environ["XDG_STATE_HOME"] = str(directory)
     yield directory
     if before is None:
-        del os.environ["XDG_RUNTIME_DIR"]
+        del os.environ["XDG_STATE_HOME"]
     else:
-        os.environ["XDG_RUNTIME_DIR"] = before
+        os.environ["XDG_STATE_HOME"] = before
 
 
 def write_stack_config(directory: Path, edit: Callable[[Config], None] | None = None) -> Path:

@@ -223,3 +223,46 @@ def test_a_kill_9_and_its_restart_are_in_the_service_s_log(tooloo: Callable[...,
     assert (last["stream"], last["line"]) == ("supervisor", "stopped (killed by SIGTERM)")
     shown = t("logs", "talker", "-n", "100").stdout
     assert re.search(r"^[\d:.]+ talker \| tooloo: exited \(killed by SIGKILL\); restarting", shown, re.MULTILINE)
+
+
+# -- what the first reading found -------------------------------------------------------------
+
+
+def test_a_carriage_return_stays_inside_its_line_and_cannot_forge_an_event(tmp_path: Path) -> None:
+    path = tmp_path / "web.log"
+    follower = Follower(path)
+    forged = b"50%\r2020-01-01T00:00:00.000000Z supervisor exited (exit code 0); restarting in 1 s"
+    log = RotatingLog(path, max_bytes=10_000, backups=1)
+    log.write(encode(1000.0, "stderr", [forged, b"after"]))
+    log.close()
+    for found in (read(path), read(path, since=0.0), follower.new()):
+        assert [(entry.stream, entry.text) for entry in found] == [("stderr", forged.decode()), ("stderr", "after")]
+
+
+def test_what_is_read_before_following_is_not_followed_again(tmp_path: Path) -> None:
+    path = tmp_path / "web.log"
+    log = RotatingLog(path, max_bytes=10_000, backups=1)
+    log.write(encode(1.0, "stdout", [b"before"]))
+    follower = Follower(path)
+    log.write(encode(2.0, "stdout", [b"between"]))  # after the follower began, before the past was read
+    assert [entry.text for entry in read(path, end=follower.position)] == ["before"]
+    assert [entry.text for entry in follower.new()] == ["between"]
+    log.close()
+
+
+def test_a_window_or_a_pattern_reaches_every_backup(tmp_path: Path) -> None:
+    path = tmp_path / "web.log"
+    log = RotatingLog(path, max_bytes=100, backups=5)  # two lines a file: all twelve kept, in six files
+    for second in range(12):
+        log.write(encode(1000.0 + second, "stdout", [f"line {second}".encode()]))
+    log.close()
+    assert (tmp_path / "web.log.5").exists()
+    assert [entry.text for entry in read(path, until=1001.0)] == ["line 0", "line 1"]
+    assert [entry.text for entry in read(path, keep=re.compile("line [01]$"))] == ["line 0", "line 1"]
+    assert [entry.text for entry in read(path, last=1)] == ["line 11"]
+
+
+def test_logs_json_with_no_log_prints_nothing(tmp_path: Path) -> None:
+    (tmp_path / "tooloo.toml").write_text("")
+    result = tooloo(tmp_path, "logs", "--json")
+    assert result.returncode == 0 and result.stdout == ""

@@ -13,7 +13,7 @@ from conftest import Tooloo
 from test_cli import clean_env
 
 from tooloo_cli.supervisor.paths import StatePaths
-from tooloo_cli.supervisor.registry import registry_dir, sign_in, sign_out, stacks
+from tooloo_cli.supervisor.registry import registry_dir, sign_in, sign_out, stacks, still_signed_in
 
 
 def _ls(cwd: Path, *arguments: str) -> subprocess.CompletedProcess[str]:
@@ -50,22 +50,72 @@ def test_ls_lists_each_running_stack_with_its_services_and_forgets_a_stopped_one
 
 
 def test_an_entry_whose_supervisor_is_gone_is_left_out_and_removed(tmp_path: Path) -> None:
-    environ = {"XDG_RUNTIME_DIR": str(tmp_path)}
+    environ = {"XDG_STATE_HOME": str(tmp_path / "state")}
     paths = StatePaths(tmp_path / "stack" / ".tooloo")
     paths.root.mkdir(parents=True)
     paths.pid_file.write_text(f"{os.getpid()}\n")  # this process, as its supervisor
     entry = sign_in(paths, None, environ)
     assert entry is not None and oct(entry.stat().st_mode & 0o777) == "0o600"
+    assert all(oct(d.stat().st_mode & 0o777) == "0o700" for d in (entry.parent, entry.parent.parent, tmp_path / "state"))
     assert [record["pid"] for record in stacks(environ)] == [os.getpid()]
     paths.pid_file.write_text("1\n")  # another supervisor since (or a pid reused): not this entry's
     assert stacks(environ) == [] and not entry.exists()
-    entry = sign_in(paths, None, environ)
+    assert still_signed_in(entry, paths, None, environ) == entry and entry.exists()  # gone, so written again
     sign_out(entry)
-    assert entry is not None and not entry.exists()
+    assert not entry.exists() and list(entry.parent.iterdir()) == []
 
 
-def test_the_registry_is_the_user_s_runtime_directory_else_their_state_directory(tmp_path: Path) -> None:
-    assert registry_dir({"XDG_RUNTIME_DIR": str(tmp_path)}) == tmp_path / "tooloo" / "stacks"
-    assert registry_dir({"XDG_RUNTIME_DIR": str(tmp_path / "none"), "HOME": str(tmp_path)}) \
-        == tmp_path / ".local" / "state" / "tooloo" / "stacks"
-    assert registry_dir({"XDG_STATE_HOME": str(tmp_path / "state")}) == tmp_path / "state" / "tooloo" / "stacks"
+def test_a_registry_open_to_others_or_a_link_planted_in_it_is_not_written(tmp_path: Path) -> None:
+    environ = {"XDG_STATE_HOME": str(tmp_path)}
+    paths = StatePaths(tmp_path / "stack")
+    registry = registry_dir(environ)
+    registry.mkdir(parents=True)
+    registry.chmod(0o777)
+    assert sign_in(paths, None, environ) is None and list(registry.iterdir()) == []
+    registry.chmod(0o700)
+    victim = tmp_path / "victim"
+    victim.write_text("untouched")
+    (registry / f".{os.getpid()}.partial").symlink_to(victim)  # where the entry is first written
+    entry = sign_in(paths, None, environ)
+    assert entry is not None and victim.read_text() == "untouched" and not entry.is_symlink()
+
+
+def test_the_registry_is_the_user_s_state_directory() -> None:
+    import pwd
+
+    assert registry_dir({"XDG_STATE_HOME": "/s"}) == Path("/s/tooloo/stacks")
+    assert registry_dir({"HOME": "/h"}) == Path("/h/.local/state/tooloo/stacks")
+    own = Path(pwd.getpwuid(os.getuid()).pw_dir) / ".local" / "state" / "tooloo" / "stacks"
+    assert registry_dir({"HOME": "relative", "XDG_STATE_HOME": "relative"}) == registry_dir({}) == own
+
+
+def test_ls_shows_a_stack_whose_supervisor_refuses_and_still_lists_the_others(tmp_path: Path) -> None:
+    import asyncio
+    import threading
+
+    from tooloo_cli.supervisor.api import ControlServer
+
+    async def refuse(payload: dict[str, object]) -> tuple[int, dict[str, object]]:
+        return 503, {"ok": False, "error": "the supervisor is shutting down"}
+
+    paths = StatePaths(tmp_path / "refusing" / ".tooloo")
+    paths.root.mkdir(parents=True)
+    paths.pid_file.write_text(f"{os.getpid()}\n")  # this process plays its supervisor
+    loop = asyncio.new_event_loop()
+    server = ControlServer(paths.socket, {("GET", "/states"): refuse})
+    loop.run_until_complete(server.start())
+    serving = threading.Thread(target=loop.run_forever, daemon=True)
+    serving.start()
+    entry = sign_in(paths, None)  # the tests' own registry (conftest's XDG_STATE_HOME)
+    try:
+        listed = _ls(tmp_path, "--json")
+        assert listed.returncode == 0, listed.stderr
+        record = next(r for r in json.loads(listed.stdout)["stacks"] if r["stateDir"] == str(paths.root.resolve()))
+        assert record["running"] is None
+        assert "not answering" in _ls(tmp_path).stdout
+    finally:
+        sign_out(entry)
+        asyncio.run_coroutine_threadsafe(server.close(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        serving.join(10)
+        loop.close()

@@ -14,7 +14,7 @@ from tooloo_cli.config import Config, LoadedConfig, load_config
 from tooloo_cli.phase6.support import run
 from tooloo_cli.stack import stack_of
 from tooloo_cli.supervisor.paths import StatePaths
-from tooloo_cli.supervisor.process import ManagedProcess
+from tooloo_cli.supervisor.process import ManagedProcess, OutputSink
 
 
 def _loaded(directory: Path, edit: Callable[[Config], None] | None = None) -> LoadedConfig:
@@ -26,7 +26,7 @@ def _loaded(directory: Path, edit: Callable[[Config], None] | None = None) -> Lo
     return load_config(write_ephemeral_config(directory, edits), env={})
 
 
-def _managed(loaded: LoadedConfig, name: str, on_output: Callable[[str, bytes], None] | None = None) -> ManagedProcess:
+def _managed(loaded: LoadedConfig, name: str, on_output: OutputSink | None = None) -> ManagedProcess:
     paths = StatePaths.of(loaded)
     paths.ensure()
     spec = stack_of(loaded).specs[name]

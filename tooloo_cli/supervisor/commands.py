@@ -26,7 +26,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -38,7 +38,7 @@ from tooloo_cli.supervisor.control import ControlClient, SupervisorUnavailable
 from tooloo_cli.supervisor.daemon import LAUNCH_TIMEOUT, connect, launch, recorded_pid, status_document
 from tooloo_cli.supervisor.environment import handover
 from tooloo_cli.supervisor.lock import FileLock
-from tooloo_cli.supervisor.logs import Entry, Follower, read, stamp, wanted
+from tooloo_cli.supervisor.logs import Entry, Follower, entries, read, stamp, wanted
 from tooloo_cli.supervisor.paths import StatePaths, write_private
 from tooloo_cli.ports import describe_holder, port_holder
 from tooloo_cli.supervisor.printer import PlainConsole, Printer
@@ -561,7 +561,7 @@ def ls(console: Console | PlainConsole, as_json: bool = False) -> int:
             services = document["services"].values()
             record |= {"running": sum(service["state"] == "running" for service in services),
                        "replicas": len(services)}
-        except (SupervisorUnavailable, KeyError, TypeError, AttributeError):  # stopping, or not answering
+        except (ToolooError, OSError, KeyError, TypeError, AttributeError):  # stopping, refusing, not answering
             record |= {"running": None, "replicas": None}
         record["uptime"] = _supervisor_age(record["pid"])
         found.append(record)
@@ -639,14 +639,22 @@ def logs(loaded: LoadedConfig, asked: list[str], console: Console | PlainConsole
         names = [name for name in names if paths.log(name).exists()] or names
         names += [other for other in logged if other not in names]
     if not names:
-        console.print("no service has a log here")
+        if not as_json:  # a script reading JSON lines reads none
+            console.print("no service has a log here")
         return 0
-    show = _json_lines(console) if as_json else Printer(console, names).entry
+    show = _json_lines(console, flush=follow) if as_json else Printer(console, names).entry
+    # Followers first: each reads from where the past below stops, so no line is shown twice or missed.
     followers = {name: Follower(paths.log(name)) for name in names} if follow else {}
-    past = {name: read(paths.log(name), lines, since, until, grep) for name in names}
-    for name, entry in heapq.merge(*([(name, entry) for entry in entries] for name, entries in past.items()),
-                                   key=_when):
+
+    def past(name: str) -> Iterator[tuple[str, Entry]]:
+        end = followers[name].position if follow else None
+        found = read(paths.log(name), lines, since, until, grep, end) if lines is not None \
+            else entries(paths.log(name), since, until, grep, end)  # every one: read as merged, not held
+        return ((name, entry) for entry in found)
+
+    for name, entry in heapq.merge(*(past(name) for name in names), key=_when):
         show(name, entry)
+    console.file.flush()
     return _follow(followers, show, since, grep) if follow else 0
 
 
@@ -654,15 +662,17 @@ def _when(logged: tuple[str, Entry]) -> float:
     return logged[1].at or 0.0
 
 
-def _json_lines(console: Console | PlainConsole) -> Callable[[str, Entry], None]:
-    """Entries as JSON lines: {"ts", "service", "replica", "stream", "line"}, `ts` in UTC (or null)."""
+def _json_lines(console: Console | PlainConsole, flush: bool) -> Callable[[str, Entry], None]:
+    """Entries as JSON lines: {"ts", "service", "replica", "stream", "line"}, `ts` in UTC (or null);
+    each flushed at once with `flush` (following), else with the last."""
     def show(name: str, entry: Entry) -> None:
         service, _, index = name.rpartition(".")
         service, replica = (service, int(index)) if service and index.isdigit() else (name, 1)
         console.file.write(json.dumps({"ts": None if entry.at is None else stamp(entry.at), "service": service,
                                        "replica": replica, "stream": entry.stream, "line": entry.text},
                                       ensure_ascii=False) + "\n")
-        console.file.flush()
+        if flush:
+            console.file.flush()
     return show
 
 

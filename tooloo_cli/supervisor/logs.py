@@ -18,17 +18,19 @@ Rotation renames budget.log → budget.log.1 → … → budget.log.N (the oldes
 
 from __future__ import annotations
 
+import glob
 import os
 import re
-from time import time as clock
+import time
 from collections import deque
-from datetime import datetime, time as clock_time, timezone
+from collections.abc import Iterator
+from datetime import datetime, time as time_of_day, timezone
 from pathlib import Path
 from typing import BinaryIO, NamedTuple
 
 STREAMS = ("stdout", "stderr", "supervisor")
 LONGEST_LINE = 65_536  # bytes a line may reach before it is written without its end
-_STAMPED = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z) (stdout|stderr|supervisor) (.*)", re.DOTALL)
+_TEXT_FROM = len("2026-12-03T13:11:40.123456Z stdout")  # a stamped line is longer: a space, then its text
 _SPAN = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
 _TIME_OF_DAY = re.compile(r"(\d\d?):(\d\d)(?::(\d\d))?")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -112,41 +114,57 @@ def encode(at: float, stream: str, lines: list[bytes]) -> bytes:
 
 def parse(line: str, previous: float | None = None) -> Entry:
     """A log file's line; an unstamped one reads as stdout at `previous` (the line before's time)."""
-    match = _STAMPED.fullmatch(line)
-    if match is None:
-        return Entry(previous, "stdout", line)
-    return Entry(datetime.fromisoformat(match[1]).timestamp(), match[2], match[3])
+    # By position, not by a regular expression over the whole line: a `--since` reads every line.
+    if len(line) > _TEXT_FROM and line[26] == "Z" and line[27] == " " and line[10] == "T":
+        stream, _, text = line[28:].partition(" ")
+        if stream in STREAMS:
+            try:
+                return Entry(datetime.fromisoformat(line[:27]).timestamp(), stream, text)
+            except ValueError:
+                pass
+    return Entry(previous, "stdout", line)
 
 
 def files(path: Path) -> list[Path]:
     """A log and its rotated backups that exist, oldest first."""
     backups = sorted((int(candidate.name.rpartition(".")[2]), candidate)
-                     for candidate in path.parent.glob(f"{glob_escape(path.name)}.*")
+                     for candidate in path.parent.glob(f"{glob.escape(path.name)}.*")
                      if candidate.name.rpartition(".")[2].isdigit())
     return [candidate for _, candidate in reversed(backups)] + ([path] if path.exists() else [])
 
 
-def glob_escape(name: str) -> str:
-    return re.sub(r"([*?[])", r"[\1]", name)
+def lines_of(path: Path, whole: bool = False, end: Position | None = None) -> Iterator[str]:
+    """The lines of a log as written, oldest first: of its last two files (a tail needs no more), or
+    with `whole` of every backup; the current file only up to `end` when it is still that file.
+
+    Split on newlines only: a carriage return inside a line (a progress bar's) stays in it, where
+    reading as text would begin a new line there, one a service could make look stamped.
+    """
+    for candidate in files(path) if whole else files(path)[-2:]:
+        with open(candidate, "rb") as handle:
+            data = handle.read(end.offset) if end is not None and candidate == path \
+                and os.fstat(handle.fileno()).st_ino == end.inode else handle.read()
+        for raw in data.split(b"\n")[:-1] if data.endswith(b"\n") else data.split(b"\n"):
+            yield raw.decode("utf-8", errors="replace")
+
+
+def entries(path: Path, since: float | None = None, until: float | None = None,
+            keep: re.Pattern[str] | None = None, end: Position | None = None) -> Iterator[Entry]:
+    """The entries of a log from `since` to `until` whose line matches `keep`, oldest first, read as
+    they are asked for (a window over 40 MiB of logs is not held in memory)."""
+    filtered = since is not None or until is not None or keep is not None
+    previous: float | None = None
+    for line in lines_of(path, whole=filtered, end=end):
+        entry = parse(line, previous)
+        previous = entry.at
+        if wanted(entry, since, until, keep):
+            yield entry
 
 
 def read(path: Path, last: int | None = None, since: float | None = None, until: float | None = None,
-         keep: re.Pattern[str] | None = None) -> list[Entry]:
-    """The entries of a log, oldest first: those from `since` to `until` matching `keep`, the `last` of them.
-
-    Without `since`, only the current file and the one rotated before it are read (a tail
-    needs no more); with it, every backup.
-    """
-    found: deque[Entry] = deque(maxlen=last)
-    previous: float | None = None
-    for candidate in files(path) if since is not None else files(path)[-2:]:
-        with open(candidate, encoding="utf-8", errors="replace") as handle:
-            for line in handle:
-                entry = parse(line.rstrip("\n"), previous)
-                previous = entry.at
-                if wanted(entry, since, until, keep):
-                    found.append(entry)
-    return list(found)
+         keep: re.Pattern[str] | None = None, end: Position | None = None) -> list[Entry]:
+    """The `last` of `entries(...)` (every one when None)."""
+    return list(deque(entries(path, since, until, keep, end), maxlen=last))
 
 
 def wanted(entry: Entry, since: float | None, until: float | None, keep: re.Pattern[str] | None) -> bool:
@@ -159,44 +177,50 @@ def wanted(entry: Entry, since: float | None, until: float | None, keep: re.Patt
 
 def tail(path: Path, lines: int) -> list[str]:
     """The last `lines` lines of a log as they are written, reaching into the previous file after a rotation."""
-    found: deque[str] = deque(maxlen=lines)
-    for candidate in files(path)[-2:]:
-        with open(candidate, encoding="utf-8", errors="replace") as handle:
-            for line in handle:
-                found.append(line.rstrip("\n"))
-    return list(found)
+    return list(deque(lines_of(path), maxlen=lines))
+
+
+class Position(NamedTuple):
+    inode: int
+    offset: int
 
 
 class Follower:
-    """The entries appended to a log since the last look, across its rotations (and before it exists)."""
+    """The entries appended to a log since the last look, across its rotations (and before it exists).
+
+    `position` is where it will read from: what was read before it (`read(..., end=position)`)
+    is not read again.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         stat = _stat(path)
-        self._inode, self._offset = (stat.st_ino, stat.st_size) if stat else (0, 0)
+        self.position = Position(stat.st_ino, stat.st_size) if stat else Position(0, 0)
         self._previous: float | None = None
 
     def new(self) -> list[Entry]:
         stat = _stat(self.path)
         if stat is None:
             return []
+        inode, offset = self.position
         data = b""
-        if stat.st_ino != self._inode or stat.st_size < self._offset:
+        if stat.st_ino != inode or stat.st_size < offset:
             # Rotated: first what was added to the old file since the last look, then the new one.
             rotated = self.path.with_name(f"{self.path.name}.1")
-            if (old := _stat(rotated)) is not None and old.st_ino == self._inode:
-                data = _complete(_read_from(rotated, self._offset))
-            self._inode, self._offset = stat.st_ino, 0
-        if stat.st_size > self._offset:
-            added = _complete(_read_from(self.path, self._offset))
-            self._offset += len(added)
+            if (old := _stat(rotated)) is not None and old.st_ino == inode:
+                data = _complete(_read_from(rotated, offset))
+            inode, offset = stat.st_ino, 0
+        if stat.st_size > offset:
+            added = _complete(_read_from(self.path, offset))
+            offset += len(added)
             data += added
-        entries = []
-        for line in data.decode("utf-8", errors="replace").splitlines():
-            entry = parse(line, self._previous)
+        self.position = Position(inode, offset)
+        found = []
+        for raw in data.split(b"\n")[:-1]:  # whole lines only (see _complete), split as lines_of splits them
+            entry = parse(raw.decode("utf-8", errors="replace"), self._previous)
             self._previous = entry.at
-            entries.append(entry)
-        return entries
+            found.append(entry)
+        return found
 
 
 def _stat(path: Path) -> os.stat_result | None:
@@ -228,7 +252,7 @@ def moment(text: str, now: float) -> float:
     try:
         if of_day := _TIME_OF_DAY.fullmatch(text):
             hour, minute, second = (int(part or 0) for part in of_day.groups())
-            return datetime.combine(datetime.fromtimestamp(now).date(), clock_time(hour, minute, second)).timestamp()
+            return datetime.combine(datetime.fromtimestamp(now).date(), time_of_day(hour, minute, second)).timestamp()
         return datetime.fromisoformat(text).timestamp()
     except ValueError:
         raise ValueError(f"{text!r} is neither a span back from now (90s, 10m, 1h30m, 2d) nor a time "
@@ -239,6 +263,6 @@ def day_and_time(at: float, now: float | None = None) -> str:
     """How `tooloo logs` shows a moment: the local time to the millisecond, with its date when not today."""
     local = datetime.fromtimestamp(at)
     shown = local.strftime("%H:%M:%S.%f")[:-3]
-    today = datetime.fromtimestamp(clock() if now is None else now).date()
+    today = datetime.fromtimestamp(time.time() if now is None else now).date()
     return shown if local.date() == today else f"{local.date().isoformat()} {shown}"
 

@@ -45,6 +45,7 @@ import os
 import signal
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from tooloo_cli.config import ConfigError, LoadedConfig, load_config
@@ -56,7 +57,7 @@ from tooloo_cli.supervisor.environment import scrubbed
 from tooloo_cli.supervisor.lock import FileLock
 from tooloo_cli.supervisor.metrics import metrics_page
 from tooloo_cli.supervisor.paths import StatePaths, write_private
-from tooloo_cli.supervisor.registry import sign_in, sign_out
+from tooloo_cli.supervisor.registry import sign_in, sign_out, still_signed_in
 from tooloo_cli.supervisor.process import Gate, ManagedProcess, OutputSink
 from tooloo_cli.supervisor.usage import USAGE_INTERVAL, own_rss
 
@@ -84,6 +85,7 @@ class Supervisor:
         self.interrupted = False  # stopped by SIGINT (Ctrl-C): an attached `up` then exits 130
         self._final = False  # every replica stopped, the control socket about to close: GET /states waits no more
         self._leaving = False  # a stop of everything is under way: the supervisor leaves once it is done
+        self._signed_in: Path | None = None  # its entry in the registry of running stacks (registry.py)
         self._lock = FileLock(self.paths.supervisor_lock)
         self._control = ControlServer(self.paths.socket, {
             ("GET", "/status"): self._status,
@@ -113,10 +115,9 @@ class Supervisor:
         loop.add_signal_handler(signal.SIGHUP, (lambda: None) if self.detached else self._done.set)
         write_private(self.paths.pid_file, f"{os.getpid()}\n")
         sampler = loop.create_task(self._sample_usage(), name="usage-sampler")
-        signed_in = None
         try:
             await self._control.start()
-            signed_in = sign_in(self.paths, self.loaded.source)  # for `tooloo ls`, once it answers
+            self._signed_in = sign_in(self.paths, self.loaded.source)  # for `tooloo ls`, once it answers
             await self._serve_metrics()
             self._start_replicas(self._resolve(names), self.stack, self.handed)
             if on_ready is not None:
@@ -132,7 +133,7 @@ class Supervisor:
                 await self._metrics.close()
             for process in self.processes.values():
                 process.close()
-            sign_out(signed_in)
+            sign_out(self._signed_in)
             self.paths.pid_file.unlink(missing_ok=True)
             self._lock.release()
 
@@ -190,6 +191,8 @@ class Supervisor:
             for process in self.processes.values():
                 if process.pid is not None or process.usage.rss_bytes is not None:
                     process.sample_usage()
+            if self._signed_in is not None:  # its entry removed meanwhile (the registry cleared): again
+                self._signed_in = still_signed_in(self._signed_in, self.paths, self.loaded.source)
             await asyncio.sleep(USAGE_INTERVAL)
 
     def _adopt(self, stack: Stack) -> None:

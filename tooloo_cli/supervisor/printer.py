@@ -38,7 +38,7 @@ STATUS_COLUMNS = (("service", "left"), ("state", "left"), ("pid", "right"), ("po
                   ("restarts", "right"), ("exit", "right"), ("cpu", "right"), ("memory", "right"))
 # Left out in this order when the table is wider than the terminal, so that no cell is cut: a pid
 # shown as "188…" or a name as "segmentati…" is worse than no uptime (`status NAME` has them all).
-DROPPED_FIRST = ("exit", "uptime", "port", "cpu", "restarts")
+DROPPED_FIRST = ("exit", "uptime", "port", "cpu", "restarts", "memory")
 
 # rich.markup's own patterns: a tag is `[` then a-z, #, / or @, up to `]`; backslashes escape it.
 _TAGS = re.compile(r"((\\*)\[([a-z#/@][^[]*?)])")
@@ -163,10 +163,17 @@ def _state(service: dict[str, Any]) -> str:
     return f"[{STATE_STYLES.get(state, 'white')}]{escape(state)}[/]{health}"
 
 
+def _when_and_what(entry: Entry) -> tuple[str, str]:
+    """A log entry's time as shown (with a space after it; nothing for an unstamped line) and its text,
+    `tooloo: …` for the supervisor's events."""
+    when = "" if entry.at is None else f"{day_and_time(entry.at)} "
+    return when, f"tooloo: {entry.text}" if entry.stream == "supervisor" else entry.text
+
+
 def _exit(one: dict[str, Any]) -> str:
     """One past exit: when, how (its code or signal) and whether the supervisor had asked for it."""
     how = f"killed by {one['signal']}" if one.get("signal") else f"exit code {one.get('exitCode')}"
-    why = f", ended: {one['endedFor']}" if one.get("endedFor") else "" if one.get("wanted") else ", stopped"
+    why = f", ended: {one['endedFor']}" if one.get("endedFor") else ", stopped" if one.get("expected") else ""
     return f"{day_and_time(one['at'])} {how}{why}"
 
 
@@ -192,8 +199,7 @@ class Printer:
     def entry(self, name: str, entry: Entry) -> None:
         """`13:11:40.123 budget | the line`: its time (with its date when not today), whose it is, the
         line; the supervisor's events for the replica read `tooloo: …`."""
-        when = "" if entry.at is None else f"{day_and_time(entry.at)} "
-        text = f"tooloo: {entry.text}" if entry.stream == "supervisor" else entry.text
+        when, text = _when_and_what(entry)
         if isinstance(self.console, PlainConsole):
             self.console.write(f"{when}{name:<{self.width}} | {text}")
             return
@@ -297,13 +303,12 @@ class Printer:
         self.console.print(f"[bold]{escape(name)}[/]  {_state(service)}")
         width = max(len(label) for label, _ in rows)
         for label, value in rows:
-            self.console.print(f"  [dim]{label:<{width}}[/]  {escape(value)}")
+            self.console.print(f"  [dim]{label:<{width}}[/]  {escape(value)}", emoji=False)
         if last:
             self.console.print(f"  [dim]its last {len(last)} log lines:[/]")
             for entry in last:
-                when = "" if entry.at is None else f"{day_and_time(entry.at)} "
-                said = f"tooloo: {entry.text}" if entry.stream == "supervisor" else entry.text
-                self.console.print(f"    [dim]{when}[/]{escape(said)}")
+                when, said = _when_and_what(entry)
+                self.console.print(f"    [dim]{when}[/]{escape(said)}", emoji=False)
 
     def progress_table(self, document: dict[str, Any], names: list[str]) -> Table:
         """One row per service being started, for a Live display (on a terminal: rich's)."""

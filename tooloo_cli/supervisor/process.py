@@ -290,7 +290,7 @@ class ManagedProcess:
         """Keeps an exit for `tooloo status NAME`: when, its code or the signal that ended it."""
         self.exits.append({"at": time.time(), "exitCode": code if code is None or code >= 0 else None,
                            "signal": signal_name(-code) if code is not None and code < 0 else None,
-                           "endedFor": self._ended_for, "wanted": self._wanted})
+                           "endedFor": self._ended_for, "expected": not self._wanted})  # asked for (a stop)
 
     async def _spawn(self, environment: dict[str, str]) -> asyncio.subprocess.Process:
         self.state = "starting"
@@ -399,9 +399,13 @@ class ManagedProcess:
         while True:
             await asyncio.sleep(self.spec.probe_interval)
             if await self._probe("liveness", process) is None:
+                if misses:
+                    self._event(f"liveness probe passes again, after {misses} failed")
                 misses = 0
                 self.health = "healthy"
-                self.ready = await self._probe("readiness", process) is None
+                was_ready, self.ready = self.ready, await self._probe("readiness", process) is None
+                if self.ready != was_ready:  # a change after start-up is news too: the log says when
+                    self._event("ready" if self.ready else f"not ready: {self.probes['readiness']['reason']}")
                 continue
             misses += 1
             self.health = "unhealthy"

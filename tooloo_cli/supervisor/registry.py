@@ -7,44 +7,79 @@
 A stack is known by its state directory: wherever its tooloo.toml is, its supervisor writes
 one small file (0600) into the registry, named by its pid and saying which directory it
 supervises, and removes it when it exits. (By pid, not by a hash of the directory: hashlib
-would map OpenSSL's libcrypto into the supervisor, 3.4 MiB of its memory for a file name.) The registry is the user's own: `$XDG_RUNTIME_DIR/tooloo/stacks` (a tmpfs emptied at
-logout and at boot, so a supervisor killed by SIGKILL leaves no entry past a reboot), else
-`$XDG_STATE_HOME/tooloo/stacks` (`~/.local/state/tooloo/stacks`). An entry whose supervisor
-is gone (its pid no longer runs the supervisor of that directory) is left out and removed
-by the next reading.
+would map OpenSSL's libcrypto into the supervisor, 3.4 MiB of its memory for a file name.)
+The supervisor signs in again if its entry disappears while it runs.
+
+The registry is the user's own, `$XDG_STATE_HOME/tooloo/stacks` (`~/.local/state/tooloo/stacks`):
+not the runtime directory, which logind empties when the user's last session ends, while a
+detached supervisor goes on. It must be a directory of the user's, closed to others (0700),
+or nobody signs in there. An entry whose supervisor is gone (its pid no longer runs the
+supervisor of that directory: a SIGKILL, a reboot) is left out and removed by the next reading.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import pwd
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from tooloo_cli.supervisor.paths import StatePaths, write_private
+from tooloo_cli.supervisor.paths import StatePaths
 
 
 def registry_dir(environ: Mapping[str, str] = os.environ) -> Path:
-    runtime = environ.get("XDG_RUNTIME_DIR", "")
-    if runtime and os.path.isabs(runtime) and os.path.isdir(runtime):
-        return Path(runtime) / "tooloo" / "stacks"
     state = environ.get("XDG_STATE_HOME", "")
-    base = Path(state) if state and os.path.isabs(state) else Path(environ.get("HOME", "~")).expanduser() / ".local" / "state"
-    return base / "tooloo" / "stacks"
+    if state and os.path.isabs(state):
+        return Path(state) / "tooloo" / "stacks"
+    home = environ.get("HOME", "")
+    if not home or not os.path.isabs(home):  # unset, empty or relative: the account's own
+        home = pwd.getpwuid(os.getuid()).pw_dir
+    return Path(home) / ".local" / "state" / "tooloo" / "stacks"
+
+
+def _private_directory(directory: Path) -> bool:
+    """Creates `directory` and the missing ones above it 0700; whether it is this user's and closed to others."""
+    missing = [parent for parent in (directory, *directory.parents) if not parent.exists()]
+    for parent in reversed(missing):
+        try:
+            parent.mkdir(mode=0o700)
+        except FileExistsError:
+            pass
+    info = directory.lstat()
+    return stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid() and info.st_mode & 0o077 == 0
 
 
 def sign_in(paths: StatePaths, config: Path | None, environ: Mapping[str, str] = os.environ) -> Path | None:
     """Records this process as the supervisor of `paths`; None when the registry cannot be written
     (`tooloo ls` then misses this stack, which is no reason for the stack not to run)."""
-    entry = registry_dir(environ) / f"{os.getpid()}.json"
+    directory = registry_dir(environ)
+    entry = directory / f"{os.getpid()}.json"
+    text = json.dumps({"stateDir": str(paths.root.resolve()), "pid": os.getpid(),
+                       "config": None if config is None else str(config)}) + "\n"
     try:
-        entry.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        write_private(entry, json.dumps({"stateDir": str(paths.root.resolve()), "pid": os.getpid(),
-                                         "config": None if config is None else str(config)}) + "\n")
+        if not _private_directory(directory):
+            return None
+        # Whole or not at all (a reader never sees it half written), and never through a link planted there.
+        partial = directory / f".{os.getpid()}.partial"
+        partial.unlink(missing_ok=True)
+        descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(text)
+        os.replace(partial, entry)
     except OSError:
         return None
     return entry
+
+
+def still_signed_in(entry: Path | None, paths: StatePaths, config: Path | None,
+                    environ: Mapping[str, str] = os.environ) -> Path | None:
+    """`entry`, written again if it has gone (someone cleared the registry) while the supervisor runs."""
+    if entry is not None and entry.exists():
+        return entry
+    return sign_in(paths, config, environ)
 
 
 def sign_out(entry: Path | None) -> None:
@@ -80,12 +115,9 @@ def _supervises(record: dict[str, Any]) -> bool:
     since): the directory's own pid file names it."""
     try:
         os.kill(record["pid"], 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, another user's: not this user's stack
+    except (ProcessLookupError, PermissionError):  # gone, or another user's: not this user's stack
         return False
     try:
-        return int((Path(record["stateDir"]) / StatePaths(Path(record["stateDir"])).pid_file.name).read_text()) \
-            == record["pid"]
+        return int(StatePaths(Path(record["stateDir"])).pid_file.read_text()) == record["pid"]
     except (OSError, ValueError):
         return False

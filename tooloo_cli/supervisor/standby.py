@@ -40,7 +40,7 @@ NETWORK = frozenset({"HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "http
                      "all_proxy", "no_proxy", "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE"})
 # What the supervisor's own interpreter may need to start and behave as the user's would, and where it
 # signs in for `tooloo ls` (registry.py).
-RUNTIME = frozenset({"LD_LIBRARY_PATH", "XDG_RUNTIME_DIR", "XDG_STATE_HOME"})
+RUNTIME = frozenset({"LD_LIBRARY_PATH", "XDG_STATE_HOME"})
 
 
 def supervisor_environment(environ: Mapping[str, str]) -> dict[str, str]:
