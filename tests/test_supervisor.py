@@ -118,6 +118,18 @@ def test_down_of_one_service_keeps_the_others(tooloo: Callable[..., Tooloo]) -> 
     assert is_free("127.0.0.1", t.port("training"))
 
 
+def test_start_speaks_as_start(tooloo: Callable[..., Tooloo]) -> None:
+    t = tooloo()
+    assert t("up", "training").returncode == 0
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", t.port("budget")))
+        squatter.listen()
+        result = t("start", "budget")
+    assert result.returncode == 1
+    assert f"tooloo start: budget: port {t.port('budget')} is taken by pid {os.getpid()}" in result.stdout
+    assert "tooloo up" not in result.stdout
+
+
 def test_a_taken_port_is_refused_naming_the_holder(tooloo: Callable[..., Tooloo]) -> None:
     t = tooloo()
     with socket.socket() as squatter:

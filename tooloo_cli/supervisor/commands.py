@@ -141,8 +141,9 @@ def _up(loaded: LoadedConfig, names: list[str], console: Console | PlainConsole,
     # One `up` at a time decides whether to launch: two at once must not start two supervisors.
     lock = _launch_lock(paths)
     with lock:
+        verb = "up" if launch_supervisor else "start"
         if _down_requested_since_this_began(paths):
-            console.print("[red]tooloo up: a `tooloo down` was issued while this `up` was starting; "
+            console.print(f"[red]tooloo {verb}: a `tooloo down` was issued while this `{verb}` was starting; "
                           "nothing was started[/]")
             return 1
         client = connect(paths)
@@ -159,7 +160,7 @@ def _up(loaded: LoadedConfig, names: list[str], console: Console | PlainConsole,
         problems = _taken_ports(stack, missing)
         if problems:
             for problem in problems:
-                console.print(f"[red]tooloo up: {_escape(problem)}[/]")
+                console.print(f"[red]tooloo {verb}: {_escape(problem)}[/]")
             console.print("nothing was started; stop that process or change the port in tooloo.toml")
             return 1
         if foreground:
@@ -177,7 +178,7 @@ def _up(loaded: LoadedConfig, names: list[str], console: Console | PlainConsole,
         doing = f"starting {', '.join(started)} under the supervisor" if started else "already starting"
         console.print(f"{doing}; not waiting (`tooloo status` shows how they are doing)")
         return 0
-    return _wait_healthy(client, loaded, stack, names, console, timeout)
+    return _wait_healthy(client, loaded, stack, names, console, timeout, "up" if launch_supervisor else "start")
 
 
 class _Progress:
@@ -208,7 +209,7 @@ class _Progress:
 
 
 def _wait_healthy(client: ControlClient, loaded: LoadedConfig, stack: Stack, names: list[str],
-                  console: Console | PlainConsole, timeout: float | None = None) -> int:
+                  console: Console | PlainConsole, timeout: float | None = None, verb: str = "up") -> int:
     """Waits until every service is healthy (0), one has failed (1), or the start-up time (`timeout`
     when given) is up (1).
 
@@ -242,7 +243,7 @@ def _wait_healthy(client: ControlClient, loaded: LoadedConfig, stack: Stack, nam
                       "`tooloo status` to see it, `tooloo down` to stop it")
         return 130
     except StoppedWhileStarting as exc:
-        console.print(f"[red]tooloo up: what it started was {_escape(str(exc))}[/]")
+        console.print(f"[red]tooloo {verb}: what it started was {_escape(str(exc))}[/]")
         return 1
     # The deep check's requests go out now, and are collected after the table: it is what `up` waits on last.
     deep = _DeepCheck(stack, names) if ready and not failed else None
@@ -612,7 +613,7 @@ def restart(loaded: LoadedConfig, names: list[str], console: Console | PlainCons
     result = client.call("POST", "/restart", {"services": names, **handover(loaded, os.environ)},
                          timeout=grace * (_dependency_levels(stack) + 1) + 10)
     restarted = result["restarted"]
-    return _wait_healthy(client, loaded, stack, restarted, console)
+    return _wait_healthy(client, loaded, stack, restarted, console, verb="restart")
 
 
 def logs(loaded: LoadedConfig, asked: list[str], console: Console | PlainConsole, lines: int | None = 20,
