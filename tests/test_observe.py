@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pty
@@ -27,7 +28,7 @@ from tooloo_cli.bench.stack import EphemeralStack
 from tooloo_cli.config import LoadedConfig
 from tooloo_cli.observe import observe
 from tooloo_cli.observe.dashboard import SEEN_TRACES, Dashboard, History, sparkline
-from tooloo_cli.observe.poll import Observation, check_document
+from tooloo_cli.observe.poll import Observation, check_document, poll, targets_of
 
 TRACER = {"samplingRate": 0.1, "activeTraces": 0, "totalTraces": 1245, "sampledTraces": 130, "avgLatency": 45.2,
           "p50Latency": 30.1, "p95Latency": 120.0, "p99Latency": 734.5, "throughput": 23.4, "errorRate": 0.08,
@@ -85,7 +86,8 @@ def _serving(loaded: LoadedConfig, routes: dict[str, Answer | str]) -> Iterator[
 
         server = ThreadingHTTPServer(("127.0.0.1", loaded.services[name].port), Handler)
         server.daemon_threads = True
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+        # A short poll interval: shutdown() waits for it, once per server.
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
         servers.append(server)
     try:
         yield
@@ -205,7 +207,7 @@ def test_the_watch_history_keeps_a_minute_of_throughput_and_new_errors_once() ->
         history.add([down, Observation("web", 3000, "up", 1.0, None, traffic)], now=100.0 + second)
     assert len(history.errors) == 2  # the refusal once, the error trace once
     # req/s is the counter's rate between polls (25/s), not the tracer's minute mean (23.4): none before two polls
-    assert [value for _, value in history.throughput["web"]] == [25.0, 25.0]
+    assert [value for _, value in history.throughput["web"]] == [None, 25.0, 25.0]
     assert sparkline([0, 5, 10]) == "▁▅█" and sparkline([0, 0]) == "▁▁"
 
 
@@ -295,3 +297,46 @@ def test_watch_redraws_a_live_dashboard_under_a_terminal(tmp_path: Path) -> None
     assert "Services" in text and "Tracing" in text and "Circuit breakers" in text and "Throughput" in text
     assert len(set(re.findall(r"updated (\d\d:\d\d:\d\d)", text))) >= 2  # it redrew with a newer poll
     assert "\x1b[?1049h" in text  # the alternate screen: drawn in place, no scrolling
+
+
+def test_unusable_numbers_and_control_characters_from_a_service_break_nothing(
+        stack_config: Callable[..., LoadedConfig]) -> None:
+    """10**400 (past a float), NaN and Infinity in a document, and ESC sequences in its strings and keys: the
+    one-shot tables and the --watch frame print no raw escape, no nan or inf, and do not crash."""
+    loaded = stack_config()
+    escape = "\x1b]0;owned\x07\x1b[2J"  # a window title, then a cleared screen
+    web = _document("web", tracer={**TRACER, "errorCount": 3, "spans": [
+        {"traceId": f"id{escape}", "name": f"GET /{escape}", "status": "error"}]},
+        rateLimiter={"rateLimit": 100, "refillRate": 10, "allowedRequests": 10**400, "deniedRequests": 10**400,
+                     "allowRate": 0.5, "activeBuckets": 1, "buckets": {f"client{escape}": {"denied": 5}}},
+        circuitBreakers={f"breaker{escape}": {"status": "open", "callCount": 10**400}},
+        redis={"state": "fallback", "fallback": "local", "error": f"lost{escape}"})
+    budget = _document("budget", pool={"size": 2, "inUse": 1, "waiting": float("inf"), "acquired": float("nan")})
+    routes: dict[str, Answer | str] = {
+        "web": _json(web), "budget": _json(budget),
+        "meta": _json(_document("meta", uptime=10**400)),  # check_document's own test raised OverflowError
+        "reports": _json(_document("reports", tracer={**TRACER, "errorCount": float("nan")})),
+    }
+    names = list(routes)
+    targets = targets_of(loaded, names)
+    console = Console(record=True, width=200, color_system=None)
+    board = Dashboard(lambda: poll(targets, 0.5), 1.0)
+    with _serving(loaded, routes):
+        code = observe(loaded, names, console)
+        for _ in range(2):
+            board.poll()
+    text = console.export_text()
+    assert code == 1
+    assert "\x1b" not in text and "\x07" not in text, repr(text)
+    assert "breaker\\x1b]0;owned\\x07\\x1b[2J" in text and "client\\x1b]0;owned" in text and "lost\\x1b]0" in text
+    assert re.search(r"meta .* malformed \(uptime is not a finite number\)", text)
+    assert re.search(r"reports .* malformed \(tracer fields that are not finite numbers: errorCount\)", text)
+    assert not re.search(r"\b(nan|inf)\b", text, re.IGNORECASE), text
+    out = io.StringIO()
+    console = Console(file=out, width=160, height=60, force_terminal=True, color_system=None)
+    console.print(board.frame(console, keys=True))
+    frame = out.getvalue()
+    assert "\x1b" not in frame and "\x07" not in frame, repr(frame)
+    assert "breaker breaker\\x1b]0;owned\\x07\\x1b[2J open" in frame and "GET /\\x1b]0;owned" in frame
+    assert "limiter refused" not in frame and "waiting" not in frame.split("Throughput")[0]  # no figure to flag
+    assert not re.search(r"\b(nan|inf)\b", frame, re.IGNORECASE), frame

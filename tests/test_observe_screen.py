@@ -15,8 +15,10 @@ import struct
 import subprocess
 import sys
 import termios
+import threading
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +29,20 @@ from rich.console import Console
 from conftest import Tooloo, service_client
 from tooloo_cli.bench.stack import EphemeralStack
 from tooloo_cli.config import Config, LoadedConfig
-from tooloo_cli.observe.dashboard import SPARK_WIDTH, Dashboard, History, attention, summary_table, throughput_table
+from tooloo_cli.errors import ToolooError
+from tooloo_cli.observe.dashboard import (
+    SPARK_WIDTH,
+    Dashboard,
+    History,
+    attention,
+    errors_table,
+    summary_table,
+    throughput_table,
+)
 from tooloo_cli.observe.poll import Observation
 from tooloo_cli.observe.rates import Counters
-from tooloo_cli.observe.render import tables
-from tooloo_cli.observe.terminal import Keyboard, _keys_of
+from tooloo_cli.observe.render import pools_lines, tables
+from tooloo_cli.observe.terminal import Keyboard, Keys
 from tooloo_cli.observe.top import Top
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Z0-9]|\x1b[=>]")
@@ -167,11 +178,11 @@ def test_the_summary_flags_a_refusing_limiter_a_half_open_breaker_and_a_lost_red
     history.add([budget(7)], now=1.0)
     flags = attention(budget(7), history)
     assert [(issue.plain, issue.style) for issue in flags] == [
-        ("breaker provider half-open", "yellow"), ("limiter refused 7 in 5s", "yellow"),
+        ("breaker provider half-open", "yellow"), ("limiter refused 7 in 1s", "yellow"),
         ("redis lost: local fallback", "bold red")]
     text = _text([summary_table([budget(7)], history)], 80)
-    # 80 columns: the numbers whole, the words wrapped
-    assert re.search(r"budget +up +70\.0 +734\.5 +0\.0% +breaker provider half-open, limiter\s+refused 7 in 5s", text)
+    # 80 columns: the numbers whole, the words wrapped; no errorCount: the errors are not known
+    assert re.search(r"budget +up +70\.0 +734\.5 +- +breaker provider half-open, limiter\s+refused 7 in 1s", text)
 
 
 def test_req_per_second_is_the_rate_of_the_last_seconds_not_the_minute_mean() -> None:
@@ -216,15 +227,13 @@ def test_sparklines_have_a_fixed_width_and_one_scale_per_table() -> None:
 
 
 def test_keys_are_read_only_from_a_terminal() -> None:
-    assert _keys_of("\t6q") == ["tab", "6", "q"] and _keys_of("\x1b[A") == [] and _keys_of("M") == ["m"]
+    assert Keys().feed(b"\t6q") == ["tab", "6", "q"] and Keys().feed(b"\x1b[A") == [] and Keys().feed(b"M") == ["m"]
     read, write = os.pipe()
-    with os.fdopen(read) as stream:
-        keyboard = Keyboard(stream)
+    with os.fdopen(read) as stream, Keyboard(stream) as keyboard:
         os.write(write, b"q")
         started = time.monotonic()
         assert not keyboard.reading and keyboard.wait(0.05) == []  # a pipe: waited, nothing read
         assert time.monotonic() - started >= 0.05
-        keyboard.restore()
     os.close(write)
 
 
@@ -422,3 +431,179 @@ def test_top_refuses_an_interval_observe_interval_could_not_be(tmp_path: Path) -
     shown = subprocess.run([sys.executable, "-m", "tooloo_cli", "top", "--help"], capture_output=True, text=True,
                            env=env, cwd=tmp_path, timeout=60)
     assert shown.returncode == 0 and "Example" in shown.stdout
+
+
+# -- what the review found ---------------------------------------------------------------------------
+
+
+def _up(name: str, total: int, polled_at: float = 0.0, **modules: Any) -> Observation:
+    return Observation(name, 1, "up", 1.0, None, {"tracer": {"totalTraces": total, "p99Latency": 12.5}, **modules},
+                       polled_at)
+
+
+def test_only_1_to_6_choose_a_section() -> None:
+    board = _board([_up("web", 10)])
+    _screen(board, 80, 24, "6")
+    breakers = board.start
+    assert breakers > 0
+    _screen(board, 80, 24, "²", "١", "0", "7")  # digits to str.isdigit(); "²" made int() raise, "١" is int 1
+    assert board.start == breakers
+
+
+def _cells(text: str, name: str, header: str, width: int) -> str:
+    """The `width` cells of row `name` under the column headed `header` (left-justified)."""
+    lines = text.splitlines()
+    at = next(number for number, line in enumerate(lines) if header in line)
+    column = lines[at].index(header)
+    row = next(line for line in lines[at + 1:] if f"{name} " in line)
+    return row.ljust(column + width)[column:column + width]
+
+
+def test_a_service_that_went_down_shows_no_rate_and_its_trend_stops() -> None:
+    history = History()
+    for second in range(45):  # up at 10 req/s for 30 s, then down for 15
+        history.add([_up("web", 10 * second) if second < 30 else
+                     Observation("web", 1, "down", 1.0, "connection refused")], now=1000.0 + second)
+    text = _text([throughput_table(history)], 80)
+    assert re.search(r"web +- +10\.0 ", text), text  # no rate now; the minute's peak
+    assert _cells(text, "web", "last minute", SPARK_WIDTH) == " " * 5 + "█" * 10 + " " * 5  # 3 s a cell
+
+    running = _status({"web": {"cpuPercent": 50.0}})
+    stopped = _status({"web": {"cpuPercent": None, "state": "stopped", "pid": None}})
+    answers = iter([running, running, stopped, stopped])
+    view = Top(lambda: next(answers), lambda: [], 1.0)
+    for moment in (0.0, 10.0, 20.0, 30.0):
+        view.poll(now=moment)
+    console = Console(record=True, width=100, height=24, color_system=None, force_terminal=True)
+    console.print(view.frame(console, keys=True))
+    assert _cells(console.export_text(), "web", "cpu trend", 10) == " " * 4 + "█" * 4 + " " * 2  # 6 s a cell
+
+
+def test_top_keeps_its_last_figures_while_the_supervisor_does_not_answer() -> None:
+    document = _status({"web": {"cpuPercent": 3.5}})
+    release = threading.Event()
+    answers: list[Callable[[], dict[str, Any]]] = [
+        lambda: document,
+        lambda: (_ for _ in ()).throw(ToolooError("the supervisor (pid 7) runs but does not answer")),
+        lambda: document if release.wait(5) else {},
+    ]
+    view = Top(lambda: answers.pop(0)(), lambda: [], 1.0, timeout=0.2)
+
+    def screen() -> str:
+        console = Console(record=True, width=80, height=24, color_system=None, force_terminal=True)
+        console.print(view.frame(console, keys=True))
+        return console.export_text()
+
+    try:
+        view.poll()
+        view.poll()  # raised out of top before: exit 1
+        shown = screen()
+        assert "runs but does not answer" in shown and re.search(r"^web +running +3\.5% ", shown, re.MULTILINE)
+        started = time.monotonic()
+        view.poll()  # the status hangs: the poll does not
+        assert time.monotonic() - started < 1.0
+        assert "did not answer within 0.2 s" in screen() and "web" in screen()
+        release.set()
+        view.poll()  # the answer that came late is taken
+        assert "answer" not in screen()
+    finally:
+        release.set()
+
+
+def test_the_limiter_says_the_seconds_it_counted_and_unknown_errors_read_a_dash() -> None:
+    history = History()
+    limited = {"rateLimiter": {"deniedRequests": 0}}
+    history.add([_up("budget", 0, **limited)], now=0.0)
+    summary = _text([summary_table([_up("budget", 0)], history)], 80)
+    assert re.search(r"budget +up +- +12\.5 +- +-", summary), summary  # first poll: no rate, no errors known
+    history.add([_up("budget", 50, rateLimiter={"deniedRequests": 7})], now=10.0)  # a 10 s interval
+    assert [issue.plain for issue in attention(_up("budget", 50), history)] == ["limiter refused 7 in 10s"]
+    summary = _text([summary_table([_up("budget", 50)], history)], 80)
+    assert re.search(r"budget +up +5\.0 +12\.5 +- ", summary), summary  # no errorCount: not 0.0%
+
+
+def test_the_header_the_pools_and_the_errors_table() -> None:
+    polled = datetime(2026, 1, 2, 3, 4, 5).timestamp()
+    pool = {"size": 2, "inUse": 1, "waiting": 0, "acquired": 3, "timeouts": 0}
+    board = _board([_up("web", 10, polled, pool=pool, queryOptimizer={"batchesExecuted": 1}),
+                    Observation("capabilities.12", 2, "down", 1.0, "connection refused", None, polled),
+                    Observation("db", 3, "timeout", 1.0, "no answer within 0.5 s", None, polled)])
+    screen = _screen(board, 160, 50)
+    assert screen.startswith("tooloo observe  updated 03:04:05,"), screen  # the poll's time, not the frame's
+    assert _text([pools_lines(board.observations)], 80).count("\n") == 2  # two lines, no blank one after
+    errors = _text([errors_table(board.history)], 80)
+    assert _cells(errors, "db", "service", 15) == "db" + " " * 13  # left-justified, under its heading
+
+
+def test_escape_sequences_are_no_keys_wherever_a_read_cuts_them() -> None:
+    controller, terminal = pty.openpty()
+    try:
+        with os.fdopen(terminal, closefd=False) as stream, Keyboard(stream) as keyboard:
+            assert keyboard.reading
+            for written, keys in ((b"6\x1b[C", ["6"]), (b"n\x1b", ["n"]), (b"[C", []), (b"\x1bO", []),
+                                  (b"At", ["t"]), (b"\x1b[1;5", []), (b"D\t", ["tab"])):
+                os.write(controller, written)
+                assert keyboard.wait(2) == keys, written  # '[' and 'c' ('c': top's CPU order) before
+    finally:
+        os.close(controller)
+        os.close(terminal)
+
+
+def _frame_after(terminal: Terminal, homes: int, timeout: float) -> str:
+    """The last frame, as text, once the cursor went home more than `homes` times and the frame is whole (its
+    key line written): what wait_for cannot tell while no later frame follows."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not (terminal.output.count(b"\x1b[H") > homes and
+                                               terminal.output.rstrip().endswith(b"6 breakers\x1b[0m")):
+        terminal._read(0.1)
+    return ANSI.sub("", terminal.output.decode(errors="replace").split("\x1b[H")[-1]).replace("\r", "")
+
+
+def test_a_resized_terminal_is_redrawn_at_once(stack_config: Callable[..., LoadedConfig]) -> None:
+    loaded = stack_config()
+    argv = [sys.executable, "-m", "tooloo_cli", "--config", str(loaded.source), "observe", "--watch",
+            "--interval", "60", "-s", "web"]  # nothing listens: and no poll, no key redraws for a minute
+    terminal = Terminal(argv, 80, 24)
+    try:
+        first = _frame_after(terminal, 0, 15)
+        assert "connection refused" in first and len(first.rstrip("\n").split("\n")) == 24, first
+        homes = terminal.output.count(b"\x1b[H")
+        fcntl.ioctl(terminal.terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
+        terminal.process.send_signal(signal.SIGWINCH)  # what the kernel sends the terminal's foreground
+        resized = _frame_after(terminal, homes, 3)
+        lines = resized.rstrip("\n").split("\n")
+        assert len(lines) == 30 and max(len(line) for line in lines) == 100 and "q quit" in lines[-1], resized
+        terminal.send(b"q")
+        assert terminal.finish() == 0
+        _restored(terminal)
+    finally:
+        terminal.close()
+
+
+def test_watch_into_a_pipe_prints_each_frame_as_it_comes_and_leaves_the_keyboard_alone(
+        stack_config: Callable[..., LoadedConfig]) -> None:
+    loaded = stack_config()
+    controller, keyboard = pty.openpty()
+    settings = termios.tcgetattr(keyboard)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TOOLOO_")}
+    process = subprocess.Popen([sys.executable, "-m", "tooloo_cli", "--config", str(loaded.source), "observe",
+                                "--watch", "--interval", "0.2", "-s", "web"], stdin=keyboard,
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
+    try:
+        assert process.stdout is not None
+        read = b""
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and read.count(b"tooloo observe  updated") < 3:
+            if select.select([process.stdout], [], [], 0.1)[0]:
+                read += os.read(process.stdout.fileno(), 65536)
+        assert read.count(b"tooloo observe  updated") >= 3 and process.poll() is None, read  # while it runs
+        assert b"\x1b" not in read and b"Ctrl-C to quit" in read and b"connection refused" in read
+        assert termios.tcgetattr(keyboard)[3] == settings[3]  # no cbreak: no key is read
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=10) == 130
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=5)
+        os.close(controller)
+        os.close(keyboard)

@@ -3,11 +3,13 @@
     exit_code = observe(load_config(), ["web", "budget"], console)             # one shot
     observe(loaded, [], console, watch=True, interval=1.0)                      # live, until q or Ctrl-C
 
-    poll.py        the concurrent poll (the loopback client, a thread a target, short timeouts); failure is data
+    poll.py        the concurrent poll (the loopback client, a thread a target, short timeouts); failure is data;
+                   what a service sends made safe for a terminal, and the one test of a number
     render.py      the tables: services, tracing, rate limiting, caches, circuit breakers, pools
     rates.py       rates over the last few seconds (req/s, errors, refusals), from counters between polls
     dashboard.py   --watch: a summary that always fits, the detail sections fitted or paged by key
-    terminal.py    the full-screen loop --watch and `tooloo top` share: keys, q, Ctrl-C, SIGTERM
+    terminal.py    the full-screen loop --watch and `tooloo top` share: keys, q, Ctrl-C, SIGTERM, a resize;
+                   off a terminal, each frame printed as it is made
     top.py         `tooloo top`: CPU, memory, restarts and req/s per service, sorted
 
 A one-shot observe exits 1 when any polled service is not up (for scripts and CI); --watch

@@ -16,12 +16,14 @@ The detail sections (1 throughput, 2 errors, 3 tracing and services, 4 rate limi
 shared state, 5 caches and pools, 6 circuit breakers) are shown in that order from the
 one chosen, as many as fit whole; `tab` goes on with the first that did not, `1`-`6`
 start at a section. A table taller than the room left is cut at the bottom, saying how
-many lines it keeps back; the breakers list open ones first. Off a terminal (a pipe),
-everything is drawn, in one column, and no key is read.
+many lines it keeps back; the breakers list open ones first. Off a terminal (a pipe, a
+file), each frame is printed whole as it is made, everything in one column, and no key is
+read. The header's time is the poll's, not the frame's.
 
-req/s is the rate over the last few seconds (rates.py), not the tracer's minute mean;
-each throughput sparkline has a fixed width (one cell per 3 s of the last minute, blank
-before the first poll) and one scale for the whole table, so two rows compare.
+req/s is the rate over the last few seconds (rates.py), not the tracer's minute mean, and
+"-" while a service is down or before two polls; each throughput sparkline has a fixed
+width (one cell per 3 s of the last minute, blank before the first poll and while nothing
+was known, a service down) and one scale for the whole table, so two rows compare.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from rich.segment import Segment
 from rich.table import Table
 from rich.text import Text
 
-from tooloo_cli.observe.poll import Observation, Target, poll
+from tooloo_cli.observe.poll import Observation, Target, number, poll
 from tooloo_cli.observe.rates import RATE_WINDOW, Counters
 from tooloo_cli.observe.render import (
     STATE_STYLES,
@@ -53,6 +55,7 @@ from tooloo_cli.observe.render import (
     tracing_table,
 )
 from tooloo_cli.observe.terminal import Line, Lines, cut, render, run
+from tooloo_cli.units import duration
 
 BLOCKS = "▁▂▃▄▅▆▇█"
 WINDOW = 60.0  # the sparklines' minute
@@ -61,6 +64,7 @@ SEEN_TRACES = 500  # error trace ids remembered; a document shows only each serv
 COLUMN_WIDTH = 78  # the detail sections are laid out in columns of at least this many cells
 GAP = 2
 SECTIONS = ("throughput", "errors", "tracing", "limits", "caches", "breakers")
+SECTION_KEYS = {str(index + 1): index for index in range(len(SECTIONS))}  # "1".."6": not any digit ("²", "١")
 EMPTY = ("Throughput", "Recent errors", "Tracing", "Rate limiting", "Caches", "Circuit breakers")  # "…: none"
 
 
@@ -87,7 +91,7 @@ class History:
 
     def __init__(self, errors: int = 8, window: float = RATE_WINDOW) -> None:
         self.counters = Counters(window)
-        self.throughput: dict[str, deque[tuple[float, float]]] = {}
+        self.throughput: dict[str, deque[tuple[float, float | None]]] = {}  # None: no rate (down, just up)
         self.errors: deque[tuple[float, str, str, str]] = deque(maxlen=errors)  # when, service, what, trace id
         self.now = 0.0  # the monotonic time of the last poll
         self._last_reason: dict[str, str | None] = {}
@@ -100,12 +104,7 @@ class History:
         for o in observations:
             if not o.observable:
                 continue
-            series = self.throughput.setdefault(o.name, deque())
-            rate = self.counters.rate(o.name)
-            if rate is not None:
-                series.append((self.now, rate))
-            while series and self.now - series[0][0] > WINDOW:
-                series.popleft()
+            sample(self.throughput.setdefault(o.name, deque()), self.now, self.counters.rate(o.name))
             if o.reason != self._last_reason.get(o.name) and o.reason is not None:
                 self.errors.append((wall, o.name, f"{o.state}: {o.reason}", ""))
             self._last_reason[o.name] = o.reason
@@ -127,26 +126,40 @@ class History:
         return trend(self.throughput.get(name, ()), self.now)
 
 
-def trend(series: Iterable[tuple[float, float]], now: float, cells: int = SPARK_WIDTH,
+def sample(series: deque[tuple[float, float | None]], now: float, value: float | None) -> None:
+    """Adds (now, value) to `series` and forgets what is older than the sparklines' minute; None is a
+    gap (nothing known: a service down), where a trend stops."""
+    series.append((now, value))
+    while series and now - series[0][0] > WINDOW:
+        series.popleft()
+
+
+def trend(series: Iterable[tuple[float, float | None]], now: float, cells: int = SPARK_WIDTH,
           window: float = WINDOW) -> list[float | None]:
     """`cells` cells of the `window` seconds before `now`, oldest first, of (moment, value) samples: each
-    cell the highest value seen in its seconds (a burst is what a trend must not lose), the cell before
-    carried over a cell no sample fell in (a long interval), None before the first sample."""
+    cell the highest value seen in its seconds (a burst is what a trend must not lose); a cell no sample
+    fell in (a long interval) carries on the last sample before it, so it is blank (None) before the first
+    sample and after a gap (a None sample) until the next value."""
     span = window / cells
     start = now - window
     found: list[float | None] = [None] * cells
+    last: list[float | None] = [None] * cells  # each cell's latest sample: what an empty cell after it carries
+    sampled = [False] * cells
     for moment, value in series:
         if moment <= start:
             continue
         index = min(max(math.ceil((moment - start) / span) - 1, 0), cells - 1)
-        found[index] = max(value, found[index] or 0.0)
+        sampled[index], last[index] = True, value
+        if value is not None:
+            found[index] = max(value, found[index] or 0.0)
     for index in range(1, cells):
-        if found[index] is None and found[index - 1] is not None:
-            found[index] = found[index - 1]
+        if not sampled[index]:
+            found[index] = last[index] = last[index - 1]
     return found
 
 
-def _rate(value: float | None) -> str:
+def per_second(value: float | None) -> str:
+    """A req/s cell: "-" when there is no rate."""
     return "-" if value is None else f"{value:.1f}"
 
 
@@ -161,15 +174,16 @@ def attention(o: Observation, history: History) -> list[Text]:
             found.append(Text(f"breaker {name} open", style="bold red"))
         elif status == "half_open":
             found.append(Text(f"breaker {name} half-open", style="yellow"))
-    denied = history.counters.delta(o.name, "denied")
-    if denied:
-        found.append(Text(f"limiter refused {denied:,.0f} in {history.counters.window:g}s", style="yellow"))
+    denied, span = history.counters.delta(o.name, "denied"), history.counters.span(o.name)
+    if denied and span is not None:  # over the seconds the counters really span, not the window asked for
+        seconds = duration(span) if span >= 1 else f"{span:.1f}s"
+        found.append(Text(f"limiter refused {denied:,.0f} in {seconds}", style="yellow"))
     redis = o.module("redis")
     if redis is not None and redis.get("state") not in (None, "shared"):
         found.append(Text("redis lost: local fallback", style="bold red"))
-    pool = o.module("pool")
-    if pool is not None and isinstance(pool.get("waiting"), (int, float)) and pool["waiting"] > 0:
-        found.append(Text(f"pool: {pool['waiting']:.0f} waiting", style="yellow"))
+    waiting = number((o.module("pool") or {}).get("waiting"))
+    if waiting is not None and waiting > 0:
+        found.append(Text(f"pool: {waiting:.0f} waiting", style="yellow"))
     return found
 
 
@@ -179,16 +193,16 @@ def summary_table(observations: list[Observation], history: History) -> Table:
     for o in observations:
         tracer = o.module("tracer") or {}
         issues = attention(o, history)
-        p99 = tracer.get("p99Latency")
-        error_rate = history.counters.error_rate(o.name)
-        errors = "-" if not o.up else Text("0.0%", style="green") if error_rate is None else Text(
+        p99 = number(tracer.get("p99Latency"))
+        error_rate = history.counters.error_rate(o.name)  # None: not known (a first poll, no requests, no count)
+        errors = "-" if error_rate is None else Text(
             f"{error_rate:.1%}", style="red" if error_rate >= 0.05 else "yellow" if error_rate >= 0.01 else "green")
         table.add_row(
             Text(o.name, style="bold red" if any(issue.style == "bold red" for issue in issues) else ""),
             Text(o.state, style=STATE_STYLES.get(o.state, "white")),
-            _rate(history.counters.rate(o.name)) if o.up else "-",
+            per_second(history.counters.rate(o.name)),  # None when down: the counters forget a service down
             Text(f"{p99:.1f}", style="red" if p99 >= 500 else "yellow" if p99 >= 100 else "")
-            if isinstance(p99, (int, float)) and o.up else "-",
+            if p99 is not None and o.up else "-",
             errors,
             Text(", ").join(issues) if issues else Text("-", style="dim"),
         )
@@ -201,8 +215,9 @@ def throughput_table(history: History) -> Table:
     trends = {name: history.trend(name) for name in history.throughput}
     top = max((value for cells in trends.values() for value in cells if value is not None), default=0.0)
     for name, series in history.throughput.items():
-        rates = [rate for _, rate in series]
-        table.add_row(name, _rate(rates[-1] if rates else None), _rate(max(rates) if rates else None),
+        peak = max((rate for _, rate in series if rate is not None), default=None)
+        # req/s is the rate now ("-" when down), not the last one the minute kept.
+        table.add_row(name, per_second(history.counters.rate(name)), per_second(peak),
                       Text(sparkline(trends[name], top), style="cyan"))
     return table
 
@@ -212,7 +227,7 @@ def errors_table(history: History) -> RenderableType:
         return Text("Recent errors: none", style="dim")
     # The trace id has a column of its own, dropped first: a row that wraps costs a line of the screen.
     table = new_table("Recent errors", "when", "service", "what", "trace", optional=("trace",), words=("what",))
-    table.columns[-1].justify = "left"
+    table.columns[1].justify = table.columns[-1].justify = "left"  # names and ids, not numbers
     for moment, name, what, trace in reversed(history.errors):
         table.add_row(datetime.fromtimestamp(moment).strftime("%H:%M:%S"), name, Text(what, style="red"), trace or "-")
     return table
@@ -323,16 +338,18 @@ class Dashboard:
     def key(self, key: str) -> None:
         if key == "tab":
             self.start = self._next
-        elif key.isdigit() and 1 <= int(key) <= len(SECTIONS):
-            self.start = self._first_of.get(int(key) - 1, self.start)
+        elif key in SECTION_KEYS:
+            self.start = self._first_of.get(SECTION_KEYS[key], self.start)
 
     def frame(self, console: Console, keys: bool = True) -> RenderableType:
         width, height = console.size
         bounded = console.is_terminal  # off a terminal the frame is printed, not fitted to a screen
         up = sum(o.up for o in self.observations)
         observable = sum(o.observable for o in self.observations)
+        polled = max((o.polled_at for o in self.observations), default=None)  # a key redraws: the poll's time
+        updated = "-" if polled is None else datetime.fromtimestamp(polled).strftime("%H:%M:%S")
         header = Text.from_markup(
-            f"[bold]tooloo observe[/]  updated {datetime.now().strftime('%H:%M:%S')}, every {self.interval:g} s  "
+            f"[bold]tooloo observe[/]  updated {updated}, every {self.interval:g} s  "
             f"[{'green' if up == observable else 'red'}]{up}/{observable} up[/]")
         header.no_wrap, header.overflow = True, "ellipsis"
         top = render(header, console, width)
@@ -354,8 +371,8 @@ class Dashboard:
         body: list[Line] = []
         for row in range(rows):
             line: Line = []
-            for number, column in enumerate(page.columns):
-                if number:
+            for place, column in enumerate(page.columns):
+                if place:
                     line.append(Segment(" " * GAP))
                 line.extend(column[row] if row < len(column) else [Segment(" " * page.width)])
             body.append(Segment.adjust_line_length(line, width))

@@ -14,11 +14,18 @@ An observation is `up` with the service's document, or `down` (nothing listens),
 each with a reason a person can read. There is one target per replica (`budget.2`); a
 service of the user's own (a `command`) has no observability document: it is observed as
 `n/a`, is not polled, and does not make a one-shot observe fail.
+
+What a service sends is shown on a terminal, so a document and a reason are made safe where
+they come in: every control character but a tab, in a string or a key, is written out
+(ESC as the four characters backslash, x, 1, b), and no escape sequence of a service's reaches the
+terminal. `number` is the one test of a figure: a JSON number that a float holds finitely
+(json accepts NaN, Infinity and 10**400, and each breaks the arithmetic of a table).
 """
 
 from __future__ import annotations
 
 import math
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +38,9 @@ PATH = "/api/v1/system/observability"
 NOT_OBSERVABLE = "n/a"
 NUMERIC_TRACER_FIELDS = ("activeTraces", "totalTraces", "sampledTraces", "avgLatency", "p50Latency", "p95Latency",
                          "p99Latency", "throughput", "errorRate")
+# Numbers when present; a document without one still has everything else to show (--watch's errors read "-").
+OPTIONAL_TRACER_FIELDS = ("errorCount",)
+CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")  # C0 but the tab, DEL, C1
 
 
 @dataclass(frozen=True)
@@ -88,21 +98,46 @@ def targets_of(loaded: LoadedConfig, names: list[str] | None = None) -> list[Tar
             for replica in stack.replicas(names or None)]
 
 
-def _finite(value: Any) -> bool:
-    """A JSON number that is neither NaN nor infinite (response.json() accepts both)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+def number(value: Any) -> float | None:
+    """`value` as a finite float; None for anything else: not a number (a bool is none), NaN, infinite, or an
+    integer past a float's range (float() raises OverflowError on 10**400)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return None
+    try:
+        found = float(value)
+    except OverflowError:
+        return None
+    return found if math.isfinite(found) else None
+
+
+def _visible(match: re.Match[str]) -> str:
+    return f"\\x{ord(match.group()):02x}"
+
+
+def cleaned(value: Any) -> Any:
+    """`value` (a decoded JSON document, or a part of one) with every control character but a tab written
+    out, in its strings and its keys: a service's ESC sequence would otherwise reach the terminal (rich drops
+    only BEL, BS, VT, FF and CR)."""
+    if isinstance(value, str):
+        return CONTROL.sub(_visible, value)
+    if isinstance(value, dict):
+        return {cleaned(key): cleaned(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [cleaned(item) for item in value]
+    return value
 
 
 def check_document(document: Any) -> str | None:
     """Why `document` is not an observability document, or None when it is one."""
     if not isinstance(document, dict):
         return "the answer is not a JSON object"
-    if "uptime" in document and not _finite(document["uptime"]):
+    if "uptime" in document and number(document["uptime"]) is None:
         return "uptime is not a finite number"
     tracer = document.get("tracer")
     if not isinstance(tracer, dict):
         return "no tracer section"
-    wrong = [field for field in NUMERIC_TRACER_FIELDS if not _finite(tracer.get(field))]
+    wrong = [field for field in NUMERIC_TRACER_FIELDS if number(tracer.get(field)) is None] + [
+        field for field in OPTIONAL_TRACER_FIELDS if field in tracer and number(tracer[field]) is None]
     if wrong:
         return f"tracer fields that are not finite numbers: {', '.join(wrong)}"
     if "spans" in tracer and not isinstance(tracer["spans"], list):
@@ -117,8 +152,8 @@ def _poll_one(target: Target, timeout: float) -> Observation:
     started = time.perf_counter()
 
     def seen(state: str, reason: str | None = None, document: dict[str, Any] | None = None) -> Observation:
-        return Observation(target.name, target.port, state, (time.perf_counter() - started) * 1000, reason,
-                           document, time.time())
+        return Observation(target.name, target.port, state, (time.perf_counter() - started) * 1000,
+                           cleaned(reason), cleaned(document), time.time())
 
     try:
         address, path = target.address()

@@ -4,6 +4,7 @@
     counters.add(poll(targets, timeout))      # every interval
     counters.rate("web", "requests")         # requests/s over the last ~5 s; None before two polls
     counters.delta("budget", "denied")       # requests the limiter refused over that window
+    counters.span("budget")                  # the seconds that window covers
 
 A tracer's own `throughput` is a 60 s trailing mean: 2.5 req/s during a real 25 req/s
 burst, 6.3 ten seconds after it stopped. What a dashboard must show is what happens now,
@@ -12,7 +13,8 @@ so the counters that only grow (`tracer.totalTraces`, `tracer.errorCount`,
 the newest poll at least `window` seconds old (the oldest one while fewer seconds were
 seen) to the latest. Polls are not counted as traffic by the services, so watching does
 not change the rate it shows. A counter that goes down is a restarted service: its
-window starts again at that poll.
+window starts again at that poll. The window covers less than `window` seconds while fewer
+were seen, and more when the polls are further apart: `span` says how much.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from __future__ import annotations
 import time
 from collections import deque
 
-from tooloo_cli.observe.poll import Observation
+from tooloo_cli.observe.poll import Observation, number
 
 RATE_WINDOW = 5.0
 
@@ -31,8 +33,7 @@ COUNTERS = {"requests": ("tracer", "totalTraces"), "errors": ("tracer", "errorCo
 
 def _count(observation: Observation, section: str, field: str) -> float | None:
     module = observation.module(section)
-    value = module.get(field) if module is not None else None
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    return number(module.get(field)) if module is not None else None
 
 
 class Counters:
@@ -59,25 +60,26 @@ class Counters:
             while len(series) > 2 and now - series[1][0] >= self.window:
                 series.popleft()
 
-    def _ends(self, name: str, key: str) -> tuple[float, float, float] | None:
-        """(seconds, first count, last count) across the window, or None when it cannot be said."""
+    def span(self, name: str) -> float | None:
+        """The seconds the window of service `name` covers; None before two polls."""
         series = self._seen.get(name)
-        if not series or len(series) < 2:
+        if not series or len(series) < 2 or series[-1][0] <= series[0][0]:
             return None
-        (start, first), (end, last) = series[0], series[-1]
-        if first[key] is None or last[key] is None or end <= start:
-            return None
-        return end - start, first[key], last[key]  # type: ignore[return-value]
-
-    def rate(self, name: str, key: str = "requests") -> float | None:
-        """Counter `key` of service `name` per second over the window; None before two polls."""
-        ends = self._ends(name, key)
-        return None if ends is None else (ends[2] - ends[1]) / ends[0]
+        return series[-1][0] - series[0][0]
 
     def delta(self, name: str, key: str) -> float | None:
         """How much counter `key` of `name` grew over the window; None before two polls."""
-        ends = self._ends(name, key)
-        return None if ends is None else ends[2] - ends[1]
+        if self.span(name) is None:
+            return None
+        series = self._seen[name]
+        first, last = series[0][1][key], series[-1][1][key]
+        # Two finite counters can still differ by more than a float holds (1e308 and -1e308).
+        return None if first is None or last is None else number(last - first)
+
+    def rate(self, name: str, key: str = "requests") -> float | None:
+        """Counter `key` of service `name` per second over the window; None before two polls."""
+        delta, span = self.delta(name, key), self.span(name)
+        return None if delta is None or span is None else number(delta / span)
 
     def error_rate(self, name: str) -> float | None:
         """The share of the window's requests that failed; None when it saw none."""

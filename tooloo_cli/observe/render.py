@@ -23,7 +23,7 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
-from tooloo_cli.observe.poll import Observation
+from tooloo_cli.observe.poll import Observation, number
 from tooloo_cli.units import duration
 
 STATE_STYLES = {"up": "green", "down": "bold red", "timeout": "red", "error": "red", "malformed": "magenta",
@@ -104,7 +104,9 @@ def _graded(value: float, text: str, warn: float, bad: float) -> Text:
 
 
 def _number(value: Any) -> float:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0
+    """`value` as a figure to print: 0 for what is not a finite number (poll.number)."""
+    found = number(value)
+    return 0.0 if found is None else found
 
 
 def _since(iso: Any) -> str:
@@ -226,20 +228,21 @@ def breakers_table(observations: list[Observation]) -> Table:
 
 
 def pools_lines(observations: list[Observation]) -> Text:
-    """One line per pool and per query optimizer, where a service has them."""
-    lines = Text()
+    """One line per pool and per query optimizer, where a service has them (none after the last: a blank
+    line is a line of the screen)."""
+    lines = []
     for o in observations:
         pool, optimizer = o.module("pool"), o.module("queryOptimizer")
         if pool is not None:
             lines.append(f"{o.name} pool: {_number(pool.get('size')):.0f} open ({_number(pool.get('inUse')):.0f} in "
                          f"use, {_number(pool.get('waiting')):.0f} waiting), {_number(pool.get('acquired')):,.0f} "
-                         f"acquired, {_number(pool.get('timeouts')):.0f} timeouts\n")
+                         f"acquired, {_number(pool.get('timeouts')):.0f} timeouts")
         if optimizer is not None:
             lines.append(f"{o.name} query optimizer: {_number(optimizer.get('batchesExecuted')):,.0f} batches "
                          f"(avg {_number(optimizer.get('avgBatchSize')):.1f}), "
                          f"{_number(optimizer.get('singleflightShared')):,.0f} of "
-                         f"{_number(optimizer.get('singleflightCalls')):,.0f} calls shared\n")
-    return lines
+                         f"{_number(optimizer.get('singleflightCalls')):,.0f} calls shared")
+    return Text("\n".join(lines))
 
 
 def tables(observations: list[Observation], console: Console, width: int | None = None) -> list[RenderableType]:

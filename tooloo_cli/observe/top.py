@@ -9,12 +9,19 @@ second, so a figure is the CPU a service really uses, not the instant of a reque
 is each service's request counter over the last few seconds (rates.py), as the
 dashboard shows it. Without a supervisor every service reads stopped, and top says so.
 
+The status is asked in a thread of its own, beside the services' poll, and waited for at
+most the poll's timeout: a supervisor that is busy, starting (its lock held, its socket not
+answering yet) or gone between two polls must not freeze the keys or end top. Until it
+answers again, top shows the last figures it had, their time in the header, with why
+beneath; the CPU trend has a gap meanwhile, as for a stopped service.
+
 Keys: c CPU, m memory, r restarts, t req/s, n name choose the order; q quits. Exit codes
 and the terminal's restoration are terminal.py's: 0 on q, 130 on Ctrl-C, 143 on SIGTERM.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -24,8 +31,9 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console, RenderableType
 from rich.text import Text
 
-from tooloo_cli.observe.dashboard import WINDOW, sparkline, trend
-from tooloo_cli.observe.poll import Observation, poll, targets_of
+from tooloo_cli.errors import ToolooError
+from tooloo_cli.observe.dashboard import per_second, sample, sparkline, trend
+from tooloo_cli.observe.poll import Observation, number, poll, targets_of
 from tooloo_cli.observe.rates import Counters
 from tooloo_cli.observe.render import compact, new_table
 from tooloo_cli.observe.terminal import Lines, cut, render, run
@@ -53,7 +61,8 @@ def rows(document: dict[str, Any], counters: Counters, order: str) -> list[dict[
     return sorted(found, key=lambda row: (-by(row), row["name"]))
 
 
-def top_table(shown: list[dict[str, Any]], cpu: dict[str, deque[tuple[float, float]]], now: float) -> RenderableType:
+def top_table(shown: list[dict[str, Any]], cpu: dict[str, deque[tuple[float, float | None]]],
+              now: float) -> RenderableType:
     """The rows, with each one's CPU over the last minute on one scale for the whole table."""
     from tooloo_cli.supervisor.printer import STATE_STYLES
 
@@ -71,7 +80,7 @@ def top_table(shown: list[dict[str, Any]], cpu: dict[str, deque[tuple[float, flo
             row["name"], state, "-" if row["cpuPercent"] is None else f"{row['cpuPercent']:.1f}%",
             Text(sparkline(trends[row["name"]], scale), style="cyan"), mebibytes(row["rssBytes"]),
             Text(str(restarts), style="yellow" if restarts else ""),
-            "-" if row["rate"] is None else f"{row['rate']:.1f}", str(row["pid"] or "-"), duration(row.get("uptime")))
+            per_second(row["rate"]), str(row["pid"] or "-"), duration(row.get("uptime")))
     return table
 
 
@@ -79,23 +88,48 @@ class Top:
     """The Screen of terminal.run: the supervisor's status and the services' counters, sorted."""
 
     def __init__(self, status: Callable[[], dict[str, Any]], poller: Callable[[], list[Observation]],
-                 interval: float, order: str = "c") -> None:
-        self.status, self.poller, self.interval, self.order = status, poller, interval, order
+                 interval: float, order: str = "c", timeout: float = 0.5) -> None:
+        self.status, self.poller, self.interval, self.order, self.timeout = status, poller, interval, order, timeout
         self.counters = Counters()
         self.document: dict[str, Any] = {"supervisor": None, "services": {}}
-        self.cpu: dict[str, deque[tuple[float, float]]] = {}  # replica -> (moment, CPU %) over the last minute
+        self.updated: float | None = None  # the wall time the document came
+        self.problem: str | None = None  # why the document is not the supervisor's latest
+        # replica -> (moment, CPU %) over the last minute; None: not known (stopped, no answer)
+        self.cpu: dict[str, deque[tuple[float, float | None]]] = {}
         self.now = 0.0
+        self._asking: threading.Thread | None = None  # the status asked for and not taken yet
+        self._answer: dict[str, Any] | BaseException | None = None
 
-    def poll(self) -> None:
-        self.document = self.status()
-        self.now = time.monotonic()
-        self.counters.add(self.poller(), self.now)
+    def _ask(self) -> None:
+        try:
+            self._answer = self.status()
+        except BaseException as exc:  # taken up by poll, in the main thread
+            self._answer = exc
+
+    def poll(self, now: float | None = None) -> None:
+        """The status (waited for at most `timeout` s) and the services' counters; `now`: a monotonic time."""
+        started = time.monotonic()
+        if self._asking is None:  # else the last question is still out: waited for again, not asked twice
+            self._asking = threading.Thread(target=self._ask, daemon=True)
+            self._asking.start()
+        observations = self.poller()
+        self._asking.join(max(started + self.timeout - time.monotonic(), 0.0))
+        fresh = not self._asking.is_alive()
+        if not fresh:
+            self.problem = f"the supervisor did not answer within {self.timeout:g} s"
+        else:
+            answer, self._asking, self._answer = self._answer, None, None
+            if isinstance(answer, ToolooError):  # it does not answer, or went away between two calls
+                fresh, self.problem = False, str(answer)
+            elif isinstance(answer, BaseException):
+                raise answer
+            else:
+                assert answer is not None
+                self.document, self.updated, self.problem = answer, time.time(), None
+        self.now = time.monotonic() if now is None else now
+        self.counters.add(observations, self.now)
         for name, service in self.document["services"].items():
-            series = self.cpu.setdefault(name, deque())
-            if service.get("cpuPercent") is not None:
-                series.append((self.now, float(service["cpuPercent"])))
-            while series and self.now - series[0][0] > WINDOW:
-                series.popleft()
+            sample(self.cpu.setdefault(name, deque()), self.now, number(service.get("cpuPercent")) if fresh else None)
 
     def key(self, key: str) -> None:
         if key in ORDERS:
@@ -109,11 +143,14 @@ class Top:
         memory = sum(row["rssBytes"] or 0 for row in shown)
         supervisor = self.document.get("supervisor")
         # Short enough for 80 columns with four-digit figures (the interval is on the help line).
+        updated = "-" if self.updated is None else datetime.fromtimestamp(self.updated).strftime("%H:%M:%S")
         header = Text.from_markup(
-            f"[bold]tooloo top[/]  updated {datetime.now().strftime('%H:%M:%S')}  "
+            f"[bold]tooloo top[/]  updated {updated}  "
             f"[{'green' if running == len(shown) else 'yellow'}]{running}/{len(shown)} running[/]  "
             f"cpu {cpu:.1f}%  memory {mebibytes(memory)}")
-        if supervisor is None:
+        if self.problem is not None:
+            header.append(f"\n{self.problem}", style="bold red")
+        elif supervisor is None:
             header.append("\nno supervisor runs: `tooloo up` starts the stack", style="bold red")
         table = compact(top_table(shown, self.cpu, self.now), console, width)
         lines = render(header, console, width) + render(table, console, width)
@@ -143,5 +180,5 @@ def top(loaded: LoadedConfig, names: list[str], console: Console, interval: floa
     interval = settings.interval if interval is None else interval
     timeout = settings.timeout if timeout is None else timeout
     targets = targets_of(loaded, names)
-    view = Top(lambda: status_document(loaded, names), lambda: poll(targets, timeout), interval)
+    view = Top(lambda: status_document(loaded, names), lambda: poll(targets, timeout), interval, timeout=timeout)
     return run(view, console, interval)
