@@ -515,7 +515,8 @@ def test_the_limiter_says_the_seconds_it_counted_and_unknown_errors_read_a_dash(
     limited = {"rateLimiter": {"deniedRequests": 0}}
     history.add([_up("budget", 0, **limited)], now=0.0)
     summary = _text([summary_table([_up("budget", 0)], history)], 80)
-    assert re.search(r"budget +up +- +12\.5 +- +-", summary), summary  # first poll: no rate, no errors known
+    # First poll: no rate, no errors known; and nothing traced yet, so no p99 (the tracer's 0 would read as fast).
+    assert re.search(r"budget +up +- +- +- +-", summary), summary
     history.add([_up("budget", 50, rateLimiter={"deniedRequests": 7})], now=10.0)  # a 10 s interval
     assert [issue.plain for issue in attention(_up("budget", 50), history)] == ["limiter refused 7 in 10s"]
     summary = _text([summary_table([_up("budget", 50)], history)], 80)

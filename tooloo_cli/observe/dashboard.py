@@ -193,7 +193,8 @@ def summary_table(observations: list[Observation], history: History) -> Table:
     for o in observations:
         tracer = o.module("tracer") or {}
         issues = attention(o, history)
-        p99 = number(tracer.get("p99Latency"))
+        # No request traced yet: no latency to speak of (the tracer says 0).
+        p99 = number(tracer.get("p99Latency")) if number(tracer.get("totalTraces")) else None
         error_rate = history.counters.error_rate(o.name)  # None: not known (a first poll, no requests, no count)
         errors = "-" if error_rate is None else Text(
             f"{error_rate:.1%}", style="red" if error_rate >= 0.05 else "yellow" if error_rate >= 0.01 else "green")
