@@ -22,7 +22,7 @@ from conftest import Tooloo
 from test_cli import clean_env, tooloo
 
 from tooloo_cli.config import Config, command_service
-from tooloo_cli.supervisor.logs import Entry, Follower, Lines, RotatingLog, encode, moment, parse, read, stamp
+from tooloo_cli.supervisor.logs import Entry, Follower, Lines, RotatingLog, encode, entries, moment, parse, read, stamp
 
 STAMPED = re.compile(r"(\d{4}-\d\d-\d\d )?\d\d:\d\d:\d\d\.\d{3} ")  # the date only when not today
 
@@ -266,3 +266,60 @@ def test_logs_json_with_no_log_prints_nothing(tmp_path: Path) -> None:
     (tmp_path / "tooloo.toml").write_text("")
     result = tooloo(tmp_path, "logs", "--json")
     assert result.returncode == 0 and result.stdout == ""
+
+
+# -- what the second reading found ------------------------------------------------------------
+
+
+def test_an_empty_log_has_no_line(tmp_path: Path) -> None:
+    (tmp_path / "tooloo.toml").write_text("")
+    logs = tmp_path / ".tooloo" / "logs"
+    logs.mkdir(parents=True)
+    (logs / "budget.log").write_bytes(b"")  # a replica never started: its log is made, and empty
+    _write(logs / "web.log", [(time.time(), "stdout", "GET /x 200 1.0ms -")])
+    assert read(logs / "budget.log") == [] and read(logs / "budget.log", since=0.0) == []
+    shown = tooloo(tmp_path, "logs").stdout.splitlines()
+    assert len(shown) == 1 and shown[0].endswith("web    | GET /x 200 1.0ms -"), shown
+
+
+def test_a_rotation_between_following_and_reading_the_past_loses_and_repeats_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "web.log"
+    log = RotatingLog(path, max_bytes=120, backups=3)  # three lines a file
+    for second, text in enumerate((b"a1", b"a2")):
+        log.write(encode(float(second), "stdout", [text]))
+    follower = Follower(path)
+    past = entries(path, since=0.0, end=follower.position)  # a slow reader: files opened, not yet read
+    first = next(past)
+    for second, text in enumerate((b"a3", b"b1", b"b2"), start=2):  # a3 fills the file, b1 rotates it
+        log.write(encode(float(second), "stdout", [text]))
+    assert (tmp_path / "web.log.1").exists()
+    for second, text in enumerate((b"c1",), start=5):
+        log.write(encode(float(second), "stdout", [text]))
+    log.close()
+    shown = [first.text, *(entry.text for entry in past), *(entry.text for entry in follower.new())]
+    follower.close()
+    assert shown == ["a1", "a2", "a3", "b1", "b2", "c1"]  # each once, in order
+
+
+def test_following_a_log_kept_without_backups_misses_nothing_after_its_rotation(tmp_path: Path) -> None:
+    path = tmp_path / "web.log"
+    log = RotatingLog(path, max_bytes=100, backups=0)  # a rotation unlinks the file: its inode may be reused
+    log.write(encode(1.0, "stdout", [b"first"]))
+    follower = Follower(path)
+    log.write(encode(2.0, "stdout", [b"second"]))
+    log.write(encode(3.0, "stdout", [b"x" * 40]))  # rotates: the old file unlinked, a new one made
+    log.close()
+    assert [entry.text for entry in follower.new()] == ["second", "x" * 40]
+    follower.close()
+
+
+def test_a_line_cannot_paint_over_its_prefix(tmp_path: Path) -> None:
+    (tmp_path / "tooloo.toml").write_text("")
+    logs = tmp_path / ".tooloo" / "logs"
+    logs.mkdir(parents=True)
+    _write(logs / "web.log", [(time.time(), "stdout", "ok\r14:00:00.000 budget | tooloo: stopped\x1b[1G\ttab")])
+    shown = tooloo(tmp_path, "logs").stdout
+    assert "\r" not in shown and "\x1b" not in shown
+    assert shown.endswith("web | ok\\x0d14:00:00.000 budget | tooloo: stopped\\x1b[1G\ttab\n"), repr(shown)
+    as_json = json.loads(tooloo(tmp_path, "logs", "--json").stdout)  # JSON keeps the line as it was
+    assert as_json["line"] == "ok\r14:00:00.000 budget | tooloo: stopped\x1b[1G\ttab"

@@ -7,13 +7,25 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from conftest import Tooloo
 from test_cli import clean_env
 
 from tooloo_cli.supervisor.paths import StatePaths
 from tooloo_cli.supervisor.registry import registry_dir, sign_in, sign_out, stacks, still_signed_in
+
+
+@pytest.fixture
+def stand_in() -> Iterator[subprocess.Popen[bytes]]:
+    """A process whose command line names tooloo's supervisor (what `ls` looks for), stopped by its pid."""
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "-m", "tooloo_cli.supervisor"])
+    yield process
+    process.kill()
+    process.wait()
 
 
 def _ls(cwd: Path, *arguments: str) -> subprocess.CompletedProcess[str]:
@@ -49,16 +61,23 @@ def test_ls_lists_each_running_stack_with_its_services_and_forgets_a_stopped_one
     assert _ls(tmp_path).stdout == "no stack runs on this machine (for this user)\n"
 
 
-def test_an_entry_whose_supervisor_is_gone_is_left_out_and_removed(tmp_path: Path) -> None:
+def test_an_entry_whose_supervisor_is_gone_is_left_out_and_removed(tmp_path: Path,
+                                                                   stand_in: subprocess.Popen[bytes]) -> None:
     environ = {"XDG_STATE_HOME": str(tmp_path / "state")}
     paths = StatePaths(tmp_path / "stack" / ".tooloo")
     paths.root.mkdir(parents=True)
-    paths.pid_file.write_text(f"{os.getpid()}\n")  # this process, as its supervisor
     entry = sign_in(paths, None, environ)
     assert entry is not None and oct(entry.stat().st_mode & 0o777) == "0o600"
     assert all(oct(d.stat().st_mode & 0o777) == "0o700" for d in (entry.parent, entry.parent.parent, tmp_path / "state"))
-    assert [record["pid"] for record in stacks(environ)] == [os.getpid()]
-    paths.pid_file.write_text("1\n")  # another supervisor since (or a pid reused): not this entry's
+    # This process signed in, but it is no supervisor (after a reboot, a pid of the old one's reused): left out.
+    paths.pid_file.write_text(f"{os.getpid()}\n")
+    assert stacks(environ) == [] and not entry.exists()
+    entry = sign_in(paths, None, environ)
+    assert entry is not None
+    entry.write_text(json.dumps({"stateDir": str(paths.root.resolve()), "pid": stand_in.pid, "config": None}))
+    paths.pid_file.write_text(f"{stand_in.pid}\n")  # a supervisor, as its command line and the pid file say
+    assert [record["pid"] for record in stacks(environ)] == [stand_in.pid]
+    paths.pid_file.write_text("1\n")  # another supervisor since: not this entry's
     assert stacks(environ) == [] and not entry.exists()
     assert still_signed_in(entry, paths, None, environ) == entry and entry.exists()  # gone, so written again
     sign_out(entry)
@@ -89,7 +108,8 @@ def test_the_registry_is_the_user_s_state_directory() -> None:
     assert registry_dir({"HOME": "relative", "XDG_STATE_HOME": "relative"}) == registry_dir({}) == own
 
 
-def test_ls_shows_a_stack_whose_supervisor_refuses_and_still_lists_the_others(tmp_path: Path) -> None:
+def test_ls_shows_a_stack_whose_supervisor_refuses_and_still_lists_the_others(
+        tmp_path: Path, stand_in: subprocess.Popen[bytes]) -> None:
     import asyncio
     import threading
 
@@ -100,13 +120,15 @@ def test_ls_shows_a_stack_whose_supervisor_refuses_and_still_lists_the_others(tm
 
     paths = StatePaths(tmp_path / "refusing" / ".tooloo")
     paths.root.mkdir(parents=True)
-    paths.pid_file.write_text(f"{os.getpid()}\n")  # this process plays its supervisor
+    paths.pid_file.write_text(f"{stand_in.pid}\n")  # the stand-in plays its supervisor
     loop = asyncio.new_event_loop()
     server = ControlServer(paths.socket, {("GET", "/states"): refuse})
     loop.run_until_complete(server.start())
     serving = threading.Thread(target=loop.run_forever, daemon=True)
     serving.start()
     entry = sign_in(paths, None)  # the tests' own registry (conftest's XDG_STATE_HOME)
+    assert entry is not None
+    entry.write_text(json.dumps({"stateDir": str(paths.root.resolve()), "pid": stand_in.pid, "config": None}))
     try:
         listed = _ls(tmp_path, "--json")
         assert listed.returncode == 0, listed.stderr

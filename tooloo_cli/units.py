@@ -1,13 +1,24 @@
-"""Numbers as people read them, shared by every table tooloo prints.
+r"""Numbers (and text from elsewhere) as people read them, shared by everything tooloo prints.
 
     duration(75.0)       # "1m15s"
     mebibytes(36700160)  # "35.0 MiB"
+    visible("a\rb")      # "a\x0db": a control character shown, not obeyed
 """
 
 from __future__ import annotations
 
 import math
 from typing import Any
+
+# Control characters (but tab) as escapes a person can read: C0, DEL and C1.
+_VISIBLE = {code: f"\\x{code:02x}" for code in (*range(0x20), 0x7F, *range(0x80, 0xA0)) if code != 0x09}
+
+
+def visible(text: str) -> str:
+    """`text` with its control characters but tab written out (`\\x1b`): text from a service, shown on a
+    terminal, must not move its cursor or send it a sequence (a carriage return could paint a forged
+    line over the real prefix; rich drops only BEL, BS, VT, FF and CR, and passes ESC on)."""
+    return text if text.isprintable() else text.translate(_VISIBLE)
 
 
 def duration(seconds: Any) -> str:

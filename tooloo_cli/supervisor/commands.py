@@ -428,11 +428,8 @@ def down(loaded: LoadedConfig, names: list[str], console: Console | PlainConsole
     """Stops `names` (all when none); the supervisor exits once nothing is left, unless `keep_supervisor`
     (`tooloo stop`: what it stopped can be started again with `tooloo start`)."""
     paths = StatePaths.of(loaded)
-    # No tooloo.toml and no state: nothing to stop, and no directory to leave behind. (With a tooloo.toml,
-    # the state directory is made for the time it keeps: an `up` that began before this `down` gives up.)
-    if loaded.source is None and not paths.root.is_dir():
-        console.print(f"nothing is running{_escape(_no_stack_here(loaded))}")
-        return 0
+    # Made even where nothing ran yet: it keeps this `down`'s time, and an `up` that began before it
+    # (and has not reached the lock) gives up when it gets there.
     paths.ensure()
     # A launch in progress is waited for, then stopped: `down` must win over an `up` it raced.
     with _launch_lock(paths):
@@ -690,3 +687,6 @@ def _follow(followers: dict[str, Follower], show: Callable[[str, Entry], None], 
             time.sleep(0.1)
     except KeyboardInterrupt:
         return 130
+    finally:
+        for follower in followers.values():
+            follower.close()

@@ -135,17 +135,40 @@ def files(path: Path) -> list[Path]:
 
 def lines_of(path: Path, whole: bool = False, end: Position | None = None) -> Iterator[str]:
     """The lines of a log as written, oldest first: of its last two files (a tail needs no more), or
-    with `whole` of every backup; the current file only up to `end` when it is still that file.
+    with `whole` of every backup; with `end` (a Follower's position), only up to it: the file it
+    names up to its offset, and none after it (the follower reads those), or, when it names none
+    of them, all but the current file (which the follower reads from its start).
 
-    Split on newlines only: a carriage return inside a line (a progress bar's) stays in it, where
-    reading as text would begin a new line there, one a service could make look stamped.
+    Every file is opened before the first line is given: a file renamed by a rotation meanwhile is
+    still the one it was (its handle keeps it), however long the reader takes. Lines are read one
+    at a time, and split on newlines only: a carriage return inside a line (a progress bar's) stays
+    in it, where reading as text would begin a new line there, one a service could make look stamped.
     """
+    opened = []
     for candidate in files(path) if whole else files(path)[-2:]:
-        with open(candidate, "rb") as handle:
-            data = handle.read(end.offset) if end is not None and candidate == path \
-                and os.fstat(handle.fileno()).st_ino == end.inode else handle.read()
-        for raw in data.split(b"\n")[:-1] if data.endswith(b"\n") else data.split(b"\n"):
-            yield raw.decode("utf-8", errors="replace")
+        try:
+            opened.append(open(candidate, "rb"))  # noqa: SIM115  (closed in `finally`)
+        except FileNotFoundError:  # rotated away since it was listed
+            continue
+    try:
+        chosen, limits = opened, [None] * len(opened)  # a file's lines up to a byte offset, or all of them
+        if end is not None:
+            inodes = [os.fstat(handle.fileno()).st_ino for handle in opened]
+            if end.inode in inodes:
+                cut = inodes.index(end.inode)
+                chosen, limits = opened[:cut + 1], [*limits[:cut], end.offset]
+            elif opened and opened[-1].name == str(path):
+                chosen = opened[:-1]
+        for handle, limit in zip(chosen, limits):
+            read = 0
+            for raw in handle:
+                read += len(raw)
+                if limit is not None and read > limit:
+                    break
+                yield raw.rstrip(b"\n").decode("utf-8", errors="replace")
+    finally:
+        for handle in opened:
+            handle.close()
 
 
 def entries(path: Path, since: float | None = None, until: float | None = None,
@@ -188,39 +211,76 @@ class Position(NamedTuple):
 class Follower:
     """The entries appended to a log since the last look, across its rotations (and before it exists).
 
-    `position` is where it will read from: what was read before it (`read(..., end=position)`)
-    is not read again.
+    It keeps the file it reads open: after a rotation, what was added to that file since the
+    last look is read from its handle, wherever the file went (renamed to `.1`, or unlinked when
+    no backup is kept: an inode number a new file could reuse at once), then the new file from
+    its start. (One rotation between two looks, a tenth of a second apart for `logs -f`: a log
+    rotates at megabytes.) `position` is where it will go on from (the file's inode, an offset
+    after a whole line): what is read up to it beforehand (`read(..., end=position)`) is not read again.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        stat = _stat(path)
-        self.position = Position(stat.st_ino, stat.st_size) if stat else Position(0, 0)
+        self._handle = _open_or_none(path)
+        self._offset = _after_last_line(self._handle) if self._handle is not None else 0
         self._previous: float | None = None
 
+    @property
+    def position(self) -> Position:
+        if self._handle is None:
+            return Position(0, 0)
+        return Position(os.fstat(self._handle.fileno()).st_ino, self._offset)
+
     def new(self) -> list[Entry]:
-        stat = _stat(self.path)
-        if stat is None:
-            return []
-        inode, offset = self.position
-        data = b""
-        if stat.st_ino != inode or stat.st_size < offset:
-            # Rotated: first what was added to the old file since the last look, then the new one.
-            rotated = self.path.with_name(f"{self.path.name}.1")
-            if (old := _stat(rotated)) is not None and old.st_ino == inode:
-                data = _complete(_read_from(rotated, offset))
-            inode, offset = stat.st_ino, 0
-        if stat.st_size > offset:
-            added = _complete(_read_from(self.path, offset))
-            offset += len(added)
-            data += added
-        self.position = Position(inode, offset)
+        if self._handle is None:
+            self._handle, self._offset = _open_or_none(self.path), 0
+            if self._handle is None:
+                return []
+        data = self._whole_lines()
+        current = _stat(self.path)
+        if current is not None and current.st_ino != os.fstat(self._handle.fileno()).st_ino:
+            # Rotated since the look above: the old file is complete now; its last lines, then the new file.
+            data += self._whole_lines()
+            self._handle.close()
+            self._handle, self._offset = _open_or_none(self.path), 0
+            if self._handle is not None:
+                data += self._whole_lines()
         found = []
-        for raw in data.split(b"\n")[:-1]:  # whole lines only (see _complete), split as lines_of splits them
+        for raw in data.split(b"\n")[:-1]:  # whole lines only, split as lines_of splits them
             entry = parse(raw.decode("utf-8", errors="replace"), self._previous)
             self._previous = entry.at
             found.append(entry)
         return found
+
+    def _whole_lines(self) -> bytes:
+        """What its file has after the offset, up to the last newline (a line being written waits)."""
+        assert self._handle is not None
+        if os.fstat(self._handle.fileno()).st_size < self._offset:  # truncated in place: from its start
+            self._offset = 0
+        self._handle.seek(self._offset)
+        data = self._handle.read()
+        data = data[:data.rfind(b"\n") + 1]
+        self._offset += len(data)
+        return data
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+
+
+def _after_last_line(handle: BinaryIO) -> int:
+    """The offset just after the file's last newline: a line being written is the follower's to read."""
+    size = os.fstat(handle.fileno()).st_size
+    handle.seek(max(size - 2 * LONGEST_LINE, 0))
+    tail = handle.read()
+    return size - len(tail) + tail.rfind(b"\n") + 1
+
+
+def _open_or_none(path: Path) -> BinaryIO | None:
+    try:
+        return open(path, "rb")  # noqa: SIM115  (the Follower's, closed by its close())
+    except FileNotFoundError:
+        return None
 
 
 def _stat(path: Path) -> os.stat_result | None:
@@ -228,17 +288,6 @@ def _stat(path: Path) -> os.stat_result | None:
         return path.stat()
     except FileNotFoundError:
         return None
-
-
-def _read_from(path: Path, offset: int) -> bytes:
-    with open(path, "rb") as handle:
-        handle.seek(offset)
-        return handle.read()
-
-
-def _complete(data: bytes) -> bytes:
-    """`data` up to its last newline: a line being written is read once it is whole."""
-    return data[:data.rfind(b"\n") + 1]
 
 
 def moment(text: str, now: float) -> float:

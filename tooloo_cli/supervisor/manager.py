@@ -379,10 +379,14 @@ class Supervisor:
         # supervisor running after a full `down`.
         leaves = not keep and {name for name, process in self.processes.items() if process.active} <= set(running)
         self._leaving = self._leaving or leaves
-        await self._stop_in_order(running)
-        if leaves:
-            # The supervisor then shuts down; its control server lets this answer finish first.
-            asyncio.get_running_loop().call_soon(self._done.set)
+        try:
+            await self._stop_in_order(running)
+        finally:
+            # Left, too, when what it did not stop ended meanwhile (it failed, or exited for good), and
+            # when the stop itself failed: a supervisor marked as leaving must not stay, refusing starts.
+            leaves = leaves or (not keep and not any(process.active for process in self.processes.values()))
+            if leaves:  # the supervisor then shuts down; its control server lets this answer finish first
+                asyncio.get_running_loop().call_soon(self._done.set)
         return 200, {"ok": True, "stopped": running, "notRunning": [n for n in names if n not in running],
                      "supervisorExits": leaves}
 

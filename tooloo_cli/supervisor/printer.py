@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, TextIO
 
 from tooloo_cli.supervisor.logs import Entry, day_and_time
-from tooloo_cli.units import duration, mebibytes
+from tooloo_cli.units import duration, mebibytes, visible
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -165,9 +165,10 @@ def _state(service: dict[str, Any]) -> str:
 
 def _when_and_what(entry: Entry) -> tuple[str, str]:
     """A log entry's time as shown (with a space after it; nothing for an unstamped line) and its text,
-    `tooloo: …` for the supervisor's events."""
+    `tooloo: …` for the supervisor's events, its control characters made visible."""
     when = "" if entry.at is None else f"{day_and_time(entry.at)} "
-    return when, f"tooloo: {entry.text}" if entry.stream == "supervisor" else entry.text
+    text = visible(entry.text)  # a service's line cannot paint another one's prefix over its own
+    return when, f"tooloo: {text}" if entry.stream == "supervisor" else text
 
 
 def _exit(one: dict[str, Any]) -> str:

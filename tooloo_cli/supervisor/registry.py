@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from tooloo_cli.supervisor.paths import StatePaths
+from tooloo_cli.supervisor.standby import SUPERVISOR_MODULE
 
 
 def registry_dir(environ: Mapping[str, str] = os.environ) -> Path:
@@ -36,7 +37,10 @@ def registry_dir(environ: Mapping[str, str] = os.environ) -> Path:
         return Path(state) / "tooloo" / "stacks"
     home = environ.get("HOME", "")
     if not home or not os.path.isabs(home):  # unset, empty or relative: the account's own
-        home = pwd.getpwuid(os.getuid()).pw_dir
+        try:
+            home = pwd.getpwuid(os.getuid()).pw_dir
+        except KeyError:  # a uid with no account (a container's): where the process is told to keep state
+            home = os.path.abspath(home or ".")
     return Path(home) / ".local" / "state" / "tooloo" / "stacks"
 
 
@@ -77,7 +81,13 @@ def sign_in(paths: StatePaths, config: Path | None, environ: Mapping[str, str] =
 def still_signed_in(entry: Path | None, paths: StatePaths, config: Path | None,
                     environ: Mapping[str, str] = os.environ) -> Path | None:
     """`entry`, written again if it has gone (someone cleared the registry) while the supervisor runs."""
-    if entry is not None and entry.exists():
+    try:
+        if entry is not None:
+            os.stat(entry)
+            return entry
+    except FileNotFoundError:
+        pass
+    except OSError:  # unreadable for now (a permission changed, a network home away): ask again later
         return entry
     return sign_in(paths, config, environ)
 
@@ -111,11 +121,16 @@ def _read(entry: Path) -> dict[str, Any] | None:
 
 
 def _supervises(record: dict[str, Any]) -> bool:
-    """Whether the recorded pid is still the supervisor of the recorded directory (not a pid reused
-    since): the directory's own pid file names it."""
+    """Whether the recorded pid is still the supervisor of the recorded directory, not a pid reused since
+    (after a reboot, say, which leaves the entry and the pid file): the process runs tooloo's supervisor,
+    and the directory's own pid file names it."""
     try:
         os.kill(record["pid"], 0)
-    except (ProcessLookupError, PermissionError):  # gone, or another user's: not this user's stack
+        with open(f"/proc/{record['pid']}/cmdline", "rb") as handle:
+            command = handle.read().split(b"\0")
+    except (ProcessLookupError, PermissionError, OSError):  # gone, or another user's: not this user's stack
+        return False
+    if SUPERVISOR_MODULE.encode() not in command:
         return False
     try:
         return int(StatePaths(Path(record["stateDir"])).pid_file.read_text()) == record["pid"]
