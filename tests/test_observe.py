@@ -236,7 +236,7 @@ def test_the_watch_frame_puts_the_summary_first_then_throughput_and_errors() -> 
     observations = [Observation("web", 3000, "up", 1.0, None, _document("web")),
                     Observation("budget", 3003, "down", 1.0, "connection refused")]
     board = Dashboard(lambda: observations, 1.0)
-    board.poll()
+    board.take(board.fetch())
     console = Console(record=True, width=160, height=60, color_system=None, force_terminal=True)
     console.print(board.frame(console, keys=True))
     text = console.export_text()
@@ -324,7 +324,7 @@ def test_unusable_numbers_and_control_characters_from_a_service_break_nothing(
     with _serving(loaded, routes):
         code = observe(loaded, names, console)
         for _ in range(2):
-            board.poll()
+            board.take(board.fetch())
     text = console.export_text()
     assert code == 1
     assert "\x1b" not in text and "\x07" not in text, repr(text)
@@ -340,3 +340,14 @@ def test_unusable_numbers_and_control_characters_from_a_service_break_nothing(
     assert "breaker breaker\\x1b]0;owned\\x07\\x1b[2J open" in frame and "GET /\\x1b]0;owned" in frame
     assert "limiter refused" not in frame and "waiting" not in frame.split("Throughput")[0]  # no figure to flag
     assert not re.search(r"\b(nan|inf)\b", frame, re.IGNORECASE), frame
+
+
+def test_a_document_nested_too_deeply_is_malformed(stack_config: Callable[..., LoadedConfig]) -> None:
+    # 3000 levels: json.loads raised RecursionError; 600 inside a document: json took them, cleaned() did not.
+    inner = json.dumps(_document("budget"))
+    routes: dict[str, Answer | str] = {"web": Answer(200, "[" * 3000 + "]" * 3000),
+                                       "budget": Answer(200, f'{inner[:-1]}, "extra": {"[" * 600}{"]" * 600}}}')}
+    code, text = _render(stack_config(), list(routes), routes)  # "internal error: RecursionError" before
+    assert code == 1
+    for name in routes:
+        assert re.search(rf"{name} .* malformed \(the answer nests more than 100 levels deep\)", text), text

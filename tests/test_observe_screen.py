@@ -11,13 +11,14 @@ import pty
 import re
 import select
 import signal
+import socket
 import struct
 import subprocess
 import sys
 import termios
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from conftest import Tooloo, service_client
 from tooloo_cli.bench.stack import EphemeralStack
 from tooloo_cli.config import Config, LoadedConfig
 from tooloo_cli.errors import ToolooError
+from tooloo_cli.loopback import Unreachable
 from tooloo_cli.observe.dashboard import (
     SPARK_WIDTH,
     Dashboard,
@@ -103,7 +105,7 @@ def test_one_shot_observe_at_80_columns_cuts_no_number(stack_config: Callable[..
 def _board(observations: list[Observation], polls: int = 2) -> Dashboard:
     board = Dashboard(lambda: observations, 1.0)
     for _ in range(polls):
-        board.poll()
+        board.take(board.fetch())
     return board
 
 
@@ -252,9 +254,9 @@ def test_top_sorts_by_cpu_and_keys_change_the_order() -> None:
     second = iter(range(100))
     view = Top(lambda: document, lambda: [Observation("web", 1, "up", 1.0, None, {"tracer": {
         "totalTraces": 30 * next(second)}})], 1.0)
-    view.poll()
+    view.take(view.fetch())
     time.sleep(0.2)
-    view.poll()
+    view.take(view.fetch())
 
     def order(*keys: str) -> list[str]:
         for key in keys:
@@ -282,7 +284,7 @@ def test_top_sorts_by_cpu_and_keys_change_the_order() -> None:
     assert trends["budget"][-1] == "█" and trends["training"][-1] == "▁"  # one scale for the table
     assert "4/4 running" not in screen and "3/4 running" in screen
     stopped = Top(lambda: _status({"web": {}}, supervisor=False), lambda: [], 1.0)
-    stopped.poll()
+    stopped.take(stopped.fetch())
     console.print(stopped.frame(console, keys=True))
     assert "no supervisor runs" in console.export_text()
 
@@ -473,7 +475,7 @@ def test_a_service_that_went_down_shows_no_rate_and_its_trend_stops() -> None:
     answers = iter([running, running, stopped, stopped])
     view = Top(lambda: next(answers), lambda: [], 1.0)
     for moment in (0.0, 10.0, 20.0, 30.0):
-        view.poll(now=moment)
+        view.take(view.fetch(), now=moment)
     console = Console(record=True, width=100, height=24, color_system=None, force_terminal=True)
     console.print(view.frame(console, keys=True))
     assert _cells(console.export_text(), "web", "cpu trend", 10) == " " * 4 + "█" * 4 + " " * 2  # 6 s a cell
@@ -495,16 +497,16 @@ def test_top_keeps_its_last_figures_while_the_supervisor_does_not_answer() -> No
         return console.export_text()
 
     try:
-        view.poll()
-        view.poll()  # raised out of top before: exit 1
+        view.take(view.fetch())
+        view.take(view.fetch())  # raised out of top before: exit 1
         shown = screen()
         assert "runs but does not answer" in shown and re.search(r"^web +running +3\.5% ", shown, re.MULTILINE)
         started = time.monotonic()
-        view.poll()  # the status hangs: the poll does not
+        view.take(view.fetch())  # the status hangs: the poll does not
         assert time.monotonic() - started < 1.0
         assert "did not answer within 0.2 s" in screen() and "web" in screen()
         release.set()
-        view.poll()  # the answer that came late is taken
+        view.take(view.fetch())  # the answer that came late is taken
         assert "answer" not in screen()
     finally:
         release.set()
@@ -566,7 +568,7 @@ def test_a_resized_terminal_is_redrawn_at_once(stack_config: Callable[..., Loade
             "--interval", "60", "-s", "web"]  # nothing listens: and no poll, no key redraws for a minute
     terminal = Terminal(argv, 80, 24)
     try:
-        first = _frame_after(terminal, 0, 15)
+        first = _frame_after(terminal, 2, 15)  # the screen cleared, "polling…", then the poll's frame
         assert "connection refused" in first and len(first.rstrip("\n").split("\n")) == 24, first
         homes = terminal.output.count(b"\x1b[H")
         fcntl.ioctl(terminal.terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
@@ -608,3 +610,119 @@ def test_watch_into_a_pipe_prints_each_frame_as_it_comes_and_leaves_the_keyboard
             process.wait(timeout=5)
         os.close(controller)
         os.close(keyboard)
+
+
+# -- the second review ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A port on 127.0.0.1 that takes connections (the kernel's backlog) and never answers one."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        yield listener.getsockname()[1]
+
+
+def _on_screen(terminal: Terminal, text: bytes, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in terminal.output and time.monotonic() < deadline and terminal.process.poll() is None:
+        terminal._read(0.1)
+    assert text in terminal.output, terminal.screen()
+
+
+def test_q_ctrl_c_and_sigterm_end_the_views_at_once_while_a_poll_hangs(
+        stack_config: Callable[..., LoadedConfig], silent_port: int) -> None:
+    def silent(config: Config) -> None:
+        config.services["web"].port = silent_port
+        config.observe.timeout = 30  # a poll that would end only in 30 s
+
+    loaded = stack_config(silent)
+    command = [sys.executable, "-m", "tooloo_cli", "--config", str(loaded.source)]
+    watch, top = (["observe", "--watch", "-s", "web"], b"6 breakers"), (["top", "web"], b"every 1 s")
+    for (view, last), ending, code in ((watch, signal.SIGINT, 130), (top, signal.SIGTERM, 143), (watch, b"q", 0)):
+        terminal = Terminal(command + view, 80, 24)
+        try:
+            _on_screen(terminal, "polling…".encode(), 10)  # a first frame, before the first poll ends
+            _on_screen(terminal, last, 2)  # its key line: the frame is whole
+            time.sleep(0.5)  # the poll is out
+            sent = time.monotonic()
+            if isinstance(ending, bytes):
+                terminal.send(ending)
+            else:
+                terminal.process.send_signal(ending)
+            assert terminal.finish(timeout=5) == code, view
+            assert time.monotonic() - sent < 1.5, (view, ending)  # 8 s before, the poll waited for
+            _restored(terminal)
+        finally:
+            terminal.close()
+
+
+def test_huge_figures_read_as_unknown_and_shares_stay_within_100_percent() -> None:
+    name = "a-rather-long-service.12"  # squeezed to "…" by a 300-character cell before
+    huge = {"uptime": 1e308, "pid": 1e306,
+            "rateLimiter": {"rateLimit": 1e306, "allowRate": 1e307, "deniedRequests": 0,
+                            "buckets": {"10.0.0.7": {"denied": 1e306}}},
+            "cache": {"hits": 1e306, "hitRate": 1e307}, "circuitBreakers": {"provider": {"callCount": 1e306}}}
+    tracer = {field: 1e306 for field in ("activeTraces", "sampledTraces", "throughput", "avgLatency", "p50Latency",
+                                         "p95Latency", "p99Latency")} | {"errorRate": 1e307}
+    polls = iter([Observation(name, 1, "up", 1.0, None, {"tracer": tracer | {"totalTraces": 0, "errorCount": 0}}),
+                  # 1e308 errors in 0.001 requests: errors / requests is inf
+                  Observation(name, 1, "up", 1.0, None, huge | {"tracer": tracer | {"totalTraces": 0.001,
+                                                                                    "errorCount": 1e308}})])
+    board = Dashboard(lambda: [next(polls)], 1.0)
+    board.take(board.fetch())
+    board.take(board.fetch())
+    screens = [_text(tables(board.observations, Console(width=80)), 80), _screen(board, 80, 24),
+               _screen(board, 80, 24, "3"), _screen(board, 80, 24, "4"), _screen(board, 80, 24, "5")]
+    for screen in screens:
+        assert not re.search(r"inf|nan", screen, re.IGNORECASE), screen
+        assert not re.search(r"[\d,.]{20,}", screen), screen  # no cell of hundreds of digits
+        assert max(len(line) for line in screen.splitlines()) <= 80
+        assert name in screen, screen
+    assert re.search(rf"{re.escape(name)} +up +\S+ +- +- ", screens[1]), screens[1]  # p99 and errors unknown
+    assert "100.0%" in screens[0]  # a hit rate of 1e307: all of them
+
+
+def test_top_shows_a_status_that_fails_with_an_os_error_in_its_header() -> None:
+    failures: list[BaseException] = [FileNotFoundError(2, "No such file or directory", "/run/tooloo/lock"),
+                                      Unreachable("nothing listens on /run/tooloo/socket")]
+    view = Top(lambda: _status({"web": {}}) if not failures else (_ for _ in ()).throw(failures.pop(0)),
+               lambda: [], 1.0)
+
+    def screen() -> str:
+        console = Console(record=True, width=80, height=24, color_system=None, force_terminal=True)
+        console.print(view.frame(console, keys=True))
+        return console.export_text()
+
+    view.take(view.fetch())  # raised out of top before: exit 1
+    assert "No such file or directory: '/run/tooloo/lock'" in screen()
+    view.take(view.fetch())
+    assert "nothing listens on /run/tooloo/socket" in screen()
+    view.take(view.fetch())
+    assert "nothing listens" not in screen() and re.search(r"^web +running ", screen(), re.MULTILINE)
+
+
+def test_ctrl_z_gives_the_terminal_back_and_fg_redraws(stack_config: Callable[..., LoadedConfig]) -> None:
+    loaded = stack_config()
+    terminal = Terminal([sys.executable, "-m", "tooloo_cli", "--config", str(loaded.source), "observe", "--watch",
+                         "--interval", "60", "-s", "web"], 80, 24)
+    try:
+        _on_screen(terminal, b"connection refused", 10)
+        terminal.process.send_signal(signal.SIGTSTP)  # what Ctrl-Z sends the terminal's foreground
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and Path(f"/proc/{terminal.process.pid}/stat").read_text().split(
+                ")")[-1].split()[0] != "T":
+            terminal._read(0.05)
+        terminal._read(0.1)
+        _restored(terminal)  # stopped, with the main screen and the keyboard's settings back
+        homes = terminal.output.count(b"\x1b[H")
+        terminal.process.send_signal(signal.SIGCONT)
+        redrawn = _frame_after(terminal, homes, 5)
+        assert "connection refused" in redrawn, redrawn
+        assert termios.tcgetattr(terminal.terminal)[3] != terminal.settings[3]  # cbreak again
+        terminal.send(b"q")
+        assert terminal.finish() == 0
+        _restored(terminal)
+    finally:
+        terminal.close()

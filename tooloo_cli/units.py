@@ -21,9 +21,16 @@ def visible(text: str) -> str:
     return text if text.isprintable() else text.translate(_VISIBLE)
 
 
+def _finite(value: int | float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float (JSON allows 10**400)
+        return False
+
+
 def duration(seconds: Any) -> str:
-    """Seconds as 42s, 3m05s or 2h07m; "-" for anything that is not a finite number."""
-    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not math.isfinite(seconds):
+    """Seconds as 42s, 3m05s or 2h07m; "-" for anything that is not a finite number (or past a float's range)."""
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not _finite(seconds):
         return "-"
     seconds = int(max(seconds, 0))
     if seconds < 60:
@@ -35,6 +42,6 @@ def duration(seconds: Any) -> str:
 
 def mebibytes(value: Any) -> str:
     """Bytes in MiB (2**20 bytes, what `ps` and `top` count in), with their unit; "-" for a non-number."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not _finite(value):
         return "-"
     return f"{value / 2**20:.1f} MiB"

@@ -8,8 +8,8 @@
     render.py      the tables: services, tracing, rate limiting, caches, circuit breakers, pools
     rates.py       rates over the last few seconds (req/s, errors, refusals), from counters between polls
     dashboard.py   --watch: a summary that always fits, the detail sections fitted or paged by key
-    terminal.py    the full-screen loop --watch and `tooloo top` share: keys, q, Ctrl-C, SIGTERM, a resize;
-                   off a terminal, each frame printed as it is made
+    terminal.py    the full-screen loop --watch and `tooloo top` share: a poll in a thread of its own, keys, q,
+                   Ctrl-C, SIGTERM, Ctrl-Z, a resize; off a terminal, each frame printed as it is made
     top.py         `tooloo top`: CPU, memory, restarts and req/s per service, sorted
 
 A one-shot observe exits 1 when any polled service is not up (for scripts and CI); --watch

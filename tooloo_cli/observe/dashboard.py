@@ -18,7 +18,8 @@ one chosen, as many as fit whole; `tab` goes on with the first that did not, `1`
 start at a section. A table taller than the room left is cut at the bottom, saying how
 many lines it keeps back; the breakers list open ones first. Off a terminal (a pipe, a
 file), each frame is printed whole as it is made, everything in one column, and no key is
-read. The header's time is the poll's, not the frame's.
+read. The header's time is the poll's, not the frame's; it says "polling…" until the first
+poll ends.
 
 req/s is the rate over the last few seconds (rates.py), not the tracer's minute mean, and
 "-" while a service is down or before two polls; each throughput sparkline has a fixed
@@ -40,7 +41,7 @@ from rich.segment import Segment
 from rich.table import Table
 from rich.text import Text
 
-from tooloo_cli.observe.poll import Observation, Target, number, poll
+from tooloo_cli.observe.poll import Observation, Target, figure, number, poll
 from tooloo_cli.observe.rates import RATE_WINDOW, Counters
 from tooloo_cli.observe.render import (
     STATE_STYLES,
@@ -159,8 +160,9 @@ def trend(series: Iterable[tuple[float, float | None]], now: float, cells: int =
 
 
 def per_second(value: float | None) -> str:
-    """A req/s cell: "-" when there is no rate."""
-    return "-" if value is None else f"{value:.1f}"
+    """A req/s cell: "-" when there is no rate, or none a service could have (poll.figure)."""
+    found = figure(value)
+    return "-" if found is None else f"{found:.1f}"
 
 
 def attention(o: Observation, history: History) -> list[Text]:
@@ -174,14 +176,14 @@ def attention(o: Observation, history: History) -> list[Text]:
             found.append(Text(f"breaker {name} open", style="bold red"))
         elif status == "half_open":
             found.append(Text(f"breaker {name} half-open", style="yellow"))
-    denied, span = history.counters.delta(o.name, "denied"), history.counters.span(o.name)
+    denied, span = figure(history.counters.delta(o.name, "denied")), history.counters.span(o.name)
     if denied and span is not None:  # over the seconds the counters really span, not the window asked for
         seconds = duration(span) if span >= 1 else f"{span:.1f}s"
         found.append(Text(f"limiter refused {denied:,.0f} in {seconds}", style="yellow"))
     redis = o.module("redis")
     if redis is not None and redis.get("state") not in (None, "shared"):
         found.append(Text("redis lost: local fallback", style="bold red"))
-    waiting = number((o.module("pool") or {}).get("waiting"))
+    waiting = figure((o.module("pool") or {}).get("waiting"))
     if waiting is not None and waiting > 0:
         found.append(Text(f"pool: {waiting:.0f} waiting", style="yellow"))
     return found
@@ -194,7 +196,7 @@ def summary_table(observations: list[Observation], history: History) -> Table:
         tracer = o.module("tracer") or {}
         issues = attention(o, history)
         # No request traced yet: no latency to speak of (the tracer says 0).
-        p99 = number(tracer.get("p99Latency")) if number(tracer.get("totalTraces")) else None
+        p99 = figure(tracer.get("p99Latency")) if number(tracer.get("totalTraces")) else None
         error_rate = history.counters.error_rate(o.name)  # None: not known (a first poll, no requests, no count)
         errors = "-" if error_rate is None else Text(
             f"{error_rate:.1%}", style="red" if error_rate >= 0.05 else "yellow" if error_rate >= 0.01 else "green")
@@ -332,9 +334,12 @@ class Dashboard:
         self._next = 0  # the first part the last frame did not show (0 when it showed the last)
         self._first_of: dict[int, int] = {}  # section -> the index of its first part
 
-    def poll(self) -> None:
-        self.observations = self.poller()
-        self.history.add(self.observations)
+    def fetch(self) -> list[Observation]:
+        return self.poller()
+
+    def take(self, fetched: list[Observation]) -> None:
+        self.observations = fetched
+        self.history.add(fetched)
 
     def key(self, key: str) -> None:
         if key == "tab":
@@ -348,10 +353,10 @@ class Dashboard:
         up = sum(o.up for o in self.observations)
         observable = sum(o.observable for o in self.observations)
         polled = max((o.polled_at for o in self.observations), default=None)  # a key redraws: the poll's time
-        updated = "-" if polled is None else datetime.fromtimestamp(polled).strftime("%H:%M:%S")
-        header = Text.from_markup(
-            f"[bold]tooloo observe[/]  updated {updated}, every {self.interval:g} s  "
-            f"[{'green' if up == observable else 'red'}]{up}/{observable} up[/]")
+        header = Text.from_markup("[bold]tooloo observe[/]  polling…" if polled is None else
+                                  f"[bold]tooloo observe[/]  updated "
+                                  f"{datetime.fromtimestamp(polled).strftime('%H:%M:%S')}, every {self.interval:g} s  "
+                                  f"[{'green' if up == observable else 'red'}]{up}/{observable} up[/]")
         header.no_wrap, header.overflow = True, "ellipsis"
         top = render(header, console, width)
         summary = self.frames.lines(compact(summary_table(self.observations, self.history), console, width),

@@ -18,14 +18,15 @@ service of the user's own (a `command`) has no observability document: it is obs
 What a service sends is shown on a terminal, so a document and a reason are made safe where
 they come in: every control character but a tab, in a string or a key, is written out
 (ESC as the four characters backslash, x, 1, b), and no escape sequence of a service's reaches the
-terminal. `number` is the one test of a figure: a JSON number that a float holds finitely
-(json accepts NaN, Infinity and 10**400, and each breaks the arithmetic of a table).
+terminal; a document nested more than MAX_DEPTH levels is malformed (what walks it would exhaust
+Python's recursion limit). `number` is the one test of a figure: a JSON number that a float holds finitely
+(json accepts NaN, Infinity and 10**400, and each breaks the arithmetic of a table); `figure` and
+`share` are what may be printed of one (no 300-digit cell, no inf%).
 """
 
 from __future__ import annotations
 
 import math
-import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +34,7 @@ from urllib.parse import urlsplit
 
 from tooloo_cli.config import LoadedConfig
 from tooloo_cli.loopback import BadAnswer, LoopbackError, TimedOut, Unreachable, gather, request
+from tooloo_cli.units import visible
 
 PATH = "/api/v1/system/observability"
 NOT_OBSERVABLE = "n/a"
@@ -40,7 +42,11 @@ NUMERIC_TRACER_FIELDS = ("activeTraces", "totalTraces", "sampledTraces", "avgLat
                          "p99Latency", "throughput", "errorRate")
 # Numbers when present; a document without one still has everything else to show (--watch's errors read "-").
 OPTIONAL_TRACER_FIELDS = ("errorCount",)
-CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")  # C0 but the tab, DEL, C1
+# Deeper than any observability document (its spans nest a few levels), and far from Python's recursion limit,
+# which cleaned(), repr() and json.dumps (--json) would reach on a deeper one.
+MAX_DEPTH = 100
+TOO_DEEP = f"the answer nests more than {MAX_DEPTH} levels deep"
+LARGEST = 1e15  # past any count, size, rate or latency a service has: a figure beyond it is shown as unknown
 
 
 @dataclass(frozen=True)
@@ -110,21 +116,49 @@ def number(value: Any) -> float | None:
     return found if math.isfinite(found) else None
 
 
-def _visible(match: re.Match[str]) -> str:
-    return f"\\x{ord(match.group()):02x}"
+def figure(value: Any) -> float | None:
+    """`value` as a figure to print: number(value), and None past ±LARGEST too (1e306 is finite, and prints
+    as a 300-character cell that squeezes every other column to nothing)."""
+    found = number(value)
+    return None if found is None or abs(found) > LARGEST else found
+
+
+def share(value: Any) -> float | None:
+    """`value` as a share to print as a percentage: number(value) held to [0, 1] (1e307 is no 1e309%, inf)."""
+    found = number(value)
+    return None if found is None else min(max(found, 0.0), 1.0)
 
 
 def cleaned(value: Any) -> Any:
-    """`value` (a decoded JSON document, or a part of one) with every control character but a tab written
-    out, in its strings and its keys: a service's ESC sequence would otherwise reach the terminal (rich drops
-    only BEL, BS, VT, FF and CR)."""
+    """`value` (a decoded JSON document, or a part of one, at most MAX_DEPTH levels deep: it recurses) with
+    every control character but a tab written out, in its strings and its keys: a service's ESC sequence
+    would otherwise reach the terminal (rich drops only BEL, BS, VT, FF and CR)."""
     if isinstance(value, str):
-        return CONTROL.sub(_visible, value)
+        return visible(value)
     if isinstance(value, dict):
-        return {cleaned(key): cleaned(item) for key, item in value.items()}
+        return {visible(key): cleaned(item) for key, item in value.items()}
     if isinstance(value, list):
         return [cleaned(item) for item in value]
     return value
+
+
+def _needs_cleaning(body: bytes) -> bool:
+    """Whether a string of JSON text `body` may hold a control character. Strict JSON (json.loads' own)
+    has no raw one below 0x20 in a string: only an escape (a backslash) makes one, or a raw DEL, or a raw C1
+    character (which is not ASCII)."""
+    return not body.isascii() or b"\\" in body or b"\x7f" in body
+
+
+def _too_deep(document: Any) -> bool:
+    """Whether decoded JSON `document` nests more than MAX_DEPTH levels: one level at a time, no recursion."""
+    level = [document]
+    for _ in range(MAX_DEPTH):
+        level = [child for container in level
+                 for child in (container.values() if isinstance(container, dict) else container)
+                 if isinstance(child, (dict, list))]
+        if not level:
+            return False
+    return True
 
 
 def check_document(document: Any) -> str | None:
@@ -153,7 +187,7 @@ def _poll_one(target: Target, timeout: float) -> Observation:
 
     def seen(state: str, reason: str | None = None, document: dict[str, Any] | None = None) -> Observation:
         return Observation(target.name, target.port, state, (time.perf_counter() - started) * 1000,
-                           cleaned(reason), cleaned(document), time.time())
+                           None if reason is None else visible(reason), document, time.time())
 
     try:
         address, path = target.address()
@@ -170,8 +204,15 @@ def _poll_one(target: Target, timeout: float) -> Observation:
         return seen("error", f"HTTP {answer.status}")
     try:
         document = answer.json()
+    except RecursionError:  # json.loads nests as deep as Python's recursion limit lets it, ~1000 levels
+        return seen("malformed", TOO_DEEP)
     except ValueError:
         return seen("malformed", "the answer is not JSON")
+    if _too_deep(document):
+        return seen("malformed", TOO_DEEP)
+    # Most documents need no cleaning, and the walk costs about three times the parse (a 1.6 MB one: ~60 ms).
+    if _needs_cleaning(answer.body):
+        document = cleaned(document)
     problem = check_document(document)
     if problem is not None:
         return seen("malformed", problem)

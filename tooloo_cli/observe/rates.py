@@ -22,7 +22,7 @@ from __future__ import annotations
 import time
 from collections import deque
 
-from tooloo_cli.observe.poll import Observation, number
+from tooloo_cli.observe.poll import Observation, number, share
 
 RATE_WINDOW = 5.0
 
@@ -82,8 +82,8 @@ class Counters:
         return None if delta is None or span is None else number(delta / span)
 
     def error_rate(self, name: str) -> float | None:
-        """The share of the window's requests that failed; None when it saw none."""
+        """The share of the window's requests that failed, within [0, 1]; None when it saw none."""
         requests, errors = self.delta(name, "requests"), self.delta(name, "errors")
         if not requests or errors is None:
             return None
-        return errors / requests
+        return share(errors / requests)  # 1e308 errors in 0.001 requests: no inf%, no 1e311%

@@ -8,7 +8,9 @@ the module tables (it has nothing to report).
 
 A number is never cut to fit a terminal: `fitted` drops a table's least useful columns
 (each table names them, least useful first) until the numbers fit the width, and only
-the columns of words (a reason, the most limited clients) wrap or give way.
+the columns of words (a reason, the most limited clients) wrap or give way. A figure that
+is not a number, or too large to be one a service really has, reads "-" (poll.figure), and
+a share is held to 0-100% (poll.share).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
-from tooloo_cli.observe.poll import Observation, number
+from tooloo_cli.observe.poll import Observation, figure, share
 from tooloo_cli.units import duration
 
 STATE_STYLES = {"up": "green", "down": "bold red", "timeout": "red", "error": "red", "malformed": "magenta",
@@ -98,15 +100,23 @@ def compact(part: RenderableType, console: Console, width: int) -> RenderableTyp
     return part
 
 
-def _graded(value: float, text: str, warn: float, bad: float) -> Text:
-    """`text` coloured by where `value` sits against the warning and bad thresholds (higher is worse)."""
+def _graded(value: float | None, text: str, warn: float, bad: float) -> Text:
+    """`text` coloured by where `value` sits against the warning and bad thresholds (higher is worse); plain
+    when `value` is not known."""
+    if value is None:
+        return Text(text)
     return Text(text, style="red" if value >= bad else "yellow" if value >= warn else "green")
 
 
-def _number(value: Any) -> float:
-    """`value` as a figure to print: 0 for what is not a finite number (poll.number)."""
-    found = number(value)
-    return 0.0 if found is None else found
+def _cell(value: Any, spec: str = ",.0f") -> str:
+    """A figure of a service's in `spec`; "-" for what poll.figure does not print (not a number, or huge)."""
+    found = figure(value)
+    return "-" if found is None else format(found, spec)
+
+
+def _percent(found: float | None) -> str:
+    """A share (poll.share) as a percentage; "-" when not known."""
+    return "-" if found is None else f"{found:.1%}"
 
 
 def _since(iso: Any) -> str:
@@ -127,8 +137,8 @@ def services_table(observations: list[Observation]) -> Table:
         state = Text(o.state, style=STATE_STYLES.get(o.state, "white"))
         if o.reason:
             state.append(f" ({o.reason})", style="dim")
-        table.add_row(o.name, str(o.port or "-"), state, f"{o.latency_ms:.1f} ms" if o.observable else "-", str(document.get("pid", "-")),
-                      duration(document.get("uptime")) if o.up else "-")
+        table.add_row(o.name, str(o.port or "-"), state, f"{o.latency_ms:.1f} ms" if o.observable else "-",
+                      _cell(document.get("pid"), ".0f"), duration(figure(document.get("uptime"))) if o.up else "-")
     return table
 
 
@@ -140,14 +150,13 @@ def tracing_table(observations: list[Observation]) -> Table:
         tracer = o.module("tracer")
         if tracer is None:
             continue
-        n = {key: _number(tracer.get(key)) for key in ("totalTraces", "activeTraces", "sampledTraces", "throughput",
-                                                      "avgLatency", "p50Latency", "p95Latency", "p99Latency",
-                                                      "errorRate")}
+        p99, error_rate = figure(tracer.get("p99Latency")), share(tracer.get("errorRate"))
         table.add_row(
-            o.name, f"{n['totalTraces']:,.0f}", f"{n['activeTraces']:.0f}", f"{n['sampledTraces']:,.0f}",
-            f"{n['throughput']:.1f}", f"{n['avgLatency']:.2f}", f"{n['p50Latency']:.2f}", f"{n['p95Latency']:.2f}",
-            _graded(n["p99Latency"], f"{n['p99Latency']:.2f}", 100, 500),
-            _graded(n["errorRate"], f"{n['errorRate']:.1%}", 0.01, 0.05),
+            o.name, _cell(tracer.get("totalTraces")), _cell(tracer.get("activeTraces")),
+            _cell(tracer.get("sampledTraces")), _cell(tracer.get("throughput"), ".1f"),
+            _cell(tracer.get("avgLatency"), ".2f"), _cell(tracer.get("p50Latency"), ".2f"),
+            _cell(tracer.get("p95Latency"), ".2f"), _graded(p99, _cell(p99, ".2f"), 100, 500),
+            _graded(error_rate, _percent(error_rate), 0.01, 0.05),
         )
     return table
 
@@ -159,16 +168,19 @@ def limits_table(observations: list[Observation]) -> Table:
         limiter = o.module("rateLimiter")
         if limiter is None:
             continue
-        allow_rate = _number(limiter.get("allowRate"))
+        allow_rate = share(limiter.get("allowRate"))
         buckets = limiter.get("buckets") if isinstance(limiter.get("buckets"), dict) else {}
         # The service lists its buckets in no useful order: the most denied clients are the news.
-        denied = sorted(((_number(bucket.get("denied")), str(client)) for client, bucket in buckets.items()
-                         if isinstance(bucket, dict) and _number(bucket.get("denied")) > 0), key=lambda d: -d[0])
+        counted = ((figure(bucket.get("denied")), str(client)) for client, bucket in buckets.items()
+                   if isinstance(bucket, dict))
+        denied = sorted(((count, client) for count, client in counted if count is not None and count > 0),
+                        key=lambda d: -d[0])
         limited = [f"{client} ({count:.0f})" for count, client in denied[:3]]
         table.add_row(
-            o.name, f"{_number(limiter.get('rateLimit')):,.0f}", f"{_number(limiter.get('refillRate')):g}",
-            f"{_number(limiter.get('allowedRequests')):,.0f}", f"{_number(limiter.get('deniedRequests')):,.0f}",
-            _graded(1 - allow_rate, f"{allow_rate:.1%}", 0.1, 0.5), f"{_number(limiter.get('activeBuckets')):,.0f}",
+            o.name, _cell(limiter.get("rateLimit")), _cell(limiter.get("refillRate"), "g"),
+            _cell(limiter.get("allowedRequests")), _cell(limiter.get("deniedRequests")),
+            _graded(None if allow_rate is None else 1 - allow_rate, _percent(allow_rate), 0.1, 0.5),
+            _cell(limiter.get("activeBuckets")),
             ", ".join(limited) or "-",
         )
     return table
@@ -189,7 +201,7 @@ def shared_table(observations: list[Observation]) -> Table:
             continue
         shared = redis.get("state") == "shared"
         table.add_row(o.name, Text("shared", style="green") if shared else Text("fallback", style="bold red"),
-                      str(redis.get("fallback", "?")), f"{_number(redis.get('fallbackCalls')):,.0f}",
+                      str(redis.get("fallback", "?")), _cell(redis.get("fallbackCalls")),
                       _clipped(str(redis.get("error") or "-"), 30))
     return table
 
@@ -201,11 +213,10 @@ def caches_table(observations: list[Observation]) -> Table:
         cache = o.module("cache")
         if cache is None:
             continue
-        hit_rate = _number(cache.get("hitRate"))
         table.add_row(
-            o.name, f"{_number(cache.get('hits')):,.0f}", f"{_number(cache.get('misses')):,.0f}",
-            f"{hit_rate:.1%}", f"{_number(cache.get('memoryItems')):,.0f}", f"{_number(cache.get('diskItems')):,.0f}",
-            f"{_number(cache.get('diskBytes')):,.0f}",
+            o.name, _cell(cache.get("hits")), _cell(cache.get("misses")),
+            _percent(share(cache.get("hitRate"))), _cell(cache.get("memoryItems")), _cell(cache.get("diskItems")),
+            _cell(cache.get("diskBytes")),
         )
     return table
 
@@ -221,8 +232,8 @@ def breakers_table(observations: list[Observation]) -> Table:
         state = str(breaker.get("status"))
         table.add_row(
             service, name, Text(state, style=BREAKER_STYLES.get(state, "white")),
-            f"{_number(breaker.get('callCount')):,.0f}", f"{_number(breaker.get('failureCount')):,.0f}",
-            f"{_number(breaker.get('rejectedCount')):,.0f}", _since(breaker.get("lastFailureTime")),
+            _cell(breaker.get("callCount")), _cell(breaker.get("failureCount")),
+            _cell(breaker.get("rejectedCount")), _since(breaker.get("lastFailureTime")),
         )
     return table
 
@@ -234,14 +245,14 @@ def pools_lines(observations: list[Observation]) -> Text:
     for o in observations:
         pool, optimizer = o.module("pool"), o.module("queryOptimizer")
         if pool is not None:
-            lines.append(f"{o.name} pool: {_number(pool.get('size')):.0f} open ({_number(pool.get('inUse')):.0f} in "
-                         f"use, {_number(pool.get('waiting')):.0f} waiting), {_number(pool.get('acquired')):,.0f} "
-                         f"acquired, {_number(pool.get('timeouts')):.0f} timeouts")
+            lines.append(f"{o.name} pool: {_cell(pool.get('size'), '.0f')} open ({_cell(pool.get('inUse'), '.0f')} in "
+                         f"use, {_cell(pool.get('waiting'), '.0f')} waiting), {_cell(pool.get('acquired'))} "
+                         f"acquired, {_cell(pool.get('timeouts'), '.0f')} timeouts")
         if optimizer is not None:
-            lines.append(f"{o.name} query optimizer: {_number(optimizer.get('batchesExecuted')):,.0f} batches "
-                         f"(avg {_number(optimizer.get('avgBatchSize')):.1f}), "
-                         f"{_number(optimizer.get('singleflightShared')):,.0f} of "
-                         f"{_number(optimizer.get('singleflightCalls')):,.0f} calls shared")
+            lines.append(f"{o.name} query optimizer: {_cell(optimizer.get('batchesExecuted'))} batches "
+                         f"(avg {_cell(optimizer.get('avgBatchSize'), '.1f')}), "
+                         f"{_cell(optimizer.get('singleflightShared'))} of "
+                         f"{_cell(optimizer.get('singleflightCalls'))} calls shared")
     return Text("\n".join(lines))
 
 

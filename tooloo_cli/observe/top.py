@@ -11,9 +11,10 @@ dashboard shows it. Without a supervisor every service reads stopped, and top sa
 
 The status is asked in a thread of its own, beside the services' poll, and waited for at
 most the poll's timeout: a supervisor that is busy, starting (its lock held, its socket not
-answering yet) or gone between two polls must not freeze the keys or end top. Until it
-answers again, top shows the last figures it had, their time in the header, with why
-beneath; the CPU trend has a gap meanwhile, as for a stopped service.
+answering yet), gone between two polls or its files removed under it (a `down` meanwhile)
+must not freeze the keys or end top. Until it answers again, top shows the last figures
+it had, their time in the header, with why beneath ("polling…" before the first answer);
+the CPU trend has a gap meanwhile, as for a stopped service.
 
 Keys: c CPU, m memory, r restarts, t req/s, n name choose the order; q quits. Exit codes
 and the terminal's restoration are terminal.py's: 0 on q, 130 on Ctrl-C, 143 on SIGTERM.
@@ -32,6 +33,7 @@ from rich.console import Console, RenderableType
 from rich.text import Text
 
 from tooloo_cli.errors import ToolooError
+from tooloo_cli.loopback import LoopbackError
 from tooloo_cli.observe.dashboard import per_second, sample, sparkline, trend
 from tooloo_cli.observe.poll import Observation, number, poll, targets_of
 from tooloo_cli.observe.rates import Counters
@@ -103,31 +105,38 @@ class Top:
     def _ask(self) -> None:
         try:
             self._answer = self.status()
-        except BaseException as exc:  # taken up by poll, in the main thread
+        except BaseException as exc:  # taken up by take(), in the loop's thread
             self._answer = exc
 
-    def poll(self, now: float | None = None) -> None:
-        """The status (waited for at most `timeout` s) and the services' counters; `now`: a monotonic time."""
+    def fetch(self) -> list[Observation]:
+        """The services' observations, the status asked for meanwhile and waited for at most `timeout` s; in
+        the poll's thread: it touches nothing frame() reads."""
         started = time.monotonic()
         if self._asking is None:  # else the last question is still out: waited for again, not asked twice
             self._asking = threading.Thread(target=self._ask, daemon=True)
             self._asking.start()
         observations = self.poller()
         self._asking.join(max(started + self.timeout - time.monotonic(), 0.0))
+        return observations
+
+    def take(self, fetched: list[Observation], now: float | None = None) -> None:
+        """The status, if it came, and the counters of `fetched`; `now`: a monotonic time."""
+        assert self._asking is not None, "take() comes after fetch()"
         fresh = not self._asking.is_alive()
         if not fresh:
             self.problem = f"the supervisor did not answer within {self.timeout:g} s"
         else:
             answer, self._asking, self._answer = self._answer, None, None
-            if isinstance(answer, ToolooError):  # it does not answer, or went away between two calls
-                fresh, self.problem = False, str(answer)
+            # It does not answer, went away between two calls, or its files did (a concurrent `down`).
+            if isinstance(answer, (ToolooError, LoopbackError, OSError)):
+                fresh, self.problem = False, str(answer) or type(answer).__name__
             elif isinstance(answer, BaseException):
                 raise answer
             else:
                 assert answer is not None
                 self.document, self.updated, self.problem = answer, time.time(), None
         self.now = time.monotonic() if now is None else now
-        self.counters.add(observations, self.now)
+        self.counters.add(fetched, self.now)
         for name, service in self.document["services"].items():
             sample(self.cpu.setdefault(name, deque()), self.now, number(service.get("cpuPercent")) if fresh else None)
 
@@ -150,6 +159,8 @@ class Top:
             f"cpu {cpu:.1f}%  memory {mebibytes(memory)}")
         if self.problem is not None:
             header.append(f"\n{self.problem}", style="bold red")
+        elif self.updated is None:  # the first answer is not in yet
+            header.append("\npolling…", style="dim")
         elif supervisor is None:
             header.append("\nno supervisor runs: `tooloo up` starts the stack", style="bold red")
         table = compact(top_table(shown, self.cpu, self.now), console, width)
