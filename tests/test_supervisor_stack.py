@@ -75,12 +75,12 @@ def test_up_again_while_a_service_runs_unready_waits_for_it_and_does_not_call_it
         _with_watcher(tmp_path)(config)
         watcher = config.services["watcher"]
         watcher.ready_path, watcher.depends_on = "/ready", []  # /ready: 404, always; /health: 200
-        config.supervisor.startup_timeout = 2.0  # how long each `up` waits for it, plus 5 s
+        config.supervisor.startup_timeout = 2.0
 
     t = tooloo(never_ready)
-    first = t("up", "watcher")
+    first = t("up", "watcher", "--timeout", "2.5")  # without: its startup timeout and 5 s to spare, each
     assert first.returncode == 1 and "not ready in time: watcher" in first.stdout, first.stdout + first.stderr
-    again = t("up", "watcher")
+    again = t("up", "watcher", "--timeout", "2.5")
     assert again.returncode == 1, again.stdout + again.stderr
     assert "is taken by" not in again.stdout and "not ready in time: watcher" in again.stdout, again.stdout
 
