@@ -40,8 +40,9 @@ import os
 import sys
 from pathlib import Path
 
+from tooloo_cli.fastpath import COMPLETION_VARIABLE  # click's name for tooloo's completion requests
+
 PROG_NAME = "tooloo"
-COMPLETE_VAR = "_TOOLOO_COMPLETE"  # click's name for tooloo's completion requests (fastpath.py leaves them to typer)
 FUNCTION = "_tooloo_completion"  # the name typer gives the shell function (the committed scripts use it)
 
 
@@ -108,12 +109,12 @@ def detected() -> Shell:
 
 def script(shell: Shell) -> str:
     """The completion script for `shell`, ending with one newline (as `--show-completion` prints it)."""
-    variables = {"complete_func": FUNCTION, "prog_name": PROG_NAME, "autocomplete_var": COMPLETE_VAR}
+    variables = {"complete_func": FUNCTION, "prog_name": PROG_NAME, "autocomplete_var": COMPLETION_VARIABLE}
     if shell is Shell.zsh:
         return ZSH_SCRIPT % variables
     from typer._completion_shared import get_completion_script
 
-    return get_completion_script(prog_name=PROG_NAME, complete_var=COMPLETE_VAR, shell=shell.value) + "\n"
+    return get_completion_script(prog_name=PROG_NAME, complete_var=COMPLETION_VARIABLE, shell=shell.value) + "\n"
 
 
 def install(shell: Shell) -> Path:
@@ -127,7 +128,7 @@ def install(shell: Shell) -> Path:
     from typer import _completion_shared
 
     installer = _completion_shared.install_bash if shell is Shell.bash else _completion_shared.install_fish
-    return installer(prog_name=PROG_NAME, complete_var=COMPLETE_VAR, shell=shell.value)
+    return installer(prog_name=PROG_NAME, complete_var=COMPLETION_VARIABLE, shell=shell.value)
 
 
 def _install_zsh(home: Path) -> Path:
