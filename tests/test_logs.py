@@ -166,7 +166,7 @@ def test_logs_json_gives_each_line_its_time_service_replica_and_stream(stamped: 
 
 @pytest.mark.parametrize(("arguments", "said"), [
     (["--since", "yesterday"], "--since"), (["--until", "10x"], "--until"), (["--grep", "(unclosed"], "--grep"),
-    (["-f", "--until", "1m"], "cannot follow up to a time"),
+    (["-f", "--until", "1m"], "cannot follow up to a time"), (["--since", "1m", "--until", "10m"], "is before"),
 ])
 def test_logs_refuses_what_it_cannot_read_as_a_usage_error(stamped: Path, arguments: list[str], said: str) -> None:
     result = tooloo(stamped, "logs", *arguments)

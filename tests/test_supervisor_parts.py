@@ -372,3 +372,19 @@ def test_the_metrics_listener_answers_a_silent_client_in_time_and_closes_with_on
     assert odd.startswith(b"HTTP/1.1 405")  # the length read as none, and the method refused: an answer
     assert incomplete.startswith(b"HTTP/1.1 400") and waited < REQUEST_SECONDS + 2
     assert closing < 2.0
+
+
+def test_a_service_s_own_words_in_status_are_shown_not_obeyed() -> None:
+    import io
+
+    from tooloo_cli.supervisor.printer import PlainConsole, Printer
+
+    document = _status_document()
+    document["services"]["budget.2"]["lastWarning"] = "WARNING tooloo: moved\x1b[2J\rweb: fine"
+    out = io.StringIO()
+    Printer(PlainConsole(out, {"COLUMNS": "120"}), list(document["services"])).status_table(document)
+    assert "\x1b" not in out.getvalue() and "\r" not in out.getvalue()
+    assert "budget.2: WARNING tooloo: moved\\x1b[2J\\x0dweb: fine" in out.getvalue()
+    detail = io.StringIO()
+    Printer(PlainConsole(detail), ["budget.2"]).detail("budget.2", document["services"]["budget.2"], "log", [])
+    assert "\x1b" not in detail.getvalue() and "\\x1b[2J" in detail.getvalue()

@@ -480,6 +480,8 @@ def logs(
             moments[option] = None if value is None else moment(value, now)
         except ValueError as exc:
             _invalid(str(exc), option)
+    if None not in moments.values() and moments["--since"] > moments["--until"]:
+        _invalid(f"{until!r} is before {since!r}: nothing could be shown", "--until")
     if follow and until is not None:
         _invalid("cannot follow up to a time; leave out --follow or --until", "--until")
     try:

@@ -393,6 +393,8 @@ class Supervisor:
     async def _kill(self, payload: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         """Sends `signal` (a number) to each named replica's process group; what follows an exit is its
         restart policy's, as after any other exit (`tooloo stop` is the way to keep it stopped)."""
+        if refusal := self._refuse_while_leaving():  # what it would signal is being stopped already
+            return refusal
         names = self._resolve(self._names(payload))
         signum = payload.get("signal")
         if not isinstance(signum, int) or isinstance(signum, bool) or signum not in signal.valid_signals() \

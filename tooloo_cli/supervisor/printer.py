@@ -232,9 +232,9 @@ class Printer:
         self.table(STATUS_COLUMNS, rows, DROPPED_FIRST, "`tooloo status NAME` shows them")
         for name, service in shown.items():
             if service.get("error"):
-                self.console.print(f"[red]{escape(name)}: {escape(service['error'])}[/]")
+                self.console.print(f"[red]{escape(name)}: {escape(visible(service['error']))}[/]")
             if service.get("lastWarning"):
-                self.console.print(f"[yellow]{escape(name)}: {escape(service['lastWarning'])}[/]")
+                self.console.print(f"[yellow]{escape(name)}: {escape(visible(service['lastWarning']))}[/]")
             degraded = ((service.get("probes") or {}).get("readiness") or {}).get("degraded")
             if degraded and service.get("state") == "running":
                 self.console.print(f"[yellow]{escape(name)}: degraded: {escape(degraded)}[/]")
@@ -299,7 +299,7 @@ class Printer:
         rows.append(("exits", "none" if not exits else "; ".join(_exit(one) for one in reversed(exits))))
         for key, label in (("error", "error"), ("lastWarning", "warning")):
             if service.get(key):
-                rows.append((label, str(service[key])))
+                rows.append((label, visible(str(service[key]))))  # the service's own words
         rows.append(("log", log))
         self.console.print(f"[bold]{escape(name)}[/]  {_state(service)}")
         width = max(len(label) for label, _ in rows)
