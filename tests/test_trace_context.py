@@ -176,3 +176,20 @@ def test_web_passes_tracestate_on_within_the_specs_limits(
                                   *(("tracestate", value) for value in received)])
     assert (_only(headers, "traceparent") or "").split("-")[1] == TRACE_ID
     assert _only(headers, "tracestate") == sent
+
+
+def test_a_sampled_request_carries_the_http_conventions_attributes(stack: Callable[..., EphemeralStack]) -> None:
+    services = stack("budget")
+    url = services.url("budget")
+    ids = {}
+    for method in ("GET", "PURGE"):  # PURGE: outside HTTP's registered methods, so named _OTHER and kept aside
+        trace_id = secrets.token_hex(16)
+        httpx.request(method, f"{url}/api/v1/budget?x=1", timeout=10,
+                      headers={"traceparent": f"00-{trace_id}-{PARENT_ID}-01"})
+        ids[method] = trace_id
+    kept = {trace["traceId"]: trace["spans"][0]["attributes"] for trace in _kept_traces(url)}
+    assert kept[ids["GET"]] == {"http.request.method": "GET", "url.path": "/api/v1/budget", "url.scheme": "http",
+                                "http.route": "/api/v1/budget", "http.response.status_code": 200}
+    assert kept[ids["PURGE"]] == {"http.request.method": "_OTHER", "http.request.method_original": "PURGE",
+                                  "url.path": "/api/v1/budget", "url.scheme": "http", "http.route": "/api/v1/budget",
+                                  "http.response.status_code": 405}
