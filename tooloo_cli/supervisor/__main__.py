@@ -8,9 +8,11 @@ Or `tooloo up` starts it as a standby (`--standby`, see standby.py) before it ha
 its configuration, and writes its orders to stdin once it has:
 
     {"config": "/srv/tooloo.toml" | null, "cwd": "/srv", "log": "/srv/.tooloo/logs/supervisor.log",
-     "services": ["web", ...], "environment": {...the handover's...}}
+     "services": ["web", ...], "environment": {...the handover's...}, "early": [...]}
 
-It imports everything first, then reads them; empty input means nothing to run (exit 0).
+It reads them with nothing imported but what reading takes, spawns the replicas of
+`early` at once (early.py), and only then imports the event loop, the configuration and
+the manager, while those replicas start; empty input means nothing to run (exit 0).
 
 It bypasses the CLI (typer, rich) because it lives as long as the stack does, and every
 megabyte of its resident memory is paid for that whole time.
@@ -27,16 +29,12 @@ import sys
 sys.modules.setdefault("ssl", None)  # type: ignore[arg-type]
 
 import argparse  # noqa: E402  (after the line above, by design)
-import asyncio  # noqa: E402
 import json  # noqa: E402
-import logging  # noqa: E402
 import os  # noqa: E402
 from typing import Any  # noqa: E402
 
-from tooloo_cli.config import load_config  # noqa: E402
 from tooloo_cli.errors import ToolooError  # noqa: E402
-from tooloo_cli.supervisor.environment import handover  # noqa: E402
-from tooloo_cli.supervisor.manager import Supervisor  # noqa: E402
+from tooloo_cli.supervisor.early import EarlySpawn, end_unclaimed, spawn_early  # noqa: E402
 
 
 def _read_handover() -> dict[str, str]:
@@ -90,6 +88,7 @@ def main() -> int:
     parser.add_argument("services", nargs="*")
     arguments = parser.parse_args()
     orders: dict[str, Any] | None = None
+    early: dict[str, EarlySpawn] = {}
     if arguments.standby:
         try:
             orders = _read_orders()
@@ -100,6 +99,21 @@ def main() -> int:
         except (ToolooError, OSError):  # nowhere to say it: the command sees it exit, and launches one that can
             return 1
         arguments.config, arguments.services = orders["config"], [str(name) for name in orders["services"]]
+        early = spawn_early(orders.get("early"))
+    try:
+        return _supervise(arguments, orders, early)
+    finally:
+        end_unclaimed(early)  # whatever the supervisor did not adopt: it could not start, say
+
+
+def _supervise(arguments: argparse.Namespace, orders: dict[str, Any] | None, early: dict[str, EarlySpawn]) -> int:
+    import asyncio
+    import logging
+
+    from tooloo_cli.config import load_config
+    from tooloo_cli.supervisor.environment import handover
+    from tooloo_cli.supervisor.manager import Supervisor
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         handed = orders["environment"] if orders is not None else _read_handover() if arguments.handover else None
@@ -109,7 +123,7 @@ def main() -> int:
         else:  # the launcher scrubbed this process's environment: the handover completes it
             loaded = load_config(arguments.config, env={**os.environ, **handed})
         # Plain asyncio, not uvloop: the children are spawned with a preexec hook (PR_SET_PDEATHSIG).
-        asyncio.run(Supervisor(loaded, detached=True, handed=handed).run(arguments.services))
+        asyncio.run(Supervisor(loaded, detached=True, handed=handed, early=early).run(arguments.services))
     except ToolooError as exc:
         print(f"tooloo supervisor: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -120,7 +134,8 @@ if __name__ == "__main__":
     code = main()
     # Everything is stopped, closed and removed by now (Supervisor.run's finally): the interpreter's
     # teardown would only keep the process around, and `tooloo down` waits for it to be gone.
-    logging.shutdown()
+    if "logging" in sys.modules:
+        sys.modules["logging"].shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

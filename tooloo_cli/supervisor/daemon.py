@@ -22,11 +22,12 @@ import time
 from pathlib import Path
 from typing import Any, NoReturn
 
-from tooloo_cli.config import Config, LoadedConfig
+from tooloo_cli.config import Config, ConfigError, LoadedConfig
 from tooloo_cli.errors import ToolooError
 from tooloo_cli.stack import Replica, ServiceSpec, stack_of
 from tooloo_cli.supervisor.control import ControlClient
-from tooloo_cli.supervisor.environment import handover
+from tooloo_cli.supervisor.early import launch_order
+from tooloo_cli.supervisor.environment import handover, service_environment
 from tooloo_cli.supervisor.lock import is_held
 from tooloo_cli.supervisor.logs import tail
 from tooloo_cli.supervisor.paths import StatePaths
@@ -82,7 +83,8 @@ def launch(loaded: LoadedConfig, names: list[str], standby: Standby | None = Non
         logged = _size(paths.supervisor_log)
         process = standby.go({"config": handed["config"], "cwd": str(loaded.base_dir),
                               "log": str(paths.supervisor_log), "services": names,
-                              "environment": handed["environment"]})
+                              "environment": handed["environment"],
+                              "early": _early(loaded, names, handed["environment"])})
         if process is not None:
             client = _answering(paths, process)
             if client is not None:
@@ -93,6 +95,26 @@ def launch(loaded: LoadedConfig, names: list[str], standby: Standby | None = Non
             # one launched the ordinary way has its output in the log from its first byte.
     process = _launch_now(loaded, paths, names, handed)
     return _answering(paths, process) or _failed(paths, process)
+
+
+def _early(loaded: LoadedConfig, names: list[str], handed: dict[str, str]) -> list[dict[str, Any]]:
+    """What a standby spawns the moment it has its orders (early.py): the replicas of `names` that start at
+    once, as the supervisor itself would spawn them (the environment is the one the standby was given)."""
+    stack = stack_of(loaded)
+    base = supervisor_environment(os.environ)
+    orders = []
+    for spec in stack.specs.values():
+        if spec.depends_on:  # waits for its dependencies: the supervisor starts it when they are ready
+            continue
+        for replica in spec.replicas:
+            if replica.name not in names:
+                continue
+            try:
+                environment = service_environment(spec, base, handed)
+            except ConfigError:  # its env_file went missing: the supervisor says so, spawning it the ordinary way
+                continue
+            orders.append(launch_order(replica.name, spec.argv(replica), str(spec.cwd), environment, spec.builtin))
+    return orders
 
 
 def _size(path: Path) -> int:

@@ -54,6 +54,7 @@ from tooloo_cli.exposition import CONTENT_TYPE
 from tooloo_cli.stack import METRICS_PATH, SUPERVISOR_METRICS_HOST, ServiceSpec, Stack, stack_of
 from tooloo_cli.supervisor.api import ControlServer, Text
 from tooloo_cli.supervisor.environment import scrubbed
+from tooloo_cli.supervisor.early import EarlySpawn, end_unclaimed
 from tooloo_cli.supervisor.lock import FileLock
 from tooloo_cli.supervisor.metrics import metrics_page
 from tooloo_cli.supervisor.paths import StatePaths, write_private
@@ -68,8 +69,10 @@ MAX_STATES_WAIT = 30.0  # seconds a GET /states may be held open waiting for a c
 
 class Supervisor:
     def __init__(self, loaded: LoadedConfig, on_output: OutputSink | None = None, detached: bool = True,
-                 handed: dict[str, str] | None = None) -> None:
+                 handed: dict[str, str] | None = None, early: dict[str, EarlySpawn] | None = None) -> None:
         self.loaded = loaded
+        # Replicas its standby spawned already (early.py): each adopted by its first start, the rest ended.
+        self.early = early if early is not None else {}
         self.stack = stack_of(loaded)
         self.handed = dict(handed or {})  # the launching command's settings and secrets
         self.paths = StatePaths.of(loaded)
@@ -120,6 +123,7 @@ class Supervisor:
             self._signed_in = sign_in(self.paths, self.loaded.source)  # for `tooloo ls`, once it answers
             await self._serve_metrics()
             self._start_replicas(self._resolve(names), self.stack, self.handed)
+            end_unclaimed(self.early)
             if on_ready is not None:
                 on_ready()
             await self._done.wait()
@@ -271,7 +275,10 @@ class Supervisor:
                 # Of a service asked for, the replicas asked for; of a dependency, every replica.
                 if process.active or (service in asked_services and replica.name not in chosen):
                     continue
-                process.start(spec, replica, handed, self._gate(spec, stack) if spec.depends_on else None)
+                if spec.depends_on:
+                    process.start(spec, replica, handed, self._gate(spec, stack))
+                else:
+                    process.start(spec, replica, handed, early=self.early.pop(replica.name, None))
                 started.append(replica.name)
         return started
 

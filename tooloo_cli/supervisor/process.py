@@ -9,7 +9,8 @@ Each replica runs its spec's command line (a built-in service is `python -m
 tooloo_cli.services NAME`) in a session of its own, so a signal reaches its whole group,
 and dies with the supervisor (PR_SET_PDEATHSIG, see tooloo_cli/parent.py). Each start takes the spec and the
 environment handed over by the command that asked for it (see environment.py); restarts
-after a crash reuse them. When its exit is to be restarted, and after how long, is the
+after a crash reuse them. A replica's first process may have been spawned by the standby
+already, with the same arguments (early.py): its first start then adopts it (adopted.py). When its exit is to be restarted, and after how long, is the
 restart policy's (restart.py); the probes are the spec's (probes.py): liveness every 50 ms
 (and at once when the replica writes something: a service says `listening` when it has
 bound its port) until the first pass, within the startup timeout, then calmly, several
@@ -36,9 +37,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
 from tooloo_cli.config import ConfigError
-from tooloo_cli.parent import PARENT_VARIABLE, death_hook
 from tooloo_cli.ports import describe_holder, is_free, port_holder
 from tooloo_cli.stack import Replica, ServiceSpec, probe_host
+from tooloo_cli.supervisor.adopted import AdoptedProcess
+from tooloo_cli.supervisor.early import EarlySpawn, popen_arguments
 from tooloo_cli.supervisor.environment import service_environment
 from tooloo_cli.supervisor.logs import Entry, Lines, RotatingLog, encode
 from tooloo_cli.supervisor.paths import StatePaths
@@ -50,6 +52,7 @@ logger = logging.getLogger("tooloo.supervisor")
 
 OutputSink = Callable[[str, list[Entry]], None]  # a replica's name, the entries it just logged
 Gate = Callable[[], Awaitable[str | None]]  # None once it may start, else why it must not
+Child = asyncio.subprocess.Process | AdoptedProcess  # spawned by the supervisor, or adopted from its standby
 FIRST_PROBE_INTERVAL = 0.05
 EXITS_KEPT = 5
 _LAST_WORDS = b"tooloo serve: "  # how a service states why it exits
@@ -101,7 +104,8 @@ class ManagedProcess:
         self._wanted = False
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._process: asyncio.subprocess.Process | None = None
+        self._process: Child | None = None
+        self._early: EarlySpawn | None = None  # spawned by the standby already: its first start adopts it
         self.usage = TreeUsage()
         self.last_words: str | None = None  # the last `tooloo serve:` line of the current process
         self.last_warning: str | None = None
@@ -141,13 +145,17 @@ class ManagedProcess:
         return self.replica.port
 
     def start(self, spec: ServiceSpec | None = None, replica: Replica | None = None,
-              handed: dict[str, str] | None = None, gate: Gate | None = None) -> None:
+              handed: dict[str, str] | None = None, gate: Gate | None = None, early: EarlySpawn | None = None) -> None:
         """Starts supervising, from `spec` and the `handed` environment when given (else the last ones).
 
-        `gate` is awaited before the first spawn (the dependencies' readiness).
+        `gate` is awaited before the first spawn (the dependencies' readiness). `early` is the
+        replica's process already spawned by a standby supervisor (early.py): the first start adopts it.
         """
         if self.active:
+            if early is not None:  # it runs already: a second process of it must not
+                early.end()
             return
+        self._early = early
         if spec is not None:
             self.spec = spec
             self.replica = replica or spec.replica(self.name)
@@ -202,6 +210,14 @@ class ManagedProcess:
     # -- the supervision loop -----------------------------------------------------------
 
     async def _run(self, gate: Gate | None) -> None:
+        try:
+            await self._supervise(gate)
+        finally:
+            if self._early is not None:  # stopped, or failed, before it was adopted: nobody else will end it
+                self._early.end()
+                self._early = None
+
+    async def _supervise(self, gate: Gate | None) -> None:
         if gate is not None:
             refusal = await self._unless_stopped(gate())
             if not self._wanted:
@@ -210,7 +226,9 @@ class ManagedProcess:
                 self._fail(f"not started: {refusal}")
                 return
         while self._wanted:
-            if self.port is not None and (holder := port_holder(self.host, self.port)) is not None:
+            # Its port is the early process's own by now (it was found free before that was spawned).
+            if self._early is None and self.port is not None \
+                    and (holder := port_holder(self.host, self.port)) is not None:
                 self._fail(f"port {self.port} is taken by {describe_holder(holder)}")
                 return
             try:
@@ -262,7 +280,8 @@ class ManagedProcess:
 
         OSError when its command cannot be run at all (no such program, no such directory).
         """
-        process = await self._spawn(environment)
+        early, self._early = self._early, None
+        process = await self._spawn(environment) if early is None else await self._adopt(early)
         if not self._wanted:  # stopped while it was being spawned: nobody else will end it
             await self._terminate(process)
         loop = asyncio.get_running_loop()
@@ -293,29 +312,38 @@ class ManagedProcess:
                            "endedFor": self._ended_for, "expected": not self._wanted})  # asked for (a stop)
 
     async def _spawn(self, environment: dict[str, str]) -> asyncio.subprocess.Process:
+        self._starting()
+        process = await asyncio.create_subprocess_exec(
+            *self.spec.argv(self.replica),
+            **popen_arguments(self.spec.cwd, environment, self.spec.builtin, os.getpid()))
+        self._started(process, time.monotonic())
+        return process
+
+    async def _adopt(self, early: EarlySpawn) -> AdoptedProcess:
+        """Takes over the process a standby spawned for this replica before the supervisor ran."""
+        self._starting()
+        try:
+            process = await AdoptedProcess.of(early)
+        except BaseException:
+            early.end()
+            raise
+        self._started(process, early.started_at)
+        return process
+
+    def _starting(self) -> None:
         self.state = "starting"
         self.healthy_at = None
         self.last_words = None
         self._ended_for = None
         self.tracker.spawned()
-        # It dies with the supervisor, even by kill -9 (see tooloo_cli/parent.py): one of tooloo's own
-        # services arms that itself, told who its supervisor is, and is spawned without a preexec hook
-        # (which costs each spawn a fork of the supervisor and Python in the child); any other command
-        # gets the hook.
-        if self.spec.builtin:
-            environment = {**environment, PARENT_VARIABLE: str(os.getpid())}
-        process = await asyncio.create_subprocess_exec(
-            *self.spec.argv(self.replica), stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, cwd=self.spec.cwd, start_new_session=True,
-            preexec_fn=None if self.spec.builtin else death_hook(os.getpid()), env=environment,
-        )
+
+    def _started(self, process: Child, started_at: float) -> None:
         self._process = process
         self.pid = process.pid
-        self.started_at = time.monotonic()
+        self.started_at = started_at
         self._event(f"started (pid {process.pid}" + (f", restart {self.restarts})" if self.restarts else ")"))
-        return process
 
-    async def _pump(self, process: asyncio.subprocess.Process) -> None:
+    async def _pump(self, process: Child) -> None:
         assert process.stdout is not None and process.stderr is not None
         await asyncio.gather(self._drain("stdout", process.stdout), self._drain("stderr", process.stderr))
 
@@ -360,7 +388,7 @@ class ManagedProcess:
                 logger.error("%s: output stopped: %s", self.name, exc)
                 self.on_output = None
 
-    async def _probe(self, which: str, process: asyncio.subprocess.Process) -> str | None:
+    async def _probe(self, which: str, process: Child) -> str | None:
         """Asks the liveness or readiness probe once, and keeps what it said for `status`."""
         probe = self.spec.liveness if which == "liveness" else self.spec.readiness
         started = time.perf_counter()
@@ -371,7 +399,7 @@ class ManagedProcess:
                               "latencyMs": round((time.perf_counter() - started) * 1000, 2), "at": time.time()}
         return reason
 
-    async def _watch(self, process: asyncio.subprocess.Process) -> None:
+    async def _watch(self, process: Child) -> None:
         """Fast probes until alive and ready (within the startup timeout), then calm ones."""
         deadline = time.monotonic() + self.spec.startup_timeout
         while await self._probe("liveness", process) is not None:
@@ -431,13 +459,13 @@ class ManagedProcess:
         except TimeoutError:
             pass
 
-    async def _end(self, process: asyncio.subprocess.Process, reason: str) -> None:
+    async def _end(self, process: Child, reason: str) -> None:
         """Ends a process whose probes failed; its restart policy then decides what comes next."""
         self._ended_for = reason
         self._event(f"{reason}; ending it")
         await self._terminate(process)
 
-    async def _terminate(self, process: asyncio.subprocess.Process) -> None:
+    async def _terminate(self, process: Child) -> None:
         """SIGTERM to the process group, SIGKILL after the grace period; returns once it has exited."""
         group = process.pid  # a session leader: its pid is its group's id
         _signal_group(group, signal.SIGTERM)

@@ -7,8 +7,10 @@
 
 Why: `up` is two interpreters in a row, the command's and the detached supervisor's, and
 each spends most of its first ~70 ms importing (the configuration, asyncio). Started
-first, the supervisor imports while the command does, on the other processor, and the
-services are spawned ~40 ms sooner: `up` is what honcho is measured against.
+first, the supervisor's interpreter starts while the command reads the configuration, and
+its orders name what to spawn at once (early.py): the services are spawned the moment the
+command has checked their ports, ~0.12 s after `up` began rather than ~0.3 s, and the
+supervisor imports what it runs on while they start.
 
 A standby knows nothing yet, so it is started with what a process needs to run and what
 the supervisor passes on to its services, and nothing else (`supervisor_environment`):
