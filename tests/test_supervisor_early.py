@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -24,7 +25,8 @@ pytestmark = pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="early spa
 
 
 def _python(code: str, tmp_path: Path, replica: str = "r", builtin: bool = False) -> dict[str, object]:
-    return launch_order(replica, [sys.executable, "-c", code], str(tmp_path), {"GREETING": "hello"}, builtin)
+    return launch_order(replica, [sys.executable, "-c", code], str(tmp_path), {"GREETING": "hello"}, builtin,
+                        "127.0.0.1", None)
 
 
 def _alive(pid: int) -> bool:
@@ -57,10 +59,16 @@ def test_each_order_is_spawned_at_once_with_its_environment_and_directory(
 
 
 def test_what_cannot_be_spawned_is_left_to_the_supervisor(tmp_path: Path, early: dict[str, EarlySpawn]) -> None:
-    missing = launch_order("missing", [str(tmp_path / "no-such-program")], str(tmp_path), {}, False)
-    nowhere = launch_order("nowhere", [sys.executable, "-c", "pass"], str(tmp_path / "no-such-directory"), {}, False)
-    malformed = [{"replica": "x"}, {"replica": "y", "argv": [], "cwd": "/", "env": {}, "builtin": True}, "z"]
-    early.update(spawn_early([missing, nowhere, *malformed]))
+    missing = launch_order("missing", [str(tmp_path / "no-such-program")], str(tmp_path), {}, False, "127.0.0.1", None)
+    nowhere = launch_order("nowhere", [sys.executable, "-c", "pass"], str(tmp_path / "no-such-directory"), {}, False,
+                           "127.0.0.1", None)
+    malformed = [{"replica": "x"}, {"replica": "y", "argv": [], "cwd": "/", "env": {}, "builtin": True}, "z",
+                 {**_python("pass", tmp_path), "port": "80"}]
+    with socket.socket() as holder:  # its port taken since the command looked: the ordinary spawn names the holder
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        taken = {**_python("pass", tmp_path, "taken"), "port": holder.getsockname()[1]}
+        early.update(spawn_early([missing, nowhere, taken, *malformed]))
     assert early == {}
     assert spawn_early(None) == {} and spawn_early({"not": "a list"}) == {}
 
@@ -145,3 +153,31 @@ def test_up_spawns_each_replica_once_and_the_supervisor_adopts_it(tooloo: Callab
     said = [json.loads(line)["line"] for line in t("logs", "budget", "--json", "-n", "100").stdout.splitlines()]
     assert said[-1] == "stopped (exit code 0)"  # SIGTERM reached it and its end was learnt from its pidfd
     assert not psutil.pid_exists(pid)
+
+
+def test_without_pidfds_nothing_is_spawned_early_so_nothing_runs_twice(
+        tmp_path: Path, early: dict[str, EarlySpawn], monkeypatch: pytest.MonkeyPatch) -> None:
+    def refused(pid: int) -> int:
+        raise PermissionError(1, "Operation not permitted")  # as a seccomp profile may answer
+
+    monkeypatch.setattr(os, "pidfd_open", refused)
+    ran = tmp_path / "ran"
+    early.update(spawn_early([_python(f"open({str(ran)!r}, 'a').write('x')", tmp_path)]))
+    assert early == {}
+    time.sleep(0.3)
+    assert not ran.exists()
+
+
+def test_a_process_reaped_by_someone_else_ends_with_asyncios_unknown_code_and_popen_forgets_it(
+        tmp_path: Path, early: dict[str, EarlySpawn]) -> None:
+    early.update(spawn_early([_python("pass", tmp_path)]))
+    spawn = early.pop("r")
+    os.waitpid(spawn.popen.pid, 0)  # an outside reaper
+
+    async def adopt() -> int | None:
+        process = await AdoptedProcess.of(spawn)
+        async with asyncio.timeout(10):
+            return await process.wait()
+
+    assert asyncio.run(adopt()) == 255
+    assert spawn.popen.returncode == 255  # Popen never looks for that pid again

@@ -34,7 +34,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tooloo_cli.resilience import RateLimiter, Trace, Tracer, format_traceparent
 from tooloo_cli.services.http import Network, client_id, error_response, rate_limit_header_bytes, rate_limited
-from tooloo_cli.services.metrics import KNOWN_METHODS, RequestMetrics, known_method, matched_route, route_template
+from tooloo_cli.services.metrics import RequestMetrics, known_method, matched_route, route_template
 from tooloo_cli.stack import LIVENESS_PATH, METRICS_PATH, READINESS_PATH
 
 logger = logging.getLogger("tooloo.services")
@@ -115,7 +115,7 @@ class ServiceMiddleware:
                     method = scope["method"]
                     attributes = {"http.request.method": known_method(method), "url.path": path,
                                   "url.scheme": scope.get("scheme", "http")}
-                    if method not in KNOWN_METHODS:
+                    if attributes["http.request.method"] != method:  # it was named _OTHER
                         attributes["http.request.method_original"] = method
                     trace.attributes = attributes
                 traceparent = (b"traceparent",

@@ -24,7 +24,7 @@ from typing import Any, NoReturn
 
 from tooloo_cli.config import Config, ConfigError, LoadedConfig
 from tooloo_cli.errors import ToolooError
-from tooloo_cli.stack import Replica, ServiceSpec, stack_of
+from tooloo_cli.stack import Replica, ServiceSpec, probe_host, stack_of
 from tooloo_cli.supervisor.control import ControlClient
 from tooloo_cli.supervisor.early import launch_order
 from tooloo_cli.supervisor.environment import handover, service_environment
@@ -113,7 +113,8 @@ def _early(loaded: LoadedConfig, names: list[str], handed: dict[str, str]) -> li
                 environment = service_environment(spec, base, handed)
             except ConfigError:  # its env_file went missing: the supervisor says so, spawning it the ordinary way
                 continue
-            orders.append(launch_order(replica.name, spec.argv(replica), str(spec.cwd), environment, spec.builtin))
+            orders.append(launch_order(replica.name, spec.argv(replica), str(spec.cwd), environment, spec.builtin,
+                                       probe_host(spec.bind), replica.port))
     return orders
 
 

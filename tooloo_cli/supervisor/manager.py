@@ -119,11 +119,13 @@ class Supervisor:
         write_private(self.paths.pid_file, f"{os.getpid()}\n")
         sampler = loop.create_task(self._sample_usage(), name="usage-sampler")
         try:
+            # Started before the socket answers: a command let in once it does finds them starting, never
+            # its standby's early replicas (early.py) still waiting to be adopted or ended.
+            self._start_replicas(self._resolve(names), self.stack, self.handed)
+            end_unclaimed(self.early)
             await self._control.start()
             self._signed_in = sign_in(self.paths, self.loaded.source)  # for `tooloo ls`, once it answers
             await self._serve_metrics()
-            self._start_replicas(self._resolve(names), self.stack, self.handed)
-            end_unclaimed(self.early)
             if on_ready is not None:
                 on_ready()
             await self._done.wait()

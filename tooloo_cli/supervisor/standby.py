@@ -16,7 +16,7 @@ A standby knows nothing yet, so it is started with what a process needs to run a
 the supervisor passes on to its services, and nothing else (`supervisor_environment`):
 no TOOLOO_* setting and no secret can be in it, whatever the configuration names as one.
 Its output goes nowhere until it is told its log. It reads its orders from stdin, a JSON
-document (see supervisor/__main__.py), once it has imported what it runs on; until then
+document (see supervisor/__main__.py), and only then imports what it runs on; until then
 it has touched nothing, so a command with nothing for it to run ends it (`cancel`), and a
 command that dies first closes the pipe: nothing to run, and it exits 0.
 
