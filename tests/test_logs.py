@@ -109,6 +109,8 @@ def test_moments_are_spans_back_from_now_or_times() -> None:
     for wrong in ("ten minutes", "10x", "25:00", "", "m"):
         with pytest.raises(ValueError, match="neither a span"):
             moment(wrong, now)
+    with pytest.raises(ValueError, match="out of the range"):  # a date, but one no local clock reaches
+        moment("0001-01-01", now)
 
 
 # -- tooloo logs, on files -----------------------------------------------------------------

@@ -388,3 +388,18 @@ def test_a_service_s_own_words_in_status_are_shown_not_obeyed() -> None:
     detail = io.StringIO()
     Printer(PlainConsole(detail), ["budget.2"]).detail("budget.2", document["services"]["budget.2"], "log", [])
     assert "\x1b" not in detail.getvalue() and "\\x1b[2J" in detail.getvalue()
+
+
+def test_the_status_table_names_the_signal_an_exit_was_by_as_status_name_does() -> None:
+    import io
+
+    from tooloo_cli.supervisor.printer import PlainConsole, Printer
+
+    document = _status_document()
+    document["services"]["coach"] |= {"lastExitCode": -9, "restarts": 1}  # asyncio's returncode for a SIGKILL
+    plain = PlainConsole(io.StringIO(), {"COLUMNS": "120"})
+    Printer(plain, list(document["services"])).status_table(document)
+    (coach,) = [line for line in plain.file.getvalue().splitlines() if line.startswith("coach ")]
+    assert " SIGKILL " in coach and "-9" not in coach
+    (failed,) = [line for line in plain.file.getvalue().splitlines() if line.startswith("budget.1 ")]
+    assert re.search(r" 2 ", failed)  # a code stays a code

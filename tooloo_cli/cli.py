@@ -373,8 +373,7 @@ def status(
         show_default=False, autocompletion=_complete_service)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
 ) -> None:
-    """Show each service: state, health, pid, port, uptime, restarts, last exit code, CPU and memory;
-    or the services named, in detail, for troubleshooting.
+    """Show each service's state, health, pid, port, uptime, restarts, exit, CPU and memory, or the named ones in detail.
 
     [bold]tooloo ps[/] is the same command, for docker compose's and pm2's habit.
 
@@ -431,8 +430,9 @@ def kill(
     signum: Annotated[str, typer.Option("--signal", "-s", metavar="SIGNAL",
                                         help="The signal, by name or number.")] = "SIGKILL",
 ) -> None:
-    """Send a signal to services' processes (their whole process group); their restart policy then
-    applies to an exit, as to any other: [bold]tooloo stop[/] keeps one stopped.
+    """Send a signal to services' processes (their whole process group); their restart policy then applies.
+
+    An exit by that signal is an exit as any other: [bold]tooloo stop[/] keeps a service stopped.
 
     Example: [bold]tooloo kill -s HUP budget[/]
     """
@@ -462,8 +462,9 @@ def logs(
     as_json: Annotated[bool, typer.Option("--json", help='One JSON object a line: {"ts", "service", "replica", '
                                                          '"stream", "line"}, ts in UTC.')] = False,
 ) -> None:
-    """Show service logs interleaved by time, with the supervisor's events (started, exited,
-    restarting, stopped); from .tooloo/logs, rotated at 10 MiB x 3 by default.
+    """Show service logs interleaved by time, with the supervisor's events (started, exited, restarting, stopped).
+
+    They are read from .tooloo/logs, where each is rotated at 10 MiB, 3 backups kept, by default.
 
     Example: [bold]tooloo logs web budget -f[/]   or   [bold]tooloo logs --since 10m --grep 'exited|restarting'[/]
     """
@@ -600,9 +601,8 @@ def bench(
     """Benchmark the stack: one suite, or all three with a summary against the targets.
 
     [bold]modules[/]: µs/op of the resilience modules beside the seed's Node figures.
-    [bold]http[/]: load against a private stack on free ports (gateway, middleware, burst cache,
-    tracer sampling, memory). [bold]startup[/]: tooloo up to healthy, down, orphans, supervisor
-    memory, command latency.
+    [bold]http[/]: load against a private stack on free ports (gateway, middleware, burst cache, sampling, memory).
+    [bold]startup[/]: tooloo up to healthy, down, orphans, supervisor memory, command latency.
 
     Example: [bold]tooloo bench --save base.json[/], later [bold]tooloo bench --compare base.json --threshold 20[/];
     in CI on the machine the targets are for, [bold]tooloo bench --strict[/]

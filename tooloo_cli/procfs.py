@@ -46,3 +46,12 @@ def age(pid: int) -> float:
     second off that a start from /proc/stat's btime (epoch seconds, as psutil's create_time) can be.
     """
     return max(time.clock_gettime(time.CLOCK_BOOTTIME) - read_process(pid)[0] / TICKS, 0.0)
+
+
+def age_or_none(pid: int) -> float | None:
+    """age(pid), or None when it cannot be read: the process is gone, there is no /proc (or not
+    Linux's), or no CLOCK_BOOTTIME."""
+    try:
+        return age(pid)
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None

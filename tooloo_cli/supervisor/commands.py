@@ -93,13 +93,10 @@ def replica_names(stack: Stack, names: list[str], with_dependencies: bool = Fals
 def _waited(started: float) -> float:
     """How long the person has waited for this command: since its process began (its imports and the
     configuration's reading included), and at least since `started` (a time.monotonic())."""
-    from tooloo_cli.procfs import age
+    from tooloo_cli.procfs import age_or_none
 
     waited = time.monotonic() - started
-    try:
-        return max(age(os.getpid()), waited)
-    except (OSError, ValueError, IndexError, AttributeError):  # as _this_process_began
-        return waited
+    return max(age_or_none(os.getpid()) or 0.0, waited)
 
 
 def _dependency_levels(stack: Stack) -> int:
@@ -413,14 +410,14 @@ def _this_process_began() -> float:
     before is never taken for one that came after; one in this process's first tick (the
     interpreter's start, before anything was done) may be taken for one that came before.
     """
-    from tooloo_cli.procfs import TICKS, age
+    from tooloo_cli.procfs import TICKS, age_or_none
 
-    try:
-        return time.time() - age(os.getpid()) + 1 / TICKS
-    except (OSError, ValueError, IndexError, AttributeError):  # no /proc (or not Linux's), no CLOCK_BOOTTIME
+    age = age_or_none(os.getpid())
+    if age is None:  # no /proc (or not Linux's), no CLOCK_BOOTTIME
         import psutil
 
         return psutil.Process().create_time()
+    return time.time() - age + 1 / TICKS
 
 
 def down(loaded: LoadedConfig, names: list[str], console: Console | PlainConsole,
@@ -549,6 +546,7 @@ LS_COLUMNS = (("services", "right"), ("supervisor", "right"), ("up", "right"), (
 
 def ls(console: Console | PlainConsole, as_json: bool = False) -> int:
     """The stacks whose supervisor runs on this machine (this user's), each with its services running."""
+    from tooloo_cli.procfs import age_or_none
     from tooloo_cli.supervisor.registry import stacks
     from tooloo_cli.units import duration
 
@@ -561,7 +559,7 @@ def ls(console: Console | PlainConsole, as_json: bool = False) -> int:
                        "replicas": len(services)}
         except (ToolooError, OSError, KeyError, TypeError, AttributeError):  # stopping, refusing, not answering
             record |= {"running": None, "replicas": None}
-        record["uptime"] = _supervisor_age(record["pid"])
+        record["uptime"] = age_or_none(record["pid"])
         found.append(record)
     if as_json:
         console.file.write(json.dumps({"stacks": found}, indent=2) + "\n")
@@ -574,15 +572,6 @@ def ls(console: Console | PlainConsole, as_json: bool = False) -> int:
         f"pid {record['pid']}", duration(record["uptime"]), _escape(record["stateDir"]), _escape(record["config"] or "-")]
         for record in found], dropped=("config",), where_the_rest_is="`tooloo ls --json` has it")
     return 0
-
-
-def _supervisor_age(pid: int) -> float | None:
-    from tooloo_cli.procfs import age
-
-    try:
-        return age(pid)
-    except (OSError, ValueError, AttributeError):  # gone meanwhile, or not Linux
-        return None
 
 
 def kill(loaded: LoadedConfig, names: list[str], signum: int, console: Console | PlainConsole) -> int:

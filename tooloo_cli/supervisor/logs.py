@@ -301,11 +301,16 @@ def moment(text: str, now: float) -> float:
     try:
         if of_day := _TIME_OF_DAY.fullmatch(text):
             hour, minute, second = (int(part or 0) for part in of_day.groups())
-            return datetime.combine(datetime.fromtimestamp(now).date(), time_of_day(hour, minute, second)).timestamp()
-        return datetime.fromisoformat(text).timestamp()
+            moment = datetime.combine(datetime.fromtimestamp(now).date(), time_of_day(hour, minute, second))
+        else:
+            moment = datetime.fromisoformat(text)
     except ValueError:
         raise ValueError(f"{text!r} is neither a span back from now (90s, 10m, 1h30m, 2d) nor a time "
                          f"(2026-12-03T13:00, 13:00)") from None
+    try:
+        return moment.timestamp()
+    except (ValueError, OverflowError):  # a date this machine's clock cannot hold (year 1, in local time)
+        raise ValueError(f"{text!r} is a time out of the range this machine's clock holds") from None
 
 
 def day_and_time(at: float, now: float | None = None) -> str:

@@ -225,7 +225,7 @@ class Printer:
                 str(service["port"] or "-"),
                 duration(service.get("uptime")),
                 str(service.get("restarts", 0)),
-                "-" if service.get("lastExitCode") is None else str(service["lastExitCode"]),
+                _exit(service.get("lastExitCode")),
                 "-" if service.get("cpuPercent") is None else f"{service['cpuPercent']:.1f}%",
                 mebibytes(service.get("rssBytes")),
             ])
@@ -330,3 +330,16 @@ class Printer:
                 mark = f"[yellow]… {state}[/]"
             table.add_row(Text(name, style=self.colours.get(name, "white")), mark)
         return table
+
+
+def _exit(code: int | None) -> str:
+    """The last exit as the status table shows it: its code, or the signal that ended it (`SIGKILL`,
+    where asyncio's returncode reads -9), as `tooloo status NAME` names it."""
+    if code is None:
+        return "-"
+    if code < 0:
+        from tooloo_cli.supervisor.restart import signal_name  # only then: status need not import it
+
+        return signal_name(-code)
+    return str(code)
+
