@@ -23,7 +23,7 @@ cannot be had (Linux before 5.3, a seccomp profile that refuses it), nothing is 
 early: an end that could not be watched would mean spawning twice. What an early replica writes before it is
 adopted waits in its pipes, and is stamped in its log when the supervisor reads it, up
 to ~0.1 s late; its uptime and "ready in" count from its spawn. Imports nothing of the
-project but tooloo_cli.parent: it runs before everything else.
+project but tooloo_cli.parent and tooloo_cli.ports: it runs before everything else.
 
 Measured on 2 cores (`tooloo bench startup`): the services' first spawn comes at ~0.12 s
 instead of ~0.3 s, but all healthy no sooner (up and down, A against B: 0.99), as both
