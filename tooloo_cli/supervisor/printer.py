@@ -225,7 +225,7 @@ class Printer:
                 str(service["port"] or "-"),
                 duration(service.get("uptime")),
                 str(service.get("restarts", 0)),
-                _exit(service.get("lastExitCode")),
+                _last_exit(service.get("lastExitCode")),
                 "-" if service.get("cpuPercent") is None else f"{service['cpuPercent']:.1f}%",
                 mebibytes(service.get("rssBytes")),
             ])
@@ -332,7 +332,7 @@ class Printer:
         return table
 
 
-def _exit(code: int | None) -> str:
+def _last_exit(code: int | None) -> str:
     """The last exit as the status table shows it: its code, or the signal that ended it (`SIGKILL`,
     where asyncio's returncode reads -9), as `tooloo status NAME` names it."""
     if code is None:
