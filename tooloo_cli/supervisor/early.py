@@ -62,7 +62,8 @@ class EarlySpawn:
         os.close(self.pidfd)
 
 
-def popen_arguments(cwd: str, env: Mapping[str, str], builtin: bool, supervisor: int) -> dict[str, Any]:
+def popen_arguments(cwd: str | os.PathLike[str], env: Mapping[str, str], builtin: bool,
+                    supervisor: int) -> dict[str, Any]:
     """How a replica is spawned, early or not (subprocess.Popen's and asyncio's keywords alike).
 
     Its own session, so a signal reaches its whole group; it dies with the supervisor: one of

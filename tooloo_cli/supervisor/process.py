@@ -10,9 +10,9 @@ tooloo_cli.services NAME`) in a session of its own, so a signal reaches its whol
 and dies with the supervisor (PR_SET_PDEATHSIG, see tooloo_cli/parent.py). Each start takes the spec and the
 environment handed over by the command that asked for it (see environment.py); restarts
 after a crash reuse them. A replica's first process may have been spawned by the standby
-already, with the same arguments (early.py): its first start then adopts it (adopted.py). When its exit is to be restarted, and after how long, is the
-restart policy's (restart.py); the probes are the spec's (probes.py): liveness every 50 ms
-(and at once when the replica writes something: a service says `listening` when it has
+already, with the same arguments (early.py): its first start then adopts it (adopted.py).
+When its exit is to be restarted, and after how long, is the restart policy's (restart.py);
+the probes are the spec's (probes.py): liveness every 50 ms (and at once when the replica writes something: a service says `listening` when it has
 bound its port) until the first pass, within the startup timeout, then calmly, several
 failures in a row restarting the process; readiness likewise, without restarts (a replica
 that is alive but not ready is left to recover). Each change of state, health or
