@@ -6,19 +6,19 @@
     process.status()                       # state, pid, restarts, health, readiness, CPU and RSS of its tree
 
 Each replica runs its spec's command line (a built-in service is `python -m
-tooloo_cli.services NAME`) in a session of its own, so a signal reaches its whole group,
-and dies with the supervisor (PR_SET_PDEATHSIG, see tooloo_cli/parent.py). Each start takes the spec and the
-environment handed over by the command that asked for it (see environment.py); restarts
-after a crash reuse them. A replica's first process may have been spawned by the standby
-already, with the same arguments (early.py): its first start then adopts it (adopted.py).
-When its exit is to be restarted, and after how long, is the restart policy's (restart.py);
-the probes are the spec's (probes.py): liveness every 50 ms (and at once when the replica writes something: a service says `listening` when it has
-bound its port) until the first pass, within the startup timeout, then calmly, several
-failures in a row restarting the process; readiness likewise, without restarts (a replica
-that is alive but not ready is left to recover). Each change of state, health or
-readiness is announced (`on_change`): the supervisor answers whoever waits on it. Before
-it spawns, a replica waits on the gate it was given (its dependencies being ready), in
-state `waiting`.
+tooloo_cli.services NAME`) in a session of its own, so a signal reaches its whole group, and
+dies with the supervisor (PR_SET_PDEATHSIG, see tooloo_cli/parent.py). Each start takes the
+spec and the environment handed over by the command that asked for it (see environment.py);
+restarts after a crash reuse them. A replica's first process may have been spawned by the
+standby already, with the same arguments (early.py): its first start then adopts it
+(adopted.py). When its exit is to be restarted, and after how long, is the restart policy's
+(restart.py); the probes are the spec's (probes.py): liveness every 50 ms (and at once when
+the replica writes something: a service says `listening` when it has bound its port) until
+the first pass, within the startup timeout, then calmly, several failures in a row
+restarting the process; readiness likewise, without restarts (a replica that is alive but
+not ready is left to recover). Each change of state, health or readiness is announced
+(`on_change`): the supervisor answers whoever waits on it. Before it spawns, a replica waits
+on the gate it was given (its dependencies being ready), in state `waiting`.
 
 A built-in service's last `tooloo serve:` line is the reason shown when it refuses to
 start, and its last warning (a `WARNING tooloo…` line: a database moved aside, a cache on
