@@ -112,7 +112,11 @@ def test_the_supervisor_metrics_listener_follows_metrics_port_through_up_or_refu
     assert is_free("127.0.0.1", first)  # let go once the new one listens
 
     with socket.socket() as taken:  # a port someone else holds: refused, saying so, and nothing changes
-        taken.bind(("127.0.0.1", 0))
+        # Not any free port: one the configuration's services do not have (one did, 48129, and the check
+        # that metrics_port is no service's came first).
+        while (port := spare_port(t.loaded.config)) in (first, second):
+            pass
+        taken.bind(("127.0.0.1", port))
         taken.listen()
         moved_to(taken.getsockname()[1])
         refused = t("up", "training")

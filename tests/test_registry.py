@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +24,11 @@ from tooloo_cli.supervisor.registry import registry_dir, sign_in, sign_out, stac
 def stand_in() -> Iterator[subprocess.Popen[bytes]]:
     """A process whose command line names tooloo's supervisor (what `ls` looks for), stopped by its pid."""
     process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "-m", "tooloo_cli.supervisor"])
+    # Until it has exec'd, its command line is still this process's: `ls` would rightly not take it for one.
+    cmdline = Path(f"/proc/{process.pid}/cmdline")
+    deadline = time.monotonic() + 10
+    while b"tooloo_cli.supervisor" not in cmdline.read_bytes() and time.monotonic() < deadline:
+        time.sleep(0.01)
     yield process
     process.kill()
     process.wait()
