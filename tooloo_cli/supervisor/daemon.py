@@ -103,18 +103,16 @@ def _early(loaded: LoadedConfig, names: list[str], handed: dict[str, str]) -> li
     stack = stack_of(loaded)
     base = supervisor_environment(os.environ)
     orders = []
-    for spec in stack.specs.values():
+    for replica in stack.replicas(names):
+        spec = stack.specs[replica.service]
         if spec.depends_on:  # waits for its dependencies: the supervisor starts it when they are ready
             continue
-        for replica in spec.replicas:
-            if replica.name not in names:
-                continue
-            try:
-                environment = service_environment(spec, base, handed)
-            except ConfigError:  # its env_file went missing: the supervisor says so, spawning it the ordinary way
-                continue
-            orders.append(launch_order(replica.name, spec.argv(replica), str(spec.cwd), environment, spec.builtin,
-                                       probe_host(spec.bind), replica.port))
+        try:
+            environment = service_environment(spec, base, handed)
+        except ConfigError:  # its env_file went missing: the supervisor says so, spawning it the ordinary way
+            continue
+        orders.append(launch_order(replica.name, spec.argv(replica), str(spec.cwd), environment, spec.builtin,
+                                   probe_host(spec.bind), replica.port))
     return orders
 
 

@@ -141,11 +141,16 @@ def end_unclaimed(early: dict[str, EarlySpawn]) -> None:
         early.popitem()[1].end()
 
 
-def _end(popen: subprocess.Popen[bytes]) -> None:
+def signal_group(group: int, signum: int) -> None:
+    """`signum` to a replica's process group (a session leader's pid is its group's id), if it still has one."""
     try:
-        os.killpg(popen.pid, signal.SIGKILL)  # its group: a session leader's pid is its group's id
+        os.killpg(group, signum)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def _end(popen: subprocess.Popen[bytes]) -> None:
+    signal_group(popen.pid, signal.SIGKILL)
     try:
         popen.wait(timeout=END_WAIT)
     except subprocess.TimeoutExpired:  # stuck in the kernel: it is reaped whenever it goes (subprocess._cleanup)

@@ -342,4 +342,3 @@ def _last_exit(code: int | None) -> str:
 
         return signal_name(-code)
     return str(code)
-

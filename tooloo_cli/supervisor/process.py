@@ -40,7 +40,7 @@ from tooloo_cli.config import ConfigError
 from tooloo_cli.ports import describe_holder, is_free, port_holder
 from tooloo_cli.stack import Replica, ServiceSpec, probe_host
 from tooloo_cli.supervisor.adopted import AdoptedProcess
-from tooloo_cli.supervisor.early import EarlySpawn, popen_arguments
+from tooloo_cli.supervisor.early import EarlySpawn, popen_arguments, signal_group
 from tooloo_cli.supervisor.environment import service_environment
 from tooloo_cli.supervisor.logs import Entry, Lines, RotatingLog, encode
 from tooloo_cli.supervisor.paths import StatePaths
@@ -191,7 +191,7 @@ class ManagedProcess:
         if process is None or process.returncode is not None:
             return None
         self._event(f"sent {signal_name(signum)} (tooloo kill)")
-        _signal_group(process.pid, signum)
+        signal_group(process.pid, signum)
         return process.pid
 
     async def wait_ready(self) -> str | None:
@@ -292,7 +292,7 @@ class ManagedProcess:
         finally:
             probes.cancel()
             await asyncio.gather(pump, probes, return_exceptions=True)
-            _signal_group(process.pid, signal.SIGKILL)  # whatever it left behind in its group
+            signal_group(process.pid, signal.SIGKILL)  # whatever it left behind in its group
             self.last_exit_code = process.returncode
             self._process = None
             self.pid = None
@@ -468,12 +468,12 @@ class ManagedProcess:
     async def _terminate(self, process: Child) -> None:
         """SIGTERM to the process group, SIGKILL after the grace period; returns once it has exited."""
         group = process.pid  # a session leader: its pid is its group's id
-        _signal_group(group, signal.SIGTERM)
+        signal_group(group, signal.SIGTERM)
         try:
             async with asyncio.timeout(self.spec.grace_period):
                 await asyncio.shield(process.wait())
         except TimeoutError:
-            _signal_group(group, signal.SIGKILL)
+            signal_group(group, signal.SIGKILL)
             await process.wait()
 
     async def _wait_port_free(self, timeout: float = 2.0) -> None:
@@ -516,10 +516,3 @@ class ManagedProcess:
             "exits": list(self.exits),
             "restartAt": self.restart_at,
         }
-
-
-def _signal_group(group: int, signum: int) -> None:
-    try:
-        os.killpg(group, signum)
-    except (ProcessLookupError, PermissionError):
-        pass
